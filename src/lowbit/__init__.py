@@ -1,0 +1,23 @@
+"""lowbit: low-precision and compressed-gradient training.
+
+Public face: :func:`quantize`, :func:`get_format`, :class:`FloatFormat`, :class:`IntFormat`,
+:class:`ScaledFormat`.
+"""
+
+from .formats import FloatFormat, IntFormat, format_names, get_format, register_format
+from .quantize import ROUNDINGS, quantize, round_integer
+from .scaling import ScaledFormat
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "FloatFormat",
+    "IntFormat",
+    "ScaledFormat",
+    "ROUNDINGS",
+    "format_names",
+    "get_format",
+    "quantize",
+    "register_format",
+    "round_integer",
+]

@@ -1,0 +1,36 @@
+"""Fused GPU kernels (Triton), imported lazily; the CPU never needs them.
+
+``supports(fmt)`` says whether a CUDA float32 tensor can take the fused path for ``fmt``;
+otherwise :func:`lowbit.quantize` runs its torch implementation on the device, with the same
+results for nearest rounding and the same distribution for stochastic rounding.
+"""
+
+from __future__ import annotations
+
+import functools
+
+from ..formats import FloatFormat
+
+
+@functools.lru_cache(maxsize=1)
+def triton_available() -> bool:
+    try:
+        import triton  # noqa: F401
+        import triton.language  # noqa: F401
+    except Exception:
+        return False
+    return True
+
+
+def supports(fmt) -> bool:
+    """Float formats whose sub-normal grid step is a float32 normal number (all 4–16-bit formats)."""
+    if not isinstance(fmt, FloatFormat) or not triton_available():
+        return False
+    m2 = fmt.man_bits if fmt.subnormals else 0
+    return fmt.emin - m2 >= -126 and fmt.man_bits < 23
+
+
+def quantize(x, fmt, rounding, saturate, generator):
+    from .quantize_triton import quantize_triton
+
+    return quantize_triton(x, fmt, rounding, saturate, generator)

@@ -1,0 +1,144 @@
+"""Fused Triton kernel for :func:`lowbit.quantize` on CUDA float32 tensors.
+
+One pass: each element is read once (4 bytes) and written once (4 bytes); the rounding is integer
+arithmetic on the bit pattern, identical to the torch path in :mod:`lowbit.quantize`
+(``_quantize_float``), so nearest rounding gives the same bits.  Stochastic rounding draws its
+bits from Philox (``tl.randint4x``: four 32-bit words per call), seeded from the caller's torch
+generator, so a fixed seed gives identical output on the same device.
+"""
+
+from __future__ import annotations
+
+import torch
+import triton
+import triton.language as tl
+
+from ..formats import FloatFormat
+
+BLOCK = 4096
+NUM_WARPS = 8
+
+_NEAREST, _STOCHASTIC, _ZERO = 0, 1, 2
+
+
+@triton.jit
+def _round_bits(b, rnd, S: tl.constexpr, EMIN_FIELD: tl.constexpr, LOW: tl.constexpr,
+                LOW_EXP: tl.constexpr, MAX_BITS: tl.constexpr, OVER_BITS: tl.constexpr,
+                INF_OUT: tl.constexpr, FNUZ: tl.constexpr, MODE: tl.constexpr):
+    a = b & 0x7FFFFFFF
+    e = a >> 23
+    # normal range of the format: round the bit pattern at bit S
+    if S == 0:
+        res = a
+    elif MODE == 0:
+        res = (a + ((1 << (S - 1)) - 1) + ((a >> S) & 1)) & ~((1 << S) - 1)
+    elif MODE == 1:
+        res = (a + (rnd & ((1 << S) - 1))) & ~((1 << S) - 1)
+    else:
+        res = a & ~((1 << S) - 1)
+    if LOW:
+        # fixed grid of step 2^LOW_EXP below the smallest normal
+        sig = (a & 0x7FFFFF) | ((e > 0).to(tl.int32) << 23)
+        sh = (150 + LOW_EXP) - tl.maximum(e, 1)
+        if MODE == 1:
+            extra = tl.maximum(sh - 30, 0)
+            sh = tl.minimum(tl.maximum(sh, 1), 30)
+            sig = sig >> extra
+            k = (sig + (rnd & ((1 << sh) - 1))) >> sh
+        elif MODE == 0:
+            sh = tl.minimum(tl.maximum(sh, 1), 25)
+            k = (sig + (1 << (sh - 1)) - 1 + ((sig >> sh) & 1)) >> sh
+        else:
+            sh = tl.minimum(tl.maximum(sh, 1), 25)
+            k = sig >> sh
+        low = (k.to(tl.float32) * (2.0 ** LOW_EXP)).to(tl.int32, bitcast=True)
+        res = tl.where(e < EMIN_FIELD, low, res)
+    finite = e < 255
+    res = tl.where((res > MAX_BITS) & finite, OVER_BITS, res)
+    res = tl.where(a == 0x7F800000, INF_OUT, res)
+    sign = b & (-2147483648)
+    if FNUZ:
+        sign = tl.where(res == 0, 0, sign)
+    return tl.where(a > 0x7F800000, b, res | sign)
+
+
+@triton.jit
+def _quantize_kernel(x_ptr, y_ptr, n, seed_ptr, S: tl.constexpr, EMIN_FIELD: tl.constexpr,
+                     LOW: tl.constexpr, LOW_EXP: tl.constexpr, MAX_BITS: tl.constexpr,
+                     OVER_BITS: tl.constexpr, INF_OUT: tl.constexpr, FNUZ: tl.constexpr,
+                     MODE: tl.constexpr, BLOCK: tl.constexpr):
+    Q: tl.constexpr = BLOCK // 4
+    pid = tl.program_id(0).to(tl.int64)
+    base = pid * BLOCK
+    offs = tl.arange(0, Q)
+    o0 = base + offs
+    o1 = o0 + Q
+    o2 = o1 + Q
+    o3 = o2 + Q
+    b0 = tl.load(x_ptr + o0, mask=o0 < n, other=0).to(tl.int32, bitcast=True)
+    b1 = tl.load(x_ptr + o1, mask=o1 < n, other=0).to(tl.int32, bitcast=True)
+    b2 = tl.load(x_ptr + o2, mask=o2 < n, other=0).to(tl.int32, bitcast=True)
+    b3 = tl.load(x_ptr + o3, mask=o3 < n, other=0).to(tl.int32, bitcast=True)
+    if MODE == 1:
+        seed = tl.load(seed_ptr)
+        r0, r1, r2, r3 = tl.randint4x(seed, (pid * Q + offs).to(tl.int32))
+        r0 = r0.to(tl.int32, bitcast=True) & 0x7FFFFFFF
+        r1 = r1.to(tl.int32, bitcast=True) & 0x7FFFFFFF
+        r2 = r2.to(tl.int32, bitcast=True) & 0x7FFFFFFF
+        r3 = r3.to(tl.int32, bitcast=True) & 0x7FFFFFFF
+    else:
+        r0 = b0
+        r1 = b1
+        r2 = b2
+        r3 = b3
+    y0 = _round_bits(b0, r0, S, EMIN_FIELD, LOW, LOW_EXP, MAX_BITS, OVER_BITS, INF_OUT, FNUZ, MODE)
+    y1 = _round_bits(b1, r1, S, EMIN_FIELD, LOW, LOW_EXP, MAX_BITS, OVER_BITS, INF_OUT, FNUZ, MODE)
+    y2 = _round_bits(b2, r2, S, EMIN_FIELD, LOW, LOW_EXP, MAX_BITS, OVER_BITS, INF_OUT, FNUZ, MODE)
+    y3 = _round_bits(b3, r3, S, EMIN_FIELD, LOW, LOW_EXP, MAX_BITS, OVER_BITS, INF_OUT, FNUZ, MODE)
+    tl.store(y_ptr + o0, y0.to(tl.float32, bitcast=True), mask=o0 < n)
+    tl.store(y_ptr + o1, y1.to(tl.float32, bitcast=True), mask=o1 < n)
+    tl.store(y_ptr + o2, y2.to(tl.float32, bitcast=True), mask=o2 < n)
+    tl.store(y_ptr + o3, y3.to(tl.float32, bitcast=True), mask=o3 < n)
+
+
+def _constants(fmt: FloatFormat, rounding: str, saturate: bool) -> dict:
+    max_bits = fmt.max_bits(torch.float32)
+    nan_bits, inf_bits = 0x7FC00000, 0x7F800000
+    if saturate or rounding == "zero" or fmt.overflow == "saturate":
+        over = max_bits
+    else:
+        over = inf_bits if fmt.overflow == "inf" else nan_bits
+    if fmt.has_inf:
+        inf_out = inf_bits
+    else:
+        inf_out = max_bits if saturate or fmt.overflow == "saturate" else nan_bits
+    m2 = fmt.man_bits if fmt.subnormals else 0
+    emin_field = fmt.emin + 127
+    return dict(
+        S=23 - fmt.man_bits,
+        EMIN_FIELD=emin_field,
+        LOW=bool(emin_field >= 2 or not fmt.subnormals),
+        LOW_EXP=fmt.emin - m2,
+        MAX_BITS=max_bits,
+        OVER_BITS=over,
+        INF_OUT=inf_out,
+        FNUZ=not fmt.signed_zero,
+        MODE={"nearest": _NEAREST, "stochastic": _STOCHASTIC, "zero": _ZERO}[rounding],
+    )
+
+
+def quantize_triton(x: torch.Tensor, fmt: FloatFormat, rounding: str, saturate: bool, generator=None,
+                    out: torch.Tensor | None = None) -> torch.Tensor:
+    xc = x.contiguous()
+    y = torch.empty_like(xc) if out is None else out
+    n = xc.numel()
+    if rounding == "stochastic":
+        gdev = generator.device if generator is not None else xc.device
+        seed = torch.randint(0, 2**31 - 1, (1,), device=gdev, generator=generator, dtype=torch.int64)
+        seed = seed.to(xc.device, non_blocking=True)
+    else:
+        seed = xc  # unused
+    grid = (triton.cdiv(n, BLOCK),)
+    _quantize_kernel[grid](xc, y, n, seed, **_constants(fmt, rounding, saturate), BLOCK=BLOCK,
+                           num_warps=NUM_WARPS)
+    return y.reshape(x.shape)

@@ -1,0 +1,150 @@
+"""Codes and bit packing: the bytes that a quantized tensor really takes on the wire.
+
+``pack(codes, w)`` stores non-negative integer codes of width ``w`` bits little-endian into a
+uint8 tensor of ``ceil(n·w/8)`` bytes (fp4: two codes per byte, fp6: four per three bytes);
+``unpack`` is its inverse.  ``float_codes``/``int_codes`` map representable values to codes;
+``decode_lut`` is the 2^w-entry table that maps codes back to values.
+"""
+
+from __future__ import annotations
+
+import functools
+import math
+
+import torch
+
+from .formats import FloatFormat, IntFormat
+
+__all__ = ["pack", "unpack", "float_codes", "int_codes", "decode_lut"]
+
+
+def _group(w: int) -> tuple[int, int] | None:
+    """(codes, bytes) per group whose bits fill whole bytes and fit an int64 word."""
+    bits = math.lcm(w, 8)
+    return (bits // w, bits // 8) if bits <= 63 or w == 32 else None
+
+
+def pack(codes: torch.Tensor, w: int) -> torch.Tensor:
+    """Pack integer codes in [0, 2^w) into a flat uint8 tensor of ceil(n·w/8) bytes."""
+    if not 1 <= w <= 32:
+        raise ValueError(f"code width must be 1..32 bits, got {w}")
+    c = codes.reshape(-1).to(torch.int64)
+    n = c.numel()
+    nbytes = (n * w + 7) // 8
+    if w == 8:
+        return c.to(torch.uint8)
+    g = _group(w)
+    if g is None:  # general width: expand to bits
+        bits = (c[:, None] >> torch.arange(w, device=c.device)) & 1
+        bits = torch.nn.functional.pad(bits.reshape(-1), (0, nbytes * 8 - n * w))
+        weights = 1 << torch.arange(8, device=c.device)
+        return (bits.reshape(-1, 8) * weights).sum(1).to(torch.uint8)
+    per, nb = g
+    pad = (-n) % per
+    if pad:
+        c = torch.nn.functional.pad(c, (0, pad))
+    c = c.reshape(-1, per) << (torch.arange(per, device=c.device) * w)
+    words = c.sum(1)
+    out = (words[:, None] >> (torch.arange(nb, device=c.device) * 8)) & 0xFF
+    return out.reshape(-1)[:nbytes].to(torch.uint8)
+
+
+def unpack(data: torch.Tensor, w: int, n: int) -> torch.Tensor:
+    """Inverse of :func:`pack`: the first ``n`` codes (int64) from packed bytes."""
+    if data.dtype != torch.uint8:
+        raise TypeError(f"packed codes must be uint8, got {data.dtype}")
+    need = (n * w + 7) // 8
+    if data.numel() < need:
+        raise ValueError(f"{n} codes of {w} bits need {need} bytes, got {data.numel()}")
+    b = data.reshape(-1)[:need].to(torch.int64)
+    if w == 8:
+        return b
+    g = _group(w)
+    if g is None:
+        bits = ((b[:, None] >> torch.arange(8, device=b.device)) & 1).reshape(-1)[: n * w]
+        return (bits.reshape(n, w) << torch.arange(w, device=b.device)).sum(1)
+    per, nb = g
+    pad = (-b.numel()) % nb
+    if pad:
+        b = torch.nn.functional.pad(b, (0, pad))
+    words = (b.reshape(-1, nb) << (torch.arange(nb, device=b.device) * 8)).sum(1)
+    c = (words[:, None] >> (torch.arange(per, device=b.device) * w)) & ((1 << w) - 1)
+    return c.reshape(-1)[:n]
+
+
+def float_codes(x: torch.Tensor, fmt: FloatFormat) -> torch.Tensor:
+    """Codes (int64) of ``x`` rounded to nearest in ``fmt``: sign | exponent field | mantissa."""
+    from .quantize import quantize
+
+    q = quantize(x, fmt).reshape(-1).to(torch.float32)
+    b = q.view(torch.int32).to(torch.int64)
+    sign = (b >> 31) & 1
+    a = b & 0x7FFFFFFF
+    m, ef = fmt.man_bits, fmt.exp_field_bits
+    normal = a >= (127 + fmt.emin) << 23
+    field = torch.where(normal, (a >> 23) - 127 + fmt.bias, torch.zeros_like(a))
+    mant_n = (a & 0x7FFFFF) >> (23 - m)
+    mant_s = torch.round(q.abs().double() * 2.0 ** (m - fmt.emin)).to(torch.int64)
+    mant = torch.where(normal, mant_n, mant_s)
+    isinf, isnan = torch.isinf(q), torch.isnan(q)
+    top = (1 << fmt.exp_bits) - 1
+    field = torch.where(isinf, torch.full_like(field, top), field)
+    mant = torch.where(isinf, torch.zeros_like(mant), mant)
+    if bool(isnan.any()):
+        if fmt.nan_style == "none":
+            raise ValueError(f"{fmt.label} has no NaN: cannot encode NaN values")
+        if fmt.nan_style == "ieee":
+            field = torch.where(isnan, torch.full_like(field, top), field)
+            mant = torch.where(isnan, torch.full_like(mant, max(1, 1 << (m - 1))), mant)
+        elif fmt.nan_style == "fn":
+            field = torch.where(isnan, torch.full_like(field, top), field)
+            mant = torch.where(isnan, torch.full_like(mant, (1 << m) - 1), mant)
+        else:  # fnuz: the negative-zero code
+            sign = torch.where(isnan, torch.ones_like(sign), sign)
+            field = torch.where(isnan, torch.zeros_like(field), field)
+            mant = torch.where(isnan, torch.zeros_like(mant), mant)
+    return (sign << (ef + m)) | (field << m) | mant
+
+
+def int_codes(x: torch.Tensor, fmt: IntFormat) -> torch.Tensor:
+    """Two's-complement codes of ``x`` rounded to nearest integers of ``fmt``."""
+    from .quantize import quantize
+
+    q = quantize(x, fmt).reshape(-1)
+    if bool(torch.isnan(q).any()):
+        raise ValueError(f"{fmt.label} has no NaN: cannot encode NaN values")
+    return q.to(torch.int64) & ((1 << fmt.code_bits) - 1)
+
+
+@functools.lru_cache(maxsize=64)
+def decode_lut(fmt: FloatFormat, device: torch.device, dtype: torch.dtype) -> torch.Tensor:
+    """Value of every code of ``fmt`` (2^code_bits entries; formats of at most 16 bits)."""
+    if fmt.code_bits > 16:
+        raise ValueError(f"{fmt.label}: {fmt.code_bits}-bit codes are decoded directly, not by table")
+    return code_values(torch.arange(1 << fmt.code_bits, dtype=torch.int64), fmt).to(dtype=dtype, device=device)
+
+
+def code_values(c: torch.Tensor, fmt: FloatFormat) -> torch.Tensor:
+    """float64 value of each int64 code ``c`` of ``fmt``."""
+    w, m, ef = fmt.code_bits, fmt.man_bits, fmt.exp_field_bits
+    sign = (c >> (ef + m)) & 1
+    field = (c >> m) & ((1 << ef) - 1)
+    mant = c & ((1 << m) - 1)
+    mag = torch.where(
+        field == 0,
+        mant.double() * 2.0 ** (fmt.emin - m),
+        (1 + mant.double() / 2**m) * torch.pow(2.0, (field - fmt.bias).double()),
+    )
+    if not fmt.subnormals:
+        mag = torch.where((field == 0) & (mant != 0), torch.full_like(mag, float("nan")), mag)
+    top = (1 << fmt.exp_bits) - 1
+    if fmt.nan_style == "ieee":
+        special = field == top
+        mag = torch.where(special & (mant == 0), torch.full_like(mag, float("inf")), mag)
+        mag = torch.where(special & (mant != 0), torch.full_like(mag, float("nan")), mag)
+    elif fmt.nan_style == "fn":
+        mag = torch.where((field == top) & (mant == (1 << m) - 1), torch.full_like(mag, float("nan")), mag)
+    val = torch.where(sign == 1, -mag, mag)
+    if fmt.nan_style == "fnuz":
+        val = torch.where(c == (1 << (w - 1)), torch.full_like(val, float("nan")), val)
+    return val

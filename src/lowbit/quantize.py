@@ -1,0 +1,279 @@
+"""Rounding tensors onto number formats.
+
+``quantize(x, fmt, rounding)`` returns a tensor of x's dtype and shape whose every value is
+representable in ``fmt``.  The CPU path is vectorized integer arithmetic on the bit pattern of x;
+CUDA float32 tensors go to a fused Triton kernel (:mod:`lowbit.kernels`) when Triton is present.
+
+Rounding of a finite x with |x| inside the range, with grid step u(x) = 2^(max(⌊log₂|x|⌋, e_min) − M):
+
+* ``"nearest"``: the nearest grid point, ties to the one with an even last mantissa bit
+  (IEEE round-half-to-even).  With ``saturate=False`` this equals the ml_dtypes cast round trip
+  ``x.astype(fmt).astype(float32)`` bit for bit, overflow and signed zero included.
+* ``"stochastic"``: ⌊x/u⌋·u + u·Bernoulli(frac(x/u)), so E[q(x)] = x (unbiased).  The Bernoulli draw
+  uses the exact discarded bits; only where more than 30 (float64: 62) bits are discarded are the
+  lowest ones truncated, a bias below 2^−30 of one grid step.
+* ``"zero"``: truncation toward zero; finite values beyond ±max become ±max (IEEE round-toward-zero).
+
+Overflow follows the format (``FloatFormat.overflow``): ±inf, NaN, or ±max; ``saturate=True``
+clamps finite inputs to ±max instead (±inf too, where the format has no inf; formats with an inf
+keep ±inf).  NaN stays NaN, also for formats that have no NaN code
+(ml_dtypes maps NaN to −0 there; lowbit keeps a NaN visible).  Formats without negative zero
+(``fnuz``) map −0 to +0.  float16/bfloat16 inputs are rounded through float32 (exact) and cast
+back; float64 inputs are rounded directly in float64 (no double rounding).
+"""
+
+from __future__ import annotations
+
+import torch
+
+import threading
+from concurrent.futures import ThreadPoolExecutor
+
+from .formats import FloatFormat, IntFormat, get_format
+
+__all__ = ["quantize", "round_integer", "ROUNDINGS"]
+
+ROUNDINGS = ("nearest", "stochastic", "zero")
+
+
+class _Bits:
+    """Layout of an IEEE input dtype: integer view, mantissa bits, exponent bias."""
+
+    def __init__(self, dtype: torch.dtype):
+        if dtype == torch.float64:
+            self.it, self.p, self.eb, self.emax_field, self.cap = torch.int64, 52, 1023, 2047, 62
+        else:
+            self.it, self.p, self.eb, self.emax_field, self.cap = torch.int32, 23, 127, 255, 30
+        self.abs_mask = (1 << (self.p + (11 if dtype == torch.float64 else 8))) - 1
+        self.sign_mask = -(1 << (63 if dtype == torch.float64 else 31))
+        self.man_mask = (1 << self.p) - 1
+        self.inf_bits = self.emax_field << self.p
+        self.nan_bits = self.inf_bits | (1 << (self.p - 1))
+
+
+def _check(x: torch.Tensor, rounding: str) -> None:
+    if not isinstance(x, torch.Tensor):
+        raise TypeError(f"quantize expects a torch.Tensor, got {type(x).__name__}")
+    if not x.is_floating_point():
+        raise TypeError(f"quantize expects a floating-point tensor, got {x.dtype}")
+    if x.dtype not in (torch.float32, torch.float64, torch.float16, torch.bfloat16):
+        raise TypeError(f"quantize supports float32/float64/float16/bfloat16, got {x.dtype}")
+    if rounding not in ROUNDINGS:
+        raise ValueError(f"rounding must be one of {ROUNDINGS}, got {rounding!r}")
+
+
+def _random_bits(x: torch.Tensor, bits: _Bits, generator) -> torch.Tensor:
+    high = 2**31 if bits.it == torch.int32 else 2**62
+    if generator is not None and generator.device != x.device:
+        r = torch.randint(0, high, x.shape, dtype=bits.it, device=generator.device, generator=generator)
+        return r.to(x.device)
+    return torch.randint(0, high, x.shape, dtype=bits.it, device=x.device, generator=generator)
+
+
+# CPU: elementwise work runs in cache-sized chunks on a small thread pool (torch ops release the
+# GIL); stochastic rounding seeds one generator per chunk from a base seed drawn from the caller's
+# generator, so the result does not depend on scheduling.
+CHUNK = 1 << 17
+_POOL: ThreadPoolExecutor | None = None
+_POOL_LOCK = threading.Lock()
+
+
+def _pool() -> ThreadPoolExecutor:
+    global _POOL
+    with _POOL_LOCK:
+        if _POOL is None:
+            _POOL = ThreadPoolExecutor(max(1, torch.get_num_threads()), thread_name_prefix="lowbit")
+        return _POOL
+
+
+def _elementwise(x: torch.Tensor, rounding: str, generator, fn) -> torch.Tensor:
+    """Apply ``fn(flat_chunk, chunk_generator)`` over x; returns a tensor of x's shape."""
+    flat = x.contiguous().reshape(-1)
+    if x.device.type != "cpu":
+        return fn(flat, generator).reshape(x.shape)
+    base = None
+    if rounding == "stochastic":
+        base = int(torch.randint(0, 2**62, (), generator=generator))
+
+    def chunk_gen(i: int):
+        if base is None:
+            return None
+        return torch.Generator().manual_seed((base + i * 0x9E3779B97F4A7C15) % 2**63)
+
+    n = flat.numel()
+    if n <= CHUNK:
+        return fn(flat, chunk_gen(0)).reshape(x.shape)
+    out = torch.empty_like(flat)
+
+    def work(i: int) -> None:
+        lo = i * CHUNK
+        out[lo : lo + CHUNK] = fn(flat[lo : lo + CHUNK], chunk_gen(i))
+
+    list(_pool().map(work, range((n + CHUNK - 1) // CHUNK)))
+    return out.reshape(x.shape)
+
+
+def _round_fixed(a, e, bits: _Bits, step_exp: int, rounding: str, rnd):
+    """k = round(|x| / 2^step_exp) as integers, for |x| given by abs bits ``a`` and exponent field
+    ``e``; exact for all |x| < 2^(step_exp + p + 1)."""
+    sig = (a & bits.man_mask) | ((e > 0).to(bits.it) << bits.p)
+    sh = (bits.eb + bits.p + step_exp) - e.clamp(min=1)
+    if rounding == "stochastic":
+        extra = (sh - bits.cap).clamp(min=0)
+        sh = sh.clamp(1, bits.cap)
+        sig = sig >> extra
+        return (sig + (rnd & ((1 << sh) - 1))) >> sh
+    sh = sh.clamp(1, bits.p + 2)
+    if rounding == "zero":
+        return sig >> sh
+    return (sig + (1 << (sh - 1)) - 1 + ((sig >> sh) & 1)) >> sh
+
+
+def _quantize_float(x: torch.Tensor, fmt: FloatFormat, rounding: str, saturate: bool, generator):
+    """Round a contiguous 1-D float32/float64 tensor onto a FloatFormat (torch, any device)."""
+    bits = _Bits(x.dtype)
+    b = x.view(bits.it)
+    a = b & bits.abs_mask
+    rnd = _random_bits(x, bits, generator) if rounding == "stochastic" else None
+
+    # Normal range of the format: round the bit pattern at bit s (the carry runs into the exponent).
+    s = bits.p - fmt.man_bits
+    if s == 0:
+        res = a.clone()
+    elif rounding == "nearest":
+        res = ((a >> s) & 1).add_((1 << (s - 1)) - 1).add_(a).bitwise_and_(~((1 << s) - 1))
+    elif rounding == "stochastic":
+        res = (rnd & ((1 << s) - 1)).add_(a).bitwise_and_(~((1 << s) - 1))
+    else:
+        res = a & ~((1 << s) - 1)
+
+    # Below the smallest normal: a fixed grid of step Q = 2^(e_min − M) (or {0, 2^e_min} without
+    # subnormals); also reached by input subnormals when the format's e_min is above the dtype's.
+    emin_field = fmt.emin + bits.eb
+    m2 = fmt.man_bits if fmt.subnormals else 0
+    if emin_field >= 2 or not fmt.subnormals:
+        low_mask = a < (emin_field << bits.p)
+        if bool(low_mask.any()):
+            if rounding == "stochastic":
+                k = _round_fixed(a, a >> bits.p, bits, fmt.emin - m2, rounding, rnd).to(x.dtype)
+            else:  # |x|·2^(M−e_min) is exact; round (half to even) or truncate it
+                y = x.abs().mul_(2.0 ** (m2 - fmt.emin))
+                k = y.round_() if rounding == "nearest" else y.trunc_()
+            low = k.mul_(2.0 ** (fmt.emin - m2)).view(bits.it)
+            res = torch.where(low_mask, low, res)
+
+    # Overflow. An input ±inf arrives here as the inf bit pattern (above max too) and then takes
+    # the format's own rule: ±inf where it has inf, else ±max if saturating, else NaN.
+    max_bits = fmt.max_bits(x.dtype)
+    if saturate or rounding == "zero" or fmt.overflow == "saturate":
+        over_val = max_bits
+    else:
+        over_val = bits.inf_bits if fmt.overflow == "inf" else bits.nan_bits
+    if fmt.has_inf:
+        inf_val = bits.inf_bits
+    else:
+        inf_val = max_bits if saturate or fmt.overflow == "saturate" else bits.nan_bits
+    if over_val == max_bits and inf_val == max_bits:
+        res.clamp_(max=max_bits)
+    else:
+        res = torch.where(res > max_bits, over_val, res)
+        if inf_val != over_val:
+            res = torch.where(a == bits.inf_bits, inf_val, res)
+
+    sign = b & bits.sign_mask
+    if not fmt.signed_zero:
+        sign.masked_fill_(res == 0, 0)
+    res.bitwise_or_(sign)
+    out = torch.where(a > bits.inf_bits, b, res)  # NaN stays NaN (payload kept)
+    return out.view(x.dtype)
+
+
+# Exact native round trips on the CPU (checked against ml_dtypes in the tests); torch's float8_e4m3fn
+# cast saturates instead of overflowing to NaN, so that format stays on lowbit's own path.
+_USE_NATIVE = True
+_NATIVE_CPU = {
+    get_format(name): getattr(torch, name)
+    for name in ("float16", "bfloat16", "float8_e5m2", "float8_e4m3fnuz", "float8_e5m2fnuz")
+    if hasattr(torch, name)
+}
+
+
+def round_integer(x: torch.Tensor, rounding: str = "stochastic", *, generator=None) -> torch.Tensor:
+    """Round every entry of a float32/float64 tensor to an integer (kept in x's dtype).
+
+    ``"stochastic"``: ⌊t⌋ + Bernoulli(t − ⌊t⌋), unbiased (IntSGD's Int(·)); ``"nearest"``: half to
+    even; ``"zero"``: truncation.  Values ≥ 2^p (already integers) are returned unchanged.
+    """
+    _check(x, rounding)
+    if x.dtype in (torch.float16, torch.bfloat16):
+        return round_integer(x.float(), rounding, generator=generator).to(x.dtype)
+    if x.numel() == 0:
+        return x.clone()
+    bits = _Bits(x.dtype)
+
+    def fn(v, gen):
+        b = v.view(bits.it)
+        a = b & bits.abs_mask
+        e = a >> bits.p
+        rnd = _random_bits(v, bits, gen) if rounding == "stochastic" else None
+        k = _round_fixed(a, e, bits, 0, rounding, rnd).to(v.dtype)
+        out = torch.where(v < 0, -k, k)
+        big = e >= bits.eb + bits.p  # |x| >= 2^p: already an integer (or inf/NaN)
+        return torch.where(big, v, out)
+
+    return _elementwise(x, rounding, generator, fn)
+
+
+def _quantize_int(x, fmt: IntFormat, rounding, generator):
+    qmax = fmt.max
+    r = round_integer(x.clamp(-qmax - 1, qmax + 1), rounding, generator=generator)
+    return r.clamp(-qmax, qmax)  # NaN propagates through clamp
+
+
+def quantize(
+    x: torch.Tensor,
+    fmt,
+    rounding: str = "nearest",
+    *,
+    saturate: bool = False,
+    generator: torch.Generator | None = None,
+    scaling: str | None = None,
+    block: int = 32,
+) -> torch.Tensor:
+    """Round ``x`` onto the format ``fmt`` (a name, alias, ``e{E}m{M}`` string or format object).
+
+    Args:
+        x: float32, float64, float16 or bfloat16 tensor of any shape and strides, CPU or CUDA.
+        fmt: the target format.
+        rounding: ``"nearest"`` (half to even), ``"stochastic"`` (unbiased) or ``"zero"``.
+        saturate: clamp finite values beyond ±max to ±max instead of the format's overflow rule.
+        generator: torch.Generator for stochastic rounding (fixed seed → identical output).
+        scaling: ``None`` (values as they are), ``"tensor"`` (one float32 scale per tensor mapping
+            max|x| to the format's max) or ``"block"`` (a shared power-of-two scale per block of
+            ``block`` values along the last dimension, as in the OCP MX formats); see
+            :mod:`lowbit.scaling`.
+
+    Returns:
+        a new tensor of x's dtype and shape.
+    """
+    _check(x, rounding)
+    fmt = get_format(fmt)
+    if scaling is not None:
+        from .scaling import scaled_quantize
+
+        return scaled_quantize(x, fmt, scaling, block=block, rounding=rounding, generator=generator)
+    if x.numel() == 0:
+        return x.clone()
+    if x.dtype in (torch.float16, torch.bfloat16):
+        return quantize(x.float(), fmt, rounding, saturate=saturate, generator=generator).to(x.dtype)
+    if isinstance(fmt, IntFormat):
+        return _quantize_int(x, fmt, rounding, generator)
+    native = _NATIVE_CPU.get(fmt) if _USE_NATIVE and not saturate and rounding == "nearest" else None
+    if native is not None and x.device.type == "cpu" and x.dtype == torch.float32:
+        return x.to(native).to(torch.float32)
+    if x.is_cuda and x.dtype == torch.float32:
+        from . import kernels
+
+        if kernels.supports(fmt):
+            return kernels.quantize(x, fmt, rounding, saturate, generator)
+    return _elementwise(x, rounding, generator, lambda v, g: _quantize_float(v, fmt, rounding, saturate, g))

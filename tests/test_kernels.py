@@ -1,0 +1,99 @@
+"""The fused Triton kernel: the interpreter on the CPU (always, where Triton is installed) and the
+real kernel on a GPU (only where one is present)."""
+
+import os
+import subprocess
+import sys
+import textwrap
+
+import numpy as np
+import pytest
+import torch
+
+import lowbit
+from conftest import needs_cuda
+from oracles import ML_DTYPES, ml_round_trip, same_bits
+
+FORMATS = ["float16", "bfloat16", "float8_e4m3fn", "float8_e4m3", "float8_e5m2", "float8_e3m4",
+           "float8_e4m3fnuz", "float6_e3m2fn", "float6_e2m3fn", "float4_e2m1fn"]
+
+
+def test_triton_kernel_in_interpreter_matches_ml_dtypes():
+    pytest.importorskip("triton")
+    script = textwrap.dedent(
+        f"""
+        import numpy as np, torch, lowbit, sys
+        sys.path.insert(0, {os.path.dirname(__file__)!r})
+        from oracles import ml_round_trip, same_bits, neighbours
+        from lowbit.kernels.quantize_triton import quantize_triton
+        rng = np.random.default_rng(0)
+        bits = rng.integers(0, 2**32, size=12288, dtype=np.uint64).astype(np.uint32).view(np.float32)
+        spread = (rng.standard_normal(12288) * 2.0 ** rng.uniform(-30, 20, 12288)).astype(np.float32)
+        x = np.concatenate([bits, spread, [np.inf, -np.inf, np.nan, 0.0, -0.0]]).astype(np.float32)
+        for name in {FORMATS!r}:
+            fmt = lowbit.get_format(name)
+            for sat in (False, True):
+                out = quantize_triton(torch.from_numpy(x), fmt, "nearest", sat).numpy()
+                ref = lowbit.quantize(torch.from_numpy(x), fmt, saturate=sat).numpy()
+                assert not same_bits(out, ref, x, fmt).any(), (name, sat)
+            out = quantize_triton(torch.from_numpy(x), fmt, "nearest", False).numpy()
+            assert not same_bits(out, ml_round_trip(x, name), x, fmt).any(), name
+            z = quantize_triton(torch.from_numpy(x), fmt, "zero", False).numpy()
+            assert not same_bits(z, lowbit.quantize(torch.from_numpy(x), fmt, "zero").numpy(), x, fmt).any()
+        g = torch.Generator().manual_seed(0)
+        fmt = lowbit.get_format("fp4")
+        for v in (0.3, -1.7, 0.02):
+            q = quantize_triton(torch.full((200000,), v), fmt, "stochastic", False, g).double()
+            lo, hi = neighbours(v, fmt)
+            assert set(torch.unique(q).tolist()) <= {{lo, hi}}
+            p = (v - lo) / (hi - lo)
+            assert abs(q.mean().item() - v) <= 5 * abs(hi - lo) * (p * (1 - p) / 200000) ** 0.5
+        print("ok")
+        """
+    )
+    env = dict(os.environ, TRITON_INTERPRET="1")
+    r = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True, timeout=600)
+    assert r.returncode == 0 and r.stdout.strip().endswith("ok"), r.stderr[-3000:]
+
+
+def test_cpu_falls_back_without_triton(monkeypatch):
+    from lowbit import kernels
+
+    kernels.triton_available.cache_clear()
+    monkeypatch.setitem(sys.modules, "triton", None)
+    try:
+        assert not kernels.supports(lowbit.get_format("fp8"))
+        x = torch.randn(1000)
+        assert torch.equal(lowbit.quantize(x, "fp8"), torch.from_numpy(ml_round_trip(x.numpy(), "float8_e4m3fn")))
+    finally:
+        kernels.triton_available.cache_clear()
+
+
+@needs_cuda
+@pytest.mark.parametrize("name", FORMATS)
+def test_cuda_matches_ml_dtypes(name):
+    fmt = lowbit.get_format(name)
+    rng = np.random.default_rng(1)
+    bits = rng.integers(0, 2**32, size=2_000_000, dtype=np.uint64).astype(np.uint32).view(np.float32)
+    out = lowbit.quantize(torch.from_numpy(bits).cuda(), name).cpu().numpy()
+    assert not same_bits(out, ml_round_trip(bits, name), bits, fmt).any()
+    x = torch.randn(1 << 20, device="cuda")
+    g = torch.Generator(device="cuda").manual_seed(0)
+    a = lowbit.quantize(x, name, "stochastic", generator=g)
+    g = torch.Generator(device="cuda").manual_seed(0)
+    assert torch.equal(a, lowbit.quantize(x, name, "stochastic", generator=g))
+    lo = lowbit.quantize(x, name, "zero")
+    assert ((a == lo) | (a.abs() > lo.abs())).all()
+
+
+@needs_cuda
+def test_cuda_stochastic_is_unbiased():
+    g = torch.Generator(device="cuda").manual_seed(1)
+    for v in (0.3, -0.013, 2.2):
+        q = lowbit.quantize(torch.full((1 << 22,), v, device="cuda"), "fp4", "stochastic", generator=g)
+        from oracles import neighbours
+
+        lo, hi = neighbours(v, lowbit.get_format("fp4"))
+        p = (v - lo) / (hi - lo)
+        se = abs(hi - lo) * (p * (1 - p) / (1 << 22)) ** 0.5
+        assert abs(q.double().mean().item() - v) <= 5 * se

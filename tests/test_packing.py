@@ -1,0 +1,66 @@
+"""encode/decode: real bytes, exact inverses on representable values."""
+
+import math
+
+import pytest
+import torch
+
+import lowbit
+from lowbit.packing import pack, unpack
+
+NAMES = ["float16", "bfloat16", "float8_e4m3fn", "float8_e4m3", "float8_e5m2", "float8_e3m4",
+         "float8_e4m3fnuz", "float8_e5m2fnuz", "float6_e3m2fn", "float6_e2m3fn", "float4_e2m1fn",
+         "slowdown_fp4", "slowdown_fp8", "int8", "int4", "int2", "e3m3", "float32"]
+
+
+@pytest.mark.parametrize("name", NAMES)
+@pytest.mark.parametrize("n", [1, 3, 7, 33, 1001])
+def test_round_trip_and_true_size(name, n):
+    fmt = lowbit.get_format(name)
+    x = torch.randn(n, generator=torch.Generator().manual_seed(n)) * 3
+    q = lowbit.quantize(x, fmt, saturate=True)
+    codes = fmt.encode(q)
+    assert codes.dtype == torch.uint8
+    assert codes.numel() == math.ceil(n * fmt.code_bits / 8) == fmt.nbytes(n)
+    assert torch.equal(fmt.decode(codes, (n,)), q)
+    assert torch.equal(fmt.decode(codes, q.shape), q)
+
+
+@pytest.mark.parametrize("name", ["float8_e4m3fn", "float8_e5m2", "float8_e4m3", "float6_e3m2fn",
+                                  "float6_e2m3fn", "float4_e2m1fn", "float8_e4m3fnuz"])
+def test_every_code_decodes_and_re_encodes(name):
+    fmt = lowbit.get_format(name)
+    n = 2**fmt.code_bits
+    codes = pack(torch.arange(n), fmt.code_bits)
+    vals = fmt.decode(codes, (n,))
+    finite = torch.isfinite(vals)
+    again = unpack(fmt.encode(vals[finite]), fmt.code_bits, int(finite.sum()))
+    expect = torch.arange(n)[finite]
+    if not fmt.signed_zero:  # fnuz: no −0 code to map back to
+        assert torch.equal(again, expect)
+    else:
+        assert torch.equal(again, expect)
+    assert (fmt.code_bits == 8) == (codes.numel() == n)
+
+
+def test_pack_layout_is_little_endian():
+    assert pack(torch.tensor([1, 2, 3]), 4).tolist() == [0x21, 0x03]
+    six = pack(torch.tensor([1, 2, 3, 4]), 6)
+    assert six.numel() == 3 and int.from_bytes(bytes(six.tolist()), "little") == 1 | 2 << 6 | 3 << 12 | 4 << 18
+    assert unpack(six, 6, 4).tolist() == [1, 2, 3, 4]
+    for w in (1, 2, 3, 5, 7, 9, 11, 13, 16, 32):
+        c = torch.randint(0, 2**w, (37,), generator=torch.Generator().manual_seed(w))
+        assert torch.equal(unpack(pack(c, w), w, 37), c)
+
+
+def test_special_codes():
+    nan_inf = torch.tensor([float("nan"), float("inf"), -float("inf")])
+    e5 = lowbit.get_format("fp8_e5m2")
+    out = e5.decode(e5.encode(nan_inf), (3,))
+    assert torch.isnan(out[0]) and out[1] == math.inf and out[2] == -math.inf
+    fn = lowbit.get_format("fp8")
+    assert fn.encode(torch.tensor([float("nan")])).tolist() == [0x7F]
+    with pytest.raises(ValueError, match="no NaN"):
+        lowbit.get_format("fp4").encode(torch.tensor([float("nan")]))
+    with pytest.raises(TypeError):
+        fn.decode(torch.zeros(3, dtype=torch.int32), (3,))
