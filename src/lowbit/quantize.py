@@ -270,7 +270,7 @@ def quantize(
         return _quantize_int(x, fmt, rounding, generator)
     native = _NATIVE_CPU.get(fmt) if _USE_NATIVE and not saturate and rounding == "nearest" else None
     if native is not None and x.device.type == "cpu" and x.dtype == torch.float32:
-        return x.to(native).to(torch.float32)
+        return _elementwise(x, rounding, generator, lambda v, g: v.to(native).to(torch.float32))
     if x.is_cuda and x.dtype == torch.float32:
         from . import kernels
 

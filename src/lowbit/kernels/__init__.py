@@ -23,11 +23,13 @@ def triton_available() -> bool:
 
 
 def supports(fmt) -> bool:
-    """Float formats whose sub-normal grid step is a float32 normal number (all 4–16-bit formats)."""
-    if not isinstance(fmt, FloatFormat) or not triton_available():
+    """Float formats narrower than float32 whose fixed grid below the smallest normal (if the
+    kernel needs one) has a float32-normal step: every named 4–16-bit format."""
+    if not isinstance(fmt, FloatFormat) or not triton_available() or fmt.man_bits >= 23:
         return False
     m2 = fmt.man_bits if fmt.subnormals else 0
-    return fmt.emin - m2 >= -126 and fmt.man_bits < 23
+    needs_low_grid = fmt.emin + 127 >= 2 or not fmt.subnormals
+    return not needs_low_grid or fmt.emin - m2 >= -126
 
 
 def quantize(x, fmt, rounding, saturate, generator):
