@@ -1,16 +1,23 @@
 """lowbit: low-precision and compressed-gradient training.
 
 Public face: :func:`quantize`, :func:`get_format`, :class:`FloatFormat`, :class:`IntFormat`,
-:class:`ScaledFormat`.
+:class:`ScaledFormat`, :func:`get_compressor` and the compressor wrappers.
 """
 
 from .formats import FloatFormat, IntFormat, format_names, get_format, register_format
 from .quantize import ROUNDINGS, quantize, round_integer
 from .scaling import ScaledFormat
+from .compress import Compressor, ErrorFeedback, Packet, Shifted, compressor_names, get_compressor
 
 __version__ = "0.1.0"
 
 __all__ = [
+    "Compressor",
+    "ErrorFeedback",
+    "Packet",
+    "Shifted",
+    "compressor_names",
+    "get_compressor",
     "FloatFormat",
     "IntFormat",
     "ScaledFormat",

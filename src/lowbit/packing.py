@@ -28,11 +28,19 @@ def pack(codes: torch.Tensor, w: int) -> torch.Tensor:
     """Pack integer codes in [0, 2^w) into a flat uint8 tensor of ceil(n·w/8) bytes."""
     if not 1 <= w <= 32:
         raise ValueError(f"code width must be 1..32 bits, got {w}")
-    c = codes.reshape(-1).to(torch.int64)
-    n = c.numel()
+    n = codes.numel()
     nbytes = (n * w + 7) // 8
     if w == 8:
-        return c.to(torch.uint8)
+        return codes.reshape(-1).to(torch.uint8)
+    if w in (1, 2, 4):  # whole codes per byte: uint8 arithmetic, no widening
+        per = 8 // w
+        c = codes.reshape(-1).to(torch.uint8)
+        pad = (-n) % per
+        if pad:
+            c = torch.nn.functional.pad(c, (0, pad))
+        weights = torch.tensor([1 << (w * i) for i in range(per)], dtype=torch.uint8, device=c.device)
+        return (c.reshape(-1, per) * weights).sum(1, dtype=torch.uint8)
+    c = codes.reshape(-1).to(torch.int64)
     g = _group(w)
     if g is None:  # general width: expand to bits
         bits = (c[:, None] >> torch.arange(w, device=c.device)) & 1
@@ -56,9 +64,12 @@ def unpack(data: torch.Tensor, w: int, n: int) -> torch.Tensor:
     need = (n * w + 7) // 8
     if data.numel() < need:
         raise ValueError(f"{n} codes of {w} bits need {need} bytes, got {data.numel()}")
+    if w in (1, 2, 4, 8):
+        per = 8 // w
+        shifts = torch.tensor([w * i for i in range(per)], dtype=torch.uint8, device=data.device)
+        c = (data.reshape(-1)[:need, None] >> shifts) & ((1 << w) - 1)
+        return c.reshape(-1)[:n].to(torch.int64)
     b = data.reshape(-1)[:need].to(torch.int64)
-    if w == 8:
-        return b
     g = _group(w)
     if g is None:
         bits = ((b[:, None] >> torch.arange(8, device=b.device)) & 1).reshape(-1)[: n * w]
@@ -72,11 +83,15 @@ def unpack(data: torch.Tensor, w: int, n: int) -> torch.Tensor:
     return c.reshape(-1)[:n]
 
 
-def float_codes(x: torch.Tensor, fmt: FloatFormat) -> torch.Tensor:
-    """Codes (int64) of ``x`` rounded to nearest in ``fmt``: sign | exponent field | mantissa."""
+def float_codes(x: torch.Tensor, fmt: FloatFormat, *, quantized: bool = False, nan_ok: bool = False) -> torch.Tensor:
+    """Codes (int64) of ``x`` rounded to nearest in ``fmt``: sign | exponent field | mantissa.
+
+    ``quantized=True`` skips the rounding (x already holds representable values).  NaN in a format
+    without a NaN code raises ValueError, unless ``nan_ok`` (then its code is unspecified and the
+    caller carries the information, as the ``cast`` compressor does)."""
     from .quantize import quantize
 
-    q = quantize(x, fmt).reshape(-1).to(torch.float32)
+    q = (x if quantized else quantize(x, fmt)).reshape(-1).to(torch.float32)
     b = q.view(torch.int32).to(torch.int64)
     sign = (b >> 31) & 1
     a = b & 0x7FFFFFFF
@@ -90,7 +105,9 @@ def float_codes(x: torch.Tensor, fmt: FloatFormat) -> torch.Tensor:
     top = (1 << fmt.exp_bits) - 1
     field = torch.where(isinf, torch.full_like(field, top), field)
     mant = torch.where(isinf, torch.zeros_like(mant), mant)
-    if bool(isnan.any()):
+    if fmt.nan_style == "none" and nan_ok:
+        pass
+    elif bool(isnan.any()):
         if fmt.nan_style == "none":
             raise ValueError(f"{fmt.label} has no NaN: cannot encode NaN values")
         if fmt.nan_style == "ieee":
@@ -106,14 +123,15 @@ def float_codes(x: torch.Tensor, fmt: FloatFormat) -> torch.Tensor:
     return (sign << (ef + m)) | (field << m) | mant
 
 
-def int_codes(x: torch.Tensor, fmt: IntFormat) -> torch.Tensor:
-    """Two's-complement codes of ``x`` rounded to nearest integers of ``fmt``."""
+def int_codes(x: torch.Tensor, fmt: IntFormat, *, quantized: bool = False) -> torch.Tensor:
+    """Two's-complement codes of ``x`` rounded to nearest integers of ``fmt`` (NaN is an error,
+    unless ``quantized``: then the caller has dealt with it)."""
     from .quantize import quantize
 
-    q = quantize(x, fmt).reshape(-1)
-    if bool(torch.isnan(q).any()):
+    q = (x if quantized else quantize(x, fmt)).reshape(-1)
+    if not quantized and bool(torch.isnan(q).any()):
         raise ValueError(f"{fmt.label} has no NaN: cannot encode NaN values")
-    return q.to(torch.int64) & ((1 << fmt.code_bits) - 1)
+    return torch.nan_to_num(q, nan=0.0).to(torch.int64) & ((1 << fmt.code_bits) - 1)
 
 
 @functools.lru_cache(maxsize=64)

@@ -70,9 +70,9 @@ def _random_bits(x: torch.Tensor, bits: _Bits, generator) -> torch.Tensor:
     return torch.randint(0, high, x.shape, dtype=bits.it, device=x.device, generator=generator)
 
 
-# CPU: elementwise work runs in cache-sized chunks on a small thread pool (torch ops release the
-# GIL); stochastic rounding seeds one generator per chunk from a base seed drawn from the caller's
-# generator, so the result does not depend on scheduling.
+# CPU: elementwise work on large tensors runs in cache-sized chunks on a small thread pool (torch
+# ops release the GIL); stochastic rounding then seeds one generator per chunk from a base seed
+# drawn from the caller's generator, so the result does not depend on scheduling.
 CHUNK = 1 << 17
 _POOL: ThreadPoolExecutor | None = None
 _POOL_LOCK = threading.Lock()
@@ -91,6 +91,9 @@ def _elementwise(x: torch.Tensor, rounding: str, generator, fn) -> torch.Tensor:
     flat = x.contiguous().reshape(-1)
     if x.device.type != "cpu":
         return fn(flat, generator).reshape(x.shape)
+    n = flat.numel()
+    if n <= CHUNK:
+        return fn(flat, generator).reshape(x.shape)
     base = None
     if rounding == "stochastic":
         base = int(torch.randint(0, 2**62, (), generator=generator))
@@ -100,9 +103,6 @@ def _elementwise(x: torch.Tensor, rounding: str, generator, fn) -> torch.Tensor:
             return None
         return torch.Generator().manual_seed((base + i * 0x9E3779B97F4A7C15) % 2**63)
 
-    n = flat.numel()
-    if n <= CHUNK:
-        return fn(flat, chunk_gen(0)).reshape(x.shape)
     out = torch.empty_like(flat)
 
     def work(i: int) -> None:

@@ -45,11 +45,16 @@ def _block_view(x: torch.Tensor, block: int) -> tuple[torch.Tensor, int]:
     return flat.reshape(-1, block), pad
 
 
-def _block_exponents(xb: torch.Tensor, fmt: Format) -> torch.Tensor:
-    """Biased E8M0 exponent (int32, 0..254) of each block's shared scale."""
-    amax = xb.abs().amax(dim=1)
-    _, e = torch.frexp(amax.float())
+def _block_exponents(xb: torch.Tensor, fmt: Format, rule: str = "ocp") -> torch.Tensor:
+    """Biased E8M0 exponent (int32, 0..254) of each block's shared scale: ``"ocp"``,
+    ⌊log₂ amax⌋ − e_max (the MX specification), or ``"fit"``, the smallest X with amax ≤ max·X
+    (no clipping, so stochastic rounding stays unbiased)."""
+    amax = xb.abs().amax(dim=1).float()
+    _, e = torch.frexp(amax)
     e = torch.where(amax > 0, e - 1 - fmt.emax, torch.full_like(e, -127))
+    if rule == "fit":
+        top = torch.ldexp(torch.full_like(amax, fmt.max), e)
+        e = e + (amax > top).to(e.dtype)
     return (e + 127).clamp(0, 254)
 
 
@@ -62,7 +67,10 @@ def _mult(scales: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
 class ScaledFormat:
     """A format with per-tensor or per-block scaling: ``quantize``, ``encode``, ``decode``."""
 
-    def __init__(self, fmt, scaling: str = "block", block: int = 32):
+    def __init__(self, fmt, scaling: str = "block", block: int = 32, rule: str = "ocp"):
+        if rule not in ("ocp", "fit"):
+            raise ValueError(f"rule must be 'ocp' or 'fit', got {rule!r}")
+        self.rule = rule
         if scaling not in SCALINGS:
             raise ValueError(f"scaling must be one of {SCALINGS}, got {scaling!r}")
         if block < 1:
@@ -86,7 +94,7 @@ class ScaledFormat:
             s = torch.where((amax > 0) & torch.isfinite(amax), amax / self.fmt.max, torch.ones_like(amax))
             return s.reshape(1)
         xb, _ = _block_view(x, self.block)
-        return _block_exponents(xb, self.fmt).to(torch.uint8)
+        return _block_exponents(xb, self.fmt, self.rule).to(torch.uint8)
 
     def _scaled_values(self, x: torch.Tensor, rounding: str, generator):
         """(scales, x / scale rounded onto the element format) — in blocks for block scaling."""
@@ -127,4 +135,6 @@ class ScaledFormat:
 
 
 def scaled_quantize(x, fmt, scaling, *, block=32, rounding="nearest", generator=None):
-    return ScaledFormat(fmt, scaling, block).quantize(x, rounding, generator=generator)
+    """Scaled rounding; stochastic rounding takes block scales that never clip (``rule="fit"``)."""
+    rule = "fit" if rounding == "stochastic" else "ocp"
+    return ScaledFormat(fmt, scaling, block, rule).quantize(x, rounding, generator=generator)

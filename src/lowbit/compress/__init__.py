@@ -1,0 +1,26 @@
+"""Gradient compressors: ``get_compressor(name, **options)`` → :class:`Compressor`.
+
+Names: identity, cast, intsgd, hintsgd, natural, qsgd, terngrad, onebit, signsgd, topk, randk,
+isgq, powersgd.  Wrappers: :class:`ErrorFeedback`, :class:`Shifted` (DIANA).
+"""
+
+from . import (  # noqa: F401  (each module registers its codec)
+    cast,
+    identity,
+    intsgd,
+    isgq,
+    natural,
+    onebit,
+    powersgd,
+    qsgd,
+    randk,
+    signsgd,
+    terngrad,
+    topk,
+)
+from .base import Compressor, Packet, compressor_names, get_compressor, register
+from .feedback import ErrorFeedback, Shifted
+from .isgq import Factored
+
+__all__ = ["Compressor", "Packet", "ErrorFeedback", "Shifted", "Factored", "compressor_names",
+           "get_compressor", "register"]

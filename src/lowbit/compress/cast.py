@@ -1,0 +1,81 @@
+"""cast: rounding a gradient onto a number format — the FP16/FP8/FP4 gradients of the
+low-precision SGD slowdown paper — with optional per-tensor or per-block (MX) scaling.
+
+g̃ = Q(g) (``scaling=None``), s·Q(g/s) with s = max|g|/max (``"tensor"``), or X_b·Q(g/X_b) per
+block of ``block`` values with X_b a power of two (``"block"``).  Nearest rounding is biased;
+stochastic rounding is unbiased inside the format's range (always so with scaling).  An integer
+format with ``scaling="tensor"`` is the symmetric uniform quantizer (q_max = 2^(b−1) − 1) of the
+slowdown reproduction's ResNet path, applied here to every parameter.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from ..formats import FloatFormat, get_format
+from ..packing import float_codes, int_codes, pack, unpack
+from ..quantize import quantize
+from ..scaling import ScaledFormat
+from .base import Compressor, Packet, _check_tensor, register
+
+_NATIVE = {name: getattr(torch, name) for name in
+           ("float16", "bfloat16", "float8_e4m3fn", "float8_e5m2", "float8_e4m3fnuz", "float8_e5m2fnuz")
+           if hasattr(torch, name)}
+
+
+@register("cast")
+class Cast(Compressor):
+    def __init__(self, format="fp8", rounding: str = "nearest", scaling: str | None = None, block: int = 32,
+                 saturate: bool = False):
+        self.fmt = get_format(format)
+        self.format = self.fmt.label
+        self.rounding = rounding
+        self.scaling = scaling
+        self.block = block
+        self.saturate = saturate
+        self.unbiased = rounding == "stochastic"
+        rule = "fit" if rounding == "stochastic" else "ocp"  # no clipping keeps stochastic unbiased
+        self._scaled = ScaledFormat(self.fmt, scaling, block, rule) if scaling else None
+        self._native = _NATIVE.get(self.fmt.label) if isinstance(self.fmt, FloatFormat) else None
+        if self._native is not None and get_format(self.fmt.label) != self.fmt:
+            self._native = None
+
+    def _codes(self, q: torch.Tensor) -> torch.Tensor:
+        if self._native is not None:
+            return q.reshape(-1).to(self._native).view(torch.uint8)
+        if isinstance(self.fmt, FloatFormat):
+            c = float_codes(q, self.fmt, quantized=True, nan_ok=True)
+        else:
+            c = int_codes(q, self.fmt, quantized=True)
+        return pack(c, self.fmt.code_bits)
+
+    def _values(self, codes: torch.Tensor, n: int) -> torch.Tensor:
+        if self._native is not None:
+            return codes.view(self._native)[:n].to(torch.float32)
+        return self.fmt.decode(codes, (n,))
+
+    def encode(self, tensor, *, state=None, generator=None) -> Packet:
+        _check_tensor(tensor)
+        t = tensor.detach().reshape(-1).to(torch.float32)
+        n = t.numel()
+        if self._scaled is None:
+            q = quantize(t, self.fmt, self.rounding, saturate=self.saturate, generator=generator)
+            payload = {"codes": self._codes(q)}
+        else:
+            scales, y = self._scaled._scaled_values(t, self.rounding, generator)
+            payload = {"codes": self._codes(y), "scales": scales}
+        if not self.fmt.has_nan or self._scaled is not None:  # one byte: was the input finite?
+            payload["finite"] = torch.isfinite(t).all().reshape(1).to(torch.uint8)
+        return Packet(payload, tuple(tensor.shape), tensor.dtype)
+
+    def decode(self, packet: Packet) -> torch.Tensor:
+        n = packet.numel
+        p = packet.payload
+        if self._scaled is None:
+            v = self._values(p["codes"], n)
+        else:
+            count = n if self.scaling == "tensor" else p["scales"].numel() * self.block
+            v = self._scaled._unscale(self._values(p["codes"], count), p["scales"], (count,))[:n]
+        if "finite" in p:  # a non-finite input decodes to NaN everywhere
+            v = torch.where(p["finite"].bool(), v, torch.full_like(v, float("nan")))
+        return v.reshape(packet.shape).to(packet.dtype)

@@ -1,0 +1,86 @@
+"""Wrappers that work around any compressor: error feedback and DIANA-style shifts.
+
+ErrorFeedback (Seide et al.; Karimireddy et al., "Error Feedback Fixes SignSGD"): with memory e,
+    v = g + e,   send C(v),   e ← v − decode(C(v)).
+The accumulated error stays bounded for contractive C, and Σ_k decode_k = Σ_k g_k − e_K exactly.
+
+Shifted (DIANA; Mishchenko, Gorbunov, Takáč, Richtárik): with shift h kept by the worker and
+mirrored by the receiver,
+    send C(g − h),   ĝ = h + decode(C(g − h)),   h ← h + γ·decode(C(g − h)).
+For unbiased C, ĝ is unbiased and the compressed differences g − h shrink as h learns g, so the
+compression error vanishes at the optimum.  The receiver's copy of h is in ``packet.meta``
+(it is not sent).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+
+from .base import Compressor, Packet
+
+
+@dataclass
+class FeedbackState:
+    memory: torch.Tensor
+    inner: Any = None
+
+
+class _Wrapper(Compressor):
+    def __init__(self, compressor: Compressor):
+        from .base import get_compressor
+
+        self.inner = get_compressor(compressor) if isinstance(compressor, (str, Compressor)) else compressor
+        self.name = f"{type(self).__name__}({self.inner.name})"
+
+    def init_state(self, tensor: torch.Tensor) -> FeedbackState:
+        return FeedbackState(torch.zeros_like(tensor, dtype=torch.float32), self.inner.init_state(tensor))
+
+    def _need(self, state):
+        if not isinstance(state, FeedbackState):
+            raise ValueError(f"{self.name} keeps memory per tensor: pass state=codec.init_state(tensor)")
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({self.inner!r})"
+
+
+class ErrorFeedback(_Wrapper):
+    """Error feedback around any compressor (see the module docstring)."""
+
+    unbiased = False
+
+    def encode(self, tensor, *, state=None, generator=None) -> Packet:
+        self._need(state)
+        v = tensor.detach().to(torch.float32) + state.memory
+        packet = self.inner.encode(v, state=state.inner, generator=generator)
+        state.memory = v - self.inner.decode(packet).to(torch.float32)
+        packet.dtype = tensor.dtype
+        return packet
+
+    def decode(self, packet: Packet) -> torch.Tensor:
+        return self.inner.decode(packet)
+
+
+class Shifted(_Wrapper):
+    """DIANA-style shift around any compressor (see the module docstring); ``gamma`` is the shift
+    stepsize (1/(ω+1) in DIANA's analysis for a compressor of variance ω; 1 for IntSGD's DIANA)."""
+
+    def __init__(self, compressor: Compressor, gamma: float = 1.0):
+        super().__init__(compressor)
+        self.gamma = gamma
+        self.unbiased = self.inner.unbiased
+
+    def encode(self, tensor, *, state=None, generator=None) -> Packet:
+        self._need(state)
+        h = state.memory
+        packet = self.inner.encode(tensor.detach().to(torch.float32) - h, state=state.inner, generator=generator)
+        delta = self.inner.decode(packet).to(torch.float32)
+        packet.meta = {**packet.meta, "shift": h}
+        state.memory = h + self.gamma * delta
+        packet.dtype = tensor.dtype
+        return packet
+
+    def decode(self, packet: Packet) -> torch.Tensor:
+        return (packet.meta["shift"] + self.inner.decode(packet).to(torch.float32)).to(packet.dtype)

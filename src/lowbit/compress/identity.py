@@ -1,0 +1,25 @@
+"""identity: the uncompressed float32 baseline (32 bits per coordinate)."""
+
+from __future__ import annotations
+
+import torch
+
+from .base import Compressor, Packet, _check_tensor, register
+
+
+@register("identity")
+class Identity(Compressor):
+    """Sends the tensor as float32: unbiased, and summable (floats add in flight)."""
+
+    unbiased = True
+    summable = True
+
+    def encode(self, tensor, *, state=None, generator=None) -> Packet:
+        _check_tensor(tensor)
+        return Packet({"values": tensor.detach().to(torch.float32).reshape(-1).clone()}, tuple(tensor.shape), tensor.dtype)
+
+    def decode(self, packet: Packet) -> torch.Tensor:
+        return packet.payload["values"].reshape(packet.shape).to(packet.dtype)
+
+    def add(self, a: Packet, b: Packet) -> Packet:
+        return Packet({"values": a.payload["values"] + b.payload["values"]}, a.shape, a.dtype)

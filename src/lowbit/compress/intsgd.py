@@ -1,0 +1,160 @@
+"""IntSGD and HintSGD (Mishchenko, Wang, Kovalev, Richtárik: "IntSGD: Floatless Compression of
+Stochastic Gradients").
+
+Each worker sends integers Int(α·g) and the integers are summed in flight (an integer all-reduce);
+the receiver applies x ← x − η/(n·α) · Σ_i Int(α·g_i).  Int is stochastic rounding
+⌊t⌋ + Bernoulli(t − ⌊t⌋) (unbiased: E[Int(αg)]/α = g) or deterministic rounding to nearest.
+
+The scale α is shared by all workers and computed from public quantities only, so it is not sent:
+
+* constant: ``alpha=<float>``;
+* adaptive (``alpha=None``): with r_k = β·r_{k−1} + (1 − β)·‖x_k − x_{k−1}‖²,
+  α_k = η_k·√d / √(2n·r_k + η_k²·σ²), and α_0 = √d/σ before the first step
+  (:class:`IntSGDState`; call :meth:`IntSGD.observe` after each step).
+
+Payload: the integers in the narrowest signed type that cannot overflow when ``n_workers``
+packets are summed (``bits=None``), or in a fixed width ``bits`` with saturation (no host sync).
+
+HintSGD (heuristic IntSGD): α = 2^8 / max_i ‖g_i‖_∞, the maximum taken over workers by an
+all-reduce of one scalar, which is part of the payload (4 bytes); integers then stay within
+±256.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+
+from ..quantize import round_integer
+from .base import Compressor, Packet, _check_tensor, register
+
+_INT_TYPES = [(8, torch.int8), (16, torch.int16), (32, torch.int32), (64, torch.int64)]
+
+
+def _container(max_abs: int, n_workers: int) -> torch.dtype:
+    need = max_abs * max(1, n_workers)
+    for bits, dt in _INT_TYPES:
+        if need <= 2 ** (bits - 1) - 1:
+            return dt
+    raise OverflowError(f"integers of magnitude {need} do not fit in 64 bits")
+
+
+def int_width(max_abs: int) -> int:
+    """Bits per coordinate of a two's-complement integer of magnitude ≤ max_abs: 1 + ⌈log₂(max+1)⌉."""
+    return 1 + math.ceil(math.log2(max_abs + 1)) if max_abs > 0 else 1
+
+
+@dataclass
+class IntSGDState:
+    """Adaptive-scale state: the moving average r of ‖x_k − x_{k−1}‖² and the current α."""
+
+    d: int
+    r: float = 0.0
+    alpha: float | None = None
+    steps: int = 0
+
+
+@register("intsgd")
+class IntSGD(Compressor):
+    unbiased = True
+    summable = True
+
+    def __init__(self, alpha: float | None = None, rounding: str = "stochastic", bits: int | None = None,
+                 n_workers: int = 1, beta: float = 0.0, sigma_sq: float = 1e-8):
+        if rounding not in ("stochastic", "nearest"):
+            raise ValueError(f"intsgd rounding is 'stochastic' or 'nearest', got {rounding!r}")
+        if bits is not None and bits not in (8, 16, 32, 64):
+            raise ValueError(f"bits must be 8, 16, 32, 64 or None (auto), got {bits}")
+        self.alpha = alpha
+        self.rounding = rounding
+        self.bits = bits
+        self.n_workers = n_workers
+        self.beta = beta
+        self.sigma_sq = sigma_sq
+        self.unbiased = rounding == "stochastic"
+
+    def init_state(self, tensor: torch.Tensor) -> IntSGDState:
+        return IntSGDState(d=tensor.numel())
+
+    def observe(self, state: IntSGDState, lr: float, step_sq_norm: float) -> float:
+        """Update α after a step of size ‖x_k − x_{k−1}‖² = step_sq_norm taken with stepsize lr."""
+        state.r = self.beta * state.r + (1 - self.beta) * float(step_sq_norm)
+        denom = math.sqrt(2 * self.n_workers * state.r + lr**2 * self.sigma_sq)
+        state.alpha = lr * math.sqrt(state.d) / denom if denom > 0 else self._alpha0(state.d)
+        state.steps += 1
+        return state.alpha
+
+    def _alpha0(self, d: int) -> float:
+        return math.sqrt(d) / math.sqrt(self.sigma_sq)
+
+    def scale(self, tensor: torch.Tensor, state: IntSGDState | None):
+        if self.alpha is not None:
+            return float(self.alpha)
+        if state is not None and state.alpha is not None:
+            return state.alpha
+        return self._alpha0(tensor.numel())
+
+    def _pack_ints(self, ints: torch.Tensor) -> tuple[torch.Tensor, int]:
+        if self.bits is not None:
+            dt = dict((b, d) for b, d in _INT_TYPES)[self.bits]
+            lim = (2 ** (self.bits - 1) - 1) // max(1, self.n_workers)
+            ints = ints.clamp(-lim, lim)
+            return ints.to(dt), -1
+        m = int(torch.nan_to_num(ints.abs(), nan=0.0, posinf=0.0).max()) if ints.numel() else 0
+        return ints.to(_container(m, self.n_workers)), m
+
+    def encode(self, tensor, *, state=None, generator=None) -> Packet:
+        _check_tensor(tensor)
+        t = tensor.detach().reshape(-1).to(torch.float32)
+        alpha = self.scale(t, state)
+        ints, m = self._pack_ints(round_integer(t * alpha, self.rounding, generator=generator))
+        payload = {"ints": ints, "finite": torch.isfinite(t).all().reshape(1).to(torch.uint8)}
+        meta = {"alpha": alpha, "max_abs": m, "width": int_width(m) if m >= 0 else self.bits}
+        return Packet(payload, tuple(tensor.shape), tensor.dtype, meta)
+
+    def decode(self, packet: Packet) -> torch.Tensor:
+        v = packet.payload["ints"].to(torch.float32) / packet.meta["alpha"]
+        v = torch.where(packet.payload["finite"].bool(), v, torch.full_like(v, float("nan")))
+        return v.reshape(packet.shape).to(packet.dtype)
+
+    def add(self, a: Packet, b: Packet) -> Packet:
+        if a.meta["alpha"] != b.meta["alpha"]:
+            raise ValueError("IntSGD packets sum only under the same shared scale α")
+        ints = a.payload["ints"] + b.payload["ints"]
+        m = a.meta["max_abs"] + b.meta["max_abs"] if min(a.meta["max_abs"], b.meta["max_abs"]) >= 0 else -1
+        finite = a.payload["finite"] & b.payload["finite"]
+        return Packet({"ints": ints, "finite": finite}, a.shape, a.dtype,
+                      {**a.meta, "max_abs": m, "width": int_width(m) if m >= 0 else a.meta["width"]})
+
+
+@register("hintsgd")
+class HintSGD(IntSGD):
+    """IntSGD with the heuristic scale α = 2^8 / max‖g‖_∞ (over workers when ``gmax`` is given by
+    the caller through ``state``, else this tensor's own)."""
+
+    def __init__(self, rounding: str = "stochastic", n_workers: int = 1, bits: int | None = None):
+        super().__init__(alpha=None, rounding=rounding, bits=bits, n_workers=n_workers)
+
+    def init_state(self, tensor):
+        return None
+
+    def encode(self, tensor, *, state=None, generator=None) -> Packet:
+        _check_tensor(tensor)
+        t = tensor.detach().reshape(-1).to(torch.float32)
+        gmax = t.abs().max() if state is None else torch.as_tensor(state, dtype=torch.float32, device=t.device)
+        gmax = gmax.reshape(1).to(torch.float32)
+        alpha = torch.where(gmax > 0, 256.0 / gmax, torch.ones_like(gmax))
+        ints, m = self._pack_ints(round_integer(t * alpha, self.rounding, generator=generator))
+        payload = {"ints": ints, "gmax": gmax, "finite": torch.isfinite(t).all().reshape(1).to(torch.uint8)}
+        return Packet(payload, tuple(tensor.shape), tensor.dtype,
+                      {"alpha": alpha, "max_abs": m, "width": int_width(m) if m >= 0 else self.bits})
+
+    def add(self, a: Packet, b: Packet) -> Packet:
+        if not torch.equal(a.payload["gmax"], b.payload["gmax"]):
+            raise ValueError("HintSGD packets sum only under the same shared max‖g‖∞")
+        ints = a.payload["ints"] + b.payload["ints"]
+        m = a.meta["max_abs"] + b.meta["max_abs"]
+        return Packet({"ints": ints, "gmax": a.payload["gmax"], "finite": a.payload["finite"] & b.payload["finite"]},
+                      a.shape, a.dtype, {**a.meta, "max_abs": m, "width": int_width(m)})

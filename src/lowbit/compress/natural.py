@@ -1,0 +1,39 @@
+"""natural: natural compression (Horváth, Ho, Horváth, Sahu, Canini, Richtárik), the codec of NatSGD.
+
+C_nat(t) = sign(t)·2^⌊log₂|t|⌋·(1 + Bernoulli((|t| − 2^⌊log₂|t|⌋)/2^⌊log₂|t|⌋)): stochastic rounding
+of |t| to one of the two neighbouring powers of two.  Unbiased, with E‖C(t) − t‖² ≤ ‖t‖²/8, and
+9 bits per coordinate on the wire: the 8-bit float32 exponent field (0 encodes zero) plus one
+sign bit.  It is exactly stochastic rounding onto the format e8m0 (no mantissa bits), which is how
+it is computed.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from ..formats import FloatFormat
+from ..packing import pack, unpack
+from ..quantize import quantize
+from .base import Compressor, Packet, _check_tensor, register
+
+_POW2 = FloatFormat(8, 0, 127, name="pow2")
+
+
+@register("natural")
+class Natural(Compressor):
+    unbiased = True
+
+    def encode(self, tensor, *, state=None, generator=None) -> Packet:
+        _check_tensor(tensor)
+        t = tensor.detach().reshape(-1).to(torch.float32)
+        q = quantize(t, _POW2, "stochastic", generator=generator).view(torch.int32)
+        exponent = ((q >> 23) & 0xFF).to(torch.uint8)
+        sign = pack((q < 0).to(torch.uint8), 1)
+        return Packet({"exponent": exponent, "sign": sign}, tuple(tensor.shape), tensor.dtype)
+
+    def decode(self, packet: Packet) -> torch.Tensor:
+        n = packet.numel
+        e = packet.payload["exponent"].to(torch.int32)
+        s = unpack(packet.payload["sign"], 1, n).to(torch.int32)
+        bits = (s << 31) | (e << 23)
+        return bits.view(torch.float32).reshape(packet.shape).to(packet.dtype)

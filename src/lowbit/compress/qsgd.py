@@ -1,0 +1,67 @@
+"""qsgd: QSGD (Alistarh, Grubic, Li, Tomioka, Vojnovic), s quantization levels on the L2 norm.
+
+Q_s(v)_i = ‖v‖₂ · sign(v_i) · ξ_i / s, with ξ_i = l + Bernoulli(s|v_i|/‖v‖ − l) for the level l with
+|v_i|/‖v‖ ∈ [l/s, (l+1)/s]: unbiased, E‖Q(v) − v‖² ≤ min(d/s², √d/s)·‖v‖².
+
+Wire: the norm (float32) plus per coordinate either a fixed-width code (sign bit + ⌈log₂(s+1)⌉
+level bits) or, with ``coding="elias"``, the Elias-gamma code of ξ_i + 1 followed by a sign bit
+for non-zero levels — much shorter when most levels are zero (small s).
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+
+from ..packing import pack, unpack
+from ..quantize import round_integer
+from . import elias
+from .base import Compressor, Packet, _check_tensor, register
+
+
+def l2norm(v: torch.Tensor) -> torch.Tensor:
+    """‖v‖₂ without overflow or underflow of the squares (scaled by max|v|)."""
+    amax = v.abs().max() if v.numel() else torch.zeros((), device=v.device)
+    safe = torch.where(amax > 0, amax, torch.ones_like(amax))
+    return torch.linalg.vector_norm(v / safe) * amax
+
+
+@register("qsgd")
+class QSGD(Compressor):
+    unbiased = True
+
+    def __init__(self, levels: int = 16, coding: str = "fixed"):
+        if levels < 1:
+            raise ValueError(f"levels must be >= 1, got {levels}")
+        if coding not in ("fixed", "elias"):
+            raise ValueError(f"coding is 'fixed' or 'elias', got {coding!r}")
+        self.levels = int(levels)
+        self.coding = coding
+        self._lbits = max(1, math.ceil(math.log2(self.levels + 1)))
+
+    def encode(self, tensor, *, state=None, generator=None) -> Packet:
+        _check_tensor(tensor)
+        v = tensor.detach().reshape(-1).to(torch.float32)
+        norm = l2norm(v).reshape(1)
+        safe = torch.where(norm > 0, norm, torch.ones_like(norm))
+        level = round_integer(v.abs() / safe * self.levels, "stochastic", generator=generator)
+        level = torch.nan_to_num(level, nan=0.0).clamp(0, self.levels).to(torch.int64)
+        sign = (v < 0).to(torch.int64)
+        if self.coding == "fixed":
+            codes = pack((sign << self._lbits) | level, 1 + self._lbits)
+            return Packet({"norm": norm, "codes": codes}, tuple(tensor.shape), tensor.dtype)
+        data, nbits = elias.encode(level + 1, sign)
+        return Packet({"norm": norm, "codes": data}, tuple(tensor.shape), tensor.dtype, {"nbits": nbits})
+
+    def decode(self, packet: Packet) -> torch.Tensor:
+        n = packet.numel
+        if self.coding == "fixed":
+            c = unpack(packet.payload["codes"], 1 + self._lbits, n)
+            level, sign = c & ((1 << self._lbits) - 1), c >> self._lbits
+        else:
+            vals, sign = elias.decode(packet.payload["codes"], packet.meta["nbits"], n, with_tail=True)
+            level = vals - 1
+        mag = level.to(torch.float32) * (packet.payload["norm"] / self.levels)
+        out = torch.where(sign.bool(), -mag, mag)
+        return out.reshape(packet.shape).to(packet.dtype)

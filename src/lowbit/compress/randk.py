@@ -1,0 +1,37 @@
+"""randk: k = ⌈ratio·d⌉ coordinates chosen uniformly without replacement, scaled by d/k.
+
+Unbiased: each coordinate is kept with probability k/d, so E[C(g)] = g; variance
+E‖C(g) − g‖² = (d/k − 1)‖g‖².  Indices (int32), values (float32) and one byte saying whether the
+whole input was finite (so that a NaN outside the sample is not lost) travel.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from .base import Compressor, Packet, _check_tensor, register
+from .topk import index_dtype, k_of, scatter
+
+
+@register("randk")
+class RandK(Compressor):
+    unbiased = True
+
+    def __init__(self, ratio: float = 0.01):
+        k_of(ratio, 1)
+        self.ratio = ratio
+
+    def encode(self, tensor, *, state=None, generator=None) -> Packet:
+        _check_tensor(tensor)
+        g = tensor.detach().reshape(-1).to(torch.float32)
+        d = g.numel()
+        k = k_of(self.ratio, d)
+        gdev = generator.device if generator is not None else g.device
+        idx = torch.randperm(d, generator=generator, device=gdev)[:k].to(g.device)
+        finite = torch.isfinite(g).all().reshape(1).to(torch.uint8)
+        return Packet({"indices": idx.to(index_dtype(d)), "values": g[idx], "finite": finite},
+                      tuple(tensor.shape), tensor.dtype, {"scale": d / k})
+
+    def decode(self, packet: Packet) -> torch.Tensor:
+        out = scatter(packet, packet.meta["scale"])
+        return torch.where(packet.payload["finite"].bool(), out, torch.full_like(out, float("nan")))

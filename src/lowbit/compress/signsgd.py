@@ -1,0 +1,24 @@
+"""signsgd: scaled sign compression, ‖g‖₁/d · sign(g) (Bernstein et al.; Karimireddy et al.'s
+EF-signSGD when wrapped in ErrorFeedback).  One bit per coordinate plus the float32 scale; zero
+entries are sent as +, a deviation of at most the scale on exactly-zero coordinates.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from ..packing import pack, unpack
+from .base import Compressor, Packet, _check_tensor, register
+
+
+@register("signsgd")
+class SignSGD(Compressor):
+    def encode(self, tensor, *, state=None, generator=None) -> Packet:
+        _check_tensor(tensor)
+        g = tensor.detach().reshape(-1).to(torch.float32)
+        scale = (g.abs().sum() / max(1, g.numel())).reshape(1)
+        return Packet({"scale": scale, "signs": pack(g >= 0, 1)}, tuple(tensor.shape), tensor.dtype)
+
+    def decode(self, packet: Packet) -> torch.Tensor:
+        s = unpack(packet.payload["signs"], 1, packet.numel).to(torch.float32) * 2 - 1
+        return (s * packet.payload["scale"]).reshape(packet.shape).to(packet.dtype)

@@ -1,0 +1,39 @@
+"""terngrad: TernGrad (Wen, Xu, Yan, Wu, Wang, Chen, Li), ternary gradients with a scale.
+
+s = max|g| (per tensor, after optional clipping of g to ±c·σ with σ the standard deviation of g);
+g̃ = s·sign(g)∘b with b_i ~ Bernoulli(|g_i|/s).  Unbiased without clipping (E g̃ = g); 2 bits per
+coordinate plus the float32 scale.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from ..packing import pack, unpack
+from ..quantize import round_integer
+from .base import Compressor, Packet, _check_tensor, register
+
+
+@register("terngrad")
+class TernGrad(Compressor):
+    def __init__(self, clip: float | None = None):
+        self.clip = clip
+        self.unbiased = clip is None
+
+    def encode(self, tensor, *, state=None, generator=None) -> Packet:
+        _check_tensor(tensor)
+        g = tensor.detach().reshape(-1).to(torch.float32)
+        if self.clip is not None and g.numel() > 1:
+            c = self.clip * g.std()
+            g = torch.maximum(torch.minimum(g, c), -c)
+        s = g.abs().max().reshape(1) if g.numel() else torch.zeros(1, device=g.device)
+        safe = torch.where(s > 0, s, torch.ones_like(s))
+        b = round_integer(g.abs() / safe, "stochastic", generator=generator)
+        b = torch.nan_to_num(b, nan=0.0).clamp(0, 1).to(torch.int64)
+        code = b | ((g < 0).to(torch.int64) & b) << 1  # 0 → 0, 1 → +s, 3 → −s
+        return Packet({"scale": s, "codes": pack(code, 2)}, tuple(tensor.shape), tensor.dtype)
+
+    def decode(self, packet: Packet) -> torch.Tensor:
+        c = unpack(packet.payload["codes"], 2, packet.numel)
+        v = (c & 1).to(torch.float32) * (1 - (c >> 1).to(torch.float32) * 2) * packet.payload["scale"]
+        return v.reshape(packet.shape).to(packet.dtype)

@@ -1,0 +1,323 @@
+"""Compressors: unbiasedness, variance/contraction bounds, true wire sizes, summability, error
+feedback, non-finite input, and the registry's errors.
+
+Unbiasedness is checked per coordinate on R = 10^5 independent draws: the input is a pattern
+of d values repeated R times, encoded once, so every repeat is an independent draw of the same
+coordinate's rounding (randomness is per coordinate given the tensor-wide statistic, which the
+repeats share).  The mean over repeats must lie within 5 standard errors (sample std / √R) of
+the input value; a false alarm has probability < 6e-7 per coordinate.  Where a coordinate's
+rounding probability is so small that no draw rounded away from zero, the sample std is 0 and
+understates the true one, so the standard error is floored by sqrt(|x|·M/R), with M the largest
+decoded magnitude in the draw: for rounding between 0 and a value of at most M of x's sign,
+Var ≤ E[Y²] ≤ |x|·M under the hypothesis E[Y] = x.
+"""
+
+import math
+
+import numpy as np
+import pytest
+import torch
+
+import lowbit
+from lowbit.compress import ErrorFeedback, Factored, Shifted, get_compressor
+from lowbit.compress.qsgd import l2norm
+
+R = 100_000
+PATTERNS = {
+    "mixed": torch.tensor([0.3, -1.7, 0.0, 2.5e-3, -0.049, 1.0]),
+    "2d": torch.tensor([[1.0, -2.0, 3.0], [0.25, -0.125, 7.0]]),
+}
+SCALES = [1e-30, 1.0, 1e30]
+
+
+def draws(codec, pattern, scale, seed=0, state=None):
+    x = (pattern * scale).expand(R, *pattern.shape).contiguous()
+    g = torch.Generator().manual_seed(seed)
+    out = codec.decode(codec.encode(x, state=state, generator=g)) if state is None else codec.decode(
+        codec.encode(x, state=state, generator=g))
+    return x[0].double(), out.double()
+
+
+def assert_unbiased(codec, pattern, scale, state=None):
+    x, out = draws(codec, pattern, scale, state=state)
+    mean, sd = out.mean(0), out.std(0)
+    m = out.abs().max()
+    se = torch.maximum(sd / math.sqrt(R), torch.sqrt(x.abs() * m / R))
+    tol = 5 * se + 1e-6 * x.abs()
+    bad = (mean - x).abs() > tol
+    assert not bad.any(), f"{codec!r} scale {scale}: x={x[bad]}, mean={mean[bad]}, se={se[bad]}"
+
+
+UNBIASED = {
+    "cast-sr-fp8-tensor": lambda: get_compressor("cast", format="fp8", rounding="stochastic", scaling="tensor"),
+    "cast-sr-fp4-block": lambda: get_compressor("cast", format="fp4", rounding="stochastic", scaling="block"),
+    "natural": lambda: get_compressor("natural"),
+    "qsgd-s1": lambda: get_compressor("qsgd", levels=1),
+    "qsgd-s16": lambda: get_compressor("qsgd", levels=16),
+    "qsgd-s4096-elias": lambda: get_compressor("qsgd", levels=4096, coding="elias"),
+    "terngrad": lambda: get_compressor("terngrad"),
+    "randk": lambda: get_compressor("randk", ratio=0.25),
+    "hintsgd": lambda: get_compressor("hintsgd"),
+    "identity": lambda: get_compressor("identity"),
+}
+
+
+@pytest.mark.parametrize("name", list(UNBIASED))
+@pytest.mark.parametrize("pattern", list(PATTERNS))
+@pytest.mark.parametrize("scale", SCALES)
+def test_unbiased_codecs(name, pattern, scale):
+    codec = UNBIASED[name]()
+    assert codec.unbiased
+    assert_unbiased(codec, PATTERNS[pattern], scale)
+
+
+@pytest.mark.parametrize("scale", SCALES)
+def test_intsgd_is_unbiased_at_any_scale_with_its_alpha(scale):
+    codec = get_compressor("intsgd", alpha=3.0 / scale)
+    assert_unbiased(codec, PATTERNS["mixed"], scale)
+
+
+def test_shifted_unbiased_codec_stays_unbiased():
+    codec = Shifted(get_compressor("qsgd", levels=2))
+    pattern = PATTERNS["mixed"]
+    x = pattern.expand(R, 6).contiguous()
+    state = codec.init_state(x)
+    state.memory = torch.full_like(x, 0.5)
+    assert_unbiased(codec, pattern, 1.0, state=state)
+
+
+@pytest.mark.parametrize("name", ["cast", "onebit", "signsgd", "topk", "powersgd"])
+def test_biased_codecs_declare_it(name):
+    assert not get_compressor(name).unbiased
+
+
+# -- variance and contraction bounds from the papers ----------------------------------------
+def mean_sq_error(codec, g, n=200):
+    gen = torch.Generator().manual_seed(1)
+    return sum(float(((codec(g, generator=gen) - g) ** 2).sum()) for _ in range(n)) / n
+
+
+@pytest.mark.parametrize("s", [1, 4, 16])
+def test_qsgd_variance_bound(s):
+    g = torch.randn(1000, generator=torch.Generator().manual_seed(s))
+    d = g.numel()
+    bound = min(d / s**2, math.sqrt(d) / s) * float((g**2).sum())
+    assert mean_sq_error(get_compressor("qsgd", levels=s), g) <= bound
+
+
+def test_natural_compression_variance_bound():
+    g = torch.randn(1000, generator=torch.Generator().manual_seed(0)) * torch.logspace(-5, 5, 1000)
+    assert mean_sq_error(get_compressor("natural"), g) <= float((g**2).sum()) / 8
+
+
+@pytest.mark.parametrize("ratio", [0.01, 0.1, 0.5])
+def test_topk_contraction(ratio):
+    g = torch.randn(5000, generator=torch.Generator().manual_seed(2))
+    k = math.ceil(ratio * 5000)
+    err = float(((get_compressor("topk", ratio=ratio)(g) - g) ** 2).sum())
+    assert err <= (1 - k / 5000) * float((g**2).sum())
+
+
+def test_randk_variance_is_d_over_k_minus_one():
+    g = torch.randn(400, generator=torch.Generator().manual_seed(3))
+    mse = mean_sq_error(get_compressor("randk", ratio=0.25), g, n=2000)
+    expect = (1 / 0.25 - 1) * float((g**2).sum())
+    assert abs(mse - expect) <= 0.1 * expect
+
+
+def test_l2norm_survives_tiny_and_huge_values():
+    for s in (1e-30, 1e30):
+        v = torch.tensor([3.0, 4.0]) * s
+        assert math.isclose(float(l2norm(v)), 5 * s, rel_tol=1e-6)
+
+
+# -- wire sizes --------------------------------------------------------------------------------
+BITS_CASES = {
+    "cast fp4": (lambda: get_compressor("cast", format="fp4"), 4, 4.001),
+    "cast fp8": (lambda: get_compressor("cast", format="fp8"), 8, 8.0),
+    "cast fp6 block": (lambda: get_compressor("cast", format="fp6", scaling="block"), 6.25, 6.251),
+    "terngrad": (lambda: get_compressor("terngrad"), 1.9, 2.001),
+    "signsgd": (lambda: get_compressor("signsgd"), 1.0, 1.001),
+    "onebit": (lambda: get_compressor("onebit"), 1.0, 1.001),
+    "intsgd int8": (lambda: get_compressor("intsgd", alpha=20.0, bits=8), 8.0, 8.001),
+    "natural": (lambda: get_compressor("natural"), 9.0, 9.0),
+    "identity": (lambda: get_compressor("identity"), 32.0, 32.0),
+    "qsgd fixed s=16": (lambda: get_compressor("qsgd", levels=16), 6.0, 6.001),
+    "topk 1%": (lambda: get_compressor("topk", ratio=0.01), 0.64, 0.641),
+}
+
+
+@pytest.mark.parametrize("case", list(BITS_CASES))
+def test_bits_per_coordinate_and_true_bytes(case):
+    make, lo, hi = BITS_CASES[case]
+    g = torch.randn(10**6, generator=torch.Generator().manual_seed(4))
+    p = make().encode(g, generator=torch.Generator().manual_seed(5))
+    assert p.nbytes == len(p.to_bytes())
+    assert lo <= p.bits_per_coordinate <= hi, p.bits_per_coordinate
+
+
+def test_qsgd_elias_is_shorter_than_fixed_for_small_s():
+    g = torch.randn(10**6, generator=torch.Generator().manual_seed(6))
+    for s in (1, 2, 4):
+        e = get_compressor("qsgd", levels=s, coding="elias").encode(g)
+        f = get_compressor("qsgd", levels=s).encode(g)
+        assert e.nbytes == len(e.to_bytes())
+        assert e.bits_per_coordinate < f.bits_per_coordinate
+
+
+def test_qsgd_elias_decodes_like_fixed_width():
+    g = torch.randn(5001, generator=torch.Generator().manual_seed(7))
+    for s in (1, 7, 300):
+        a = get_compressor("qsgd", levels=s, coding="elias")
+        b = get_compressor("qsgd", levels=s)
+        pa = a.encode(g, generator=torch.Generator().manual_seed(s))
+        pb = b.encode(g, generator=torch.Generator().manual_seed(s))
+        assert torch.equal(a.decode(pa), b.decode(pb))
+
+
+def test_isgq_sends_factors_and_beats_naive_scales():
+    gen = torch.Generator().manual_seed(8)
+    x, d = torch.randn(32, 300, generator=gen), torch.randn(32, 100, generator=gen) * 1e-3
+    codec = get_compressor("isgq", bits=4)
+    p = codec.encode(Factored(x, d), generator=gen)
+    assert p.nbytes == len(p.to_bytes()) == (32 * 300 * 4 + 7) // 8 + (32 * 100 * 4 + 7) // 8 + 8
+    assert p.nbytes < 300 * 100 * 4 / 15  # far less than the dense fp32 gradient
+    from lowbit.compress.isgq import expected_error
+
+    a, b = codec.steps(x, d)
+    naive = expected_error(x, d, x.abs().max() / 7, d.abs().max() / 7, 7, 7)
+    assert expected_error(x, d, a, b, 7, 7) <= naive
+    # the closed-form expected error matches a Monte-Carlo estimate
+    g = Factored(x, d).dense()
+    mc = np.mean([float(((codec.decode(codec.encode(Factored(x, d), generator=gen)) - g) ** 2).sum())
+                  for _ in range(300)])
+    assert abs(mc - float(expected_error(x, d, a, b, 7, 7))) <= 0.1 * mc
+    with pytest.raises(TypeError, match="Factored"):
+        codec.encode(torch.randn(10))
+
+
+def test_powersgd_is_exact_for_low_rank_and_warm_starts():
+    gen = torch.Generator().manual_seed(9)
+    m = torch.randn(64, 2, generator=gen) @ torch.randn(2, 48, generator=gen)
+    codec = get_compressor("powersgd", rank=2)
+    st = codec.init_state(m)
+    codec.encode(m, state=st, generator=gen)
+    out = codec.decode(codec.encode(m, state=st, generator=gen))
+    assert torch.allclose(out, m + 0 * m, atol=1e-3 * m.abs().max())
+    p = codec.encode(m, generator=gen)
+    assert p.nbytes == (64 + 48) * 2 * 4
+    b = torch.randn(10)
+    assert torch.equal(codec(b), b)  # vectors travel uncompressed
+
+
+# -- summable codecs ---------------------------------------------------------------------------
+def test_summable_packets_add_exactly():
+    gen = torch.Generator().manual_seed(10)
+    a, b = torch.randn(1000, generator=gen), torch.randn(1000, generator=gen)
+    ident = get_compressor("identity")
+    pa, pb = ident.encode(a), ident.encode(b)
+    assert torch.equal(ident.decode(ident.add(pa, pb)), ident.decode(pa) + ident.decode(pb))
+    for codec in (get_compressor("intsgd", alpha=50.0, n_workers=2), get_compressor("intsgd", alpha=50.0, bits=16, n_workers=2)):
+        assert codec.summable
+        pa, pb = codec.encode(a, generator=gen), codec.encode(b, generator=gen)
+        s = codec.add(pa, pb)
+        assert torch.equal(s.payload["ints"].long(), pa.payload["ints"].long() + pb.payload["ints"].long())
+        assert torch.equal(codec.decode(s), (pa.payload["ints"].float() + pb.payload["ints"].float()) / 50.0)
+        assert torch.allclose(codec.decode(s), codec.decode(pa) + codec.decode(pb), rtol=0, atol=1e-6)
+    h = get_compressor("hintsgd", n_workers=2)
+    gmax = torch.maximum(a.abs().max(), b.abs().max())
+    pa, pb = h.encode(a, state=gmax, generator=gen), h.encode(b, state=gmax, generator=gen)
+    s = h.add(pa, pb)
+    assert torch.equal(s.payload["ints"].long(), pa.payload["ints"].long() + pb.payload["ints"].long())
+    assert s.payload["ints"].abs().max() <= 512
+    for name in ("qsgd", "natural", "topk"):
+        assert not get_compressor(name).summable
+        with pytest.raises(TypeError, match="not summable"):
+            get_compressor(name).add(None, None)
+
+
+def test_intsgd_container_cannot_overflow_when_summed():
+    codec = get_compressor("intsgd", alpha=100.0, n_workers=12)
+    g = torch.full((10,), 1.0)
+    p = codec.encode(g)
+    assert p.payload["ints"].dtype == torch.int16  # 100·12 > 127
+    total = p
+    for _ in range(11):
+        total = codec.add(total, codec.encode(g))
+    assert int(total.payload["ints"].max()) == 1200
+
+
+def test_intsgd_adaptive_alpha_follows_the_paper():
+    codec = get_compressor("intsgd", n_workers=4, sigma_sq=1e-6)
+    st = codec.init_state(torch.zeros(100))
+    assert codec.scale(torch.zeros(100), st) == pytest.approx(math.sqrt(100) / 1e-3)
+    a = codec.observe(st, lr=0.1, step_sq_norm=0.5)
+    assert a == pytest.approx(0.1 * 10 / math.sqrt(2 * 4 * 0.5 + 0.01 * 1e-6))
+
+
+# -- error feedback ------------------------------------------------------------------------------
+@pytest.mark.parametrize("name,opts,factor", [("signsgd", {}, 10.0), ("topk", {"ratio": 0.1}, 20.0),
+                                             ("onebit", {}, 10.0), ("cast", {"format": "fp4"}, 10.0)])
+def test_error_feedback_memory_stays_bounded(name, opts, factor):
+    codec = get_compressor(name, error_feedback=True, **opts)
+    gen = torch.Generator().manual_seed(11)
+    g0 = torch.randn(256, generator=gen)
+    st = codec.init_state(g0)
+    sent = torch.zeros(256)
+    total = torch.zeros(256)
+    norms = []
+    for _ in range(1000):
+        g = torch.randn(256, generator=gen)
+        sent += codec(g, state=st, generator=gen)
+        total += g
+        norms.append(float(st.memory.norm()))
+    assert max(norms) <= factor * math.sqrt(256)
+    assert np.mean(norms[-200:]) <= 1.5 * np.mean(norms[100:300]) + 1e-6  # no drift upward
+    assert torch.allclose(sent, total - st.memory, atol=1e-3)  # Σ sent = Σ g − e
+
+
+def test_wrappers_need_a_state():
+    with pytest.raises(ValueError, match="init_state"):
+        ErrorFeedback(get_compressor("signsgd")).encode(torch.ones(3))
+
+
+# -- non-finite input ----------------------------------------------------------------------------
+ALL = ["identity", "cast", "intsgd", "hintsgd", "natural", "qsgd", "terngrad", "onebit", "signsgd",
+       "topk", "randk", "powersgd"]
+
+
+@pytest.mark.parametrize("name", ALL)
+@pytest.mark.parametrize("bad", [float("nan"), float("inf")])
+def test_non_finite_input_propagates_never_raises(name, bad):
+    kw = {"format": "fp4"} if name == "cast" else ({"ratio": 0.01} if name == "randk" else {})
+    codec = get_compressor(name, **kw)
+    g = torch.randn(40, 30)
+    g[3, 7] = bad
+    out = codec(g, state=codec.init_state(g), generator=torch.Generator().manual_seed(0))
+    assert not torch.isfinite(out).all()
+    if name in ("qsgd", "terngrad", "signsgd", "intsgd", "hintsgd", "randk") and bad != bad:
+        assert torch.isnan(out).all()
+
+
+# -- registry ------------------------------------------------------------------------------------
+def test_registry_names_and_errors():
+    assert set(ALL + ["isgq"]) <= set(lowbit.compressor_names())
+    for name in ALL:
+        assert isinstance(get_compressor(name), lowbit.Compressor)
+    with pytest.raises(ValueError, match="Did you mean 'qsgd'"):
+        get_compressor("qsdg")
+    with pytest.raises(TypeError, match="Did you mean 'levels'"):
+        get_compressor("qsgd", level=4)
+    with pytest.raises(ValueError):
+        get_compressor("cast", format="fp5")
+    with pytest.raises(TypeError):
+        get_compressor("signsgd").encode(torch.ones(3, dtype=torch.int64))
+
+
+@pytest.mark.parametrize("name", ALL)
+def test_every_codec_round_trips_shape_and_dtype(name):
+    codec = get_compressor(name)
+    for shape in [(7,), (3, 5), (2, 3, 4)]:
+        g = torch.randn(shape, dtype=torch.float64)
+        out = codec(g, state=codec.init_state(g), generator=torch.Generator().manual_seed(0))
+        assert out.shape == g.shape and out.dtype == g.dtype
