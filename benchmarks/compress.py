@@ -1,0 +1,93 @@
+"""Encode+decode throughput of every compressor against the memory-bandwidth floor.
+
+The floor for a codec is the fewest bytes an encode+decode must move: read the float32 tensor
+(4 B), write the payload (b/8 B per coordinate), read it back (b/8 B) and write the float32
+result (4 B); at the device-copy bandwidth measured in the same run.  Prints a table and writes
+JSON.
+
+    python benchmarks/compress.py                       # GPU if present (2^26 elements), else CPU (2^22)
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import sys
+from datetime import datetime, timezone
+
+import torch
+
+sys.path.insert(0, __file__.rsplit("/", 1)[0])
+from quantize import timer  # noqa: E402
+
+from lowbit import get_compressor  # noqa: E402
+
+CODECS = {
+    "identity": {},
+    "cast fp8": {"format": "fp8"},
+    "cast fp8 stochastic": {"format": "fp8", "rounding": "stochastic"},
+    "cast fp4": {"format": "fp4"},
+    "cast fp4 block": {"format": "fp4", "scaling": "block"},
+    "intsgd int8": {"alpha": 20.0, "bits": 8},
+    "natural": {},
+    "signsgd": {},
+    "onebit": {},
+    "qsgd s=16": {"levels": 16},
+    "terngrad": {},
+    "topk 1%": {"ratio": 0.01},
+    "randk 1%": {"ratio": 0.01},
+    "powersgd r=4": {"rank": 4},
+}
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    ap.add_argument("--log2n", type=int, default=None)
+    ap.add_argument("--reps", type=int, default=None)
+    ap.add_argument("--out", default=None)
+    args = ap.parse_args(argv)
+    dev = args.device
+    n = 1 << (args.log2n or (26 if dev == "cuda" else 22))
+    reps = args.reps or (20 if dev == "cuda" else 5)
+    run = timer(dev)
+    g = torch.Generator(device=dev).manual_seed(0)
+    x = torch.randn(n, device=dev, generator=g)
+    y = torch.empty_like(x)
+    copy_s = run(lambda: y.copy_(x), reps)
+    bw = 8 * n / copy_s  # bytes/s, read + write
+    rows = [{"name": "copy", "seconds": copy_s, "bytes_per_s": bw}]
+    for label, opts in CODECS.items():
+        name = label.split()[0]
+        codec = get_compressor(name, **opts)
+        t = x.reshape(4096, -1) if name == "powersgd" else x
+        try:
+            p = codec.encode(t, generator=g)
+            bits = p.bits_per_coordinate
+            s = run(lambda: codec.decode(codec.encode(t, generator=g)), reps)
+        except Exception as e:
+            rows.append({"name": label, "error": f"{type(e).__name__}: {e}"[:200]})
+            continue
+        floor_s = (8 + 2 * bits / 8) * n / bw
+        rows.append({"name": label, "bits_per_coordinate": bits, "seconds": s, "gelem_s": n / s / 1e9,
+                     "floor_s": floor_s, "of_floor": floor_s / s})
+    dname = torch.cuda.get_device_name() if dev == "cuda" else (platform.processor() or platform.machine())
+    print(f"\nencode+decode of {n:,} float32 on {dev} ({dname}); copy {bw / 1e12:.2f} TB/s (read+write)")
+    print(f"{'codec':22} {'bits/coord':>10} {'Gelem/s':>9} {'% of floor':>10}")
+    for r in rows[1:]:
+        if "error" in r:
+            print(f"{r['name']:22} error: {r['error']}")
+        else:
+            print(f"{r['name']:22} {r['bits_per_coordinate']:10.3f} {r['gelem_s']:9.3g} {100 * r['of_floor']:9.1f}%")
+    meta = {"benchmark": "compress", "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+            "device": dname, "elements": n, "torch": torch.__version__, "cpu_threads": torch.get_num_threads()}
+    out = args.out or f"bench-compress-{dev}.json"
+    with open(out, "w") as f:
+        json.dump({"meta": meta, "rows": rows}, f, indent=1)
+    print(f"wrote {out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
