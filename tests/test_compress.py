@@ -248,11 +248,16 @@ def test_intsgd_container_cannot_overflow_when_summed():
 
 
 def test_intsgd_adaptive_alpha_follows_the_paper():
-    codec = get_compressor("intsgd", n_workers=4, sigma_sq=1e-6)
+    codec = get_compressor("intsgd", n_workers=4, sigma_sq=1e-6, rule="moving_avg_const", beta=0.5)
     st = codec.init_state(torch.zeros(100))
     assert codec.scale(torch.zeros(100), st) == pytest.approx(math.sqrt(100) / 1e-3)
     a = codec.observe(st, lr=0.1, step_sq_norm=0.5)
     assert a == pytest.approx(0.1 * 10 / math.sqrt(2 * 4 * 0.5 + 0.01 * 1e-6))
+    a = codec.observe(st, lr=0.1, step_sq_norm=0.1)  # r = 0.5·0.5 + 0.5·0.1
+    assert a == pytest.approx(0.1 * 10 / math.sqrt(2 * 4 * 0.3 + 0.01 * 1e-6))
+    ad = get_compressor("intsgd", n_workers=4)
+    st = ad.init_state(torch.zeros(100))
+    assert ad.observe(st, lr=0.1, step_sq_norm=0.25) == pytest.approx(0.1 * 10 / (math.sqrt(8) * 0.5))
 
 
 # -- error feedback ------------------------------------------------------------------------------

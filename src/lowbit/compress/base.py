@@ -70,6 +70,7 @@ class Compressor(ABC):
     name: str = "?"
     unbiased: bool = False
     summable: bool = False
+    elementwise: bool = False  # each coordinate coded alone (given shared public scales)
 
     def init_state(self, tensor: torch.Tensor) -> Any:
         """Per-tensor state (error memory, warm start, shift); None for stateless codecs."""

@@ -34,6 +34,7 @@ class Cast(Compressor):
         self.block = block
         self.saturate = saturate
         self.unbiased = rounding == "stochastic"
+        self.elementwise = scaling is None
         rule = "fit" if rounding == "stochastic" else "ocp"  # no clipping keeps stochastic unbiased
         self._scaled = ScaledFormat(self.fmt, scaling, block, rule) if scaling else None
         self._native = _NATIVE.get(self.fmt.label) if isinstance(self.fmt, FloatFormat) else None

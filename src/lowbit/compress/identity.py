@@ -13,6 +13,7 @@ class Identity(Compressor):
 
     unbiased = True
     summable = True
+    elementwise = True
 
     def encode(self, tensor, *, state=None, generator=None) -> Packet:
         _check_tensor(tensor)

@@ -8,9 +8,16 @@ the receiver applies x ← x − η/(n·α) · Σ_i Int(α·g_i).  Int is stocha
 The scale α is shared by all workers and computed from public quantities only, so it is not sent:
 
 * constant: ``alpha=<float>``;
-* adaptive (``alpha=None``): with r_k = β·r_{k−1} + (1 − β)·‖x_k − x_{k−1}‖²,
-  α_k = η_k·√d / √(2n·r_k + η_k²·σ²), and α_0 = √d/σ before the first step
-  (:class:`IntSGDState`; call :meth:`IntSGD.observe` after each step).
+* adaptive (``alpha=None``; call :meth:`IntSGD.observe` after each step, state
+  :class:`IntSGDState`), by ``rule``:
+
+  - ``"adaptive"``: α_k = η_k·√d / (√(2n)·‖x_k − x_{k−1}‖ + ε), ε the float64 machine epsilon
+    (the IntSGD code's choice for its convex experiments: α grows without bound as x converges);
+  - ``"moving_avg"``: r_k = β·r_{k−1} + (1 − β)·‖x_k − x_{k−1}‖², α_k = η_k·√d / (√(2n·r_k) + ε);
+  - ``"moving_avg_const"``: the same r_k, α_k = η_k·√d / √(2n·r_k + η_k²·σ²) (bounded by √d/σ;
+    the deep-network experiments' choice, σ² = ``sigma_sq``);
+
+  and α_0 = √d/σ before the first step.
 
 Payload: the integers in the narrowest signed type that cannot overflow when ``n_workers``
 packets are summed (``bits=None``), or in a fixed width ``bits`` with saturation (no host sync).
@@ -60,9 +67,13 @@ class IntSGDState:
 class IntSGD(Compressor):
     unbiased = True
     summable = True
+    elementwise = True
 
     def __init__(self, alpha: float | None = None, rounding: str = "stochastic", bits: int | None = None,
-                 n_workers: int = 1, beta: float = 0.0, sigma_sq: float = 1e-8):
+                 n_workers: int = 1, rule: str = "adaptive", beta: float = 0.0, sigma_sq: float = 1e-8):
+        if rule not in ("adaptive", "moving_avg", "moving_avg_const"):
+            raise ValueError(f"rule must be 'adaptive', 'moving_avg' or 'moving_avg_const', got {rule!r}")
+        self.rule = rule
         if rounding not in ("stochastic", "nearest"):
             raise ValueError(f"intsgd rounding is 'stochastic' or 'nearest', got {rounding!r}")
         if bits is not None and bits not in (8, 16, 32, 64):
@@ -80,9 +91,17 @@ class IntSGD(Compressor):
 
     def observe(self, state: IntSGDState, lr: float, step_sq_norm: float) -> float:
         """Update α after a step of size ‖x_k − x_{k−1}‖² = step_sq_norm taken with stepsize lr."""
-        state.r = self.beta * state.r + (1 - self.beta) * float(step_sq_norm)
-        denom = math.sqrt(2 * self.n_workers * state.r + lr**2 * self.sigma_sq)
-        state.alpha = lr * math.sqrt(state.d) / denom if denom > 0 else self._alpha0(state.d)
+        eps = 2.220446049250313e-16
+        sq = float(step_sq_norm)
+        state.r = sq if state.steps == 0 else self.beta * state.r + (1 - self.beta) * sq
+        n, top = self.n_workers, lr * math.sqrt(state.d)
+        if self.rule == "adaptive":
+            state.alpha = top / (math.sqrt(2 * n * sq) + eps)
+        elif self.rule == "moving_avg":
+            state.alpha = top / (math.sqrt(2 * n * state.r) + eps)
+        else:
+            denom = math.sqrt(2 * n * state.r + lr**2 * self.sigma_sq)
+            state.alpha = top / denom if denom > 0 else self._alpha0(state.d)
         state.steps += 1
         return state.alpha
 

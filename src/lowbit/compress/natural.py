@@ -22,6 +22,7 @@ _POW2 = FloatFormat(8, 0, 127, name="pow2")
 @register("natural")
 class Natural(Compressor):
     unbiased = True
+    elementwise = True
 
     def encode(self, tensor, *, state=None, generator=None) -> Packet:
         _check_tensor(tensor)

@@ -1,0 +1,17 @@
+"""Optimizers and gradient-quantization instrumentation.
+
+* :class:`QuantizedGradients` — wraps any torch optimizer; rounds gradients through a codec and
+  records the shrinkage factor q = ‖g̃‖/‖g‖ and friends; optional stepsize compensation.
+* Finite sums with a closure API: :class:`SAG`, :class:`SAGA`, :class:`SVRG`, :class:`HALP`.
+* Distributed with shifts: :class:`DIANA`, :func:`IntDIANA`, :func:`VRIntDIANA`.
+"""
+
+from .diana import DIANA, IntDIANA, VRIntDIANA, diana_stepsize
+from .halp import HALP
+from .quantized import QuantizedGradients, resolve_codec
+from .saga import SAG, SAGA
+from .stats import StatsLog, shrinkage
+from .svrg import SVRG
+
+__all__ = ["DIANA", "HALP", "IntDIANA", "QuantizedGradients", "SAG", "SAGA", "SVRG", "StatsLog", "VRIntDIANA",
+           "diana_stepsize", "resolve_codec", "shrinkage"]

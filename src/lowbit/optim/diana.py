@@ -1,0 +1,164 @@
+"""The DIANA family over n workers: DIANA, IntDIANA and VR-IntDIANA (Mishchenko, Wang, Kovalev,
+Richtárik, "IntSGD"), with L-SVRG, VR-NatDIANA and VR-HintDIANA as the same method with another codec.
+
+Each worker i holds a shift h_i; the server holds h̄ = (1/n)Σ h_i.  One step at x_k:
+
+    g_i  = ∇f_i(x_k) (or a minibatch estimate; with ``vr=True`` the L-SVRG estimator
+           ∇f_ij(x_k) − ∇f_ij(w) + ∇f_i(w) with one reference point w for all workers)
+    Δ_i  = C(g_i − h_i)                       (sent; decoded as Δ̂_i)
+    ĝ    = h̄ + (1/n)·Σ_i Δ̂_i,   h_i ← h_i + γ·Δ̂_i,   h̄ ← h̄ + γ·(1/n)·Σ_i Δ̂_i
+    x_{k+1} = x_k − η·ĝ;  with ``vr``: w ← x_k with probability p (one shared coin), and the
+    reference gradients ∇f_i(w) are recomputed.
+
+With C = IntSGD's Int(α·)/α (``codec="intsgd"``), α is shared and adaptive: after each step the
+codec observes ‖x_{k+1} − x_k‖² (see :mod:`lowbit.compress.intsgd`); the first step, before any
+movement defines α, sends α-free exact values (``exact_first_step``), as the IntSGD code does.
+
+The parameter is one flat vector x (the model's weights).  The gradient oracle is a function
+``oracle(x, indices) -> Tensor (n, d)``: row i is worker i's gradient at x, over its local
+samples ``indices[i]`` (an n × b LongTensor), or over all its local data when ``indices`` is None.
+Workers are batched (no Python loop over workers) for elementwise codecs (identity, cast without
+scaling, intsgd, hintsgd, natural); other codecs are applied per worker.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from ..compress import Compressor
+from .quantized import resolve_codec
+
+
+class DIANA(torch.optim.Optimizer):
+    def __init__(self, params, lr: float, n_workers: int, codec="identity", *, local_n: int | None = None,
+                 batch_size: int | None = None, vr: bool = False, p: float | None = None, gamma: float = 1.0,
+                 exact_first_step: bool = True, seed: int = 0, record: bool = True):
+        super().__init__(params, {"lr": lr})
+        ps = [q for g in self.param_groups for q in g["params"]]
+        if len(ps) != 1 or ps[0].dim() != 1:
+            raise ValueError("the DIANA family optimizes one flat 1-D parameter vector")
+        if batch_size is not None and local_n is None:
+            raise ValueError("minibatches need local_n, the number of samples per worker")
+        if vr and batch_size is None:
+            raise ValueError("vr=True needs batch_size (the L-SVRG estimator samples minibatches)")
+        self.x = ps[0]
+        self.n = n_workers
+        self.codec: Compressor = resolve_codec(codec)
+        self.local_n = local_n
+        self.batch_size = batch_size
+        self.vr = vr
+        self.p = p if p is not None else (batch_size / local_n if vr else 0.0)
+        self.gamma = gamma
+        self.exact_first_step = exact_first_step
+        self.record = record
+        self.history: list[dict] = []
+        self._gen = torch.Generator().manual_seed(seed)
+        self._cgen = torch.Generator().manual_seed(seed + 1)
+        d = self.x.numel()
+        st = self.state[self.x]
+        st["h"] = torch.zeros(n_workers, d, dtype=self.x.dtype, device=self.x.device)
+        st["h_mean"] = torch.zeros(d, dtype=self.x.dtype, device=self.x.device)
+        st["step"] = torch.zeros((), dtype=torch.int64)
+        self._codec_state = self.codec.init_state(st["h"])
+
+    # -- pieces ---------------------------------------------------------------------------
+    def _indices(self):
+        if self.batch_size is None:
+            return None
+        return torch.randint(0, self.local_n, (self.n, self.batch_size), generator=self._gen).to(self.x.device)
+
+    def _compress(self, delta: torch.Tensor):
+        """Decoded Δ̂ (n × d) and what was sent: bits (payload) and, for integer codecs, the
+        IntSGD paper's width count Σ_i d·(1 + ⌈log₂ max|Int|⌉)."""
+        codec = self.codec
+        if getattr(codec, "elementwise", False):
+            pk = codec.encode(delta, state=self._codec_state, generator=self._cgen)
+            out = codec.decode(pk).to(delta.dtype)
+            info = {"bits": 8 * pk.nbytes}
+            if "ints" in pk.payload:
+                m = pk.payload["ints"].reshape(self.n, -1).abs().amax(1).double()
+                widths = torch.where(m > 0, 1 + torch.ceil(torch.log2(m + 1)), torch.ones_like(m))
+                info["width_bits"] = float((widths * delta.shape[1]).sum())
+                summed = pk.payload["ints"].reshape(self.n, -1).long().sum(0).abs().max().double()
+                info["sum_width_bits"] = float((1 + torch.ceil(torch.log2(summed + 1))) * delta.shape[1]) if summed > 0 else float(delta.shape[1])
+            return out, info
+        outs, bits = [], 0
+        for i in range(self.n):
+            pk = codec.encode(delta[i], generator=self._cgen)
+            bits += 8 * pk.nbytes
+            outs.append(codec.decode(pk).to(delta.dtype))
+        return torch.stack(outs), {"bits": bits}
+
+    # -- the step ---------------------------------------------------------------------------
+    @torch.no_grad()
+    def step(self, oracle):
+        st = self.state[self.x]
+        k = int(st["step"])
+        x = self.x.detach().clone()
+        idx = self._indices()
+        g = oracle(x, idx)
+        if self.vr:
+            if "ref" not in st:
+                st["ref"] = x.clone()
+                st["ref_grad"] = oracle(x, None)
+            g = g - oracle(st["ref"], idx) + st["ref_grad"]
+        delta = g - st["h"]
+        if k == 0 and self.exact_first_step:
+            dhat, info = delta, {"bits": 32 * delta.numel()}
+        else:
+            dhat, info = self._compress(delta)
+        mean = dhat.mean(0)
+        ghat = st["h_mean"] + mean
+        st["h"] += self.gamma * dhat
+        st["h_mean"] += self.gamma * mean
+        lr = self.param_groups[0]["lr"]
+        self.x.add_(ghat, alpha=-lr)
+        if self.vr and float(torch.rand((), generator=self._gen)) < self.p:
+            st["ref"] = x.clone()
+            st["ref_grad"] = oracle(x, None)
+        if hasattr(self.codec, "observe") and hasattr(self._codec_state, "alpha"):
+            step_sq = float(((self.x - x) ** 2).sum())
+            self._codec_state.d = self.x.numel()
+            self.codec.observe(self._codec_state, lr, step_sq)
+        st["step"] += 1
+        if self.record:
+            self.history.append({"step": k, **info})
+        return ghat
+
+    def state_dict(self) -> dict:
+        sd = super().state_dict()
+        sd["lowbit"] = {"rng": self._gen.get_state(), "crng": self._cgen.get_state(),
+                        "codec_state": self._codec_state, "history": list(self.history)}
+        return sd
+
+    def load_state_dict(self, state_dict: dict) -> None:
+        sd = dict(state_dict)
+        extra = sd.pop("lowbit")
+        super().load_state_dict(sd)
+        self._gen.set_state(extra["rng"])
+        self._cgen.set_state(extra["crng"])
+        self._codec_state = extra["codec_state"]
+        self.history = list(extra["history"])
+
+
+def IntDIANA(params, lr, n_workers, *, rounding: str = "stochastic", rule: str = "adaptive", sigma_sq: float = 1e-6,
+             beta: float = 0.0, **kw) -> DIANA:
+    """DIANA with IntSGD's integer codec and its adaptive shared scale α (σ_Q² = ``sigma_sq``
+    sets α_0 = √d/σ_Q and, for ``rule="moving_avg_const"``, bounds α)."""
+    from ..compress import get_compressor
+
+    codec = get_compressor("intsgd", rounding=rounding, n_workers=n_workers, rule=rule, sigma_sq=sigma_sq, beta=beta)
+    return DIANA(params, lr, n_workers, codec, **kw)
+
+
+def VRIntDIANA(params, lr, n_workers, *, local_n: int, batch_size: int, p: float | None = None, **kw) -> DIANA:
+    """IntDIANA with the L-SVRG estimator (the IntSGD paper's method for convex finite sums)."""
+    return IntDIANA(params, lr, n_workers, local_n=local_n, batch_size=batch_size, vr=True, p=p, **kw)
+
+
+def diana_stepsize(L: float, L_batch: float, n: int) -> float:
+    """The IntSGD experiments' stepsize η = 1 / (2(L + 3L_b/(2n) + 3L_b/(16n)))."""
+    return 1.0 / (2 * (L + 3 * L_batch / (2 * n) + 3 * L_batch / (16 * n)))
+
+
+__all__ = ["DIANA", "IntDIANA", "VRIntDIANA", "diana_stepsize"]

@@ -1,0 +1,153 @@
+"""QuantizedGradients: round every gradient through a codec before any torch optimizer steps, and
+measure what the rounding did.
+
+The low-precision SGD slowdown paper models the quantized gradient as g̃ = q·g + ε with a
+shrinkage factor q ≤ 1, so that SGD with g̃ behaves like SGD with the smaller stepsize μ·q.  This
+wrapper records q (and the other statistics of :mod:`lowbit.optim.stats`) per step and parameter
+group, and can compensate the shrinkage by scaling the learning rate:
+
+* ``compensate="fixed"``: lr · 1/q_min with q_min given (the paper's remedy: a larger nominal step);
+* ``compensate="adaptive"``: lr · 1/q̂, with q̂ an exponential moving average (``beta``, bias
+  corrected) of the measured q, updated before each step (one host sync per step and group).
+"""
+
+from __future__ import annotations
+
+import torch
+
+from ..compress import Compressor, compressor_names, get_compressor
+from .stats import StatsLog, shrinkage
+
+
+def resolve_codec(codec, rounding: str = "nearest") -> Compressor:
+    """A Compressor from a Compressor, a compressor name, or a number-format name (→ ``cast``)."""
+    if isinstance(codec, Compressor):
+        return codec
+    if isinstance(codec, str) and codec.strip().lower() in compressor_names():
+        return get_compressor(codec)
+    return get_compressor("cast", format=codec, rounding=rounding)
+
+
+class QuantizedGradients:
+    """Wrap ``optimizer`` so that each ``step`` first replaces every gradient by
+    decode(encode(gradient)) of ``codec`` (a Compressor, a compressor name, or a format name).
+
+    Non-finite gradients raise FloatingPointError before anything is changed (``check_finite``;
+    one host sync per step), so a run never steps on NaN.
+    """
+
+    def __init__(self, optimizer: torch.optim.Optimizer, codec, *, compensate: str | None = None,
+                 q_min: float | None = None, beta: float = 0.9, rounding: str = "nearest", record: bool = True,
+                 check_finite: bool = True, generator: torch.Generator | None = None):
+        if compensate not in (None, "fixed", "adaptive"):
+            raise ValueError(f"compensate must be None, 'fixed' or 'adaptive', got {compensate!r}")
+        if compensate == "fixed" and not (q_min and 0 < q_min <= 1):
+            raise ValueError("compensate='fixed' needs q_min in (0, 1]")
+        self.optimizer = optimizer
+        self.codec = resolve_codec(codec, rounding)
+        self.compensate = compensate
+        self.q_min = q_min
+        self.beta = beta
+        self.record = record
+        self.check_finite = check_finite
+        self.generator = generator
+        self.log = StatsLog()
+        self.steps = 0
+        self._ema = [0.0 for _ in optimizer.param_groups]
+        self._codec_state: dict[int, object] = {}
+
+    # torch.optim.Optimizer's face
+    @property
+    def param_groups(self):
+        return self.optimizer.param_groups
+
+    @property
+    def state(self):
+        return self.optimizer.state
+
+    def zero_grad(self, set_to_none: bool = True) -> None:
+        self.optimizer.zero_grad(set_to_none=set_to_none)
+
+    @property
+    def stats(self) -> list[dict]:
+        return self.log.rows()
+
+    def dataframe(self):
+        return self.log.dataframe()
+
+    def q_hat(self, group: int = 0) -> float:
+        return self._ema[group] / (1 - self.beta ** self.steps) if self.steps else 1.0
+
+    def _check(self) -> None:
+        grads = [p.grad for g in self.param_groups for p in g["params"] if p.grad is not None]
+        if grads and not bool(torch.stack([torch.isfinite(g).all() for g in grads]).all()):
+            bad = [i for i, g in enumerate(self.param_groups)
+                   if any(p.grad is not None and not torch.isfinite(p.grad).all() for p in g["params"])]
+            raise FloatingPointError(f"non-finite gradient at step {self.steps} in parameter group(s) {bad}; "
+                                     "nothing was updated")
+
+    @torch.no_grad()
+    def step(self, closure=None):
+        loss = None
+        if closure is not None:
+            with torch.enable_grad():
+                loss = closure()
+        if self.check_finite:
+            self._check()
+        factors = []
+        rows = []
+        for gi, group in enumerate(self.param_groups):
+            pairs, bits = [], 0
+            for p in group["params"]:
+                if p.grad is None:
+                    continue
+                key = id(p)
+                if key not in self._codec_state:
+                    self._codec_state[key] = self.codec.init_state(p.grad)
+                packet = self.codec.encode(p.grad, state=self._codec_state[key], generator=self.generator)
+                gt = self.codec.decode(packet).to(p.grad.dtype)
+                bits += 8 * packet.nbytes
+                pairs.append((p, p.grad, gt))
+            st = shrinkage([(g, gt) for _, g, gt in pairs]) if (self.record or self.compensate == "adaptive") else {}
+            for p, _, gt in pairs:
+                p.grad = gt
+            factor = 1.0
+            if self.compensate == "fixed":
+                factor = 1.0 / self.q_min
+            elif self.compensate == "adaptive" and pairs:
+                self._ema[gi] = self.beta * self._ema[gi] + (1 - self.beta) * float(st["q"])
+                qh = self._ema[gi] / (1 - self.beta ** (self.steps + 1))
+                factor = 1.0 / max(qh, 1e-12)
+            factors.append(factor)
+            if self.record:
+                rows.append({"step": self.steps, "group": gi, **st, "bits": bits, "lr": group["lr"] * factor})
+        saved = [g["lr"] for g in self.param_groups]
+        for g, f in zip(self.param_groups, factors):
+            g["lr"] = g["lr"] * f
+        try:
+            self.optimizer.step()
+        finally:
+            for g, lr in zip(self.param_groups, saved):
+                g["lr"] = lr
+        for r in rows:
+            self.log.append(r)
+        self.steps += 1
+        return loss
+
+    def state_dict(self) -> dict:
+        params = [p for g in self.param_groups for p in g["params"]]
+        return {
+            "optimizer": self.optimizer.state_dict(),
+            "steps": self.steps,
+            "ema": list(self._ema),
+            "codec_state": [self._codec_state.get(id(p)) for p in params],
+            "log": self.log.state_dict(),
+        }
+
+    def load_state_dict(self, sd: dict) -> None:
+        self.optimizer.load_state_dict(sd["optimizer"])
+        self.steps = sd["steps"]
+        self._ema = list(sd["ema"])
+        params = [p for g in self.param_groups for p in g["params"]]
+        self._codec_state = {id(p): s for p, s in zip(params, sd["codec_state"]) if s is not None}
+        self.log.load_state_dict(sd["log"])

@@ -1,0 +1,209 @@
+"""l2-regularized logistic regression, with exact constants and an exact optimum.
+
+    F(w) = (1/N)·Σ_i log(1 + exp(−y_i·a_iᵀw)) + (λ/2)·‖w‖²,    y_i ∈ {−1, +1}
+
+(labels {0, 1} are mapped to {−1, +1}: the same function as the {0,1} cross-entropy).
+
+* ∇f_i(w) = φ_i'(a_iᵀw)·a_i + λ·w with φ_i'(t) = −y_i·σ(−y_i·t), σ the logistic function.
+* Smoothness L = λ_max(AᵀA)/(4N) + λ (the Hessian is at most AᵀA/(4N) + λI; tight at w = 0);
+  per-sample smoothness L_i = ‖a_i‖²/4 + λ; strong convexity μ = λ.
+* F* by Newton's method in float64 (backtracking line search) until ‖∇F‖ stops decreasing or
+  falls below 1e-13·max(1, ‖∇F(0)‖): F(w) − F* is then below 1e-12 relative.
+* ``split(n)``: the IntSGD experiments' heterogeneous split — rows kept in order, truncated to
+  n·⌊N/n⌋, n contiguous equal parts — with batched per-worker gradients for the DIANA family.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+
+import torch
+
+
+def _to_pm1(y: torch.Tensor) -> torch.Tensor:
+    y = y.to(torch.float64).reshape(-1)
+    vals = torch.unique(y)
+    if len(vals) > 2:
+        raise ValueError(f"binary labels expected, got {len(vals)} distinct values")
+    if set(vals.tolist()) <= {-1.0, 1.0}:
+        return y
+    lo = vals.min()
+    return torch.where(y == lo, -1.0, 1.0).to(torch.float64)
+
+
+@dataclass
+class LogisticRegression:
+    A: torch.Tensor
+    y: torch.Tensor
+    lam: float = 0.0
+    _fstar: tuple | None = field(default=None, repr=False)
+
+    def __post_init__(self):
+        if self.A.dim() != 2 or self.A.shape[0] != self.y.numel():
+            raise ValueError(f"A must be N × d with N = len(y); got {tuple(self.A.shape)} and {self.y.numel()}")
+        self.A = self.A.to(torch.float64)
+        self.y = _to_pm1(self.y).to(self.A.device)
+
+    @property
+    def N(self) -> int:
+        return self.A.shape[0]
+
+    @property
+    def d(self) -> int:
+        return self.A.shape[1]
+
+    # -- values -------------------------------------------------------------------------------
+    def margins(self, w: torch.Tensor, idx=None) -> torch.Tensor:
+        A, y = (self.A, self.y) if idx is None else (self.A[idx], self.y[idx])
+        return y * (A @ w.to(A.dtype))
+
+    def loss(self, w: torch.Tensor, idx=None) -> torch.Tensor:
+        m = self.margins(w, idx)
+        return torch.nn.functional.softplus(-m).mean() + 0.5 * self.lam * (w.to(torch.float64) ** 2).sum()
+
+    def derivative(self, w: torch.Tensor, idx=None) -> torch.Tensor:
+        """φ_i'(a_iᵀw) = −y_i·σ(−y_i·a_iᵀw) for the selected samples."""
+        y = self.y if idx is None else self.y[idx]
+        return -y * torch.sigmoid(-self.margins(w, idx))
+
+    def grad(self, w: torch.Tensor, idx=None) -> torch.Tensor:
+        A = self.A if idx is None else self.A[idx]
+        s = self.derivative(w, idx)
+        return A.T @ s / s.numel() + self.lam * w.to(torch.float64)
+
+    def per_sample_grads(self, w: torch.Tensor, idx=None) -> torch.Tensor:
+        A = self.A if idx is None else self.A[idx]
+        return self.derivative(w, idx)[:, None] * A + self.lam * w.to(torch.float64)
+
+    def hessian(self, w: torch.Tensor) -> torch.Tensor:
+        s = torch.sigmoid(self.margins(w))
+        D = s * (1 - s)
+        return (self.A.T * D) @ self.A / self.N + self.lam * torch.eye(self.d, dtype=torch.float64, device=self.A.device)
+
+    def accuracy(self, w: torch.Tensor, A: torch.Tensor | None = None, y: torch.Tensor | None = None) -> float:
+        A = self.A if A is None else A.to(torch.float64)
+        y = self.y if y is None else _to_pm1(y)
+        return float(((A @ w.to(torch.float64)) * y > 0).double().mean())
+
+    # -- constants ------------------------------------------------------------------------------
+    @property
+    def L(self) -> float:
+        top = torch.linalg.eigvalsh(self.A.T @ self.A / self.N)[-1] if self.d <= 4096 else self._power()
+        return float(top) / 4 + self.lam
+
+    def _power(self, iters: int = 200) -> float:
+        v = torch.ones(self.d, dtype=torch.float64, device=self.A.device) / math.sqrt(self.d)
+        for _ in range(iters):
+            v = self.A.T @ (self.A @ v) / self.N
+            v = v / v.norm()
+        return float(v @ (self.A.T @ (self.A @ v)) / self.N)
+
+    @property
+    def L_max(self) -> float:
+        """Largest per-sample smoothness max_i ‖a_i‖²/4 + λ."""
+        return float((self.A**2).sum(1).max()) / 4 + self.lam
+
+    @property
+    def mu(self) -> float:
+        return float(self.lam)
+
+    # -- the optimum ----------------------------------------------------------------------------
+    def solve(self, tol: float = 1e-13, max_iter: int = 100) -> tuple[torch.Tensor, float]:
+        """(w*, F*) by damped Newton in float64."""
+        if self._fstar is not None:
+            return self._fstar
+        w = torch.zeros(self.d, dtype=torch.float64, device=self.A.device)
+        g0 = float(self.grad(w).norm())
+        f = float(self.loss(w))
+        for _ in range(max_iter):
+            g = self.grad(w)
+            gn = float(g.norm())
+            if gn <= tol * max(1.0, g0):
+                break
+            H = self.hessian(w)
+            try:
+                step = torch.linalg.solve(H, g)
+            except RuntimeError:
+                step = torch.linalg.lstsq(H, g).solution
+            t = 1.0
+            while t > 1e-12:
+                w_new = w - t * step
+                f_new = float(self.loss(w_new))
+                if f_new <= f - 1e-4 * t * float(g @ step) or f_new <= f:
+                    break
+                t *= 0.5
+            if f_new > f:
+                break
+            w, f = w_new, f_new
+        self._fstar = (w, float(self.loss(w)))
+        return self._fstar
+
+    @property
+    def fstar(self) -> float:
+        return self.solve()[1]
+
+    def suboptimality(self, w: torch.Tensor) -> float:
+        return float(self.loss(w)) - self.fstar
+
+    # -- torch closures ---------------------------------------------------------------------------
+    def closure(self, w: torch.nn.Parameter):
+        """closure(indices) for lowbit's finite-sum optimizers: mean loss of the components,
+        backward into w.grad."""
+
+        def fn(indices):
+            m = self.margins(w) if indices is None else self.margins(w, indices)
+            loss = torch.nn.functional.softplus(-m).mean() + 0.5 * self.lam * (w.to(torch.float64) ** 2).sum()
+            loss.backward()
+            return loss
+
+        return fn
+
+    def scalar_closure(self, w: torch.Tensor):
+        """closure(indices) returning φ_i'(a_iᵀw) (SAG/SAGA's memory-light table)."""
+        return lambda indices: self.derivative(w.detach(), indices)
+
+    # -- workers ------------------------------------------------------------------------------------
+    def split(self, n: int) -> "WorkerSplit":
+        m = self.N // n
+        if m < 1:
+            raise ValueError(f"{self.N} samples cannot be split over {n} workers")
+        A = self.A[: n * m].reshape(n, m, self.d)
+        y = self.y[: n * m].reshape(n, m)
+        return WorkerSplit(A, y, self.lam)
+
+
+@dataclass
+class WorkerSplit:
+    """n workers with m local samples each: A (n × m × d), y (n × m)."""
+
+    A: torch.Tensor
+    y: torch.Tensor
+    lam: float
+
+    @property
+    def n(self) -> int:
+        return self.A.shape[0]
+
+    @property
+    def m(self) -> int:
+        return self.A.shape[1]
+
+    def problem(self) -> LogisticRegression:
+        """The global problem over the kept (truncated) rows."""
+        return LogisticRegression(self.A.reshape(-1, self.A.shape[2]), self.y.reshape(-1), self.lam)
+
+    def grads(self, x: torch.Tensor, indices: torch.Tensor | None = None) -> torch.Tensor:
+        """Row i: worker i's gradient at x over ``indices[i]`` (n × b) or all its samples."""
+        x = x.to(self.A.dtype)
+        if indices is None:
+            A, y = self.A, self.y
+        else:
+            A = torch.gather(self.A, 1, indices[:, :, None].expand(-1, -1, self.A.shape[2]))
+            y = torch.gather(self.y, 1, indices)
+        s = -y * torch.sigmoid(-y * (A @ x))
+        return torch.einsum("nb,nbd->nd", s, A) / s.shape[1] + self.lam * x
+
+    def batch_smoothness(self) -> float:
+        """L_b: the largest per-sample smoothness over all workers (bounds any minibatch's)."""
+        return float((self.A**2).sum(2).max()) / 4 + self.lam
