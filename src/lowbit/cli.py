@@ -54,6 +54,31 @@ def _formats(args) -> int:
     return 0
 
 
+@command("codecs", "table of every gradient compressor: properties, bits per coordinate, error",
+         lambda p: p.add_argument("--numel", type=int, default=1 << 18, help="size of the test gradient"))
+def _codecs(args) -> int:
+    import torch
+
+    from .compress import Factored, compressor_names, get_compressor
+
+    gen = torch.Generator().manual_seed(0)
+    g = torch.randn(args.numel, generator=gen)
+    print(f"{'codec':10} {'unbiased':>8} {'summable':>8} {'bits/coord':>10} {'rel. error':>10}   (N(0,1) gradient, {args.numel:,} entries)")
+    for name in compressor_names():
+        codec = get_compressor(name)
+        if name == "isgq":
+            x, d = torch.randn(64, 512, generator=gen), torch.randn(64, 256, generator=gen)
+            ref = Factored(x, d).dense()
+            p = codec.encode(Factored(x, d), generator=gen)
+        else:
+            ref = g.reshape(512, -1) if name == "powersgd" else g
+            p = codec.encode(ref, state=codec.init_state(ref), generator=gen)
+        err = float((codec.decode(p) - ref).norm() / ref.norm())
+        print(f"{name:10} {str(codec.unbiased):>8} {str(codec.summable):>8} {p.bits_per_coordinate:10.3f} {err:10.3f}")
+    print("\nisgq: a 64-sample factored gradient of a 512→256 layer; powersgd: rank 2 of a 512-row matrix.")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="lowbit", description="Low-precision and compressed-gradient training.")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")

@@ -34,6 +34,7 @@ class _Wrapper(Compressor):
 
         self.inner = get_compressor(compressor) if isinstance(compressor, (str, Compressor)) else compressor
         self.name = f"{type(self).__name__}({self.inner.name})"
+        self.elementwise = self.inner.elementwise
 
     def init_state(self, tensor: torch.Tensor) -> FeedbackState:
         return FeedbackState(torch.zeros_like(tensor, dtype=torch.float32), self.inner.init_state(tensor))

@@ -17,8 +17,8 @@ movement defines α, sends α-free exact values (``exact_first_step``), as the I
 The parameter is one flat vector x (the model's weights).  The gradient oracle is a function
 ``oracle(x, indices) -> Tensor (n, d)``: row i is worker i's gradient at x, over its local
 samples ``indices[i]`` (an n × b LongTensor), or over all its local data when ``indices`` is None.
-Workers are batched (no Python loop over workers) for elementwise codecs (identity, cast without
-scaling, intsgd, hintsgd, natural); other codecs are applied per worker.
+Compression goes through :class:`lowbit.dist.SimulatedCluster`: workers are batched (no Python
+loop over workers) for elementwise codecs; other codecs are applied per worker.
 """
 
 from __future__ import annotations
@@ -26,6 +26,7 @@ from __future__ import annotations
 import torch
 
 from ..compress import Compressor
+from ..dist.simulated import SimulatedCluster
 from .quantized import resolve_codec
 
 
@@ -59,35 +60,13 @@ class DIANA(torch.optim.Optimizer):
         st["h"] = torch.zeros(n_workers, d, dtype=self.x.dtype, device=self.x.device)
         st["h_mean"] = torch.zeros(d, dtype=self.x.dtype, device=self.x.device)
         st["step"] = torch.zeros((), dtype=torch.int64)
-        self._codec_state = self.codec.init_state(st["h"])
+        self.cluster = SimulatedCluster(n_workers, self.codec, generator=self._cgen)
 
     # -- pieces ---------------------------------------------------------------------------
     def _indices(self):
         if self.batch_size is None:
             return None
         return torch.randint(0, self.local_n, (self.n, self.batch_size), generator=self._gen).to(self.x.device)
-
-    def _compress(self, delta: torch.Tensor):
-        """Decoded Δ̂ (n × d) and what was sent: bits (payload) and, for integer codecs, the
-        IntSGD paper's width count Σ_i d·(1 + ⌈log₂ max|Int|⌉)."""
-        codec = self.codec
-        if getattr(codec, "elementwise", False):
-            pk = codec.encode(delta, state=self._codec_state, generator=self._cgen)
-            out = codec.decode(pk).to(delta.dtype)
-            info = {"bits": 8 * pk.nbytes}
-            if "ints" in pk.payload:
-                m = pk.payload["ints"].reshape(self.n, -1).abs().amax(1).double()
-                widths = torch.where(m > 0, 1 + torch.ceil(torch.log2(m + 1)), torch.ones_like(m))
-                info["width_bits"] = float((widths * delta.shape[1]).sum())
-                summed = pk.payload["ints"].reshape(self.n, -1).long().sum(0).abs().max().double()
-                info["sum_width_bits"] = float((1 + torch.ceil(torch.log2(summed + 1))) * delta.shape[1]) if summed > 0 else float(delta.shape[1])
-            return out, info
-        outs, bits = [], 0
-        for i in range(self.n):
-            pk = codec.encode(delta[i], generator=self._cgen)
-            bits += 8 * pk.nbytes
-            outs.append(codec.decode(pk).to(delta.dtype))
-        return torch.stack(outs), {"bits": bits}
 
     # -- the step ---------------------------------------------------------------------------
     @torch.no_grad()
@@ -106,7 +85,7 @@ class DIANA(torch.optim.Optimizer):
         if k == 0 and self.exact_first_step:
             dhat, info = delta, {"bits": 32 * delta.numel()}
         else:
-            dhat, info = self._compress(delta)
+            dhat, info = self.cluster.exchange(delta)
         mean = dhat.mean(0)
         ghat = st["h_mean"] + mean
         st["h"] += self.gamma * dhat
@@ -116,10 +95,11 @@ class DIANA(torch.optim.Optimizer):
         if self.vr and float(torch.rand((), generator=self._gen)) < self.p:
             st["ref"] = x.clone()
             st["ref_grad"] = oracle(x, None)
-        if hasattr(self.codec, "observe") and hasattr(self._codec_state, "alpha"):
-            step_sq = float(((self.x - x) ** 2).sum())
-            self._codec_state.d = self.x.numel()
-            self.codec.observe(self._codec_state, lr, step_sq)
+        if hasattr(self.codec, "observe"):  # IntSGD: α from the step just taken (public)
+            if self.cluster.state is None:
+                self.cluster.state = self.codec.init_state(x)
+            self.cluster.state.d = self.x.numel()
+            self.codec.observe(self.cluster.state, lr, float(((self.x - x) ** 2).sum()))
         st["step"] += 1
         if self.record:
             self.history.append({"step": k, **info})
@@ -128,7 +108,7 @@ class DIANA(torch.optim.Optimizer):
     def state_dict(self) -> dict:
         sd = super().state_dict()
         sd["lowbit"] = {"rng": self._gen.get_state(), "crng": self._cgen.get_state(),
-                        "codec_state": self._codec_state, "history": list(self.history)}
+                        "cluster": self.cluster.state_dict(), "history": list(self.history)}
         return sd
 
     def load_state_dict(self, state_dict: dict) -> None:
@@ -137,7 +117,7 @@ class DIANA(torch.optim.Optimizer):
         super().load_state_dict(sd)
         self._gen.set_state(extra["rng"])
         self._cgen.set_state(extra["crng"])
-        self._codec_state = extra["codec_state"]
+        self.cluster.load_state_dict(extra["cluster"])
         self.history = list(extra["history"])
 
 
