@@ -79,6 +79,125 @@ def _codecs(args) -> int:
     return 0
 
 
+def _run_setup(p):
+    p.add_argument("config", nargs="?", help="a YAML config file or a named experiment (default: the main job)")
+    p.add_argument("overrides", nargs="*", metavar="key=value", help="dotted overrides, e.g. optim.lr=0.1")
+    p.add_argument("--out", help="run folder (default runs/<name>-<timestamp>)")
+    p.add_argument("--resume", metavar="RUN_DIR", help="continue an interrupted run in RUN_DIR")
+    p.add_argument("--jobs", type=int, default=1, help="run a sweep's sub-runs in this many processes")
+    p.add_argument("--quick", action="store_true", help="apply the config's quick settings")
+    p.add_argument("--quiet", action="store_true")
+
+
+def _default_out(name: str) -> str:
+    from datetime import datetime
+
+    return f"runs/{name}-{datetime.now().strftime('%Y%m%d-%H%M%S')}"
+
+
+def _report(summary: dict, out: str) -> None:
+    runs = summary["runs"]
+    kind = summary["kind"]
+    if kind == "convex":
+        print(f"{'run':36} {'train loss':>11} {'F(w)-F*':>10} {'test acc':>8} {'mean q':>7} {'Mbit sent':>9}")
+        for r in runs:
+            f = r["final"]
+            print(f"{(r['label'] or r['config']['name'])[:36]:36} {f['loss']:11.6f} {f['suboptimality']:10.3g} "
+                  f"{f['test_accuracy']:8.4f} {r['q_mean']:7.3f} {f['bits'] / 1e6:9.2f}")
+    elif kind == "distributed":
+        print(f"{'run':28} {'f(x)-f*':>10} {'Mbit (payload)':>14} {'Mbit (IntSGD count)':>19}")
+        for r in runs:
+            f = r["final"]
+            print(f"{r['label'][:28]:28} {f['suboptimality']:10.3g} {f['bits'] / 1e6:14.3f} {f['width_bits'] / 1e6:19.3f}")
+    else:
+        for r in runs:
+            for fmt, v in r["formats"].items():
+                print(f"{fmt:14} distinct values {v['distinct_values']:4}  last non-zero x {v['last_nonzero_x']}  q {v['q']:.4f}")
+    for c in summary.get("claims", []):
+        print(f"[{'holds' if c['holds'] else 'FAILS'}] {c['name']}: {c['detail']}")
+    for fig in summary.get("figures", []):
+        print(f"figure: {out}/{fig}")
+    print(f"results: {out}")
+
+
+def _execute(cfg, out, args, resume=False) -> int:
+    from .experiments import run
+
+    summary = run(cfg, out, resume=resume, jobs=args.jobs, quiet=args.quiet)
+    _report(summary, str(out))
+    return 0
+
+
+@command("run", "run an experiment: a config file or named experiment, with key=value overrides", _run_setup)
+def _run(args) -> int:
+    from pathlib import Path
+
+    from .experiments import get, make_config, names
+    from .experiments.config import load_yaml
+
+    if args.resume:
+        import yaml
+
+        path = Path(args.resume)
+        if not (path / "config.yaml").exists():
+            raise FileNotFoundError(f"{path} is not a run folder (no config.yaml)")
+        cfg = make_config(yaml.safe_load((path / "config.yaml").read_text()))
+        return _execute(cfg, path, args, resume=True)
+    overrides = list(args.overrides)
+    source = args.config
+    if source and "=" in source:  # `lowbit run key=value …`: overrides of the main job
+        overrides.insert(0, source)
+        source = None
+    if source is None:
+        data = get("default")
+    elif Path(source).exists():
+        data = load_yaml(source)
+    elif source in names():
+        data = get(source)
+    else:
+        raise FileNotFoundError(f"{source!r} is neither a config file nor a named experiment ({', '.join(names())})")
+    cfg = make_config(data, overrides, quick=args.quick)
+    return _execute(cfg, args.out or _default_out(cfg.name), args)
+
+
+def _reproduce_setup(p):
+    p.add_argument("name", help="a named experiment (lowbit list)")
+    p.add_argument("overrides", nargs="*", metavar="key=value")
+    p.add_argument("--quick", action="store_true", help="the reduced variant (minutes on a laptop CPU)")
+    p.add_argument("--out")
+    p.add_argument("--jobs", type=int, default=1)
+    p.add_argument("--quiet", action="store_true")
+
+
+@command("reproduce", "reproduce a figure or table of the sources (lowbit list shows which)", _reproduce_setup)
+def _reproduce(args) -> int:
+    from .experiments import get, make_config
+
+    cfg = make_config(get(args.name), args.overrides, quick=args.quick)
+    return _execute(cfg, args.out or _default_out(cfg.name + ("-quick" if args.quick else "")), args)
+
+
+@command("list", "the named experiments")
+def _list(args) -> int:
+    from .experiments import names
+    from .experiments.registry import describe
+
+    for n in names():
+        print(f"{n:18} {describe(n)}")
+    return 0
+
+
+@command("plot", "(re)draw the figures of run folders",
+         lambda p: p.add_argument("runs", nargs="+", metavar="RUN_DIR"))
+def _plot(args) -> int:
+    from .plots import plot_run
+
+    for r in args.runs:
+        for fig in plot_run(r):
+            print(f"{r}/{fig}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="lowbit", description="Low-precision and compressed-gradient training.")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
@@ -98,6 +217,9 @@ def main(argv: list[str] | None = None) -> int:
     except (ValueError, TypeError, FileNotFoundError) as e:
         print(f"lowbit {args.command}: error: {e}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:
+        print(f"lowbit {args.command}: interrupted; continue with: lowbit run --resume <run folder>", file=sys.stderr)
+        return 130
 
 
 if __name__ == "__main__":

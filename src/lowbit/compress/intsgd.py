@@ -86,6 +86,11 @@ class IntSGD(Compressor):
         self.sigma_sq = sigma_sq
         self.unbiased = rounding == "stochastic"
 
+    @property
+    def adaptive(self) -> bool:
+        """Whether α follows the iterates (then call :meth:`observe` after each step)."""
+        return self.alpha is None
+
     def init_state(self, tensor: torch.Tensor) -> IntSGDState:
         return IntSGDState(d=tensor.numel())
 
@@ -155,6 +160,10 @@ class HintSGD(IntSGD):
 
     def __init__(self, rounding: str = "stochastic", n_workers: int = 1, bits: int | None = None):
         super().__init__(alpha=None, rounding=rounding, bits=bits, n_workers=n_workers)
+
+    @property
+    def adaptive(self) -> bool:
+        return False
 
     def init_state(self, tensor):
         return None

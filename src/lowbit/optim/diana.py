@@ -95,7 +95,7 @@ class DIANA(torch.optim.Optimizer):
         if self.vr and float(torch.rand((), generator=self._gen)) < self.p:
             st["ref"] = x.clone()
             st["ref_grad"] = oracle(x, None)
-        if hasattr(self.codec, "observe"):  # IntSGD: α from the step just taken (public)
+        if getattr(self.codec, "adaptive", False):  # IntSGD: α from the step just taken (public)
             if self.cluster.state is None:
                 self.cluster.state = self.codec.init_state(x)
             self.cluster.state.d = self.x.numel()

@@ -1,0 +1,197 @@
+"""The validated configuration of a run.
+
+A run is data: a YAML file (or a named experiment) plus ``key=value`` overrides with dotted keys
+(``optim.lr=0.1``).  Every section rejects unknown keys with an error that names the key and
+suggests the closest valid one.  ``sweep`` maps dotted keys to lists of values: the run becomes
+one sub-run per combination.  ``quick`` holds overrides applied by ``--quick``.
+"""
+
+from __future__ import annotations
+
+import copy
+import difflib
+import itertools
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, ValidationError
+
+
+class ConfigError(ValueError):
+    """A configuration key or value is wrong; the message says which and what would be valid."""
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class DataConfig(_Strict):
+    source: Literal["synthetic", "libsvm"] = "synthetic"
+    name: str = "a5a"  # LIBSVM dataset name (source: libsvm)
+    n_samples: int = 2000  # synthetic
+    n_features: int = 20  # synthetic
+    cond: float = 20.0  # synthetic: condition number of AᵀA/N
+    scale: float = 1.0  # multiply the features (sets the gradients' magnitude against a format's grid)
+    separable: bool = False
+    normalize: bool = False  # L2-normalize rows (the IntSGD experiments)
+    test_fraction: float = 0.2  # held-out share (shuffled with ``seed``); 0 keeps every row for training
+    seed: int = 0
+
+
+class ProblemConfig(_Strict):
+    lam: float = 1e-3  # l2 regularization λ
+
+
+class OptimConfig(_Strict):
+    name: Literal["sgd", "adam", "sag", "saga", "svrg", "halp"] = "sgd"
+    lr: float = 0.05
+    batch_size: int = 1
+    momentum: float = 0.0
+    schedule: Literal["constant", "diminishing"] = "constant"  # diminishing: lr·γ/(γ + k)
+    gamma: float = 100.0
+    T_epochs: float = 1.0  # SVRG/HALP epoch length, in passes over the data
+    bits: int = 8  # HALP
+    halp_mu: float | None = None  # HALP's μ; default: the problem's strong convexity λ
+    init: Literal["zero", "pass"] = "zero"  # SAG/SAGA table
+
+
+class QuantConfig(_Strict):
+    codec: str = "fp32"  # a format name (cast), a compressor name, or fp32 for none
+    rounding: Literal["nearest", "stochastic"] = "nearest"
+    compensate: Literal["none", "fixed", "adaptive"] = "none"
+    q_min: float | None = None  # for compensate: fixed
+
+
+class DistConfig(_Strict):
+    workers: int = 12
+    method: Literal["l-svrg", "vr-intdiana", "vr-natdiana", "vr-hintdiana", "diana", "intdiana"] = "vr-intdiana"
+    batch_divisor: int = 20  # b = ⌊N/(batch_divisor·n)⌋ per worker
+    iterations: int = 5020
+    alpha_rule: Literal["adaptive", "moving_avg", "moving_avg_const"] = "adaptive"
+    sigma_q: float = 1e-3
+    beta: float = 0.0
+
+
+class CurveConfig(_Strict):
+    function: Literal["exp"] = "exp"  # g(x) = exp(rate·x)
+    rate: float = -0.2
+    x_max: float = 60.0
+    points: int = 601
+    formats: list[str] = ["float32", "float16", "fp8", "fp4"]
+
+
+class RunConfig(_Strict):
+    name: str = "run"
+    kind: Literal["convex", "distributed", "curve"] = "convex"
+    seed: int = 0
+    epochs: float = 3.0
+    log_every: int = 100  # steps between metric rows
+    checkpoint_every: int = 2000  # steps between checkpoints
+    data: DataConfig = DataConfig()
+    problem: ProblemConfig = ProblemConfig()
+    optim: OptimConfig = OptimConfig()
+    quant: QuantConfig = QuantConfig()
+    dist: DistConfig = DistConfig()
+    curve: CurveConfig = CurveConfig()
+    theory: bool = False  # record the Theorem 3 bound beside the measured curve (convex, sgd)
+    sweep: dict[str, list[Any]] = {}
+    extra_runs: list[dict[str, Any]] = []  # more sub-runs: each a mapping of dotted overrides
+    quick: dict[str, Any] = {}
+    claims: str | None = None  # name of the claim checker (reproductions)
+    figure: str | None = None  # figure layout; default by kind
+
+
+def _check_keys(data: Any, model: type[BaseModel], prefix: str = "") -> None:
+    if not isinstance(data, dict):
+        return
+    fields = model.model_fields
+    for key, value in data.items():
+        if key not in fields:
+            close = difflib.get_close_matches(str(key), list(fields), n=1)
+            hint = f"; did you mean '{prefix}{close[0]}'?" if close else ""
+            raise ConfigError(f"unknown config key '{prefix}{key}'{hint} Valid keys here: {', '.join(fields)}")
+        ann = fields[key].annotation
+        if isinstance(ann, type) and issubclass(ann, BaseModel):
+            _check_keys(value, ann, f"{prefix}{key}.")
+
+
+def _check_dotted(key: str) -> None:
+    parts = key.split(".")
+    model: type[BaseModel] = RunConfig
+    for i, part in enumerate(parts):
+        fields = model.model_fields
+        if part not in fields:
+            close = difflib.get_close_matches(part, list(fields), n=1)
+            where = ".".join(parts[:i])
+            hint = f"; did you mean '{(where + '.') if where else ''}{close[0]}'?" if close else ""
+            raise ConfigError(f"unknown config key '{key}'{hint}")
+        ann = fields[part].annotation
+        if i < len(parts) - 1:
+            if not (isinstance(ann, type) and issubclass(ann, BaseModel)):
+                raise ConfigError(f"'{'.'.join(parts[: i + 1])}' has no sub-keys (in '{key}')")
+            model = ann
+
+
+def set_dotted(d: dict, key: str, value: Any) -> None:
+    _check_dotted(key)
+    parts = key.split(".")
+    cur = d
+    for p in parts[:-1]:
+        cur = cur.setdefault(p, {})
+    cur[parts[-1]] = value
+
+
+def parse_override(text: str) -> tuple[str, Any]:
+    if "=" not in text:
+        raise ConfigError(f"override {text!r} is not key=value")
+    key, raw = text.split("=", 1)
+    return key.strip(), yaml.safe_load(raw) if raw.strip() else ""
+
+
+def make_config(data: dict | None = None, overrides: list[str] = (), *, quick: bool = False) -> RunConfig:
+    """A validated RunConfig from a mapping (e.g. a YAML file), ``key=value`` overrides and the
+    file's ``quick`` section (applied first, when ``quick``)."""
+    d = copy.deepcopy(data or {})
+    _check_keys(d, RunConfig)
+    if quick:
+        for k, v in (d.get("quick") or {}).items():
+            set_dotted(d, k, v)
+    for text in overrides:
+        k, v = parse_override(text)
+        set_dotted(d, k, v)
+    try:
+        cfg = RunConfig.model_validate(d)
+    except ValidationError as e:
+        msgs = "; ".join(f"{'.'.join(str(x) for x in err['loc'])}: {err['msg']}" for err in e.errors())
+        raise ConfigError(f"invalid configuration: {msgs}") from None
+    for k in cfg.sweep:
+        _check_dotted(k)
+    for extra in cfg.extra_runs:
+        for k in extra:
+            _check_dotted(k)
+    return cfg
+
+
+def load_yaml(path) -> dict:
+    with open(path) as f:
+        data = yaml.safe_load(f) or {}
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: a config file holds a mapping of keys to values")
+    return data
+
+
+def expand(cfg: RunConfig) -> list[tuple[str, RunConfig]]:
+    """(label, config) for every combination of the sweep; one ('', cfg) without a sweep."""
+    if not cfg.sweep and not cfg.extra_runs:
+        return [("", cfg)]
+    keys = list(cfg.sweep)
+    combos = [dict(zip(keys, values)) for values in itertools.product(*(cfg.sweep[k] for k in keys))] if keys else []
+    out = []
+    for overrides in combos + list(cfg.extra_runs):
+        d = cfg.model_dump()
+        d["sweep"], d["extra_runs"] = {}, []
+        for k, v in overrides.items():
+            set_dotted(d, k, v)
+        label = ",".join(f"{k.split('.')[-1]}={v}" for k, v in overrides.items())
+        out.append((label, RunConfig.model_validate(d)))
+    return out

@@ -1,0 +1,387 @@
+"""The one runner: a validated config in, a run folder out.
+
+Kinds (``RunConfig.kind``), each a function registered in ``KINDS``:
+
+* ``convex``: l2-regularized logistic regression with SGD, Adam, SAG, SAGA, SVRG or HALP, gradients
+  passed through a codec (``quant``), metrics per ``log_every`` steps (train loss,
+  suboptimality F(w) − F*, test accuracy, mean shrinkage q, bits sent), optionally the Theorem 3
+  bound of the slowdown paper beside the measured curve (``theory: true``).
+* ``distributed``: the DIANA family over n simulated workers (the IntSGD convex experiment).
+* ``curve``: a function of x rounded onto formats (the slowdown paper's Figure 1).
+
+Checkpoints every ``checkpoint_every`` steps hold everything needed to continue bit for bit
+(parameters, optimizer state, samplers' generator states, metrics so far), so ``resume`` after a
+kill ends with the same metrics as an uninterrupted run (wall time aside).
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from typing import Callable
+
+import torch
+
+from .config import RunConfig, expand
+from .results import RunFolder, environment
+
+KINDS: dict[str, Callable] = {}
+
+
+def kind(name: str):
+    def deco(fn):
+        KINDS[name] = fn
+        return fn
+
+    return deco
+
+
+class Stop(Exception):
+    """Raised by a ``stop_after`` hook (tests of resume) to interrupt a run."""
+
+
+# -- data ------------------------------------------------------------------------------------------
+def load_data(cfg: RunConfig):
+    from ..data import libsvm, synthetic
+
+    d = cfg.data
+    if d.source == "synthetic":
+        A, y = synthetic.logistic(d.n_samples, d.n_features, cond=d.cond, separable=d.separable, seed=d.seed)
+    else:
+        A, y = libsvm.load(d.name)
+    A = A.to(torch.float64) * d.scale
+    if d.normalize:
+        A = A / A.norm(dim=1, keepdim=True).clamp(min=1e-30)
+    if d.test_fraction > 0:
+        g = torch.Generator().manual_seed(d.seed)
+        perm = torch.randperm(A.shape[0], generator=g)
+        n_test = int(round(d.test_fraction * A.shape[0]))
+        te, tr = perm[:n_test], perm[n_test:]
+        return A[tr], y[tr], A[te], y[te]
+    return A, y, None, None
+
+
+class Sampler:
+    """Minibatches from a fresh random permutation each epoch, from a seeded generator."""
+
+    def __init__(self, n: int, batch: int, seed: int):
+        self.n, self.batch = n, batch
+        self.gen = torch.Generator().manual_seed(seed)
+        self.perm = torch.empty(0, dtype=torch.long)
+        self.pos = 0
+
+    def next(self) -> torch.Tensor:
+        if self.pos + self.batch > self.perm.numel():
+            self.perm, self.pos = torch.randperm(self.n, generator=self.gen), 0
+        idx = self.perm[self.pos : self.pos + self.batch]
+        self.pos += self.batch
+        return idx
+
+    def state_dict(self):
+        return {"gen": self.gen.get_state(), "perm": self.perm.clone(), "pos": self.pos}
+
+    def load_state_dict(self, s):
+        self.gen.set_state(s["gen"])
+        self.perm, self.pos = s["perm"].clone(), s["pos"]
+
+
+# -- kind: convex -------------------------------------------------------------------------------------
+def _optimizer(cfg: RunConfig, w, P):
+    from ..optim import HALP, SAG, SAGA, SVRG, QuantizedGradients
+
+    o, q = cfg.optim, cfg.quant
+    codec = None if q.codec in ("fp32", "float32", "none") else q.codec
+    n = P.N
+    if o.name in ("sgd", "adam"):
+        base = torch.optim.SGD([w], lr=o.lr, momentum=o.momentum) if o.name == "sgd" else torch.optim.Adam([w], lr=o.lr)
+        if codec is None:
+            return base
+        comp = None if q.compensate == "none" else q.compensate
+        return QuantizedGradients(base, codec, compensate=comp, q_min=q.q_min, rounding=q.rounding)
+    if q.compensate != "none":
+        raise ValueError("quant.compensate works with optim.name sgd or adam (it scales a torch optimizer's lr)")
+    common = dict(n=n, seed=cfg.seed)
+    if o.name in ("sag", "saga"):
+        if o.batch_size != 1:
+            raise ValueError("SAG/SAGA keep one gradient per sample: optim.batch_size must be 1")
+        cls = SAG if o.name == "sag" else SAGA
+        return cls([w], lr=o.lr, init=o.init, codec=codec, rounding=q.rounding, record=codec is not None, **common)
+    if o.name == "svrg":
+        return SVRG([w], lr=o.lr, T_epochs=o.T_epochs, batch_size=o.batch_size, codec=codec, rounding=q.rounding,
+                    record=codec is not None, **common)
+    if codec is not None:
+        raise ValueError("HALP stores its offsets in optim.bits bits; it takes no quant.codec")
+    return HALP([w], lr=o.lr, T_epochs=o.T_epochs, batch_size=o.batch_size, bits=o.bits,
+                mu=o.halp_mu or P.mu, **common)
+
+
+def _q_log(opt):
+    return getattr(opt, "log", None)
+
+
+@kind("convex")
+def run_convex(cfg: RunConfig, folder: RunFolder, *, resume: bool = True, stop_after: int | None = None,
+               progress=None) -> dict:
+    from ..problems import LogisticRegression
+
+    A, y, At, yt = load_data(cfg)
+    P = LogisticRegression(A, y, cfg.problem.lam)
+    fstar = P.fstar if cfg.problem.lam > 0 else float("nan")  # unregularized: F* may not be attained
+    w = torch.nn.Parameter(torch.zeros(P.d, dtype=torch.float64))
+    opt = _optimizer(cfg, w, P)
+    o = cfg.optim
+    finite_sum = o.name not in ("sgd", "adam")
+    sampler = Sampler(P.N, o.batch_size, cfg.seed)
+    total = max(1, math.ceil(cfg.epochs * P.N / o.batch_size))
+
+    def closure(idx):
+        w.grad = P.grad(w.detach(), idx)
+        return None
+
+    rows, start, wall0, consumed, bits = [], 0, 0.0, 0, 0.0
+    ck = folder.load_checkpoint() if resume else None
+    if ck is not None:
+        with torch.no_grad():
+            w.copy_(ck["w"])
+        opt.load_state_dict(ck["optimizer"])
+        sampler.load_state_dict(ck["sampler"])
+        rows, start, wall0, consumed, bits = ck["rows"], ck["step"], ck["wall"], ck["consumed"], ck["bits"]
+    t0 = time.perf_counter() - wall0
+    log = _q_log(opt)
+    qs_all = [r["q"] for r in log.rows()] if log is not None else []
+
+    def record(step):
+        nonlocal consumed, bits
+        qs = []
+        if log is not None:
+            new = log.rows()[consumed:]
+            consumed += len(new)
+            qs = [r["q"] for r in new]
+            qs_all.extend(qs)
+            bits += sum(r["bits"] for r in new)
+        wd = w.detach()
+        rows.append({
+            "step": step, "epoch": step * o.batch_size / P.N, "wall": time.perf_counter() - t0,
+            "loss": float(P.loss(wd)), "suboptimality": float(P.loss(wd)) - fstar,
+            "test_accuracy": P.accuracy(wd, At, yt) if At is not None else float("nan"),
+            "train_accuracy": P.accuracy(wd),
+            "q": sum(qs) / len(qs) if qs else 1.0, "bits": bits,
+        })
+
+    if start == 0 and not rows:
+        record(0)
+    for step in range(start, total):
+        if o.schedule == "diminishing":
+            for g in opt.param_groups:
+                g["lr"] = o.lr * o.gamma / (o.gamma + step)
+        if finite_sum:
+            opt.step(closure)
+        else:
+            idx = sampler.next()
+            opt.zero_grad()
+            closure(idx)
+            opt.step()
+        done = step + 1
+        if done % cfg.log_every == 0 or done == total:
+            record(done)
+            if progress:
+                progress(done, total)
+        if done % cfg.checkpoint_every == 0 and done < total:
+            folder.save_checkpoint({"w": w.detach().clone(), "optimizer": opt.state_dict(), "sampler": sampler.state_dict(),
+                                    "rows": rows, "step": done, "wall": time.perf_counter() - t0,
+                                    "consumed": consumed, "bits": bits})
+            if stop_after is not None and done >= stop_after:
+                raise Stop(done)
+    summary = {"steps": total, "final": rows[-1], "fstar": fstar, "L": P.L, "mu": P.mu, "N": P.N, "d": P.d,
+               "wall": rows[-1]["wall"],
+               "q_mean": sum(qs_all) / len(qs_all) if qs_all else 1.0,
+               "q_min": min(qs_all) if qs_all else 1.0, "q_max": max(qs_all) if qs_all else 1.0}
+    if cfg.theory:
+        summary["theory"] = _theory(cfg, P, w.detach(), rows, qs_all, log)
+    folder.write_metrics(rows)
+    return summary
+
+
+def _theory(cfg, P, w_end, rows, qs, log) -> dict:
+    """Theorem 3's bound for this run's constants, as a column beside the measured curve."""
+    from ..problems.theory import estimate_constants, theorem3
+
+    k = estimate_constants(P, [torch.zeros(P.d, dtype=torch.float64), w_end], cfg.optim.batch_size, seed=cfg.seed)
+    if log is not None and len(log):
+        r = log.rows()
+        k.q_min, k.q_max = min(x["q"] for x in r), max(x["q"] for x in r)
+        k.sigma_q2 = max(x["residual"] ** 2 for x in r)
+    mu = cfg.optim.lr
+    gap1 = rows[0]["suboptimality"]
+    try:
+        bound = theorem3(k, mu, gap1, [r["step"] + 1 for r in rows])
+    except ValueError as e:
+        return {"constants": k.as_dict(), "error": str(e)}
+    for r, b in zip(rows, bound):
+        r["bound"] = float(b)
+    return {"constants": k.as_dict(), "rate": 1 - mu * k.q_min * k.c * k.m,
+            "floor": mu * k.q_max * k.L * (k.M + k.sigma_q2) / (2 * k.c * k.m * k.q_min)}
+
+
+# -- kind: distributed ------------------------------------------------------------------------------
+@kind("distributed")
+def run_distributed(cfg: RunConfig, folder: RunFolder, *, resume: bool = True, stop_after: int | None = None,
+                    progress=None) -> dict:
+    from ..compress import get_compressor
+    from ..optim import DIANA, diana_stepsize
+    from ..problems import LogisticRegression
+
+    A, y, _, _ = load_data(cfg)
+    dc = cfg.dist
+    split = LogisticRegression(A, y, cfg.problem.lam).split(dc.workers)
+    P = split.problem()
+    fstar = P.fstar
+    n, m = split.n, split.m
+    b = max(1, (n * m) // (dc.batch_divisor * n))
+    vr = dc.method.startswith("vr") or dc.method == "l-svrg"
+    codec = {
+        "l-svrg": lambda: get_compressor("identity"),
+        "diana": lambda: get_compressor("identity"),
+        "vr-natdiana": lambda: get_compressor("natural"),
+        "vr-hintdiana": lambda: get_compressor("hintsgd", n_workers=n),
+    }.get(dc.method, lambda: get_compressor("intsgd", n_workers=n, rule=dc.alpha_rule, beta=dc.beta,
+                                           sigma_sq=dc.sigma_q**2))()
+    lr = diana_stepsize(P.L, split.batch_smoothness(), n)
+    x = torch.zeros(P.d, dtype=torch.float64)
+    opt = DIANA([x], lr=lr, n_workers=n, codec=codec, local_n=m if vr else None, batch_size=b if vr else None,
+                vr=vr, seed=cfg.seed, exact_first_step=True)
+    rows, start, wall0, bits, wbits, grads = [], 0, 0.0, 0.0, 0.0, 0.0
+    ck = folder.load_checkpoint() if resume else None
+    if ck is not None:
+        x.copy_(ck["x"])
+        opt.load_state_dict(ck["optimizer"])
+        rows, start, wall0, bits, wbits, grads = ck["rows"], ck["step"], ck["wall"], ck["bits"], ck["wbits"], ck["grads"]
+    t0 = time.perf_counter() - wall0
+
+    def record(k):
+        rows.append({"step": k, "wall": time.perf_counter() - t0, "suboptimality": P.suboptimality(x),
+                     "bits": bits, "width_bits": wbits, "grad_computations": grads})
+
+    if start == 0 and not rows:
+        record(0)
+    total = dc.iterations
+    for k in range(start, total):
+        refs_before = "ref" in opt.state[x] and opt.state[x]["ref"].clone()
+        opt.step(split.grads)
+        h = opt.history[-1]
+        bits += h["bits"]
+        wbits += h.get("width_bits", h["bits"]) + h.get("sum_width_bits", 0.0)
+        # gradient computations: a minibatch per worker (twice with VR), plus a full pass on a new reference
+        grads += n * b * (2 if vr else 1) if vr else n * m
+        if vr and (refs_before is False or not torch.equal(refs_before, opt.state[x]["ref"])):
+            grads += n * m
+        done = k + 1
+        if done % cfg.log_every == 0 or done == total:
+            record(done)
+            if progress:
+                progress(done, total)
+        if done % cfg.checkpoint_every == 0 and done < total:
+            folder.save_checkpoint({"x": x.clone(), "optimizer": opt.state_dict(), "rows": rows, "step": done,
+                                    "wall": time.perf_counter() - t0, "bits": bits, "wbits": wbits, "grads": grads})
+            if stop_after is not None and done >= stop_after:
+                raise Stop(done)
+    folder.write_metrics(rows)
+    return {"iterations": total, "final": rows[-1], "fstar": fstar, "lr": lr, "batch": b, "workers": n,
+            "local_samples": m, "L": P.L, "L_batch": split.batch_smoothness()}
+
+
+# -- kind: curve ----------------------------------------------------------------------------------------
+@kind("curve")
+def run_curve(cfg: RunConfig, folder: RunFolder, **_) -> dict:
+    from ..quantize import quantize
+
+    c = cfg.curve
+    x = torch.linspace(0, c.x_max, c.points, dtype=torch.float64)
+    g = torch.exp(c.rate * x).to(torch.float32)
+    rows, summary = [], {}
+    for fmt in c.formats:
+        v = g if fmt in ("float32", "fp32") else quantize(g, fmt)
+        for xi, gi, vi in zip(x.tolist(), g.tolist(), v.tolist()):
+            rows.append({"x": xi, "format": fmt, "g": gi, "quantized": vi})
+        nz = (v != 0).nonzero()
+        summary[fmt] = {
+            "distinct_values": int(torch.unique(v).numel()),
+            "last_nonzero_x": float(x[int(nz[-1])]) if nz.numel() else None,
+            "zero_fraction": float((v == 0).double().mean()),
+            "q": float(v.double().norm() / g.double().norm()),
+        }
+    folder.write_metrics(rows)
+    return {"formats": summary}
+
+
+# -- the runner -------------------------------------------------------------------------------------------
+def _run_one(args) -> tuple[str, dict]:
+    label, cfg_dict, path, resume, stop_after = args
+    cfg = RunConfig.model_validate(cfg_dict)
+    folder = RunFolder(path)
+    if folder.done and resume:
+        return label, folder.read_json("summary.json")
+    folder.write_yaml("config.yaml", cfg.model_dump())
+    summary = KINDS[cfg.kind](cfg, folder, resume=resume, stop_after=stop_after)
+    summary = {"label": label, **summary, "config": cfg.model_dump(exclude={"sweep", "quick"})}
+    folder.write_json("summary.json", summary)
+    return label, summary
+
+
+def run(cfg: RunConfig, out, *, resume: bool = False, jobs: int = 1, stop_after: int | None = None,
+        quiet: bool = False) -> dict:
+    """Run ``cfg`` (every sub-run of its sweep) into the folder ``out``; returns the summary."""
+    folder = RunFolder(out)
+    folder.write_yaml("config.yaml", cfg.model_dump())
+    folder.write_json("env.json", environment())
+    runs = expand(cfg)
+    tasks = []
+    for label, sub in runs:
+        path = folder.path if not label else folder.sub(label).path
+        tasks.append((label, sub.model_dump(), str(path), resume, stop_after))
+    results: dict[str, dict] = {}
+    if jobs > 1 and len(tasks) > 1:
+        from concurrent.futures import ProcessPoolExecutor
+        from multiprocessing import get_context
+
+        with ProcessPoolExecutor(jobs, mp_context=get_context("spawn")) as ex:
+            for label, s in ex.map(_run_one, tasks):
+                results[label] = s
+    else:
+        bar = _progress(len(tasks), quiet)
+        for t in tasks:
+            label, s = _run_one(t)
+            results[label] = s
+            bar(label)
+    summary = {"name": cfg.name, "kind": cfg.kind, "runs": [results[t[0]] for t in tasks]}
+    if cfg.claims:
+        from .claims import CLAIMS
+
+        summary["claims"] = CLAIMS[cfg.claims](cfg, folder, summary)
+    folder.write_json("summary.json", summary)
+    try:
+        from ..plots import plot_run
+
+        summary["figures"] = plot_run(folder.path)
+        folder.write_json("summary.json", summary)
+    except ImportError:  # matplotlib missing: results stand without figures
+        pass
+    return summary
+
+
+def _progress(total: int, quiet: bool):
+    if quiet or total <= 1:
+        return lambda label: None
+    try:
+        from tqdm import tqdm
+    except ImportError:
+        return lambda label: None
+    bar = tqdm(total=total, desc="runs", leave=False)
+
+    def step(label):
+        bar.set_postfix_str(label[:40])
+        bar.update(1)
+        if bar.n >= total:
+            bar.close()
+
+    return step

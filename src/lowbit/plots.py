@@ -1,0 +1,122 @@
+"""Figures from run folders, laid out like the sources' figures.
+
+``plot_run(path)`` reads a run folder (and its sweep's sub-runs) and writes PNGs into
+``<run>/figures/``; the layout follows the run's kind (or ``figure`` in its config):
+
+* ``convex``: (A) train loss and (B) test accuracy per epoch, (C) suboptimality F(w) − F* on a log
+  scale (with the Theorem 3 bound dashed, where recorded), (D) the shrinkage factor q — the
+  slowdown reproduction's panels.
+* ``distributed``: F(x) − F* against iterations, bits sent and gradient computations (the IntSGD
+  paper's three panels).
+* ``curve``: g(x) and its rounding onto each format (the slowdown paper's Figure 1).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import yaml
+
+
+def _subruns(path: Path):
+    cfg = yaml.safe_load((path / "config.yaml").read_text())
+    subs = sorted((path / "runs").glob("*/metrics.csv")) if (path / "runs").exists() else []
+    if subs:
+        return cfg, [(p.parent.name, p.parent) for p in subs]
+    return cfg, [(cfg.get("name", path.name), path)]
+
+
+def _figure(ncols: int, nrows: int = 1, size=(5.0, 3.6)):
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(nrows, ncols, figsize=(size[0] * ncols, size[1] * nrows), squeeze=False)
+    return fig, axes.reshape(-1)
+
+
+def _save(fig, path: Path, name: str) -> str:
+    out = path / "figures" / name
+    out.parent.mkdir(parents=True, exist_ok=True)
+    fig.tight_layout()
+    fig.savefig(out, dpi=110)
+    import matplotlib.pyplot as plt
+
+    plt.close(fig)
+    return str(out.relative_to(path))
+
+
+def plot_convex(path: Path, cfg: dict, subs) -> list[str]:
+    import pandas as pd
+
+    fig, ax = _figure(2, 2)
+    for label, p in subs:
+        df = pd.read_csv(p / "metrics.csv")
+        ax[0].plot(df["epoch"], df["loss"], label=label)
+        if df["test_accuracy"].notna().any():
+            ax[1].plot(df["epoch"], 100 * df["test_accuracy"], label=label)
+        sub = df["suboptimality"].clip(lower=1e-16)
+        line, = ax[2].semilogy(df["epoch"], sub, label=label)
+        if "bound" in df and df["bound"].notna().any():
+            ax[2].semilogy(df["epoch"], df["bound"], "--", color=line.get_color(), alpha=0.7)
+        ax[3].plot(df["epoch"], df["q"], label=label)
+    titles = ["(A) train loss", "(B) test accuracy (%)", "(C) F(w) − F*  (dashed: Theorem 3 bound)",
+              "(D) shrinkage q = ‖g̃‖/‖g‖"]
+    for a, t in zip(ax, titles):
+        a.set_title(t, fontsize=10)
+        a.set_xlabel("epoch")
+        a.grid(alpha=0.3)
+    ax[0].legend(fontsize=7)
+    return [_save(fig, path, "curves.png")]
+
+
+def plot_distributed(path: Path, cfg: dict, subs) -> list[str]:
+    import pandas as pd
+
+    fig, ax = _figure(3)
+    for label, p in subs:
+        df = pd.read_csv(p / "metrics.csv")
+        y = df["suboptimality"].clip(lower=1e-16)
+        ax[0].semilogy(df["step"], y, label=label)
+        ax[1].semilogy(df["width_bits"], y, label=label)
+        ax[2].semilogy(df["grad_computations"], y, label=label)
+    for a, xl in zip(ax, ["iteration", "bits sent (IntSGD count)", "gradient computations"]):
+        a.set_xlabel(xl)
+        a.set_ylabel("f(x) − f*")
+        a.grid(alpha=0.3)
+    ax[0].legend(fontsize=7)
+    return [_save(fig, path, "suboptimality.png")]
+
+
+def plot_curve(path: Path, cfg: dict, subs) -> list[str]:
+    import pandas as pd
+
+    fig, ax = _figure(2)
+    df = pd.read_csv(subs[0][1] / "metrics.csv")
+    for fmt, d in df.groupby("format", sort=False):
+        ax[0].plot(d["x"], d["quantized"], label=fmt, drawstyle="steps-post")
+        ax[1].semilogy(d["x"], d["quantized"].clip(lower=1e-12), label=fmt, drawstyle="steps-post")
+    ax[0].set_title("g(x) = e^{−0.2x} rounded, no scaling", fontsize=10)
+    ax[1].set_title("log scale: the tail flushes to zero", fontsize=10)
+    for a in ax:
+        a.set_xlabel("x")
+        a.grid(alpha=0.3)
+        a.legend(fontsize=8)
+    return [_save(fig, path, "quantized_curve.png")]
+
+
+LAYOUTS = {"convex": plot_convex, "distributed": plot_distributed, "curve": plot_curve}
+
+
+def plot_run(path) -> list[str]:
+    """Write the run's figures; returns their paths relative to the run folder."""
+    path = Path(path)
+    if not (path / "config.yaml").exists():
+        raise FileNotFoundError(f"{path} is not a run folder (no config.yaml)")
+    cfg, subs = _subruns(path)
+    subs = [(label, p) for label, p in subs if (p / "metrics.csv").exists()]
+    if not subs:
+        raise FileNotFoundError(f"{path} has no metrics yet")
+    layout = cfg.get("figure") or cfg.get("kind", "convex")
+    return LAYOUTS[layout](path, cfg, subs)
