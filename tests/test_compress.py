@@ -326,3 +326,19 @@ def test_every_codec_round_trips_shape_and_dtype(name):
         g = torch.randn(shape, dtype=torch.float64)
         out = codec(g, state=codec.init_state(g), generator=torch.Generator().manual_seed(0))
         assert out.shape == g.shape and out.dtype == g.dtype
+
+
+@pytest.mark.parametrize("name,opts", [("cast", {"format": "fp4"}), ("cast", {"format": "slowdown_fp4"}),
+                                       ("cast", {"format": "fp8", "rounding": "stochastic"}),
+                                       ("cast", {"format": "bf16"}), ("cast", {"format": "int8", "scaling": "tensor"}),
+                                       ("qsgd", {}), ("natural", {})])
+def test_roundtrip_shortcut_equals_encode_decode(name, opts):
+    codec = get_compressor(name, **opts)
+    g = torch.randn(1001, dtype=torch.float64, generator=torch.Generator().manual_seed(0))
+    g[5] = 0.0
+    a, nbytes = codec.roundtrip(g, generator=torch.Generator().manual_seed(1))
+    p = codec.encode(g, generator=torch.Generator().manual_seed(1))
+    assert torch.equal(a, codec.decode(p)) and nbytes == p.nbytes
+    g[7] = float("nan")
+    a, _ = codec.roundtrip(g, generator=torch.Generator().manual_seed(1))
+    assert torch.equal(torch.isnan(a), torch.isnan(codec.decode(codec.encode(g, generator=torch.Generator().manual_seed(1)))))

@@ -208,7 +208,12 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
-    args = parser.parse_args(argv)
+    args, extra = parser.parse_known_args(argv)
+    if extra:  # key=value overrides given after options
+        bad = [e for e in extra if "=" not in e or e.startswith("-")]
+        if bad or not hasattr(args, "overrides"):
+            parser.error(f"unrecognized arguments: {' '.join(bad or extra)}")
+        args.overrides = list(args.overrides or []) + extra
     if args.command is None:
         parser.print_help()
         return 2

@@ -88,6 +88,13 @@ class Compressor(ABC):
         """decode(encode(tensor)): the tensor the receiver sees."""
         return self.decode(self.encode(tensor, state=state, generator=generator))
 
+    def roundtrip(self, tensor: torch.Tensor, *, state: Any = None, generator=None) -> tuple[torch.Tensor, int]:
+        """(decode(encode(tensor)), packet nbytes).  Codecs whose packet size is known without
+        building the bytes override this to skip packing (a simulation shortcut that returns
+        the same values and sizes, as the tests check)."""
+        packet = self.encode(tensor, state=state, generator=generator)
+        return self.decode(packet), packet.nbytes
+
     def add(self, a: Packet, b: Packet) -> Packet:
         """a ⊕ b for summable codecs: decode(a ⊕ b) = decode(a) + decode(b)."""
         raise TypeError(f"{self.name} packets are not summable; decode them and add the tensors")

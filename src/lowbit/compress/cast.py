@@ -69,6 +69,18 @@ class Cast(Compressor):
             payload["finite"] = torch.isfinite(t).all().reshape(1).to(torch.uint8)
         return Packet(payload, tuple(tensor.shape), tensor.dtype)
 
+    def roundtrip(self, tensor, *, state=None, generator=None):
+        """The rounded tensor and the packet size, without packing codes (no scaling only)."""
+        if self._scaled is not None:
+            return super().roundtrip(tensor, state=state, generator=generator)
+        _check_tensor(tensor)
+        t = tensor.detach().to(torch.float32)
+        q = quantize(t, self.fmt, self.rounding, saturate=self.saturate, generator=generator)
+        nbytes = self.fmt.nbytes(t.numel()) + (0 if self.fmt.has_nan else 1)
+        if not self.fmt.has_nan:  # as decode does: NaN everywhere when the input was not finite
+            q = torch.where(torch.isfinite(t).all(), q, torch.full_like(q, float("nan")))
+        return q.to(tensor.dtype), nbytes
+
     def decode(self, packet: Packet) -> torch.Tensor:
         n = packet.numel
         p = packet.payload

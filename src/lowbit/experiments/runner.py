@@ -203,22 +203,31 @@ def run_convex(cfg: RunConfig, folder: RunFolder, *, resume: bool = True, stop_a
 
 
 def _theory(cfg, P, w_end, rows, qs, log) -> dict:
-    """Theorem 3's bound for this run's constants, as a column beside the measured curve."""
+    """Theorem 3's bound for this run's constants, as a column beside the measured curve.
+
+    q_min and q_max are the extremes of q averaged over each logging interval; σ_q² is the
+    largest measured ‖g̃ − q·g‖²; M is estimated at the start and end points (M_G = 1, m = 1)."""
     from ..problems.theory import estimate_constants, theorem3
 
     k = estimate_constants(P, [torch.zeros(P.d, dtype=torch.float64), w_end], cfg.optim.batch_size, seed=cfg.seed)
     if log is not None and len(log):
-        r = log.rows()
-        k.q_min, k.q_max = min(x["q"] for x in r), max(x["q"] for x in r)
-        k.sigma_q2 = max(x["residual"] ** 2 for x in r)
+        # q over each logging interval (the effective shrinkage of that run of steps): a single
+        # step can flush a whole per-sample gradient (q = 0), which makes the worst case vacuous
+        interval_q = [r["q"] for r in rows[1:]]
+        k.q_min, k.q_max = min(interval_q), max(interval_q)
+        k.sigma_q2 = max(x["residual"] ** 2 for x in log.rows())
     mu = cfg.optim.lr
     gap1 = rows[0]["suboptimality"]
+    if k.q_min <= 0:
+        return {"constants": k.as_dict(), "error": "q_min = 0: Theorem 3 gives no rate"}
     try:
         bound = theorem3(k, mu, gap1, [r["step"] + 1 for r in rows])
     except ValueError as e:
         return {"constants": k.as_dict(), "error": str(e)}
     for r, b in zip(rows, bound):
         r["bound"] = float(b)
+    if k.q_min <= 0:
+        return {"constants": k.as_dict(), "error": "q_min = 0: Theorem 3 gives no rate"}
     return {"constants": k.as_dict(), "rate": 1 - mu * k.q_min * k.c * k.m,
             "floor": mu * k.q_max * k.L * (k.M + k.sigma_q2) / (2 * k.c * k.m * k.q_min)}
 

@@ -87,9 +87,9 @@ class FiniteSumOptimizer(torch.optim.Optimizer):
             self._codec_state = [self.codec.init_state(v) for v in vectors]
         out, bits = [], 0
         for v, st in zip(vectors, self._codec_state):
-            pk = self.codec.encode(v, state=st)
-            bits += 8 * pk.nbytes
-            out.append(self.codec.decode(pk).to(v.dtype))
+            dec, nbytes = self.codec.roundtrip(v, state=st)
+            bits += 8 * nbytes
+            out.append(dec.to(v.dtype))
         if self.record:
             self.log.append({"step": self.steps, **shrinkage(list(zip(vectors, out))), "bits": bits})
         return out

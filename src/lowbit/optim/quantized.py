@@ -104,9 +104,9 @@ class QuantizedGradients:
                 key = id(p)
                 if key not in self._codec_state:
                     self._codec_state[key] = self.codec.init_state(p.grad)
-                packet = self.codec.encode(p.grad, state=self._codec_state[key], generator=self.generator)
-                gt = self.codec.decode(packet).to(p.grad.dtype)
-                bits += 8 * packet.nbytes
+                gt, nbytes = self.codec.roundtrip(p.grad, state=self._codec_state[key], generator=self.generator)
+                gt = gt.to(p.grad.dtype)
+                bits += 8 * nbytes
                 pairs.append((p, p.grad, gt))
             st = shrinkage([(g, gt) for _, g, gt in pairs]) if (self.record or self.compensate == "adaptive") else {}
             for p, _, gt in pairs:

@@ -43,6 +43,7 @@ class StatsLog:
 
     def __init__(self):
         self._rows: list[dict] = []
+        self._done = 0  # rows before this index are already plain floats
 
     def append(self, row: dict) -> None:
         self._rows.append(row)
@@ -51,11 +52,10 @@ class StatsLog:
         return len(self._rows)
 
     def rows(self) -> list[dict]:
-        out = []
-        for r in self._rows:
-            out.append({k: (float(v) if isinstance(v, torch.Tensor) else v) for k, v in r.items()})
-        self._rows = out
-        return list(out)
+        for i in range(self._done, len(self._rows)):
+            self._rows[i] = {k: (float(v) if isinstance(v, torch.Tensor) else v) for k, v in self._rows[i].items()}
+        self._done = len(self._rows)
+        return self._rows
 
     def dataframe(self):
         import pandas as pd
@@ -63,7 +63,8 @@ class StatsLog:
         return pd.DataFrame(self.rows())
 
     def state_dict(self) -> list[dict]:
-        return self.rows()
+        return [dict(r) for r in self.rows()]
 
     def load_state_dict(self, rows: list[dict]) -> None:
         self._rows = [dict(r) for r in rows]
+        self._done = 0
