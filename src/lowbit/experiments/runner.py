@@ -165,7 +165,7 @@ def run_convex(cfg: RunConfig, folder: RunFolder, *, resume: bool = True, stop_a
             "loss": float(P.loss(wd)), "suboptimality": float(P.loss(wd)) - fstar,
             "test_accuracy": P.accuracy(wd, At, yt) if At is not None else float("nan"),
             "train_accuracy": P.accuracy(wd),
-            "q": sum(qs) / len(qs) if qs else 1.0, "bits": bits,
+            "q": sum(qs) / len(qs) if qs else (float("nan") if step == 0 else 1.0), "bits": bits,
         })
 
     if start == 0 and not rows:

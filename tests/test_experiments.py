@@ -1,0 +1,179 @@
+"""The runner: config validation, run folders, resume after interruption, reproducibility, and
+every reproduction from the CLI in quick mode."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import yaml
+
+from lowbit.cli import main
+from lowbit.experiments import ConfigError, make_config, run
+from lowbit.experiments.runner import Stop
+from lowbit.problems.theory import Constants, theorem3, theorem4
+
+SMALL = {
+    "name": "small", "kind": "convex", "epochs": 1.0, "log_every": 50, "checkpoint_every": 100,
+    "data": {"source": "synthetic", "n_samples": 400, "n_features": 8, "cond": 10},
+    "problem": {"lam": 0.01}, "optim": {"name": "sgd", "lr": 0.05},
+}
+
+
+def test_unknown_keys_are_named_with_the_closest_valid_key():
+    with pytest.raises(ConfigError, match=r"unknown config key 'optim\.lrr'; did you mean 'optim\.lr'"):
+        make_config({"optim": {"lrr": 0.1}})
+    with pytest.raises(ConfigError, match=r"'epoch'.*did you mean 'epochs'"):
+        make_config({}, ["epoch=3"])
+    with pytest.raises(ConfigError, match=r"'quant\.codc'.*did you mean 'quant\.codec'"):
+        make_config({"sweep": {"quant.codc": ["fp4"]}})
+    with pytest.raises(ConfigError, match="optim.name"):
+        make_config({}, ["optim.name=lbfgs"])
+    with pytest.raises(ConfigError, match="key=value"):
+        make_config({}, ["optim.lr"])
+
+
+def frame(path):
+    df = pd.read_csv(Path(path) / "metrics.csv")
+    return df.drop(columns=["wall"])
+
+
+def test_run_folder_layout_and_determinism(tmp_path):
+    cfg = make_config({**SMALL, "sweep": {"quant.codec": ["fp32", "fp4"]}})
+    s = run(cfg, tmp_path / "a", quiet=True)
+    a = tmp_path / "a"
+    for f in ("config.yaml", "summary.json", "env.json", "figures/curves.png"):
+        assert (a / f).exists(), f
+    assert yaml.safe_load((a / "config.yaml").read_text())["optim"]["lr"] == 0.05
+    subs = sorted((a / "runs").iterdir())
+    assert [p.name for p in subs] == ["codec=fp32", "codec=fp4"]
+    df = pd.read_csv(subs[1] / "metrics.csv")
+    assert {"step", "epoch", "wall", "loss", "suboptimality", "test_accuracy", "q", "bits"} <= set(df.columns)
+    assert df["bits"].iloc[-1] > 0 and df["q"].iloc[1:].lt(1.5).all()
+    assert json.loads((a / "summary.json").read_text())["runs"][1]["label"] == "codec=fp4"
+    run(cfg, tmp_path / "b", quiet=True)
+    for sub in ("codec=fp32", "codec=fp4"):
+        pd.testing.assert_frame_equal(frame(a / "runs" / sub), frame(tmp_path / "b" / "runs" / sub))
+    first = pd.read_csv(subs[0] / "metrics.csv")["suboptimality"]
+    assert s["runs"][0]["final"]["suboptimality"] == first.iloc[-1] < first.iloc[0] / 2
+
+
+@pytest.mark.parametrize("name,extra", [("sgd-fp4-adaptive", {"quant": {"codec": "fp4", "compensate": "adaptive"}}),
+                                        ("saga-fp8", {"optim": {"name": "saga", "lr": 0.05}, "quant": {"codec": "fp8"}}),
+                                        ("halp", {"optim": {"name": "halp", "lr": 0.05, "bits": 4}})])
+def test_interrupted_run_resumes_to_the_same_result(tmp_path, name, extra):
+    data = {**SMALL, **extra, "epochs": 2.0}
+    cfg = make_config(data)
+    run(cfg, tmp_path / "straight", quiet=True)
+    with pytest.raises(Stop):
+        run(cfg, tmp_path / "cut", stop_after=300, quiet=True)
+    assert (tmp_path / "cut" / "checkpoint.pt").exists() and not (tmp_path / "cut" / "summary.json").exists()
+    run(cfg, tmp_path / "cut", resume=True, quiet=True)
+    pd.testing.assert_frame_equal(frame(tmp_path / "straight"), frame(tmp_path / "cut"))
+
+
+def test_distributed_run_resumes_to_the_same_result(tmp_path):
+    data = {"name": "d", "kind": "distributed", "log_every": 10, "checkpoint_every": 50,
+            "data": {"source": "synthetic", "n_samples": 600, "n_features": 10, "normalize": True, "test_fraction": 0},
+            "problem": {"lam": 0.01}, "dist": {"workers": 4, "iterations": 200, "method": "vr-intdiana"}}
+    cfg = make_config(data)
+    run(cfg, tmp_path / "s", quiet=True)
+    with pytest.raises(Stop):
+        run(cfg, tmp_path / "c", stop_after=100, quiet=True)
+    run(cfg, tmp_path / "c", resume=True, quiet=True)
+    pd.testing.assert_frame_equal(frame(tmp_path / "s"), frame(tmp_path / "c"))
+
+
+def test_killed_process_resumes_from_its_checkpoint(tmp_path):
+    """A run killed with SIGKILL at an arbitrary moment after its first checkpoint resumes with
+    `lowbit run --resume` and ends with the uninterrupted run's metrics."""
+    data = {**SMALL, "epochs": 40.0, "log_every": 200, "checkpoint_every": 400}
+    (tmp_path / "cfg.yaml").write_text(yaml.safe_dump(data))
+    env = dict(os.environ, PYTHONUNBUFFERED="1")
+    cut = tmp_path / "cut"
+    p = subprocess.Popen([sys.executable, "-m", "lowbit", "run", str(tmp_path / "cfg.yaml"), "--out", str(cut), "--quiet"],
+                         env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 120
+    while not (cut / "checkpoint.pt").exists() and time.time() < deadline and p.poll() is None:
+        time.sleep(0.05)
+    time.sleep(0.3)
+    if p.poll() is None:
+        p.send_signal(signal.SIGKILL)
+    p.wait()
+    assert (cut / "checkpoint.pt").exists()
+    assert main(["run", "--resume", str(cut), "--quiet"]) == 0
+    assert main(["run", str(tmp_path / "cfg.yaml"), "--out", str(tmp_path / "straight"), "--quiet"]) == 0
+    pd.testing.assert_frame_equal(frame(tmp_path / "straight"), frame(cut))
+
+
+def test_theorem_bounds():
+    k = Constants(L=2.0, c=0.5, m=1.0, M=0.3, M_G=1.0, sigma_q2=0.1, q_min=0.5, q_max=0.9)
+    b = theorem3(k, 0.2, gap1=4.0, steps=[1, 2, 1000])
+    floor = 0.2 * 0.9 * 2.0 * 0.4 / (2 * 0.5 * 0.5)
+    assert b[0] == pytest.approx(4.0) and b[1] == pytest.approx(floor + (1 - 0.2 * 0.5 * 0.5) * (4.0 - floor))
+    assert b[2] == pytest.approx(floor, rel=1e-6)
+    with pytest.raises(ValueError, match="Theorem 3 needs"):
+        theorem3(k, 1.0, 4.0, [1])
+    b4 = theorem4(k, beta=10.0, gamma=5.0, gap1=1.0, steps=[1, 10])
+    nu = max(100 * 2.0 * 0.4 / (2 * (10 * 0.5 * 0.5 - 1)), 6 * 1.0)
+    assert b4.tolist() == pytest.approx([nu / 6, nu / 15])
+    with pytest.raises(ValueError, match="Theorem 4 needs"):
+        theorem4(k, beta=1.0, gamma=5.0, gap1=1.0, steps=[1])
+
+
+# -- the CLI, every reproduction in quick mode ----------------------------------------------------
+def claims_of(path):
+    return {c["name"]: c for c in json.loads((Path(path) / "summary.json").read_text())["claims"]}
+
+
+def test_cli_list_and_formats(capsys):
+    assert main(["list"]) == 0
+    out = capsys.readouterr().out
+    for name in ("default", "slowdown-fig1", "slowdown-logreg", "slowdown-theory", "intsgd-a5a"):
+        assert name in out
+    assert main(["formats"]) == 0 and "float4_e2m1fn" in capsys.readouterr().out
+    assert main(["run", "optim.lrr=1"]) == 2
+    assert "did you mean 'optim.lr'" in capsys.readouterr().err
+
+
+def test_main_job_quick(tmp_path):
+    assert main(["run", "--quick", "--out", str(tmp_path / "m"), "--quiet"]) == 0
+    c = claims_of(tmp_path / "m")
+    assert c["sgd: fp4 converges slower than fp32"]["holds"]
+    assert c["sgd: fp4 has the lowest mean q"]["holds"]
+    assert (tmp_path / "m" / "figures" / "curves.png").exists()
+
+
+def test_reproduce_slowdown_fig1(tmp_path):
+    assert main(["reproduce", "slowdown-fig1", "--quick", "--out", str(tmp_path / "f"), "--quiet"]) == 0
+    assert all(c["holds"] for c in claims_of(tmp_path / "f").values())
+
+
+def test_reproduce_intsgd_a5a_quick(tmp_path):
+    assert main(["reproduce", "intsgd-a5a", "--quick", "--out", str(tmp_path / "i"), "--quiet"]) == 0
+    assert all(c["holds"] for c in claims_of(tmp_path / "i").values())
+    df = pd.read_csv(tmp_path / "i" / "runs" / "method=vr-intdiana" / "metrics.csv")
+    sub = df["suboptimality"].to_numpy()
+    assert np.all(np.diff(np.log(sub[5::10])) < 0)  # decreasing throughout: linear convergence
+
+
+def test_reproduce_slowdown_theory_quick(tmp_path):
+    assert main(["reproduce", "slowdown-theory", "--quick", "--out", str(tmp_path / "t"), "--quiet"]) == 0
+    c = claims_of(tmp_path / "t")
+    assert all(v["holds"] for k, v in c.items() if "Theorem 3 bound" in k)
+    assert any(v["holds"] for k, v in c.items() if "recovers" in k)
+
+
+def test_reproduce_slowdown_logreg_quick(tmp_path):
+    assert main(["reproduce", "slowdown-logreg", "--quick", "--jobs", "2", "--out", str(tmp_path / "l"), "--quiet"]) == 0
+    c = claims_of(tmp_path / "l")
+    assert len(c) >= 8
+    for opt in ("sgd", "adam"):  # the findings that hold after one epoch; all claims are reported either way
+        assert c[f"{opt}: slowdown_fp4 converges slower than fp32"]["holds"]
+        assert c[f"{opt}: slowdown_fp4 has the lowest mean q"]["holds"]
