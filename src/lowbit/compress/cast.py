@@ -50,15 +50,42 @@ class Cast(Compressor):
             c = int_codes(q, self.fmt, quantized=True)
         return pack(c, self.fmt.code_bits)
 
-    def _values(self, codes: torch.Tensor, n: int) -> torch.Tensor:
+    def _values(self, codes: torch.Tensor, n: int, finite=None) -> torch.Tensor:
+        if codes.is_cuda and self.fmt.code_bits in (4, 8) and isinstance(self.fmt, FloatFormat):
+            from .. import kernels
+
+            if kernels.triton_available() and kernels.supports(self.fmt):
+                from ..kernels.codecs_triton import cast_decode
+                from ..packing import decode_lut
+
+                lut = decode_lut(self.fmt, codes.device, torch.float32)
+                return cast_decode(codes, lut, n, self.fmt.code_bits, finite)
+        v = self._native_or_table(codes, n)
+        if finite is not None:
+            v = torch.where(finite.bool(), v, torch.full_like(v, float("nan")))
+        return v
+
+    def _native_or_table(self, codes: torch.Tensor, n: int) -> torch.Tensor:
         if self._native is not None:
             return codes.view(self._native)[:n].to(torch.float32)
         return self.fmt.decode(codes, (n,))
+
+    def _fused(self, t: torch.Tensor) -> bool:
+        from .. import kernels
+
+        return (self._scaled is None and kernels.fused(t) and isinstance(self.fmt, FloatFormat)
+                and self.fmt.code_bits in (4, 8) and kernels.supports(self.fmt))
 
     def encode(self, tensor, *, state=None, generator=None) -> Packet:
         _check_tensor(tensor)
         t = tensor.detach().reshape(-1).to(torch.float32)
         n = t.numel()
+        if self._fused(t):
+            from ..kernels.codecs_triton import cast_encode
+
+            codes, finite = cast_encode(t, self.fmt, self.rounding, self.saturate, generator)
+            payload = {"codes": codes} if self.fmt.has_nan else {"codes": codes, "finite": finite}
+            return Packet(payload, tuple(tensor.shape), tensor.dtype)
         if self._scaled is None:
             q = quantize(t, self.fmt, self.rounding, saturate=self.saturate, generator=generator)
             payload = {"codes": self._codes(q)}
@@ -71,7 +98,7 @@ class Cast(Compressor):
 
     def roundtrip(self, tensor, *, state=None, generator=None):
         """The rounded tensor and the packet size, without packing codes (no scaling only)."""
-        if self._scaled is not None:
+        if self._scaled is not None or self._fused(tensor.detach().to(torch.float32)):
             return super().roundtrip(tensor, state=state, generator=generator)
         _check_tensor(tensor)
         t = tensor.detach().to(torch.float32)
@@ -84,11 +111,10 @@ class Cast(Compressor):
     def decode(self, packet: Packet) -> torch.Tensor:
         n = packet.numel
         p = packet.payload
-        if self._scaled is None:
-            v = self._values(p["codes"], n)
+        if self._scaled is None:  # a non-finite input decodes to NaN everywhere
+            v = self._values(p["codes"], n, p.get("finite"))
         else:
             count = n if self.scaling == "tensor" else p["scales"].numel() * self.block
             v = self._scaled._unscale(self._values(p["codes"], count), p["scales"], (count,))[:n]
-        if "finite" in p:  # a non-finite input decodes to NaN everywhere
             v = torch.where(p["finite"].bool(), v, torch.full_like(v, float("nan")))
         return v.reshape(packet.shape).to(packet.dtype)

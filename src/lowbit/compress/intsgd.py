@@ -133,12 +133,29 @@ class IntSGD(Compressor):
         _check_tensor(tensor)
         t = tensor.detach().reshape(-1).to(torch.float32)
         alpha = self.scale(t, state)
+        from .. import kernels
+
+        if self.bits == 8 and kernels.fused(t):
+            from ..kernels.codecs_triton import int8_encode
+
+            ints, finite = int8_encode(t, alpha, 127 // max(1, self.n_workers), self.rounding == "stochastic", generator)
+            payload = {"ints": ints, "finite": finite}
+            return Packet(payload, tuple(tensor.shape), tensor.dtype, {"alpha": alpha, "max_abs": -1, "width": 8})
         ints, m = self._pack_ints(round_integer(t * alpha, self.rounding, generator=generator))
         payload = {"ints": ints, "finite": torch.isfinite(t).all().reshape(1).to(torch.uint8)}
         meta = {"alpha": alpha, "max_abs": m, "width": int_width(m) if m >= 0 else self.bits}
         return Packet(payload, tuple(tensor.shape), tensor.dtype, meta)
 
     def decode(self, packet: Packet) -> torch.Tensor:
+        ints = packet.payload["ints"]
+        if ints.is_cuda and ints.dtype == torch.int8 and isinstance(packet.meta["alpha"], float):
+            from .. import kernels
+
+            if kernels.triton_available():
+                from ..kernels.codecs_triton import int8_decode
+
+                v = int8_decode(ints, packet.payload["finite"], packet.meta["alpha"])
+                return v.reshape(packet.shape).to(packet.dtype)
         v = packet.payload["ints"].to(torch.float32) / packet.meta["alpha"]
         v = torch.where(packet.payload["finite"].bool(), v, torch.full_like(v, float("nan")))
         return v.reshape(packet.shape).to(packet.dtype)

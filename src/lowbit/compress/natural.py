@@ -27,6 +27,13 @@ class Natural(Compressor):
     def encode(self, tensor, *, state=None, generator=None) -> Packet:
         _check_tensor(tensor)
         t = tensor.detach().reshape(-1).to(torch.float32)
+        from .. import kernels
+
+        if kernels.fused(t):
+            from ..kernels.codecs_triton import natural_encode
+
+            e, s = natural_encode(t, generator)
+            return Packet({"exponent": e, "sign": s}, tuple(tensor.shape), tensor.dtype)
         q = quantize(t, _POW2, "stochastic", generator=generator).view(torch.int32)
         exponent = ((q >> 23) & 0xFF).to(torch.uint8)
         sign = pack((q < 0).to(torch.uint8), 1)
@@ -34,6 +41,13 @@ class Natural(Compressor):
 
     def decode(self, packet: Packet) -> torch.Tensor:
         n = packet.numel
+        from .. import kernels
+
+        if packet.payload["exponent"].is_cuda and kernels.triton_available():
+            from ..kernels.codecs_triton import natural_decode
+
+            v = natural_decode(packet.payload["exponent"], packet.payload["sign"], n)
+            return v.reshape(packet.shape).to(packet.dtype)
         e = packet.payload["exponent"].to(torch.int32)
         s = unpack(packet.payload["sign"], 1, n).to(torch.int32)
         bits = (s << 31) | (e << 23)

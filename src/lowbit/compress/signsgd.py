@@ -16,9 +16,23 @@ class SignSGD(Compressor):
     def encode(self, tensor, *, state=None, generator=None) -> Packet:
         _check_tensor(tensor)
         g = tensor.detach().reshape(-1).to(torch.float32)
+        from .. import kernels
+
+        if kernels.fused(g):
+            from ..kernels.codecs_triton import sign_encode
+
+            signs, scale = sign_encode(g)
+            return Packet({"scale": scale, "signs": signs}, tuple(tensor.shape), tensor.dtype)
         scale = (g.abs().sum() / max(1, g.numel())).reshape(1)
         return Packet({"scale": scale, "signs": pack(g >= 0, 1)}, tuple(tensor.shape), tensor.dtype)
 
     def decode(self, packet: Packet) -> torch.Tensor:
+        from .. import kernels
+
+        if packet.payload["signs"].is_cuda and kernels.triton_available():
+            from ..kernels.codecs_triton import sign_decode
+
+            v = sign_decode(packet.payload["signs"], packet.payload["scale"], packet.numel)
+            return v.reshape(packet.shape).to(packet.dtype)
         s = unpack(packet.payload["signs"], 1, packet.numel).to(torch.float32) * 2 - 1
         return (s * packet.payload["scale"]).reshape(packet.shape).to(packet.dtype)

@@ -36,3 +36,10 @@ def quantize(x, fmt, rounding, saturate, generator):
     from .quantize_triton import quantize_triton
 
     return quantize_triton(x, fmt, rounding, saturate, generator)
+
+
+def fused(t) -> bool:
+    """Whether a tensor takes the fused compressor kernels: float32 on CUDA, Triton present."""
+    import torch
+
+    return t.is_cuda and t.dtype == torch.float32 and triton_available()

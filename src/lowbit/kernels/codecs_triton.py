@@ -1,0 +1,265 @@
+"""Fused Triton kernels for the compressors' encode and decode on CUDA float32 tensors.
+
+Each kernel reads its input once and writes its output once:
+
+* ``cast_encode``: rounding (the quantize kernel's ``_round_bits``) and the format's codes in one
+  pass, 8-bit codes one per byte, 4-bit codes two per byte; ``cast_decode``: codes → values by a
+  2^w-entry table.
+* ``natural_encode`` / ``natural_decode``: stochastic rounding to a power of two, the exponent byte
+  and the sign bit packed eight to a byte.
+* ``sign_encode`` / ``sign_decode``: sign bits packed eight to a byte with per-block partial sums of
+  |g| (summed in a fixed order: deterministic), and the scaled decode.
+* ``int8_encode`` / ``int8_decode``: IntSGD's Int(α·g) into int8, saturating at ±lim.
+
+The same Philox streams as the quantize kernel give stochastic rounding; its probabilities are
+exact to 2^−23 (float32 mantissa bits) or 2^−24 (IntSGD's fraction).
+"""
+
+from __future__ import annotations
+
+import torch
+import triton
+import triton.language as tl
+
+from ..formats import FloatFormat
+from .quantize_triton import _constants, _round_bits
+
+BLOCK = 4096
+WARPS = 8
+
+
+@triton.jit
+def _codes(b, M: tl.constexpr, EF: tl.constexpr, BIAS: tl.constexpr, EMIN_FIELD: tl.constexpr,
+           LOW_EXP: tl.constexpr, NAN_CODE: tl.constexpr, INF_FIELD: tl.constexpr):
+    """Code of a representable float32 bit pattern: sign | exponent field | mantissa."""
+    a = b & 0x7FFFFFFF
+    sign = (b >> 31) & 1
+    e = a >> 23
+    normal = e >= EMIN_FIELD
+    field_n = e - 127 + BIAS
+    mant_n = (a >> (23 - M)) & ((1 << M) - 1)
+    mant_s = (a.to(tl.float32, bitcast=True) * (2.0 ** (-LOW_EXP))).to(tl.int32)
+    field = tl.where(normal, field_n, 0)
+    mant = tl.where(normal, mant_n, mant_s)
+    code = (sign << (EF + M)) | (field << M) | mant
+    code = tl.where(a == 0x7F800000, (sign << (EF + M)) | (INF_FIELD << M), code)
+    return tl.where(a > 0x7F800000, NAN_CODE | (sign << (EF + M)), code)
+
+
+@triton.jit
+def _cast_encode_kernel(x_ptr, out_ptr, fin_ptr, n, seed_ptr, S: tl.constexpr, EMIN_FIELD: tl.constexpr,
+                        LOW: tl.constexpr, LOW_EXP: tl.constexpr, MAX_BITS: tl.constexpr, OVER_BITS: tl.constexpr,
+                        INF_OUT: tl.constexpr, FNUZ: tl.constexpr, MODE: tl.constexpr, M: tl.constexpr,
+                        EF: tl.constexpr, BIAS: tl.constexpr, NAN_CODE: tl.constexpr, INF_FIELD: tl.constexpr,
+                        WIDTH: tl.constexpr, BLOCK: tl.constexpr):
+    Q: tl.constexpr = BLOCK // 4
+    pid = tl.program_id(0).to(tl.int64)
+    offs = tl.arange(0, Q)
+    if MODE == 1:
+        r0, r1, r2, r3 = tl.randint4x(tl.load(seed_ptr), (pid * Q + offs).to(tl.int32))
+    finite = 1
+    for j in tl.static_range(4):
+        o = pid * BLOCK + j * Q + offs
+        b = tl.load(x_ptr + o, mask=o < n, other=0).to(tl.int32, bitcast=True)
+        if MODE == 1:
+            r = r0 if j == 0 else (r1 if j == 1 else (r2 if j == 2 else r3))
+            rnd = r.to(tl.int32, bitcast=True) & 0x7FFFFFFF
+        else:
+            rnd = b
+        finite = finite & tl.min(((b & 0x7F800000) != 0x7F800000).to(tl.int32), axis=0)
+        q = _round_bits(b, rnd, S, EMIN_FIELD, LOW, LOW_EXP, MAX_BITS, OVER_BITS, INF_OUT, FNUZ, MODE)
+        c = _codes(q, M, EF, BIAS, EMIN_FIELD, LOW_EXP, NAN_CODE, INF_FIELD)
+        if WIDTH == 8:
+            tl.store(out_ptr + o, c.to(tl.uint8), mask=o < n)
+        else:
+            lo, hi = tl.split(tl.reshape(c, (Q // 2, 2)))
+            ob = (pid * BLOCK + j * Q) // 2 + tl.arange(0, Q // 2)
+            tl.store(out_ptr + ob, (lo | (hi << 4)).to(tl.uint8), mask=ob < (n + 1) // 2)
+    tl.store(fin_ptr + pid, finite.to(tl.uint8))
+
+
+@triton.jit
+def _cast_decode_kernel(c_ptr, lut_ptr, fin_ptr, out_ptr, n, WIDTH: tl.constexpr, FLAG: tl.constexpr,
+                        BLOCK: tl.constexpr):
+    pid = tl.program_id(0).to(tl.int64)
+    nan_all = False
+    if FLAG:
+        nan_all = tl.load(fin_ptr) == 0  # the input held NaN/inf: everything decodes to NaN
+    if WIDTH == 8:
+        o = pid * BLOCK + tl.arange(0, BLOCK)
+        c = tl.load(c_ptr + o, mask=o < n, other=0).to(tl.int32)
+        v = tl.load(lut_ptr + c)
+        if FLAG:
+            v = tl.where(nan_all, float("nan"), v)
+        tl.store(out_ptr + o, v, mask=o < n)
+    else:
+        ob = pid * (BLOCK // 2) + tl.arange(0, BLOCK // 2)
+        byte = tl.load(c_ptr + ob, mask=ob < (n + 1) // 2, other=0).to(tl.int32)
+        lo = tl.load(lut_ptr + (byte & 15))
+        hi = tl.load(lut_ptr + (byte >> 4))
+        v = tl.reshape(tl.join(lo, hi), (BLOCK,))
+        if FLAG:
+            v = tl.where(nan_all, float("nan"), v)
+        o = pid * BLOCK + tl.arange(0, BLOCK)
+        tl.store(out_ptr + o, v, mask=o < n)
+
+
+@triton.jit
+def _natural_encode_kernel(x_ptr, exp_ptr, sign_ptr, n, seed_ptr, BLOCK: tl.constexpr):
+    pid = tl.program_id(0).to(tl.int64)
+    o = pid * BLOCK + tl.arange(0, BLOCK)
+    b = tl.load(x_ptr + o, mask=o < n, other=0).to(tl.int32, bitcast=True)
+    r = tl.randint(tl.load(seed_ptr), o.to(tl.int32)).to(tl.int32, bitcast=True) & 0x7FFFFF
+    a = b & 0x7FFFFFFF
+    e = ((a + r) >> 23) & 0xFF  # |x| rounded up to the next power of two with probability frac
+    e = tl.where(a >= 0x7F800000, 255, e)
+    tl.store(exp_ptr + o, e.to(tl.uint8), mask=o < n)
+    s = tl.reshape((b >> 31) & 1, (BLOCK // 8, 8))
+    byte = tl.sum(s << tl.arange(0, 8)[None, :], axis=1)
+    ob = pid * (BLOCK // 8) + tl.arange(0, BLOCK // 8)
+    tl.store(sign_ptr + ob, byte.to(tl.uint8), mask=ob < (n + 7) // 8)
+
+
+@triton.jit
+def _natural_decode_kernel(exp_ptr, sign_ptr, out_ptr, n, BLOCK: tl.constexpr):
+    pid = tl.program_id(0).to(tl.int64)
+    o = pid * BLOCK + tl.arange(0, BLOCK)
+    e = tl.load(exp_ptr + o, mask=o < n, other=0).to(tl.int32)
+    ob = pid * (BLOCK // 8) + tl.arange(0, BLOCK // 8)
+    byte = tl.load(sign_ptr + ob, mask=ob < (n + 7) // 8, other=0).to(tl.int32)
+    s = tl.reshape((byte[:, None] >> tl.arange(0, 8)[None, :]) & 1, (BLOCK,))
+    tl.store(out_ptr + o, ((s << 31) | (e << 23)).to(tl.float32, bitcast=True), mask=o < n)
+
+
+@triton.jit
+def _sign_encode_kernel(x_ptr, sign_ptr, part_ptr, n, BLOCK: tl.constexpr):
+    pid = tl.program_id(0).to(tl.int64)
+    o = pid * BLOCK + tl.arange(0, BLOCK)
+    x = tl.load(x_ptr + o, mask=o < n, other=0.0)
+    tl.store(part_ptr + pid, tl.sum(tl.abs(x), axis=0))
+    s = tl.reshape(((x >= 0) & (o < n)).to(tl.int32), (BLOCK // 8, 8))
+    byte = tl.sum(s << tl.arange(0, 8)[None, :], axis=1)
+    ob = pid * (BLOCK // 8) + tl.arange(0, BLOCK // 8)
+    tl.store(sign_ptr + ob, byte.to(tl.uint8), mask=ob < (n + 7) // 8)
+
+
+@triton.jit
+def _sign_decode_kernel(sign_ptr, scale_ptr, out_ptr, n, BLOCK: tl.constexpr):
+    pid = tl.program_id(0).to(tl.int64)
+    ob = pid * (BLOCK // 8) + tl.arange(0, BLOCK // 8)
+    byte = tl.load(sign_ptr + ob, mask=ob < (n + 7) // 8, other=0).to(tl.int32)
+    s = tl.reshape((byte[:, None] >> tl.arange(0, 8)[None, :]) & 1, (BLOCK,))
+    o = pid * BLOCK + tl.arange(0, BLOCK)
+    tl.store(out_ptr + o, (s.to(tl.float32) * 2 - 1) * tl.load(scale_ptr), mask=o < n)
+
+
+@triton.jit
+def _int8_encode_kernel(x_ptr, out_ptr, fin_ptr, n, alpha, lim, seed_ptr, STOCHASTIC: tl.constexpr,
+                        BLOCK: tl.constexpr):
+    pid = tl.program_id(0).to(tl.int64)
+    o = pid * BLOCK + tl.arange(0, BLOCK)
+    x = tl.load(x_ptr + o, mask=o < n, other=0.0)
+    bits = x.to(tl.int32, bitcast=True)
+    tl.store(fin_ptr + pid, tl.min(((bits & 0x7F800000) != 0x7F800000).to(tl.int32), axis=0).to(tl.uint8))
+    t = x * alpha
+    if STOCHASTIC:
+        r = tl.randint(tl.load(seed_ptr), o.to(tl.int32)).to(tl.int32, bitcast=True)
+        u = ((r >> 8) & 0xFFFFFF).to(tl.float32) * (1.0 / 16777216.0)
+        fl = tl.floor(t)
+        k = fl + tl.where(u < t - fl, 1.0, 0.0)
+    else:  # round half to even
+        fl = tl.floor(t)
+        d = t - fl
+        odd = (fl - 2.0 * tl.floor(fl * 0.5)) == 1.0
+        k = fl + tl.where((d > 0.5) | ((d == 0.5) & odd), 1.0, 0.0)
+    k = tl.minimum(tl.maximum(k, -lim), lim)
+    tl.store(out_ptr + o, k.to(tl.int8), mask=o < n)
+
+
+@triton.jit
+def _int8_decode_kernel(c_ptr, fin_ptr, out_ptr, n, inv_alpha, BLOCK: tl.constexpr):
+    pid = tl.program_id(0).to(tl.int64)
+    o = pid * BLOCK + tl.arange(0, BLOCK)
+    c = tl.load(c_ptr + o, mask=o < n, other=0).to(tl.float32)
+    v = tl.where(tl.load(fin_ptr) == 0, float("nan"), c * inv_alpha)
+    tl.store(out_ptr + o, v, mask=o < n)
+
+
+def _seed(x: torch.Tensor, generator) -> torch.Tensor:
+    gdev = generator.device if generator is not None else x.device
+    return torch.randint(0, 2**31 - 1, (1,), device=gdev, generator=generator, dtype=torch.int64).to(x.device)
+
+
+def cast_encode(x: torch.Tensor, fmt: FloatFormat, rounding: str, saturate: bool, generator=None):
+    """(packed codes, one byte: was every input finite)."""
+    x = x.contiguous().reshape(-1)
+    n, w = x.numel(), fmt.code_bits
+    out = torch.empty((n * w + 7) // 8, dtype=torch.uint8, device=x.device)
+    fin = torch.empty(triton.cdiv(n, BLOCK), dtype=torch.uint8, device=x.device)
+    top = (1 << fmt.exp_bits) - 1
+    m = fmt.man_bits
+    nan_code = {"ieee": (top << m) | (1 << max(m - 1, 0)), "fn": (top << m) | ((1 << m) - 1),
+                "fnuz": 1 << (w - 1), "none": 0}[fmt.nan_style]
+    seed = _seed(x, generator) if rounding == "stochastic" else x
+    _cast_encode_kernel[(triton.cdiv(n, BLOCK),)](
+        x, out, fin, n, seed, **_constants(fmt, rounding, saturate), M=m, EF=fmt.exp_field_bits, BIAS=fmt.bias,
+        NAN_CODE=nan_code, INF_FIELD=top, WIDTH=w, BLOCK=BLOCK, num_warps=WARPS)
+    return out, fin.amin().reshape(1)
+
+
+def cast_decode(codes: torch.Tensor, lut: torch.Tensor, n: int, width: int, finite=None) -> torch.Tensor:
+    out = torch.empty(n, dtype=torch.float32, device=codes.device)
+    flag = finite if finite is not None else codes
+    _cast_decode_kernel[(triton.cdiv(n, BLOCK),)](codes, lut, flag, out, n, WIDTH=width, FLAG=finite is not None,
+                                                  BLOCK=BLOCK, num_warps=WARPS)
+    return out
+
+
+def natural_encode(x: torch.Tensor, generator=None) -> tuple[torch.Tensor, torch.Tensor]:
+    x = x.contiguous().reshape(-1)
+    n = x.numel()
+    e = torch.empty(n, dtype=torch.uint8, device=x.device)
+    s = torch.empty((n + 7) // 8, dtype=torch.uint8, device=x.device)
+    _natural_encode_kernel[(triton.cdiv(n, BLOCK),)](x, e, s, n, _seed(x, generator), BLOCK=BLOCK, num_warps=WARPS)
+    return e, s
+
+
+def natural_decode(e: torch.Tensor, s: torch.Tensor, n: int) -> torch.Tensor:
+    out = torch.empty(n, dtype=torch.float32, device=e.device)
+    _natural_decode_kernel[(triton.cdiv(n, BLOCK),)](e, s, out, n, BLOCK=BLOCK, num_warps=WARPS)
+    return out
+
+
+def sign_encode(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    x = x.contiguous().reshape(-1)
+    n = x.numel()
+    grid = triton.cdiv(n, BLOCK)
+    s = torch.empty((n + 7) // 8, dtype=torch.uint8, device=x.device)
+    part = torch.empty(grid, dtype=torch.float32, device=x.device)
+    _sign_encode_kernel[(grid,)](x, s, part, n, BLOCK=BLOCK, num_warps=WARPS)
+    return s, (part.sum() / max(1, n)).reshape(1)
+
+
+def sign_decode(s: torch.Tensor, scale: torch.Tensor, n: int) -> torch.Tensor:
+    out = torch.empty(n, dtype=torch.float32, device=s.device)
+    _sign_decode_kernel[(triton.cdiv(n, BLOCK),)](s, scale, out, n, BLOCK=BLOCK, num_warps=WARPS)
+    return out
+
+
+def int8_encode(x: torch.Tensor, alpha: float, lim: int, stochastic: bool, generator=None):
+    """(int8 integers, one byte: was every input finite)."""
+    x = x.contiguous().reshape(-1)
+    n = x.numel()
+    out = torch.empty(n, dtype=torch.int8, device=x.device)
+    fin = torch.empty(triton.cdiv(n, BLOCK), dtype=torch.uint8, device=x.device)
+    seed = _seed(x, generator) if stochastic else x
+    _int8_encode_kernel[(triton.cdiv(n, BLOCK),)](x, out, fin, n, float(alpha), float(lim), seed,
+                                                  STOCHASTIC=stochastic, BLOCK=BLOCK, num_warps=WARPS)
+    return out, fin.amin().reshape(1)
+
+
+def int8_decode(c: torch.Tensor, finite: torch.Tensor, alpha: float) -> torch.Tensor:
+    n = c.numel()
+    out = torch.empty(n, dtype=torch.float32, device=c.device)
+    _int8_decode_kernel[(triton.cdiv(n, BLOCK),)](c, finite, out, n, 1.0 / float(alpha), BLOCK=BLOCK, num_warps=WARPS)
+    return out
