@@ -72,6 +72,10 @@ def main(argv=None) -> int:
         floor_s = (8 + 2 * bits / 8) * n / bw
         rows.append({"name": label, "bits_per_coordinate": bits, "seconds": s, "gelem_s": n / s / 1e9,
                      "floor_s": floor_s, "of_floor": floor_s / s})
+    k = max(1, n // 100)
+    topk_s = run(lambda: torch.topk(x.abs(), k, sorted=False), reps)
+    rows.append({"name": "peer: torch.topk(|x|, 1%) alone", "seconds": topk_s, "gelem_s": n / topk_s / 1e9,
+                 "bits_per_coordinate": float("nan"), "floor_s": float("nan"), "of_floor": float("nan")})
     dname = torch.cuda.get_device_name() if dev == "cuda" else (platform.processor() or platform.machine())
     print(f"\nencode+decode of {n:,} float32 on {dev} ({dname}); copy {bw / 1e12:.2f} TB/s (read+write)")
     print(f"{'codec':22} {'bits/coord':>10} {'Gelem/s':>9} {'% of floor':>10}")

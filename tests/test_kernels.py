@@ -112,21 +112,24 @@ def test_codec_kernels_in_interpreter_match_the_torch_paths():
         g = torch.Generator().manual_seed(0)
         x = torch.randn(8192 + 37, generator=g) * 2.0 ** torch.randint(-12, 8, (8229,), generator=g)
         x[:6] = torch.tensor([0.0, -0.0, float("inf"), -float("inf"), 1e30, -3e-30])
-        for name in ["fp8", "float8_e5m2", "float8_e4m3fnuz", "fp4"]:
+        for name in ["fp8", "float8_e5m2", "float8_e4m3fnuz", "float8_e4m3", "fp4"]:
             fmt = lowbit.get_format(name)
             for sat in (False, True):
                 codes, fin = K.cast_encode(x, fmt, "nearest", sat)
                 ref = pack(float_codes(lowbit.quantize(x, fmt, saturate=sat), fmt, quantized=True, nan_ok=True), fmt.code_bits)
                 assert torch.equal(codes, ref), (name, sat)
                 assert int(fin) == 0  # the input holds ±inf
-                dec = K.cast_decode(codes, decode_lut(fmt, x.device, torch.float32), x.numel(), fmt.code_bits)
+                dec = K.cast_decode(codes, fmt, x.numel())
                 q = lowbit.quantize(x, fmt, saturate=sat)
                 same = (dec == q) | (torch.isnan(dec) & torch.isnan(q))
                 assert same.all(), name
             y = x[6:]
             codes, fin = K.cast_encode(y, fmt, "nearest", False)
-            nan = K.cast_decode(codes, decode_lut(fmt, x.device, torch.float32), y.numel(), fmt.code_bits,
-                                torch.zeros(1, dtype=torch.uint8))
+            nan = K.cast_decode(codes, fmt, y.numel(), torch.zeros(1, dtype=torch.uint8))
+            allc = torch.arange(2 ** fmt.code_bits)
+            lut = decode_lut(fmt, x.device, torch.float32)
+            got = K.cast_decode(pack(allc, fmt.code_bits), fmt, allc.numel())
+            assert ((got == lut) | (torch.isnan(got) & torch.isnan(lut))).all(), name
             assert int(fin) == 1 and torch.isnan(nan).all()
         xs = x[6:]
         e, s = K.natural_encode(xs, torch.Generator().manual_seed(1))
@@ -141,6 +144,21 @@ def test_codec_kernels_in_interpreter_match_the_torch_paths():
         ints, fin = K.int8_encode(t, 10.0, 20, False)
         assert torch.equal(ints.float(), round_integer(t * 10.0, "nearest").clamp(-20, 20)) and int(fin) == 1
         assert torch.allclose(K.int8_decode(ints, fin, 10.0), ints.float() / 10.0)
+        from lowbit.compress.base import Packet
+        v = torch.randn(5003, generator=g)
+        for levels in (1, 4, 16, 100):
+            q = lowbit.get_compressor("qsgd", levels=levels)
+            norm = v.norm().reshape(1)
+            codes = K.levels_encode(v, norm, levels, q._lbits, torch.Generator().manual_seed(levels))
+            dec = K.levels_decode(codes, norm, levels, q._lbits, v.numel())
+            ref = q.decode(Packet({"norm": norm, "codes": codes}, (5003,)))  # torch unpacking of the same bytes
+            assert torch.allclose(dec, ref, rtol=1e-6, atol=0), levels
+            lev = dec.abs() / norm * levels
+            assert torch.allclose(lev, lev.round(), atol=1e-3) and ((lev - v.abs() / norm * levels).abs() < 1 + 1e-4).all()
+        tg = lowbit.get_compressor("terngrad")
+        s1 = v.abs().max().reshape(1)
+        codes = K.levels_encode(v, s1, 1, 1, torch.Generator().manual_seed(3))
+        assert torch.equal(K.levels_decode(codes, s1, 1, 1, 5003), tg.decode(Packet({"scale": s1, "codes": codes}, (5003,))))
         si, _ = K.int8_encode(torch.full((100000,), 0.3), 1.0, 100, True, torch.Generator().manual_seed(2))
         assert set(si.unique().tolist()) <= {0, 1} and abs(si.float().mean().item() - 0.3) < 5 * (0.21 / 1e5) ** 0.5
         print("ok")

@@ -56,10 +56,8 @@ class Cast(Compressor):
 
             if kernels.triton_available() and kernels.supports(self.fmt):
                 from ..kernels.codecs_triton import cast_decode
-                from ..packing import decode_lut
 
-                lut = decode_lut(self.fmt, codes.device, torch.float32)
-                return cast_decode(codes, lut, n, self.fmt.code_bits, finite)
+                return cast_decode(codes, self.fmt, n, finite)
         v = self._native_or_table(codes, n)
         if finite is not None:
             v = torch.where(finite.bool(), v, torch.full_like(v, float("nan")))

@@ -21,7 +21,10 @@ from .base import Compressor, Packet, _check_tensor, register
 
 
 def l2norm(v: torch.Tensor) -> torch.Tensor:
-    """‖v‖₂ without overflow or underflow of the squares (scaled by max|v|)."""
+    """‖v‖₂ without overflow or underflow of the squares (float64 accumulation for float32 input,
+    scaling by max|v| for float64)."""
+    if v.dtype == torch.float32:
+        return torch.linalg.vector_norm(v, dtype=torch.float64).to(torch.float32)
     amax = v.abs().max() if v.numel() else torch.zeros((), device=v.device)
     safe = torch.where(amax > 0, amax, torch.ones_like(amax))
     return torch.linalg.vector_norm(v / safe) * amax
@@ -44,10 +47,17 @@ class QSGD(Compressor):
         _check_tensor(tensor)
         v = tensor.detach().reshape(-1).to(torch.float32)
         norm = l2norm(v).reshape(1)
+        from .. import kernels
+
+        if self.coding == "fixed" and 1 + self._lbits in (2, 4, 6, 8) and kernels.fused(v):
+            from ..kernels.codecs_triton import levels_encode
+
+            codes = levels_encode(v, norm, self.levels, self._lbits, generator)
+            return Packet({"norm": norm, "codes": codes}, tuple(tensor.shape), tensor.dtype)
         safe = torch.where(norm > 0, norm, torch.ones_like(norm))
         level = round_integer(v.abs() / safe * self.levels, "stochastic", generator=generator)
         level = torch.nan_to_num(level, nan=0.0).clamp(0, self.levels).to(torch.int64)
-        sign = (v < 0).to(torch.int64)
+        sign = ((v < 0) & (level > 0)).to(torch.int64)
         if self.coding == "fixed":
             codes = pack((sign << self._lbits) | level, 1 + self._lbits)
             return Packet({"norm": norm, "codes": codes}, tuple(tensor.shape), tensor.dtype)
@@ -56,6 +66,15 @@ class QSGD(Compressor):
 
     def decode(self, packet: Packet) -> torch.Tensor:
         n = packet.numel
+        codes = packet.payload["codes"]
+        if self.coding == "fixed" and codes.is_cuda and 1 + self._lbits in (2, 4, 6, 8):
+            from .. import kernels
+
+            if kernels.triton_available():
+                from ..kernels.codecs_triton import levels_decode
+
+                v = levels_decode(codes, packet.payload["norm"], self.levels, self._lbits, n)
+                return v.reshape(packet.shape).to(packet.dtype)
         if self.coding == "fixed":
             c = unpack(packet.payload["codes"], 1 + self._lbits, n)
             level, sign = c & ((1 << self._lbits) - 1), c >> self._lbits

@@ -27,6 +27,12 @@ class TernGrad(Compressor):
             c = self.clip * g.std()
             g = torch.maximum(torch.minimum(g, c), -c)
         s = g.abs().max().reshape(1) if g.numel() else torch.zeros(1, device=g.device)
+        from .. import kernels
+
+        if kernels.fused(g):  # one level: code = sign << 1 | Bernoulli(|g|/s), as below
+            from ..kernels.codecs_triton import levels_encode
+
+            return Packet({"scale": s, "codes": levels_encode(g, s, 1, 1, generator)}, tuple(tensor.shape), tensor.dtype)
         safe = torch.where(s > 0, s, torch.ones_like(s))
         b = round_integer(g.abs() / safe, "stochastic", generator=generator)
         b = torch.nan_to_num(b, nan=0.0).clamp(0, 1).to(torch.int64)
@@ -34,6 +40,13 @@ class TernGrad(Compressor):
         return Packet({"scale": s, "codes": pack(code, 2)}, tuple(tensor.shape), tensor.dtype)
 
     def decode(self, packet: Packet) -> torch.Tensor:
+        from .. import kernels
+
+        if packet.payload["codes"].is_cuda and kernels.triton_available():
+            from ..kernels.codecs_triton import levels_decode
+
+            v = levels_decode(packet.payload["codes"], packet.payload["scale"], 1, 1, packet.numel)
+            return v.reshape(packet.shape).to(packet.dtype)
         c = unpack(packet.payload["codes"], 2, packet.numel)
         v = (c & 1).to(torch.float32) * (1 - (c >> 1).to(torch.float32) * 2) * packet.payload["scale"]
         return v.reshape(packet.shape).to(packet.dtype)

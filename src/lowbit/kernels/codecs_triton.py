@@ -3,8 +3,8 @@
 Each kernel reads its input once and writes its output once:
 
 * ``cast_encode``: rounding (the quantize kernel's ``_round_bits``) and the format's codes in one
-  pass, 8-bit codes one per byte, 4-bit codes two per byte; ``cast_decode``: codes → values by a
-  2^w-entry table.
+  pass, 8-bit codes one per byte, 4-bit codes two per byte; ``cast_decode``: codes → values by
+  arithmetic on the code's fields (no table gathers).
 * ``natural_encode`` / ``natural_decode``: stochastic rounding to a power of two, the exponent byte
   and the sign bit packed eight to a byte.
 * ``sign_encode`` / ``sign_decode``: sign bits packed eight to a byte with per-block partial sums of
@@ -79,8 +79,29 @@ def _cast_encode_kernel(x_ptr, out_ptr, fin_ptr, n, seed_ptr, S: tl.constexpr, E
 
 
 @triton.jit
-def _cast_decode_kernel(c_ptr, lut_ptr, fin_ptr, out_ptr, n, WIDTH: tl.constexpr, FLAG: tl.constexpr,
-                        BLOCK: tl.constexpr):
+def _values(c, M: tl.constexpr, EF: tl.constexpr, BIAS: tl.constexpr, LOW_EXP: tl.constexpr, SPECIAL: tl.constexpr,
+            TOP: tl.constexpr):
+    """float32 value of codes: sign | exponent field | mantissa (arithmetic, no table)."""
+    W: tl.constexpr = 1 + EF + M
+    sign = (c >> (EF + M)) & 1
+    field = (c >> M) & ((1 << EF) - 1)
+    mant = c & ((1 << M) - 1)
+    normal = ((field - BIAS + 127) << 23) | (mant << (23 - M))
+    sub = (mant.to(tl.float32) * (2.0 ** LOW_EXP)).to(tl.int32, bitcast=True)
+    bits = tl.where(field == 0, sub, normal) | (sign << 31)
+    if SPECIAL == 1:  # ieee: top field is inf (mantissa 0) or NaN
+        bits = tl.where(field == TOP, tl.where(mant == 0, (sign << 31) | 0x7F800000, 0x7FC00000), bits)
+    elif SPECIAL == 2:  # fn: all-ones exponent and mantissa is NaN
+        bits = tl.where((field == TOP) & (mant == (1 << M) - 1), 0x7FC00000, bits)
+    elif SPECIAL == 3:  # fnuz: the negative-zero code is NaN
+        bits = tl.where(c == (1 << (W - 1)), 0x7FC00000, bits)
+    return bits.to(tl.float32, bitcast=True)
+
+
+@triton.jit
+def _cast_decode_kernel(c_ptr, fin_ptr, out_ptr, n, M: tl.constexpr, EF: tl.constexpr, BIAS: tl.constexpr,
+                        LOW_EXP: tl.constexpr, SPECIAL: tl.constexpr, TOP: tl.constexpr, WIDTH: tl.constexpr,
+                        FLAG: tl.constexpr, BLOCK: tl.constexpr):
     pid = tl.program_id(0).to(tl.int64)
     nan_all = False
     if FLAG:
@@ -88,36 +109,37 @@ def _cast_decode_kernel(c_ptr, lut_ptr, fin_ptr, out_ptr, n, WIDTH: tl.constexpr
     if WIDTH == 8:
         o = pid * BLOCK + tl.arange(0, BLOCK)
         c = tl.load(c_ptr + o, mask=o < n, other=0).to(tl.int32)
-        v = tl.load(lut_ptr + c)
-        if FLAG:
-            v = tl.where(nan_all, float("nan"), v)
-        tl.store(out_ptr + o, v, mask=o < n)
+        v = _values(c, M, EF, BIAS, LOW_EXP, SPECIAL, TOP)
     else:
         ob = pid * (BLOCK // 2) + tl.arange(0, BLOCK // 2)
         byte = tl.load(c_ptr + ob, mask=ob < (n + 1) // 2, other=0).to(tl.int32)
-        lo = tl.load(lut_ptr + (byte & 15))
-        hi = tl.load(lut_ptr + (byte >> 4))
+        lo = _values(byte & 15, M, EF, BIAS, LOW_EXP, SPECIAL, TOP)
+        hi = _values(byte >> 4, M, EF, BIAS, LOW_EXP, SPECIAL, TOP)
         v = tl.reshape(tl.join(lo, hi), (BLOCK,))
-        if FLAG:
-            v = tl.where(nan_all, float("nan"), v)
         o = pid * BLOCK + tl.arange(0, BLOCK)
-        tl.store(out_ptr + o, v, mask=o < n)
+    if FLAG:
+        v = tl.where(nan_all, float("nan"), v)
+    tl.store(out_ptr + o, v, mask=o < n)
 
 
 @triton.jit
 def _natural_encode_kernel(x_ptr, exp_ptr, sign_ptr, n, seed_ptr, BLOCK: tl.constexpr):
+    Q: tl.constexpr = BLOCK // 4
     pid = tl.program_id(0).to(tl.int64)
-    o = pid * BLOCK + tl.arange(0, BLOCK)
-    b = tl.load(x_ptr + o, mask=o < n, other=0).to(tl.int32, bitcast=True)
-    r = tl.randint(tl.load(seed_ptr), o.to(tl.int32)).to(tl.int32, bitcast=True) & 0x7FFFFF
-    a = b & 0x7FFFFFFF
-    e = ((a + r) >> 23) & 0xFF  # |x| rounded up to the next power of two with probability frac
-    e = tl.where(a >= 0x7F800000, 255, e)
-    tl.store(exp_ptr + o, e.to(tl.uint8), mask=o < n)
-    s = tl.reshape((b >> 31) & 1, (BLOCK // 8, 8))
-    byte = tl.sum(s << tl.arange(0, 8)[None, :], axis=1)
-    ob = pid * (BLOCK // 8) + tl.arange(0, BLOCK // 8)
-    tl.store(sign_ptr + ob, byte.to(tl.uint8), mask=ob < (n + 7) // 8)
+    offs = tl.arange(0, Q)
+    r0, r1, r2, r3 = tl.randint4x(tl.load(seed_ptr), (pid * Q + offs).to(tl.int32))
+    for j in tl.static_range(4):
+        r = r0 if j == 0 else (r1 if j == 1 else (r2 if j == 2 else r3))
+        o = pid * BLOCK + j * Q + offs
+        b = tl.load(x_ptr + o, mask=o < n, other=0).to(tl.int32, bitcast=True)
+        a = b & 0x7FFFFFFF
+        e = ((a + (r.to(tl.int32, bitcast=True) & 0x7FFFFF)) >> 23) & 0xFF  # up with probability frac
+        e = tl.where(a >= 0x7F800000, 255, e)
+        tl.store(exp_ptr + o, e.to(tl.uint8), mask=o < n)
+        sb = tl.reshape((b >> 31) & 1, (Q // 8, 8))
+        byte = tl.sum(sb << tl.arange(0, 8)[None, :], axis=1)
+        ob = (pid * BLOCK + j * Q) // 8 + tl.arange(0, Q // 8)
+        tl.store(sign_ptr + ob, byte.to(tl.uint8), mask=ob < (n + 7) // 8)
 
 
 @triton.jit
@@ -156,24 +178,29 @@ def _sign_decode_kernel(sign_ptr, scale_ptr, out_ptr, n, BLOCK: tl.constexpr):
 @triton.jit
 def _int8_encode_kernel(x_ptr, out_ptr, fin_ptr, n, alpha, lim, seed_ptr, STOCHASTIC: tl.constexpr,
                         BLOCK: tl.constexpr):
+    Q: tl.constexpr = BLOCK // 4
     pid = tl.program_id(0).to(tl.int64)
-    o = pid * BLOCK + tl.arange(0, BLOCK)
-    x = tl.load(x_ptr + o, mask=o < n, other=0.0)
-    bits = x.to(tl.int32, bitcast=True)
-    tl.store(fin_ptr + pid, tl.min(((bits & 0x7F800000) != 0x7F800000).to(tl.int32), axis=0).to(tl.uint8))
-    t = x * alpha
+    offs = tl.arange(0, Q)
     if STOCHASTIC:
-        r = tl.randint(tl.load(seed_ptr), o.to(tl.int32)).to(tl.int32, bitcast=True)
-        u = ((r >> 8) & 0xFFFFFF).to(tl.float32) * (1.0 / 16777216.0)
-        fl = tl.floor(t)
-        k = fl + tl.where(u < t - fl, 1.0, 0.0)
-    else:  # round half to even
+        r0, r1, r2, r3 = tl.randint4x(tl.load(seed_ptr), (pid * Q + offs).to(tl.int32))
+    finite = 1
+    for j in tl.static_range(4):
+        o = pid * BLOCK + j * Q + offs
+        x = tl.load(x_ptr + o, mask=o < n, other=0.0)
+        finite = finite & tl.min(((x.to(tl.int32, bitcast=True) & 0x7F800000) != 0x7F800000).to(tl.int32), axis=0)
+        t = x * alpha
         fl = tl.floor(t)
         d = t - fl
-        odd = (fl - 2.0 * tl.floor(fl * 0.5)) == 1.0
-        k = fl + tl.where((d > 0.5) | ((d == 0.5) & odd), 1.0, 0.0)
-    k = tl.minimum(tl.maximum(k, -lim), lim)
-    tl.store(out_ptr + o, k.to(tl.int8), mask=o < n)
+        if STOCHASTIC:
+            r = r0 if j == 0 else (r1 if j == 1 else (r2 if j == 2 else r3))
+            u = ((r.to(tl.int32, bitcast=True) >> 8) & 0xFFFFFF).to(tl.float32) * (1.0 / 16777216.0)
+            k = fl + tl.where(u < d, 1.0, 0.0)
+        else:  # round half to even
+            odd = (fl - 2.0 * tl.floor(fl * 0.5)) == 1.0
+            k = fl + tl.where((d > 0.5) | ((d == 0.5) & odd), 1.0, 0.0)
+        k = tl.minimum(tl.maximum(k, -lim), lim)
+        tl.store(out_ptr + o, k.to(tl.int8), mask=o < n)
+    tl.store(fin_ptr + pid, finite.to(tl.uint8))
 
 
 @triton.jit
@@ -183,6 +210,110 @@ def _int8_decode_kernel(c_ptr, fin_ptr, out_ptr, n, inv_alpha, BLOCK: tl.constex
     c = tl.load(c_ptr + o, mask=o < n, other=0).to(tl.float32)
     v = tl.where(tl.load(fin_ptr) == 0, float("nan"), c * inv_alpha)
     tl.store(out_ptr + o, v, mask=o < n)
+
+
+@triton.jit
+def _uniform24(r):
+    """A uniform float in [0, 1) from the top 24 bits of a random word (exact multiples of 2^-24)."""
+    return ((r.to(tl.int32, bitcast=True) >> 8) & 0xFFFFFF).to(tl.float32) * (1.0 / 16777216.0)
+
+
+@triton.jit
+def _store_packed(out_ptr, c, base, nbytes, W: tl.constexpr, Q: tl.constexpr):
+    """Store Q codes of W ∈ {2, 4, 6, 8} bits, little-endian, at byte offset base·W/8."""
+    if W == 8:
+        ob = base + tl.arange(0, Q)
+        tl.store(out_ptr + ob, c.to(tl.uint8), mask=ob < nbytes)
+    elif W == 6:
+        q = tl.reshape(c, (Q // 4, 2, 2))
+        a, b = tl.split(q)
+        c0, c2 = tl.split(a)
+        c1, c3 = tl.split(b)
+        word = c0 | (c1 << 6) | (c2 << 12) | (c3 << 18)
+        ob = (base // 4) * 3 + 3 * tl.arange(0, Q // 4)
+        tl.store(out_ptr + ob, (word & 255).to(tl.uint8), mask=ob < nbytes)
+        tl.store(out_ptr + ob + 1, ((word >> 8) & 255).to(tl.uint8), mask=ob + 1 < nbytes)
+        tl.store(out_ptr + ob + 2, ((word >> 16) & 255).to(tl.uint8), mask=ob + 2 < nbytes)
+    else:
+        PER: tl.constexpr = 8 // W
+        q = tl.reshape(c, (Q // PER, PER))
+        byte = tl.sum(q << (tl.arange(0, PER) * W)[None, :], axis=1)
+        ob = base // PER + tl.arange(0, Q // PER)
+        tl.store(out_ptr + ob, byte.to(tl.uint8), mask=ob < nbytes)
+
+
+@triton.jit
+def _load_packed(in_ptr, base, nbytes, W: tl.constexpr, Q: tl.constexpr):
+    """Inverse of _store_packed: Q codes (int32) from byte offset base·W/8."""
+    if W == 8:
+        ob = base + tl.arange(0, Q)
+        return tl.load(in_ptr + ob, mask=ob < nbytes, other=0).to(tl.int32)
+    elif W == 6:
+        ob = (base // 4) * 3 + 3 * tl.arange(0, Q // 4)
+        b0 = tl.load(in_ptr + ob, mask=ob < nbytes, other=0).to(tl.int32)
+        b1 = tl.load(in_ptr + ob + 1, mask=ob + 1 < nbytes, other=0).to(tl.int32)
+        b2 = tl.load(in_ptr + ob + 2, mask=ob + 2 < nbytes, other=0).to(tl.int32)
+        word = b0 | (b1 << 8) | (b2 << 16)
+        c0, c1, c2, c3 = word & 63, (word >> 6) & 63, (word >> 12) & 63, (word >> 18) & 63
+        return tl.reshape(tl.join(tl.join(c0, c2), tl.join(c1, c3)), (Q,))
+    else:
+        PER: tl.constexpr = 8 // W
+        ob = base // PER + tl.arange(0, Q // PER)
+        byte = tl.load(in_ptr + ob, mask=ob < nbytes, other=0).to(tl.int32)
+        c = (byte[:, None] >> (tl.arange(0, PER) * W)[None, :]) & ((1 << W) - 1)
+        return tl.reshape(c, (Q,))
+
+
+@triton.jit
+def _levels_encode_kernel(x_ptr, out_ptr, n, nbytes, scale_ptr, levels, seed_ptr, LBITS: tl.constexpr,
+                          W: tl.constexpr, BLOCK: tl.constexpr):
+    """QSGD and TernGrad: level = ⌊s·|x|/scale⌋ + Bernoulli(frac), code = sign << LBITS | level."""
+    Q: tl.constexpr = BLOCK // 4
+    pid = tl.program_id(0).to(tl.int64)
+    offs = tl.arange(0, Q)
+    r0, r1, r2, r3 = tl.randint4x(tl.load(seed_ptr), (pid * Q + offs).to(tl.int32))
+    scale = tl.load(scale_ptr)
+    inv = tl.where(scale > 0, levels / scale, 0.0)
+    for j in tl.static_range(4):
+        r = r0 if j == 0 else (r1 if j == 1 else (r2 if j == 2 else r3))
+        o = pid * BLOCK + j * Q + offs
+        x = tl.load(x_ptr + o, mask=o < n, other=0.0)
+        t = tl.abs(x) * inv
+        fl = tl.floor(t)
+        lev = fl + tl.where(_uniform24(r) < t - fl, 1.0, 0.0)
+        lev = tl.minimum(tl.where(lev == lev, lev, 0.0), levels).to(tl.int32)  # NaN → 0 (the scale is NaN then)
+        c = (((x < 0) & (lev > 0)).to(tl.int32) << LBITS) | lev
+        c = tl.where(o < n, c, 0)
+        _store_packed(out_ptr, c, pid * BLOCK + j * Q, nbytes, W, Q)
+
+
+@triton.jit
+def _levels_decode_kernel(in_ptr, out_ptr, n, nbytes, scale_ptr, levels, LBITS: tl.constexpr, W: tl.constexpr,
+                          BLOCK: tl.constexpr):
+    pid = tl.program_id(0).to(tl.int64)
+    c = _load_packed(in_ptr, pid * BLOCK, nbytes, W, BLOCK)
+    lev = (c & ((1 << LBITS) - 1)).to(tl.float32)
+    v = lev * (tl.load(scale_ptr) / levels)
+    v = tl.where(((c >> LBITS) & 1) == 1, -v, v)
+    o = pid * BLOCK + tl.arange(0, BLOCK)
+    tl.store(out_ptr + o, v, mask=o < n)
+
+
+def levels_encode(x: torch.Tensor, scale: torch.Tensor, levels: int, lbits: int, generator=None) -> torch.Tensor:
+    x = x.contiguous().reshape(-1)
+    n, w = x.numel(), 1 + lbits
+    nbytes = (n * w + 7) // 8
+    out = torch.empty(nbytes, dtype=torch.uint8, device=x.device)
+    _levels_encode_kernel[(triton.cdiv(n, BLOCK),)](x, out, n, nbytes, scale, float(levels), _seed(x, generator),
+                                                    LBITS=lbits, W=w, BLOCK=BLOCK, num_warps=WARPS)
+    return out
+
+
+def levels_decode(codes: torch.Tensor, scale: torch.Tensor, levels: int, lbits: int, n: int) -> torch.Tensor:
+    out = torch.empty(n, dtype=torch.float32, device=codes.device)
+    _levels_decode_kernel[(triton.cdiv(n, BLOCK),)](codes, out, n, codes.numel(), scale, float(levels), LBITS=lbits,
+                                                    W=1 + lbits, BLOCK=BLOCK, num_warps=WARPS)
+    return out
 
 
 def _seed(x: torch.Tensor, generator) -> torch.Tensor:
@@ -207,11 +338,15 @@ def cast_encode(x: torch.Tensor, fmt: FloatFormat, rounding: str, saturate: bool
     return out, fin.amin().reshape(1)
 
 
-def cast_decode(codes: torch.Tensor, lut: torch.Tensor, n: int, width: int, finite=None) -> torch.Tensor:
+def cast_decode(codes: torch.Tensor, fmt: FloatFormat, n: int, finite=None) -> torch.Tensor:
     out = torch.empty(n, dtype=torch.float32, device=codes.device)
     flag = finite if finite is not None else codes
-    _cast_decode_kernel[(triton.cdiv(n, BLOCK),)](codes, lut, flag, out, n, WIDTH=width, FLAG=finite is not None,
-                                                  BLOCK=BLOCK, num_warps=WARPS)
+    special = {"ieee": 1, "fn": 2, "fnuz": 3, "none": 0}[fmt.nan_style]
+    m2 = fmt.man_bits if fmt.subnormals else 0
+    _cast_decode_kernel[(triton.cdiv(n, BLOCK),)](
+        codes, flag, out, n, M=fmt.man_bits, EF=fmt.exp_field_bits, BIAS=fmt.bias, LOW_EXP=fmt.emin - m2,
+        SPECIAL=special, TOP=(1 << fmt.exp_bits) - 1, WIDTH=fmt.code_bits, FLAG=finite is not None, BLOCK=BLOCK,
+        num_warps=WARPS)
     return out
 
 
