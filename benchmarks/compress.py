@@ -66,24 +66,30 @@ def main(argv=None) -> int:
             p = codec.encode(t, generator=g)
             bits = p.bits_per_coordinate
             s = run(lambda: codec.decode(codec.encode(t, generator=g)), reps)
+            enc_s = run(lambda: codec.encode(t, generator=g), reps)
+            dec_s = run(lambda: codec.decode(p), reps)
         except Exception as e:
             rows.append({"name": label, "error": f"{type(e).__name__}: {e}"[:200]})
             continue
         floor_s = (8 + 2 * bits / 8) * n / bw
         rows.append({"name": label, "bits_per_coordinate": bits, "seconds": s, "gelem_s": n / s / 1e9,
-                     "floor_s": floor_s, "of_floor": floor_s / s})
+                     "floor_s": floor_s, "of_floor": floor_s / s, "encode_gelem_s": n / enc_s / 1e9,
+                     "decode_gelem_s": n / dec_s / 1e9})
     k = max(1, n // 100)
     topk_s = run(lambda: torch.topk(x.abs(), k, sorted=False), reps)
     rows.append({"name": "peer: torch.topk(|x|, 1%) alone", "seconds": topk_s, "gelem_s": n / topk_s / 1e9,
-                 "bits_per_coordinate": float("nan"), "floor_s": float("nan"), "of_floor": float("nan")})
+                 "bits_per_coordinate": float("nan"), "floor_s": float("nan"), "of_floor": float("nan"),
+                 "encode_gelem_s": float("nan"), "decode_gelem_s": float("nan")})
     dname = torch.cuda.get_device_name() if dev == "cuda" else (platform.processor() or platform.machine())
-    print(f"\nencode+decode of {n:,} float32 on {dev} ({dname}); copy {bw / 1e12:.2f} TB/s (read+write)")
-    print(f"{'codec':22} {'bits/coord':>10} {'Gelem/s':>9} {'% of floor':>10}")
+    print(f"\nencode+decode of {n:,} float32 on {dev} ({dname}); copy {bw / 1e12:.2f} TB/s (read+write)"
+          "; Gelem/s of encode+decode, then of encode and decode alone")
+    print(f"{'codec':22} {'bits/coord':>10} {'Gelem/s':>9} {'% of floor':>10} {'encode':>8} {'decode':>8}")
     for r in rows[1:]:
         if "error" in r:
             print(f"{r['name']:22} error: {r['error']}")
         else:
-            print(f"{r['name']:22} {r['bits_per_coordinate']:10.3f} {r['gelem_s']:9.3g} {100 * r['of_floor']:9.1f}%")
+            print(f"{r['name']:22} {r['bits_per_coordinate']:10.3f} {r['gelem_s']:9.3g} {100 * r['of_floor']:9.1f}%"
+                  f" {r['encode_gelem_s']:8.3g} {r['decode_gelem_s']:8.3g}")
     meta = {"benchmark": "compress", "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
             "device": dname, "elements": n, "torch": torch.__version__, "cpu_threads": torch.get_num_threads()}
     out = args.out or f"bench-compress-{dev}.json"

@@ -24,6 +24,12 @@ def l2norm(v: torch.Tensor) -> torch.Tensor:
     """‖v‖₂ without overflow or underflow of the squares (float64 accumulation for float32 input,
     scaling by max|v| for float64)."""
     if v.dtype == torch.float32:
+        from .. import kernels
+
+        if kernels.fused(v):
+            from ..kernels.codecs_triton import l2norm as fused_l2norm
+
+            return fused_l2norm(v)
         return torch.linalg.vector_norm(v, dtype=torch.float64).to(torch.float32)
     amax = v.abs().max() if v.numel() else torch.zeros((), device=v.device)
     safe = torch.where(amax > 0, amax, torch.ones_like(amax))

@@ -26,7 +26,8 @@ class TernGrad(Compressor):
         if self.clip is not None and g.numel() > 1:
             c = self.clip * g.std()
             g = torch.maximum(torch.minimum(g, c), -c)
-        s = g.abs().max().reshape(1) if g.numel() else torch.zeros(1, device=g.device)
+        s = (torch.linalg.vector_norm(g, float("inf")).reshape(1) if g.numel()  # max|g| in one pass, NaN propagates
+             else torch.zeros(1, device=g.device))
         from .. import kernels
 
         if kernels.fused(g):  # one level: code = sign << 1 | Bernoulli(|g|/s), as below

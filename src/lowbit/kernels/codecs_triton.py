@@ -29,29 +29,47 @@ WARPS = 8
 
 
 @triton.jit
-def _codes(b, M: tl.constexpr, EF: tl.constexpr, BIAS: tl.constexpr, EMIN_FIELD: tl.constexpr,
-           LOW_EXP: tl.constexpr, NAN_CODE: tl.constexpr, INF_FIELD: tl.constexpr):
-    """Code of a representable float32 bit pattern: sign | exponent field | mantissa."""
+def _round_code(b, rnd, S: tl.constexpr, EMIN_FIELD: tl.constexpr, LOW: tl.constexpr, LOW_EXP: tl.constexpr,
+                SUB_SHIFT: tl.constexpr, MAX_BITS: tl.constexpr, MODE: tl.constexpr, FNUZ: tl.constexpr,
+                M: tl.constexpr, EF: tl.constexpr, BIAS: tl.constexpr, OVER_CODE: tl.constexpr,
+                INF_CODE: tl.constexpr, NAN_CODE: tl.constexpr):
+    """The format's code of float32 bits ``b`` rounded as the quantize kernel's ``_round_bits``
+    does, computed on codes directly: in the normal range the rounded float32 pattern shifted down
+    is the code plus a constant; below it the integer count k of steps 2^LOW_EXP is the code
+    (shifted by SUB_SHIFT where the format has no subnormals)."""
     a = b & 0x7FFFFFFF
-    sign = (b >> 31) & 1
     e = a >> 23
-    normal = e >= EMIN_FIELD
-    field_n = e - 127 + BIAS
-    mant_n = (a >> (23 - M)) & ((1 << M) - 1)
-    mant_s = (a.to(tl.float32, bitcast=True) * (2.0 ** (-LOW_EXP))).to(tl.int32)
-    field = tl.where(normal, field_n, 0)
-    mant = tl.where(normal, mant_n, mant_s)
-    code = (sign << (EF + M)) | (field << M) | mant
-    code = tl.where(a == 0x7F800000, (sign << (EF + M)) | (INF_FIELD << M), code)
-    return tl.where(a > 0x7F800000, NAN_CODE | (sign << (EF + M)), code)
+    if MODE == 0:
+        res = (a + ((1 << (S - 1)) - 1) + ((a >> S) & 1)) & ~((1 << S) - 1)
+    else:
+        res = (a + (rnd & ((1 << S) - 1))) & ~((1 << S) - 1)
+    mag = (res >> S) - ((127 - BIAS) << M)
+    if LOW:
+        sig = (a & 0x7FFFFF) | ((e > 0).to(tl.int32) << 23)
+        sh = (150 + LOW_EXP) - tl.maximum(e, 1)
+        if MODE == 1:
+            extra = tl.maximum(sh - 30, 0)
+            sh = tl.minimum(tl.maximum(sh, 1), 30)
+            sig = sig >> extra
+            k = (sig + (rnd & ((1 << sh) - 1))) >> sh
+        else:
+            sh = tl.minimum(tl.maximum(sh, 1), 25)
+            k = (sig + (1 << (sh - 1)) - 1 + ((sig >> sh) & 1)) >> sh
+        mag = tl.where(e < EMIN_FIELD, k << SUB_SHIFT, mag)
+    mag = tl.where(res > MAX_BITS, OVER_CODE, mag)
+    mag = tl.where(a >= 0x7F800000, tl.where(a == 0x7F800000, INF_CODE, NAN_CODE), mag)
+    sign = (b >> 31) & 1
+    if FNUZ:
+        sign = tl.where(mag == 0, 0, sign)
+    return mag | (sign << (EF + M))
 
 
 @triton.jit
 def _cast_encode_kernel(x_ptr, out_ptr, fin_ptr, n, seed_ptr, S: tl.constexpr, EMIN_FIELD: tl.constexpr,
-                        LOW: tl.constexpr, LOW_EXP: tl.constexpr, MAX_BITS: tl.constexpr, OVER_BITS: tl.constexpr,
-                        INF_OUT: tl.constexpr, FNUZ: tl.constexpr, MODE: tl.constexpr, M: tl.constexpr,
-                        EF: tl.constexpr, BIAS: tl.constexpr, NAN_CODE: tl.constexpr, INF_FIELD: tl.constexpr,
-                        WIDTH: tl.constexpr, BLOCK: tl.constexpr):
+                        LOW: tl.constexpr, LOW_EXP: tl.constexpr, SUB_SHIFT: tl.constexpr, MAX_BITS: tl.constexpr,
+                        MODE: tl.constexpr, FNUZ: tl.constexpr, M: tl.constexpr, EF: tl.constexpr,
+                        BIAS: tl.constexpr, OVER_CODE: tl.constexpr, INF_CODE: tl.constexpr, NAN_CODE: tl.constexpr,
+                        FLAG: tl.constexpr, WIDTH: tl.constexpr, BLOCK: tl.constexpr):
     Q: tl.constexpr = BLOCK // 4
     pid = tl.program_id(0).to(tl.int64)
     offs = tl.arange(0, Q)
@@ -66,16 +84,18 @@ def _cast_encode_kernel(x_ptr, out_ptr, fin_ptr, n, seed_ptr, S: tl.constexpr, E
             rnd = r.to(tl.int32, bitcast=True) & 0x7FFFFFFF
         else:
             rnd = b
-        finite = finite & tl.min(((b & 0x7F800000) != 0x7F800000).to(tl.int32), axis=0)
-        q = _round_bits(b, rnd, S, EMIN_FIELD, LOW, LOW_EXP, MAX_BITS, OVER_BITS, INF_OUT, FNUZ, MODE)
-        c = _codes(q, M, EF, BIAS, EMIN_FIELD, LOW_EXP, NAN_CODE, INF_FIELD)
+        if FLAG:  # only formats without a NaN code send whether the input was finite
+            finite = finite & ((b & 0x7F800000) != 0x7F800000).to(tl.int32)
+        c = _round_code(b, rnd, S, EMIN_FIELD, LOW, LOW_EXP, SUB_SHIFT, MAX_BITS, MODE, FNUZ, M, EF, BIAS,
+                        OVER_CODE, INF_CODE, NAN_CODE)
         if WIDTH == 8:
             tl.store(out_ptr + o, c.to(tl.uint8), mask=o < n)
         else:
             lo, hi = tl.split(tl.reshape(c, (Q // 2, 2)))
             ob = (pid * BLOCK + j * Q) // 2 + tl.arange(0, Q // 2)
             tl.store(out_ptr + ob, (lo | (hi << 4)).to(tl.uint8), mask=ob < (n + 1) // 2)
-    tl.store(fin_ptr + pid, finite.to(tl.uint8))
+    if FLAG:
+        tl.store(fin_ptr + pid, tl.min(finite, axis=0).to(tl.uint8))
 
 
 @triton.jit
@@ -187,7 +207,7 @@ def _int8_encode_kernel(x_ptr, out_ptr, fin_ptr, n, alpha, lim, seed_ptr, STOCHA
     for j in tl.static_range(4):
         o = pid * BLOCK + j * Q + offs
         x = tl.load(x_ptr + o, mask=o < n, other=0.0)
-        finite = finite & tl.min(((x.to(tl.int32, bitcast=True) & 0x7F800000) != 0x7F800000).to(tl.int32), axis=0)
+        finite = finite & ((x.to(tl.int32, bitcast=True) & 0x7F800000) != 0x7F800000).to(tl.int32)
         t = x * alpha
         fl = tl.floor(t)
         d = t - fl
@@ -200,7 +220,7 @@ def _int8_encode_kernel(x_ptr, out_ptr, fin_ptr, n, alpha, lim, seed_ptr, STOCHA
             k = fl + tl.where((d > 0.5) | ((d == 0.5) & odd), 1.0, 0.0)
         k = tl.minimum(tl.maximum(k, -lim), lim)
         tl.store(out_ptr + o, k.to(tl.int8), mask=o < n)
-    tl.store(fin_ptr + pid, finite.to(tl.uint8))
+    tl.store(fin_ptr + pid, tl.min(finite, axis=0).to(tl.uint8))
 
 
 @triton.jit
@@ -210,6 +230,25 @@ def _int8_decode_kernel(c_ptr, fin_ptr, out_ptr, n, inv_alpha, BLOCK: tl.constex
     c = tl.load(c_ptr + o, mask=o < n, other=0).to(tl.float32)
     v = tl.where(tl.load(fin_ptr) == 0, float("nan"), c * inv_alpha)
     tl.store(out_ptr + o, v, mask=o < n)
+
+
+@triton.jit
+def _sumsq_kernel(x_ptr, part_ptr, n, BLOCK: tl.constexpr):
+    pid = tl.program_id(0).to(tl.int64)
+    o = pid * BLOCK + tl.arange(0, BLOCK)
+    x = tl.load(x_ptr + o, mask=o < n, other=0.0).to(tl.float64)
+    tl.store(part_ptr + pid, tl.sum(x * x, axis=0))
+
+
+def l2norm(x: torch.Tensor) -> torch.Tensor:
+    """‖x‖₂ of a CUDA float32 tensor in one read: float64 squares summed per block, then the
+    partial sums (a fixed order: deterministic).  Returns a 0-d float32 tensor."""
+    x = x.contiguous().reshape(-1)
+    n = x.numel()
+    grid = max(1, triton.cdiv(n, BLOCK))
+    part = torch.empty(grid, dtype=torch.float64, device=x.device)
+    _sumsq_kernel[(grid,)](x, part, n, BLOCK=BLOCK, num_warps=WARPS)
+    return part.sum().sqrt().to(torch.float32)
 
 
 @triton.jit
@@ -322,20 +361,31 @@ def _seed(x: torch.Tensor, generator) -> torch.Tensor:
 
 
 def cast_encode(x: torch.Tensor, fmt: FloatFormat, rounding: str, saturate: bool, generator=None):
-    """(packed codes, one byte: was every input finite)."""
+    """(packed codes, one byte: was every input finite — None for formats with a NaN code)."""
     x = x.contiguous().reshape(-1)
     n, w = x.numel(), fmt.code_bits
     out = torch.empty((n * w + 7) // 8, dtype=torch.uint8, device=x.device)
-    fin = torch.empty(triton.cdiv(n, BLOCK), dtype=torch.uint8, device=x.device)
+    flag = not fmt.has_nan
+    fin = torch.empty(triton.cdiv(n, BLOCK) if flag else 1, dtype=torch.uint8, device=x.device)
     top = (1 << fmt.exp_bits) - 1
     m = fmt.man_bits
     nan_code = {"ieee": (top << m) | (1 << max(m - 1, 0)), "fn": (top << m) | ((1 << m) - 1),
                 "fnuz": 1 << (w - 1), "none": 0}[fmt.nan_style]
+    k = _constants(fmt, rounding, saturate)
+    if k["MODE"] == 2:
+        raise ValueError("the fused cast encode rounds to nearest or stochastically")
+    max_code = (k["MAX_BITS"] >> k["S"]) - ((127 - fmt.bias) << m)
+
+    def code_of(bits):  # the code of a special result pattern: max, inf or NaN
+        return {k["MAX_BITS"]: max_code, 0x7F800000: top << m}.get(bits, nan_code)
+
     seed = _seed(x, generator) if rounding == "stochastic" else x
     _cast_encode_kernel[(triton.cdiv(n, BLOCK),)](
-        x, out, fin, n, seed, **_constants(fmt, rounding, saturate), M=m, EF=fmt.exp_field_bits, BIAS=fmt.bias,
-        NAN_CODE=nan_code, INF_FIELD=top, WIDTH=w, BLOCK=BLOCK, num_warps=WARPS)
-    return out, fin.amin().reshape(1)
+        x, out, fin, n, seed, S=k["S"], EMIN_FIELD=k["EMIN_FIELD"], LOW=k["LOW"], LOW_EXP=k["LOW_EXP"],
+        SUB_SHIFT=0 if fmt.subnormals else m, MAX_BITS=k["MAX_BITS"], MODE=k["MODE"], FNUZ=k["FNUZ"], M=m,
+        EF=fmt.exp_field_bits, BIAS=fmt.bias, OVER_CODE=code_of(k["OVER_BITS"]), INF_CODE=code_of(k["INF_OUT"]),
+        NAN_CODE=nan_code, FLAG=flag, WIDTH=w, BLOCK=BLOCK, num_warps=WARPS)
+    return out, (fin.amin().reshape(1) if flag else None)
 
 
 def cast_decode(codes: torch.Tensor, fmt: FloatFormat, n: int, finite=None) -> torch.Tensor:
