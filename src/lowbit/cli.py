@@ -90,8 +90,14 @@ def _run_setup(p):
 
 
 def _default_out(name: str) -> str:
+    """runs/<name>-<timestamp>; under torchrun runs/<name>-<rendezvous id> when one is set, so
+    that a restarted run finds its folder (or give --out)."""
+    import os
     from datetime import datetime
 
+    run_id = os.environ.get("TORCHELASTIC_RUN_ID", "none")
+    if int(os.environ.get("WORLD_SIZE", "1")) > 1 and run_id not in ("", "none"):
+        return f"runs/{name}-{run_id}"
     return f"runs/{name}-{datetime.now().strftime('%Y%m%d-%H%M%S')}"
 
 
@@ -121,10 +127,29 @@ def _report(summary: dict, out: str) -> None:
 
 
 def _execute(cfg, out, args, resume=False) -> int:
-    from .experiments import run
+    """Run ``cfg`` into ``out``; under torchrun (WORLD_SIZE > 1) every process takes part, rank 0
+    chooses the folder and writes the results, and a run restarted by torchrun resumes."""
+    import os
 
-    summary = run(cfg, out, resume=resume, jobs=args.jobs, quiet=args.quiet)
-    _report(summary, str(out))
+    from .dist import process_group
+    from .experiments import run
+    from .experiments.runner import _broadcast
+
+    multi = process_group.init(cfg.dist.backend, cfg.dist.timeout)
+    try:
+        if multi:
+            out = _broadcast(str(out))
+            resume = resume or int(os.environ.get("TORCHELASTIC_RESTART_COUNT", "0")) > 0
+        restarted = int(os.environ.get("TORCHELASTIC_RESTART_COUNT", "0")) > 0
+        # fault injection for tests of resume: stop at the first checkpoint at or after this step
+        stop = int(os.environ.get("LOWBIT_STOP_AFTER", "0")) or None if not restarted else None
+        summary = run(cfg, out, resume=resume, jobs=args.jobs, quiet=args.quiet or process_group.rank() > 0,
+                      stop_after=stop)
+        if process_group.rank() == 0:
+            _report(summary, str(out))
+    finally:
+        if multi:
+            process_group.shutdown()
     return 0
 
 
@@ -198,6 +223,33 @@ def _plot(args) -> int:
     return 0
 
 
+def _launch_setup(p):
+    p.add_argument("--nproc-per-node", "--nproc", dest="nproc", default="2",
+                   help="processes per machine (torchrun's --nproc-per-node; 'gpu' = one per GPU)")
+    p.add_argument("--torchrun", default="", metavar="ARGS",
+                   help="more torchrun arguments in one string, e.g. '--nnodes 2 --node-rank 0 "
+                        "--rdzv-endpoint host:29500 --max-restarts 3'")
+    p.add_argument("rest", nargs=argparse.REMAINDER, metavar="COMMAND", help="a lowbit command: run …, reproduce …")
+
+
+@command("launch", "run a lowbit command over several processes with torchrun", _launch_setup)
+def _launch(args) -> int:
+    import os
+    import shlex
+
+    rest = [a for a in args.rest if a != "--"]
+    if not rest:
+        raise ValueError("give the lowbit command to launch, e.g. lowbit launch --nproc 4 run intsgd-a5a dist.workers=4")
+    extra = shlex.split(args.torchrun)
+    if not any(a.startswith("--rdzv") or a.startswith("--master") for a in extra) and "--standalone" not in extra:
+        extra = ["--standalone", *extra]
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", str(args.nproc), *extra,
+           "-m", "lowbit", *rest]
+    print("+ " + " ".join(shlex.quote(c) for c in cmd), file=sys.stderr, flush=True)
+    os.execv(sys.executable, cmd)
+    return 0  # not reached
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="lowbit", description="Low-precision and compressed-gradient training.")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
@@ -222,6 +274,13 @@ def main(argv: list[str] | None = None) -> int:
     except (ValueError, TypeError, FileNotFoundError) as e:
         print(f"lowbit {args.command}: error: {e}", file=sys.stderr)
         return 2
+    except Exception as e:
+        from .experiments.runner import Stop
+
+        if not isinstance(e, Stop):
+            raise
+        print(f"lowbit {args.command}: stopped at step {e.args[0]} (LOWBIT_STOP_AFTER)", file=sys.stderr)
+        return 3
     except KeyboardInterrupt:
         print(f"lowbit {args.command}: interrupted; continue with: lowbit run --resume <run folder>", file=sys.stderr)
         return 130

@@ -71,6 +71,10 @@ class Compressor(ABC):
     unbiased: bool = False
     summable: bool = False
     elementwise: bool = False  # each coordinate coded alone (given shared public scales)
+    shared_state: bool = False  # the state is public (IntSGD's α): one object serves every worker
+    sent_meta: tuple = ()  # integer meta entries a receiver cannot know (they travel in a header)
+    factored: bool = False  # encodes layer inputs and errors (ISGQ), not a gradient tensor
+    reduce_ops: dict = {}  # summable codecs: how each payload field combines in flight (sum/min/max/same)
 
     def init_state(self, tensor: torch.Tensor) -> Any:
         """Per-tensor state (error memory, warm start, shift); None for stateless codecs."""
@@ -98,6 +102,22 @@ class Compressor(ABC):
     def add(self, a: Packet, b: Packet) -> Packet:
         """a ⊕ b for summable codecs: decode(a ⊕ b) = decode(a) + decode(b)."""
         raise TypeError(f"{self.name} packets are not summable; decode them and add the tensors")
+
+    # Agreements among workers.  A codec may need a quantity maximized over all workers: before
+    # encoding (HintSGD's max‖g_i‖∞, passed to ``encode`` as ``state``) or after it (IntSGD's
+    # container type, wide enough for the largest integer of any worker).  The simulated cluster
+    # takes the maximum over its rows, a real run all-reduces it (one scalar).
+    def agree_before(self, tensor: torch.Tensor) -> torch.Tensor | None:
+        """Local statistic whose maximum over workers ``encode`` takes as ``state``; None if none."""
+        return None
+
+    def agree_after(self, packet: Packet) -> int | None:
+        """Local statistic of a packet whose maximum over workers every packet must conform to."""
+        return None
+
+    def conform(self, packet: Packet, agreed: int) -> Packet:
+        """``packet`` made consistent with the maximum ``agreed`` of :meth:`agree_after`."""
+        return packet
 
     def options(self) -> dict:
         sig = inspect.signature(type(self).__init__)

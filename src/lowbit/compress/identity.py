@@ -14,6 +14,7 @@ class Identity(Compressor):
     unbiased = True
     summable = True
     elementwise = True
+    reduce_ops = {"values": "sum"}
 
     def encode(self, tensor, *, state=None, generator=None) -> Packet:
         _check_tensor(tensor)

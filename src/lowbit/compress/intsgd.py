@@ -68,6 +68,8 @@ class IntSGD(Compressor):
     unbiased = True
     summable = True
     elementwise = True
+    shared_state = True
+    reduce_ops = {"ints": "sum", "finite": "min"}
 
     def __init__(self, alpha: float | None = None, rounding: str = "stochastic", bits: int | None = None,
                  n_workers: int = 1, rule: str = "adaptive", beta: float = 0.0, sigma_sq: float = 1e-8):
@@ -160,6 +162,17 @@ class IntSGD(Compressor):
         v = torch.where(packet.payload["finite"].bool(), v, torch.full_like(v, float("nan")))
         return v.reshape(packet.shape).to(packet.dtype)
 
+    def agree_after(self, packet: Packet) -> int | None:
+        return packet.meta["max_abs"] if self.bits is None else None
+
+    def conform(self, packet: Packet, agreed: int) -> Packet:
+        """The integers in the container every worker chose: the one for the largest max|Int|."""
+        dt = _container(int(agreed), self.n_workers)
+        if packet.payload["ints"].dtype == dt:
+            return packet
+        return Packet({**packet.payload, "ints": packet.payload["ints"].to(dt)}, packet.shape, packet.dtype,
+                      dict(packet.meta))
+
     def add(self, a: Packet, b: Packet) -> Packet:
         if a.meta["alpha"] != b.meta["alpha"]:
             raise ValueError("IntSGD packets sum only under the same shared scale α")
@@ -175,8 +188,16 @@ class HintSGD(IntSGD):
     """IntSGD with the heuristic scale α = 2^8 / max‖g‖_∞ (over workers when ``gmax`` is given by
     the caller through ``state``, else this tensor's own)."""
 
+    shared_state = False
+    reduce_ops = {"ints": "sum", "gmax": "same", "finite": "min"}
+
     def __init__(self, rounding: str = "stochastic", n_workers: int = 1, bits: int | None = None):
         super().__init__(alpha=None, rounding=rounding, bits=bits, n_workers=n_workers)
+
+    def agree_before(self, tensor: torch.Tensor) -> torch.Tensor:
+        """‖g‖∞ of this worker: the scale uses its maximum over workers."""
+        t = tensor.detach().reshape(-1).to(torch.float32)
+        return t.abs().max() if t.numel() else torch.zeros((), device=t.device)
 
     @property
     def adaptive(self) -> bool:

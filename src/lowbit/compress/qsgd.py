@@ -39,6 +39,7 @@ def l2norm(v: torch.Tensor) -> torch.Tensor:
 @register("qsgd")
 class QSGD(Compressor):
     unbiased = True
+    sent_meta = ("nbits",)  # Elias coding: the exact bit count of the codes
 
     def __init__(self, levels: int = 16, coding: str = "fixed"):
         if levels < 1:

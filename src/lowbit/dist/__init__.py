@@ -1,5 +1,8 @@
-"""Distributed training: the simulated n-worker cluster."""
+"""Distributed training: the simulated n-worker cluster, and the same exchange over
+torch.distributed (one worker per process; DDP communication hooks for every compressor)."""
 
-from .simulated import SimulatedCluster
+from .cluster import DistributedCluster
+from .process_group import RankLostError, init, shutdown
+from .simulated import SimulatedCluster, SimulatedDataParallel, worker_generator
 
-__all__ = ["SimulatedCluster"]
+__all__ = ["SimulatedCluster", "SimulatedDataParallel", "DistributedCluster", "RankLostError", "init", "shutdown", "worker_generator"]

@@ -1,11 +1,21 @@
 """SimulatedCluster: n workers in one process, batched on one device.
 
 Each worker's vector is a row of an (n, d) tensor.  :meth:`exchange` compresses every row with
-the cluster's codec — in one batched call when the codec is elementwise (identity, cast without
-scaling, intsgd, hintsgd, natural, and error feedback around them: a shared public scale and
-per-coordinate rounding make the stacked call identical to n separate ones), else one call per
-worker — and returns what the receiver decodes, with the bits sent.  Codec state (error memory,
-IntSGD's α) lives in the cluster, for the stacked tensor.
+the cluster's codec and returns what the receiver decodes, with the bits sent.  Two modes:
+
+* batched (the default): one encode of the stacked rows when the codec is elementwise
+  (identity, cast without scaling, intsgd, natural, and error feedback around them: a shared
+  public scale and per-coordinate rounding make the stacked call identical to n separate ones in
+  distribution), one call per worker otherwise; one generator for all workers.
+* per worker (``seed=s``): worker i encodes its own row with its own generator
+  :func:`worker_generator` (s, i), exactly as rank i of a real ``torch.distributed`` run with the
+  same seed does (:class:`lowbit.dist.DistributedCluster`, :mod:`lowbit.dist.hooks`), so both
+  give the same numbers.
+
+Agreements among workers (HintSGD's max‖g_i‖∞ before encoding, IntSGD's container type after it;
+see :class:`lowbit.compress.Compressor`) are maxima over the rows, as a real run's all-reduce.
+Codec state lives in the cluster: one stacked state (batched), or one per worker, or one shared
+object for codecs whose state is public (IntSGD's α).
 
 Integer codecs also report the IntSGD paper's count: each worker's message costs
 d·(1 + ⌈log₂(max|Int| + 1)⌉) bits, and so does the summed message.
@@ -18,15 +28,25 @@ import torch
 from ..compress import Compressor
 
 
+def worker_generator(seed: int, worker: int, device="cpu") -> torch.Generator:
+    """The generator of worker ``worker`` in a run seeded with ``seed`` (simulated or real)."""
+    return torch.Generator(device=device).manual_seed((int(seed) * 1_000_003 + 7919 * (int(worker) + 1)) % (2**63))
+
+
 class SimulatedCluster:
-    def __init__(self, n: int, compressor, *, generator: torch.Generator | None = None):
+    def __init__(self, n: int, compressor, *, generator: torch.Generator | None = None, seed: int | None = None):
         from ..optim.quantized import resolve_codec
 
         if n < 1:
             raise ValueError(f"n must be >= 1, got {n}")
+        if generator is not None and seed is not None:
+            raise ValueError("give either one generator (batched mode) or a seed (per-worker generators)")
         self.n = n
+        self.rows = slice(0, n)  # the workers whose rows this process holds: all of them
         self.codec: Compressor = resolve_codec(compressor)
         self.generator = generator
+        self.seed = seed
+        self.generators: list[torch.Generator] | None = None
         self.state = None
         self._states: list | None = None
 
@@ -38,12 +58,24 @@ class SimulatedCluster:
         ws = 1 + torch.ceil(torch.log2(s + 1)) if s > 0 else torch.ones((), dtype=torch.float64)
         return {"width_bits": float((w * d).sum()), "sum_width_bits": float(ws * d)}
 
+    def _worker_state(self, i: int, v: torch.Tensor):
+        codec = self.codec
+        if codec.shared_state:
+            if self.state is None:
+                self.state = codec.init_state(v)
+            return self.state
+        if self._states is None:
+            self._states = [None] * self.n
+        if self._states[i] is None:
+            self._states[i] = codec.init_state(v)
+        return self._states[i]
+
     def exchange(self, vectors: torch.Tensor) -> tuple[torch.Tensor, dict]:
         """Compress each worker's row of ``vectors`` (n × d); (decoded rows, {"bits": …})."""
         if vectors.shape[0] != self.n:
             raise ValueError(f"expected {self.n} rows (one per worker), got {vectors.shape[0]}")
         codec, d = self.codec, vectors[0].numel()
-        if getattr(codec, "elementwise", False):
+        if self.seed is None and codec.elementwise:
             if self.state is None:
                 self.state = codec.init_state(vectors)
             pk = codec.encode(vectors, state=self.state, generator=self.generator)
@@ -51,22 +83,98 @@ class SimulatedCluster:
             if "ints" in pk.payload:
                 info.update(self._width_bits(pk.payload["ints"], d))
             return codec.decode(pk).to(vectors.dtype), info
-        if self._states is None:
-            self._states = [codec.init_state(v) for v in vectors]
-        outs, bits = [], 0
-        for v, st in zip(vectors, self._states):
-            pk = codec.encode(v, state=st, generator=self.generator)
-            bits += 8 * pk.nbytes
-            outs.append(codec.decode(pk).to(vectors.dtype))
-        return torch.stack(outs), {"bits": bits}
+        packets, info = self._per_worker(vectors)
+        return torch.stack([codec.decode(p).to(vectors.dtype) for p in packets]), info
+
+    def _per_worker(self, vectors: torch.Tensor):
+        codec, d = self.codec, vectors[0].numel()
+        if self.seed is not None and self.generators is None:
+            self.generators = [worker_generator(self.seed, i, vectors.device) for i in range(self.n)]
+        before = [codec.agree_before(v) for v in vectors]
+        shared = torch.stack(before).amax() if before[0] is not None else None
+        packets = []
+        for i, v in enumerate(vectors):
+            st = shared if shared is not None else self._worker_state(i, v)
+            gen = self.generators[i] if self.generators is not None else self.generator
+            packets.append(codec.encode(v, state=st, generator=gen))
+        after = [codec.agree_after(p) for p in packets]
+        if after[0] is not None:
+            packets = [codec.conform(p, max(after)) for p in packets]
+        per_worker = [8 * p.nbytes for p in packets]
+        info = {"bits": sum(per_worker), "bits_per_worker": per_worker}
+        if "ints" in packets[0].payload:
+            info.update(self._width_bits(torch.stack([p.payload["ints"].reshape(-1) for p in packets]), d))
+        return packets, info
 
     def mean(self, vectors: torch.Tensor) -> tuple[torch.Tensor, dict]:
         """(1/n)·Σ_i decode(encode(v_i)): what an all-reduce/all-gather of the packets delivers."""
-        out, info = self.exchange(vectors)
-        return out.mean(0), info
+        _, mean, info = self.reduce(vectors)
+        return mean, info
+
+    def reduce(self, rows: torch.Tensor, *, exact: bool = False) -> tuple[torch.Tensor, torch.Tensor, dict]:
+        """(decoded rows of this process's workers, mean over all workers, info): the interface
+        the DIANA family uses, shared with :class:`lowbit.dist.DistributedCluster`.  ``exact``
+        sends float values uncompressed (32 bits per coordinate)."""
+        if exact:
+            return rows, rows.mean(0), {"bits": 32 * rows.numel()}
+        if self.seed is not None and self.codec.summable:  # summed in flight, as an all-reduce does
+            packets, info = self._per_worker(rows)
+            total = packets[0]
+            for p in packets[1:]:
+                total = self.codec.add(total, p)
+            out = torch.stack([self.codec.decode(p).to(rows.dtype) for p in packets])
+            return out, self.codec.decode(total).to(rows.dtype) / self.n, info
+        out, info = self.exchange(rows)
+        return out, out.mean(0), info
 
     def state_dict(self) -> dict:
-        return {"state": self.state, "states": self._states}
+        return {"state": self.state, "states": self._states,
+                "generators": [(str(g.device), g.get_state()) for g in self.generators]
+                if self.generators is not None else None}
 
     def load_state_dict(self, sd: dict) -> None:
         self.state, self._states = sd["state"], sd["states"]
+        if sd.get("generators") is not None:
+            self.generators = []
+            for dev, st in sd["generators"]:
+                g = torch.Generator(device=dev)
+                g.set_state(st)
+                self.generators.append(g)
+
+
+class SimulatedDataParallel:
+    """Data-parallel training over n simulated workers: each worker's gradient of every
+    parameter is compressed by its own worker, and the parameter's gradient becomes the mean of
+    the decoded ones — what :func:`lowbit.dist.hooks.hook_for` does in a DDP run.  Parameter j has
+    its own ``SimulatedCluster(n, codec, seed=param_seed(seed, j))`` (``seed`` given: the same
+    numbers as DDP with the same seed) or a batched one (``seed=None``)."""
+
+    def __init__(self, params, n: int, compressor, *, seed: int | None = 0, generator=None):
+        from .hooks import param_seed
+
+        self.params = list(params)
+        self.n = n
+        self.clusters = [SimulatedCluster(n, compressor, seed=param_seed(seed, j) if seed is not None else None,
+                                          generator=generator) for j in range(len(self.params))]
+        self.codec = self.clusters[0].codec if self.clusters else None
+        self.bits_per_worker = [0] * n
+
+    def set_grads(self, worker_grads) -> dict:
+        """``worker_grads[j]``: the (n, *p_j.shape) stack of the workers' gradients of parameter j.
+        Sets every ``p.grad`` to the mean of the decoded gradients; returns the bits sent."""
+        bits = 0
+        for p, cl, g in zip(self.params, self.clusters, worker_grads):
+            _, mean, info = cl.reduce(g.reshape(self.n, -1))
+            p.grad = mean.reshape(p.shape).to(p.dtype)
+            bits += info["bits"]
+            for i, b in enumerate(info.get("bits_per_worker", ())):
+                self.bits_per_worker[i] += b
+        return {"bits": bits}
+
+    def state_dict(self) -> dict:
+        return {"clusters": [c.state_dict() for c in self.clusters], "bits_per_worker": list(self.bits_per_worker)}
+
+    def load_state_dict(self, sd: dict) -> None:
+        for c, s in zip(self.clusters, sd["clusters"]):
+            c.load_state_dict(s)
+        self.bits_per_worker = list(sd["bits_per_worker"])

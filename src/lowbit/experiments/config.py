@@ -70,6 +70,9 @@ class DistConfig(_Strict):
     alpha_rule: Literal["adaptive", "moving_avg", "moving_avg_const"] = "adaptive"
     sigma_q: float = 1e-3
     beta: float = 0.0
+    streams: Literal["batched", "per-worker"] = "batched"  # simulated codec randomness; per-worker = real runs'
+    backend: Literal["auto", "gloo", "nccl"] = "auto"  # under torchrun: nccl with CUDA, else gloo
+    timeout: float = 300.0  # seconds a collective waits for a peer before the run fails naming it
 
 
 class CurveConfig(_Strict):

@@ -48,11 +48,22 @@ def _jsonable(o):
 
 
 class RunFolder:
+    """A run's folder.  In a run over several processes (torch.distributed) only rank 0 writes
+    results; every rank writes its own checkpoint (``checkpoint.rank<r>.pt``, with the previous
+    one kept), and a resume loads the newest step that every rank has."""
+
     def __init__(self, path):
+        from ..dist import process_group as pg
+
         self.path = Path(path)
-        self.path.mkdir(parents=True, exist_ok=True)
+        self.rank, self.world = pg.rank(), pg.world_size()
+        self.writer = self.rank == 0
+        if self.writer:
+            self.path.mkdir(parents=True, exist_ok=True)
 
     def write_json(self, name: str, obj) -> None:
+        if not self.writer:
+            return
         atomic_write(self.path / name, json.dumps(obj, indent=1, default=_jsonable, allow_nan=True).encode())
 
     def read_json(self, name: str):
@@ -60,11 +71,15 @@ class RunFolder:
             return json.load(f)
 
     def write_yaml(self, name: str, obj) -> None:
+        if not self.writer:
+            return
         atomic_write(self.path / name, yaml.safe_dump(obj, sort_keys=False).encode())
 
     def write_metrics(self, rows: list[dict]) -> None:
         import pandas as pd
 
+        if not self.writer:
+            return
         atomic_write(self.path / "metrics.csv", pd.DataFrame(rows).to_csv(index=False).encode())
 
     def metrics(self):
@@ -72,20 +87,57 @@ class RunFolder:
 
         return pd.read_csv(self.path / "metrics.csv")
 
+    def _ckpt(self, prev: bool = False) -> Path:
+        if self.world == 1:
+            return self.path / ("checkpoint.prev.pt" if prev else "checkpoint.pt")
+        return self.path / f"checkpoint.rank{self.rank}{'.prev' if prev else ''}.pt"
+
     def save_checkpoint(self, state: dict) -> None:
         import io
 
         buf = io.BytesIO()
         torch.save(state, buf)
-        atomic_write(self.path / "checkpoint.pt", buf.getvalue())
+        self.path.mkdir(parents=True, exist_ok=True)
+        if self.world > 1 and self._ckpt().exists():
+            os.replace(self._ckpt(), self._ckpt(prev=True))
+        atomic_write(self._ckpt(), buf.getvalue())
 
     def load_checkpoint(self) -> dict | None:
-        p = self.path / "checkpoint.pt"
-        return torch.load(p, weights_only=False) if p.exists() else None
+        p = self._ckpt()
+        ck = torch.load(p, weights_only=False) if p.exists() else None
+        if self.world == 1:
+            return ck
+        import torch.distributed as dist
+
+        steps = [None] * self.world
+        dist.all_gather_object(steps, ck["step"] if ck is not None else -1)
+        target = min(steps)
+        if target < 0:
+            if max(steps) >= 0:
+                raise RuntimeError(f"{self.path}: only some ranks have a checkpoint (steps {steps}); "
+                                   "start the run afresh in a new folder")
+            return None
+        if ck["step"] != target:  # this rank saved once more before the run stopped: take the one before
+            p = self._ckpt(prev=True)
+            ck = torch.load(p, weights_only=False) if p.exists() else None
+            if ck is None or ck["step"] != target:
+                raise RuntimeError(f"{self.path}: rank {self.rank} has no checkpoint of step {target} (steps {steps})")
+        return ck
 
     @property
     def done(self) -> bool:
         return (self.path / "summary.json").exists()
+
+    def done_everywhere(self) -> bool:
+        """Whether the run finished (rank 0's summary exists), agreed by every rank."""
+        done = (self.path / "summary.json").exists() if self.writer else False
+        if self.world == 1:
+            return done
+        import torch.distributed as dist
+
+        flag = [done]
+        dist.broadcast_object_list(flag, src=0)
+        return bool(flag[0])
 
     def sub(self, label: str) -> "RunFolder":
         safe = "".join(c if c.isalnum() or c in "=,._-" else "_" for c in label)

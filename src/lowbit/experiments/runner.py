@@ -6,7 +6,9 @@ Kinds (``RunConfig.kind``), each a function registered in ``KINDS``:
   passed through a codec (``quant``), metrics per ``log_every`` steps (train loss,
   suboptimality F(w) − F*, test accuracy, mean shrinkage q, bits sent), optionally the Theorem 3
   bound of the slowdown paper beside the measured curve (``theory: true``).
-* ``distributed``: the DIANA family over n simulated workers (the IntSGD convex experiment).
+* ``distributed``: the DIANA family over n workers (the IntSGD convex experiment): simulated in
+  one process, or one worker per process under ``torchrun`` (``dist.backend``), with the same
+  numbers as the simulation with ``dist.streams=per-worker``.
 * ``curve``: a function of x rounded onto formats (the slowdown paper's Figure 1).
 
 Checkpoints every ``checkpoint_every`` steps hold everything needed to continue bit for bit
@@ -257,8 +259,22 @@ def run_distributed(cfg: RunConfig, folder: RunFolder, *, resume: bool = True, s
                                            sigma_sq=dc.sigma_q**2))()
     lr = diana_stepsize(P.L, split.batch_smoothness(), n)
     x = torch.zeros(P.d, dtype=torch.float64)
+    from ..dist import DistributedCluster, SimulatedCluster, process_group
+
+    oracle = split.grads
+    if process_group.world_size() > 1:  # one worker per process (torchrun)
+        if process_group.world_size() != n:
+            raise ValueError(f"dist.workers={n} but {process_group.world_size()} processes run: set "
+                             f"dist.workers={process_group.world_size()} or start {n} processes")
+        r = process_group.rank()
+        cluster = DistributedCluster(codec, seed=cfg.seed)
+        oracle = split.workers(slice(r, r + 1)).grads
+    elif dc.streams == "per-worker":
+        cluster = SimulatedCluster(n, codec, seed=cfg.seed)
+    else:
+        cluster = None
     opt = DIANA([x], lr=lr, n_workers=n, codec=codec, local_n=m if vr else None, batch_size=b if vr else None,
-                vr=vr, seed=cfg.seed, exact_first_step=True)
+                vr=vr, seed=cfg.seed, exact_first_step=True, cluster=cluster)
     rows, start, wall0, bits, wbits, grads = [], 0, 0.0, 0.0, 0.0, 0.0
     ck = folder.load_checkpoint() if resume else None
     if ck is not None:
@@ -276,7 +292,7 @@ def run_distributed(cfg: RunConfig, folder: RunFolder, *, resume: bool = True, s
     total = dc.iterations
     for k in range(start, total):
         refs_before = "ref" in opt.state[x] and opt.state[x]["ref"].clone()
-        opt.step(split.grads)
+        opt.step(oracle)
         h = opt.history[-1]
         bits += h["bits"]
         wbits += h.get("width_bits", h["bits"]) + h.get("sum_width_bits", 0.0)
@@ -328,8 +344,8 @@ def _run_one(args) -> tuple[str, dict]:
     label, cfg_dict, path, resume, stop_after = args
     cfg = RunConfig.model_validate(cfg_dict)
     folder = RunFolder(path)
-    if folder.done and resume:
-        return label, folder.read_json("summary.json")
+    if resume and folder.done_everywhere():
+        return label, _broadcast(folder.read_json("summary.json") if folder.writer else None)
     folder.write_yaml("config.yaml", cfg.model_dump())
     summary = KINDS[cfg.kind](cfg, folder, resume=resume, stop_after=stop_after)
     summary = {"label": label, **summary, "config": cfg.model_dump(exclude={"sweep", "quick"})}
@@ -349,6 +365,9 @@ def run(cfg: RunConfig, out, *, resume: bool = False, jobs: int = 1, stop_after:
         path = folder.path if not label else folder.sub(label).path
         tasks.append((label, sub.model_dump(), str(path), resume, stop_after))
     results: dict[str, dict] = {}
+    if jobs > 1 and folder.world > 1:
+        raise ValueError("--jobs runs sub-runs in parallel processes; under torchrun every process takes part "
+                         "in each sub-run: leave --jobs at 1")
     if jobs > 1 and len(tasks) > 1:
         from concurrent.futures import ProcessPoolExecutor
         from multiprocessing import get_context
@@ -363,6 +382,8 @@ def run(cfg: RunConfig, out, *, resume: bool = False, jobs: int = 1, stop_after:
             results[label] = s
             bar(label)
     summary = {"name": cfg.name, "kind": cfg.kind, "runs": [results[t[0]] for t in tasks]}
+    if not folder.writer:  # results, claims and figures are rank 0's
+        return summary
     if cfg.claims:
         from .claims import CLAIMS
 
@@ -376,6 +397,19 @@ def run(cfg: RunConfig, out, *, resume: bool = False, jobs: int = 1, stop_after:
     except ImportError:  # matplotlib missing: results stand without figures
         pass
     return summary
+
+
+def _broadcast(obj):
+    """rank 0's ``obj`` on every rank (itself outside a multi-process run)."""
+    from ..dist import process_group
+
+    if process_group.world_size() == 1:
+        return obj
+    import torch.distributed as dist
+
+    box = [obj]
+    dist.broadcast_object_list(box, src=0)
+    return box[0]
 
 
 def _progress(total: int, quiet: bool):

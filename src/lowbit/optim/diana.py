@@ -18,7 +18,11 @@ The parameter is one flat vector x (the model's weights).  The gradient oracle i
 ``oracle(x, indices) -> Tensor (n, d)``: row i is worker i's gradient at x, over its local
 samples ``indices[i]`` (an n × b LongTensor), or over all its local data when ``indices`` is None.
 Compression goes through :class:`lowbit.dist.SimulatedCluster`: workers are batched (no Python
-loop over workers) for elementwise codecs; other codecs are applied per worker.
+loop over workers) for elementwise codecs; other codecs are applied per worker.  Pass
+``cluster=SimulatedCluster(n, codec, seed=s)`` for per-worker generators, or, in a process of a
+real run, ``cluster=DistributedCluster(codec, seed=s)``: this process then holds only its own
+worker's row (``oracle`` returns 1 × d for it), every process draws the same minibatch indices
+and reference coins, and both give the same iterates.
 """
 
 from __future__ import annotations
@@ -33,7 +37,7 @@ from .quantized import resolve_codec
 class DIANA(torch.optim.Optimizer):
     def __init__(self, params, lr: float, n_workers: int, codec="identity", *, local_n: int | None = None,
                  batch_size: int | None = None, vr: bool = False, p: float | None = None, gamma: float = 1.0,
-                 exact_first_step: bool = True, seed: int = 0, record: bool = True):
+                 exact_first_step: bool = True, seed: int = 0, record: bool = True, cluster=None):
         super().__init__(params, {"lr": lr})
         ps = [q for g in self.param_groups for q in g["params"]]
         if len(ps) != 1 or ps[0].dim() != 1:
@@ -44,7 +48,9 @@ class DIANA(torch.optim.Optimizer):
             raise ValueError("vr=True needs batch_size (the L-SVRG estimator samples minibatches)")
         self.x = ps[0]
         self.n = n_workers
-        self.codec: Compressor = resolve_codec(codec)
+        self.codec: Compressor = resolve_codec(codec) if cluster is None else cluster.codec
+        if cluster is not None and cluster.n != n_workers:
+            raise ValueError(f"the cluster has {cluster.n} workers, n_workers is {n_workers}")
         self.local_n = local_n
         self.batch_size = batch_size
         self.vr = vr
@@ -57,16 +63,18 @@ class DIANA(torch.optim.Optimizer):
         self._cgen = torch.Generator().manual_seed(seed + 1)
         d = self.x.numel()
         st = self.state[self.x]
-        st["h"] = torch.zeros(n_workers, d, dtype=self.x.dtype, device=self.x.device)
+        self.cluster = cluster if cluster is not None else SimulatedCluster(n_workers, self.codec, generator=self._cgen)
+        rows = range(n_workers)[self.cluster.rows]
+        st["h"] = torch.zeros(len(rows), d, dtype=self.x.dtype, device=self.x.device)
         st["h_mean"] = torch.zeros(d, dtype=self.x.dtype, device=self.x.device)
         st["step"] = torch.zeros((), dtype=torch.int64)
-        self.cluster = SimulatedCluster(n_workers, self.codec, generator=self._cgen)
 
     # -- pieces ---------------------------------------------------------------------------
     def _indices(self):
         if self.batch_size is None:
             return None
-        return torch.randint(0, self.local_n, (self.n, self.batch_size), generator=self._gen).to(self.x.device)
+        idx = torch.randint(0, self.local_n, (self.n, self.batch_size), generator=self._gen)  # every worker's
+        return idx[self.cluster.rows].to(self.x.device)
 
     # -- the step ---------------------------------------------------------------------------
     @torch.no_grad()
@@ -82,11 +90,7 @@ class DIANA(torch.optim.Optimizer):
                 st["ref_grad"] = oracle(x, None)
             g = g - oracle(st["ref"], idx) + st["ref_grad"]
         delta = g - st["h"]
-        if k == 0 and self.exact_first_step:
-            dhat, info = delta, {"bits": 32 * delta.numel()}
-        else:
-            dhat, info = self.cluster.exchange(delta)
-        mean = dhat.mean(0)
+        dhat, mean, info = self.cluster.reduce(delta, exact=k == 0 and self.exact_first_step)
         ghat = st["h_mean"] + mean
         st["h"] += self.gamma * dhat
         st["h_mean"] += self.gamma * mean

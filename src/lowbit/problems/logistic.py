@@ -204,6 +204,10 @@ class WorkerSplit:
         s = -y * torch.sigmoid(-y * (A @ x))
         return torch.einsum("nb,nbd->nd", s, A) / s.shape[1] + self.lam * x
 
+    def workers(self, rows: slice) -> "WorkerSplit":
+        """The workers ``rows`` alone (a process of a real run holds its own: ``slice(r, r + 1)``)."""
+        return WorkerSplit(self.A[rows], self.y[rows], self.lam)
+
     def batch_smoothness(self) -> float:
         """L_b: the largest per-sample smoothness over all workers (bounds any minibatch's)."""
         return float((self.A**2).sum(2).max()) / 4 + self.lam

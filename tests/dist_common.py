@@ -1,0 +1,65 @@
+"""What the distributed tests and their worker processes share: codecs, model, data."""
+
+import torch
+
+from lowbit import get_compressor
+from lowbit.compress import ErrorFeedback, Shifted
+
+SEED = 11
+STEPS = 3
+LR = 0.2
+
+CODECS = {
+    "identity": lambda n: get_compressor("identity"),
+    "cast-fp8": lambda n: get_compressor("cast", format="fp8"),
+    "cast-fp4-stochastic-block": lambda n: get_compressor("cast", format="fp4", rounding="stochastic", scaling="block"),
+    "intsgd-int8": lambda n: get_compressor("intsgd", alpha=50.0, bits=8, n_workers=n),
+    "intsgd-auto": lambda n: get_compressor("intsgd", alpha=1e4, n_workers=n),
+    "hintsgd": lambda n: get_compressor("hintsgd", n_workers=n),
+    "natural": lambda n: get_compressor("natural"),
+    "qsgd": lambda n: get_compressor("qsgd", levels=4),
+    "qsgd-elias": lambda n: get_compressor("qsgd", levels=2, coding="elias"),
+    "terngrad": lambda n: get_compressor("terngrad"),
+    "onebit": lambda n: get_compressor("onebit"),
+    "signsgd": lambda n: get_compressor("signsgd"),
+    "ef-signsgd": lambda n: ErrorFeedback(get_compressor("signsgd")),
+    "topk": lambda n: get_compressor("topk", ratio=0.1),
+    "randk": lambda n: get_compressor("randk", ratio=0.25),
+    "powersgd": lambda n: get_compressor("powersgd", rank=2),
+    "shifted-qsgd": lambda n: Shifted(get_compressor("qsgd", levels=4)),
+}
+
+
+def make_model() -> torch.nn.Module:
+    torch.manual_seed(SEED)
+    return torch.nn.Sequential(torch.nn.Linear(12, 16), torch.nn.Tanh(), torch.nn.Linear(16, 3))
+
+
+def worker_batch(worker: int, step: int):
+    g = torch.Generator().manual_seed(1000 * worker + step)
+    x = torch.randn(8, 12, generator=g)
+    return x, torch.randn(8, 3, generator=g)
+
+
+def loss_fn(out, y):
+    return ((out - y) ** 2).mean()
+
+
+def diana_problem(n: int):
+    from lowbit.data import synthetic
+    from lowbit.problems import LogisticRegression
+
+    A, y = synthetic.logistic(480, 8, cond=10.0, seed=3)
+    split = LogisticRegression(A.double(), y.double(), 1e-2).split(n)
+    return split
+
+
+def diana_optimizer(split, x, cluster):
+    from lowbit.optim import DIANA, diana_stepsize
+
+    P = split.problem()
+    lr = diana_stepsize(P.L, split.batch_smoothness(), split.n)
+    return DIANA([x], lr=lr, n_workers=split.n, local_n=split.m, batch_size=4, vr=True, seed=SEED, cluster=cluster)
+
+
+DIANA_STEPS = 600

@@ -1,0 +1,78 @@
+"""A worker process of the distributed tests, started like torchrun starts one (RANK,
+WORLD_SIZE, MASTER_ADDR, MASTER_PORT in the environment).
+
+    python dist_worker.py equiv OUT   # every codec through DDP hooks; VR-IntDIANA; OUT.<rank>.pt
+    python dist_worker.py kill        # all-reduces until a peer is killed
+"""
+
+import os
+import sys
+import time
+
+import torch
+import torch.distributed as dist
+
+sys.path.insert(0, os.path.dirname(__file__))
+import dist_common as C  # noqa: E402
+
+import lowbit.dist as ld  # noqa: E402
+from lowbit.dist.hooks import hook_for  # noqa: E402
+
+
+def equiv(out):
+    rank, world = dist.get_rank(), dist.get_world_size()
+    res = {}
+    for label, make in C.CODECS.items():
+        model = C.make_model()
+        ddp = torch.nn.parallel.DistributedDataParallel(model)
+        state, hook = hook_for(make(world), model=model, seed=C.SEED)
+        ddp.register_comm_hook(state, hook)
+        opt = torch.optim.SGD(model.parameters(), lr=C.LR)
+        for k in range(C.STEPS):
+            x, y = C.worker_batch(rank, k)
+            opt.zero_grad()
+            C.loss_fn(ddp(x), y).backward()
+            opt.step()
+        res[label] = {"params": [p.detach().clone() for p in model.parameters()], "bytes": state.bytes_sent}
+    split = C.diana_problem(world)
+    x = torch.zeros(split.A.shape[2], dtype=torch.float64)
+    cluster = ld.DistributedCluster(lowbit_codec(world), seed=C.SEED)
+    opt = C.diana_optimizer(split, x, cluster)
+    mine = split.workers(slice(rank, rank + 1))
+    subopt = []
+    P = split.problem()
+    for _ in range(C.DIANA_STEPS):
+        opt.step(mine.grads)
+        subopt.append(P.suboptimality(x))
+    res["vr-intdiana"] = {"x": x.clone(), "subopt": subopt, "bytes": cluster.bytes_sent}
+    torch.save(res, f"{out}.{rank}.pt")
+
+
+def lowbit_codec(world):
+    from lowbit import get_compressor
+
+    return get_compressor("intsgd", n_workers=world, rule="adaptive", sigma_sq=1e-6)
+
+
+def kill():
+    t = torch.ones(4)
+    step = 0
+    while True:
+        with ld.process_group.guard(f"all-reduce {step}"):
+            dist.all_reduce(t)
+        t /= dist.get_world_size()
+        print(f"step {step}", flush=True)
+        step += 1
+        time.sleep(0.05)
+
+
+if __name__ == "__main__":
+    torch.set_num_threads(1)
+    ld.init("gloo", timeout=float(os.environ.get("LOWBIT_DIST_TIMEOUT", "60")))
+    try:
+        if sys.argv[1] == "equiv":
+            equiv(sys.argv[2])
+        else:
+            kill()
+    finally:
+        ld.shutdown()

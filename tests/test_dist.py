@@ -1,0 +1,168 @@
+"""Real multi-process runs (gloo on CPU) against the simulation with the same seeds.
+
+The worker processes are started as torchrun starts them (RANK, WORLD_SIZE, MASTER_ADDR and
+MASTER_PORT in the environment) from tests/dist_worker.py."""
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+
+import pytest
+import torch
+
+import dist_common as C
+from lowbit.dist import SimulatedCluster, SimulatedDataParallel
+
+HERE = os.path.dirname(__file__)
+
+
+def _port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _launch(world: int, *args, timeout_env: str = "60"):
+    port = _port()
+    procs = []
+    for r in range(world):
+        env = dict(os.environ, RANK=str(r), WORLD_SIZE=str(world), LOCAL_RANK=str(r), MASTER_ADDR="127.0.0.1",
+                   MASTER_PORT=str(port), LOWBIT_DIST_TIMEOUT=timeout_env, OMP_NUM_THREADS="1")
+        procs.append(subprocess.Popen([sys.executable, os.path.join(HERE, "dist_worker.py"), *args], env=env,
+                                      stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True))
+    return procs
+
+
+def _simulate(label: str, n: int):
+    """The same DDP training, simulated: per-worker gradients, per-parameter SimulatedCluster."""
+    model = C.make_model()
+    params = list(model.parameters())
+    sdp = SimulatedDataParallel(params, n, C.CODECS[label](n), seed=C.SEED)
+    opt = torch.optim.SGD(params, lr=C.LR)
+    for k in range(C.STEPS):
+        per_worker = []
+        for w in range(n):
+            x, y = C.worker_batch(w, k)
+            model.zero_grad()
+            C.loss_fn(model(x), y).backward()
+            per_worker.append([p.grad.detach().clone() for p in params])
+        sdp.set_grads([torch.stack([g[j] for g in per_worker]) for j in range(len(params))])
+        opt.step()
+    return [p.detach() for p in params], sdp.bits_per_worker
+
+
+def _simulate_diana(n: int):
+    split = C.diana_problem(n)
+    x = torch.zeros(split.A.shape[2], dtype=torch.float64)
+    from lowbit import get_compressor
+
+    cl = SimulatedCluster(n, get_compressor("intsgd", n_workers=n, rule="adaptive", sigma_sq=1e-6), seed=C.SEED)
+    opt = C.diana_optimizer(split, x, cl)
+    P = split.problem()
+    sub = []
+    for _ in range(C.DIANA_STEPS):
+        opt.step(split.grads)
+        sub.append(P.suboptimality(x))
+    return x, sub
+
+
+@pytest.mark.parametrize("world", [2, 4])
+def test_ddp_hooks_and_diana_match_the_simulation(world, tmp_path):
+    out = str(tmp_path / "res")
+    procs = _launch(world, "equiv", out)
+    for p in procs:
+        _, err = p.communicate(timeout=600)
+        assert p.returncode == 0, err[-3000:]
+    res = [torch.load(f"{out}.{r}.pt", weights_only=False) for r in range(world)]
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # the workers' thread count: the same float sums
+    try:
+        for label in C.CODECS:
+            params, bits = _simulate(label, world)
+            for r in range(world):
+                got = res[r][label]
+                for a, b in zip(got["params"], params):
+                    assert torch.allclose(a, b, rtol=1e-5, atol=1e-6), (label, r, (a - b).abs().max())
+                assert 8 * got["bytes"] == bits[r], (label, r, got["bytes"], bits[r] / 8)
+        x, sub = _simulate_diana(world)
+    finally:
+        torch.set_num_threads(threads)
+    for r in range(world):
+        d = res[r]["vr-intdiana"]
+        assert torch.allclose(d["x"], x, rtol=1e-9, atol=1e-12), (r, (d["x"] - x).abs().max())
+        assert abs(d["subopt"][-1] - sub[-1]) <= 1e-9 * max(1.0, sub[0]) + 1e-14
+    assert sub[-1] < 1e-3 * sub[0]  # and it converges
+
+
+def test_a_killed_rank_is_named_and_the_others_exit():
+    procs = _launch(3, "kill", timeout_env="30")
+    victim = 1
+    lines = []
+    deadline = time.time() + 120
+    while time.time() < deadline:  # wait until the run is under way
+        line = procs[victim].stdout.readline()
+        lines.append(line)
+        if line.startswith("step 5"):
+            break
+    else:
+        pytest.fail("the workers never started: " + "".join(lines[-5:]))
+    os.kill(procs[victim].pid, signal.SIGKILL)
+    t0 = time.time()
+    for r, p in enumerate(procs):
+        if r == victim:
+            p.wait()
+            continue
+        try:
+            _, err = p.communicate(timeout=45)
+        except subprocess.TimeoutExpired:
+            p.kill()
+            pytest.fail(f"rank {r} still running 45 s after rank {victim} was killed")
+        assert p.returncode != 0, f"rank {r} exited 0"
+        assert "RankLostError" in err and f"lost rank {victim}" in err, err[-2000:]
+    assert time.time() - t0 < 45
+
+
+CONFIG = """
+name: dist-test
+kind: distributed
+log_every: 20
+checkpoint_every: 40
+data: {source: synthetic, n_samples: 480, n_features: 8, cond: 10, normalize: true, test_fraction: 0.0}
+problem: {lam: 0.001}
+dist: {workers: 2, iterations: 120, batch_divisor: 10, backend: gloo, timeout: 60}
+sweep:
+  dist.method: [vr-intdiana, vr-natdiana]
+"""
+
+
+def _torchrun(args, env_extra=None, restarts=0):
+    env = dict(os.environ, OMP_NUM_THREADS="1", **(env_extra or {}))
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2",
+           "--max-restarts", str(restarts), "-m", "lowbit", *args]
+    return subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=600)
+
+
+def test_lowbit_run_under_torchrun_matches_the_simulation_and_resumes_after_a_restart(tmp_path):
+    import pandas as pd
+
+    cfg = tmp_path / "dist.yaml"
+    cfg.write_text(CONFIG)
+    sim = subprocess.run([sys.executable, "-m", "lowbit", "run", str(cfg), "dist.streams=per-worker", "--quiet",
+                          "--out", str(tmp_path / "sim")], capture_output=True, text=True, timeout=600,
+                         env=dict(os.environ, OMP_NUM_THREADS="1"))
+    assert sim.returncode == 0, sim.stderr[-3000:]
+    # killed (stopped) at the checkpoint of step 40, restarted by torchrun, resumed from it
+    real = _torchrun(["run", str(cfg), "--out", str(tmp_path / "real")], {"LOWBIT_STOP_AFTER": "40"}, restarts=1)
+    assert real.returncode == 0, real.stderr[-3000:]
+    assert "stopped at step 40" in real.stderr
+    for method in ("vr-intdiana", "vr-natdiana"):
+        a = pd.read_csv(tmp_path / "sim" / "runs" / f"method={method}" / "metrics.csv")
+        b = pd.read_csv(tmp_path / "real" / "runs" / f"method={method}" / "metrics.csv")
+        assert list(a["step"]) == list(b["step"])
+        assert ((a["suboptimality"] - b["suboptimality"]).abs() <= 1e-9 * a["suboptimality"].abs() + 1e-15).all(), method
+        assert (a["bits"] == b["bits"]).all() and (a["grad_computations"] == b["grad_computations"]).all()
+    sub = tmp_path / "real" / "runs" / "method=vr-intdiana"
+    assert (sub / "checkpoint.rank0.pt").exists() and (sub / "checkpoint.rank1.pt").exists()  # one per rank
