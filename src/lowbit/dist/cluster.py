@@ -13,6 +13,8 @@ simulation's packets carry it: decode_i = h_i + C⁻¹(packet_i), h_i ← h_i + 
 
 from __future__ import annotations
 
+import math
+
 import torch
 import torch.distributed as dist
 
@@ -54,31 +56,7 @@ class DistributedCluster:
 
     def exchange(self, v: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, dict]:
         """(this rank's decoded vector, the mean over ranks of the decoded vectors, info)."""
-        codec, d = self.codec, v.numel()
-        if self.generator is None:
-            self.generator = worker_generator(self.seed, self.rank, v.device)
-        before = codec.agree_before(v)
-        st = wire.all_reduce_max(before, v.device, self.group).to(torch.float32) if before is not None else self._state(v)
-        packet = codec.encode(v, state=st, generator=self.generator)
-        after = codec.agree_after(packet)
-        if after is not None:
-            packet = codec.conform(packet, int(wire.all_reduce_max(after, v.device, self.group)))
-        info = {"bits": 8 * packet.nbytes * self.n}
-        if codec.summable and codec.reduce_ops:
-            total, sent = wire.all_reduce_packet(packet, codec, self.group)
-            own = codec.decode(packet).to(v.dtype)
-            mean = codec.decode(total).to(v.dtype) / self.n
-            self.wire_bytes += sent
-            if "ints" in packet.payload:
-                info.update(self._width_bits(packet, total, d, v.device))
-        else:
-            packets, sent, on_wire = wire.all_gather_packets(packet, codec, self.group)
-            info["bits"] = 8 * sum(p.nbytes for p in packets)
-            decoded = torch.stack([self._decode_from(i, p).to(v.dtype) for i, p in enumerate(packets)])
-            own, mean = decoded[self.rank], decoded.mean(0)
-            self.wire_bytes += on_wire
-        self.bytes_sent += packet.nbytes
-        return own, mean, info
+        return exchange_all([self], [v])[0]
 
     def _decode_from(self, i: int, packet):
         if not isinstance(self.codec, Shifted):
@@ -90,17 +68,6 @@ class DistributedCluster:
         out = self.mirrors[i] + delta
         self.mirrors[i] = self.mirrors[i] + self.codec.gamma * delta
         return out.to(packet.dtype)
-
-    def _width_bits(self, packet, total, d: int, device) -> dict:
-        """The IntSGD paper's count, as the simulation reports it (one more scalar all-reduce)."""
-        m = float(packet.payload["ints"].abs().max()) if d else 0.0
-        w = torch.tensor([(1 + torch.ceil(torch.log2(torch.tensor(m + 1.0))).item()) if m > 0 else 1.0],
-                         dtype=torch.float64, device=device)
-        with guard("all-reduce of integer widths"):
-            dist.all_reduce(w, group=self.group)
-        s = float(total.payload["ints"].abs().max()) if d else 0.0
-        ws = 1 + torch.ceil(torch.log2(torch.tensor(s + 1.0, dtype=torch.float64))).item() if s > 0 else 1.0
-        return {"width_bits": float(w[0]) * d, "sum_width_bits": ws * d}
 
     def mean(self, v: torch.Tensor) -> tuple[torch.Tensor, dict]:
         _, mean, info = self.exchange(v.reshape(-1))
@@ -131,3 +98,63 @@ class DistributedCluster:
             dev, st = sd["generator"]
             self.generator = torch.Generator(device=dev)
             self.generator.set_state(st)
+
+
+def exchange_all(clusters: list[DistributedCluster], vectors: list[torch.Tensor]) -> list[tuple]:
+    """:meth:`DistributedCluster.exchange` of several tensors (one cluster each, one codec) with
+    the communication batched: one all-reduce for each agreement, then one all-reduce per payload
+    field and dtype (summable codecs) or one all-gather of headers and one of bytes (the others),
+    whatever the number of tensors.  Returns one (own, mean, info) per tensor."""
+    if not clusters:
+        return []
+    c0 = clusters[0]
+    codec, group, n = c0.codec, c0.group, c0.n
+    dev = vectors[0].device
+    for c, v in zip(clusters, vectors):
+        if c.generator is None:
+            c.generator = worker_generator(c.seed, c.rank, v.device)
+    before = [codec.agree_before(v) for v in vectors]
+    if before[0] is not None:
+        agreed = wire.all_reduce_max_many(before, dev, group).to(torch.float32)
+        states = list(agreed)
+    else:
+        states = [c._state(v) for c, v in zip(clusters, vectors)]
+    packets = [codec.encode(v, state=st, generator=c.generator) for c, v, st in zip(clusters, vectors, states)]
+    after = [codec.agree_after(p) for p in packets]
+    if after[0] is not None:
+        agreed = wire.all_reduce_max_many(after, dev, group)
+        packets = [codec.conform(p, int(a)) for p, a in zip(packets, agreed.tolist())]
+    out = []
+    if codec.summable and codec.reduce_ops:
+        totals, sent = wire.all_reduce_packets(packets, codec, group)
+        widths = _width_bits(packets, totals, dev, group) if "ints" in packets[0].payload else [{}] * len(packets)
+        for c, v, p, t, w in zip(clusters, vectors, packets, totals, widths):
+            own = codec.decode(p).to(v.dtype)
+            out.append((own, codec.decode(t).to(v.dtype) / n, {"bits": 8 * p.nbytes * n, **w}))
+            c.bytes_sent += p.nbytes
+        c0.wire_bytes += sent
+    else:
+        gathered, on_wire = wire.all_gather_packets_many(packets, codec, group)
+        for j, (c, v, p) in enumerate(zip(clusters, vectors, packets)):
+            per_rank = [g[j] for g in gathered]
+            decoded = torch.stack([c._decode_from(i, q).to(v.dtype) for i, q in enumerate(per_rank)])
+            out.append((decoded[c.rank], decoded.mean(0), {"bits": 8 * sum(q.nbytes for q in per_rank)}))
+            c.bytes_sent += p.nbytes
+        c0.wire_bytes += on_wire
+    return out
+
+
+def _width_bits(packets, totals, device, group) -> list[dict]:
+    """The IntSGD paper's count per tensor, as the simulation reports it (one all-reduce)."""
+    def width(m: float) -> float:
+        return 1.0 + math.ceil(math.log2(m + 1)) if m > 0 else 1.0
+
+    local = torch.tensor([width(float(p.payload["ints"].abs().max()) if p.numel else 0.0) for p in packets],
+                         dtype=torch.float64, device=device)
+    with guard("all-reduce of integer widths"):
+        dist.all_reduce(local, group=group)
+    out = []
+    for w, p, t in zip(local.tolist(), packets, totals):
+        s = float(t.payload["ints"].abs().max()) if p.numel else 0.0
+        out.append({"width_bits": w * p.numel, "sum_width_bits": width(s) * p.numel})
+    return out

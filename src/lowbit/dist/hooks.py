@@ -8,7 +8,8 @@ The hook compresses each parameter's gradient in a bucket with the codec (per te
 :class:`lowbit.optim.QuantizedGradients` and the papers do: QSGD's norm, TernGrad's scale and
 IntSGD's integers are per layer), sends it — summable codecs (identity, intsgd, hintsgd) by
 all-reduce in their own integer or float type, the others by all-gather of the packed bytes,
-decoded on arrival — and returns the bucket holding the mean over ranks of the decoded gradients.
+decoded on arrival; the bucket's tensors travel together in a few collectives — and returns the
+bucket holding the mean over ranks of the decoded gradients.
 
 Randomness and state are per parameter: parameter j (its position in ``model.parameters()``) has
 its own :class:`~lowbit.dist.DistributedCluster`, seeded with :func:`param_seed` (seed, j), whose
@@ -26,7 +27,7 @@ import torch
 import torch.distributed as dist
 
 from ..compress import get_compressor
-from .cluster import DistributedCluster
+from .cluster import DistributedCluster, exchange_all
 
 
 def param_seed(seed: int, index: int) -> int:
@@ -86,8 +87,10 @@ class HookState:
 def compressed_hook(state: HookState, bucket) -> torch.futures.Future[torch.Tensor]:
     """The DDP communication hook (``register_comm_hook(state, compressed_hook)``)."""
     buf = bucket.buffer()
-    for p, g in zip(bucket.parameters(), bucket.gradients()):
-        _, mean, _ = state.cluster(p).exchange(g.detach().reshape(-1))
+    grads = bucket.gradients()
+    clusters = [state.cluster(p) for p in bucket.parameters()]
+    results = exchange_all(clusters, [g.detach().reshape(-1) for g in grads])
+    for g, (_, mean, _) in zip(grads, results):
         g.copy_(mean.reshape(g.shape).to(g.dtype))  # g is a view into the bucket's buffer
     if bucket.is_last():
         state.steps += 1

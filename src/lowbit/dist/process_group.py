@@ -11,6 +11,7 @@ heartbeat) or lag behind (fewest collectives: alive but stuck), so no rank waits
 
 from __future__ import annotations
 
+import atexit
 import contextlib
 import os
 import threading
@@ -102,6 +103,7 @@ def init(backend: str = "auto", timeout: float = 300.0) -> bool:
     dist.init_process_group(backend, store=store, rank=rank, world_size=world, timeout=timedelta(seconds=timeout))
     global _watch
     _watch = _Heartbeat(store, rank, world)
+    atexit.register(shutdown)
     return True
 
 
@@ -120,9 +122,12 @@ def start_heartbeat() -> None:
 
 
 def shutdown() -> None:
+    """Stop the heartbeat (waiting for its thread: a store call cut short at exit aborts the
+    process) and destroy the process group."""
     global _watch
     if _watch is not None:
         _watch.stop.set()
+        _watch.thread.join(timeout=5 * HEARTBEAT_S)
         _watch = None
     if dist.is_initialized():
         dist.destroy_process_group()
