@@ -1,11 +1,19 @@
 """What the distributed tests and their worker processes share: codecs, model, data."""
 
+import os
+
 import torch
 
 from lowbit import get_compressor
 from lowbit.compress import ErrorFeedback, Shifted
 
 SEED = 11
+BACKEND = os.environ.get("LOWBIT_TEST_BACKEND", "gloo")  # nccl: one GPU per rank
+
+
+def device(rank: int = 0) -> torch.device:
+    return torch.device(f"cuda:{rank}") if BACKEND == "nccl" else torch.device("cpu")
+
 STEPS = 3
 LR = 0.2
 
@@ -50,7 +58,8 @@ def diana_problem(n: int):
     from lowbit.problems import LogisticRegression
 
     A, y = synthetic.logistic(480, 8, cond=10.0, seed=3)
-    split = LogisticRegression(A.double(), y.double(), 1e-2).split(n)
+    dev = device(0)
+    split = LogisticRegression(A.double().to(dev), y.double().to(dev), 1e-2).split(n)
     return split
 
 

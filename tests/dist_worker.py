@@ -21,21 +21,23 @@ from lowbit.dist.hooks import hook_for  # noqa: E402
 
 def equiv(out):
     rank, world = dist.get_rank(), dist.get_world_size()
+    dev = C.device(rank)
     res = {}
     for label, make in C.CODECS.items():
-        model = C.make_model()
+        model = C.make_model().to(dev)
         ddp = torch.nn.parallel.DistributedDataParallel(model)
         state, hook = hook_for(make(world), model=model, seed=C.SEED)
         ddp.register_comm_hook(state, hook)
         opt = torch.optim.SGD(model.parameters(), lr=C.LR)
         for k in range(C.STEPS):
-            x, y = C.worker_batch(rank, k)
+            x, y = (t.to(dev) for t in C.worker_batch(rank, k))
             opt.zero_grad()
             C.loss_fn(ddp(x), y).backward()
             opt.step()
-        res[label] = {"params": [p.detach().clone() for p in model.parameters()], "bytes": state.bytes_sent}
+        res[label] = {"params": [p.detach().cpu() for p in model.parameters()], "bytes": state.bytes_sent}
     split = C.diana_problem(world)
-    x = torch.zeros(split.A.shape[2], dtype=torch.float64)
+    split = type(split)(split.A.to(dev), split.y.to(dev), split.lam)
+    x = torch.zeros(split.A.shape[2], dtype=torch.float64, device=dev)
     cluster = ld.DistributedCluster(lowbit_codec(world), seed=C.SEED)
     opt = C.diana_optimizer(split, x, cluster)
     mine = split.workers(slice(rank, rank + 1))
@@ -44,7 +46,7 @@ def equiv(out):
     for _ in range(C.DIANA_STEPS):
         opt.step(mine.grads)
         subopt.append(P.suboptimality(x))
-    res["vr-intdiana"] = {"x": x.clone(), "subopt": subopt, "bytes": cluster.bytes_sent}
+    res["vr-intdiana"] = {"x": x.cpu(), "subopt": subopt, "bytes": cluster.bytes_sent}
     torch.save(res, f"{out}.{rank}.pt")
 
 
@@ -68,7 +70,7 @@ def kill():
 
 if __name__ == "__main__":
     torch.set_num_threads(1)
-    ld.init("gloo", timeout=float(os.environ.get("LOWBIT_DIST_TIMEOUT", "60")))
+    ld.init(C.BACKEND, timeout=float(os.environ.get("LOWBIT_DIST_TIMEOUT", "60")))
     try:
         if sys.argv[1] == "equiv":
             equiv(sys.argv[2])

@@ -38,25 +38,26 @@ def _launch(world: int, *args, timeout_env: str = "60"):
 
 def _simulate(label: str, n: int):
     """The same DDP training, simulated: per-worker gradients, per-parameter SimulatedCluster."""
-    model = C.make_model()
+    dev = C.device(0)
+    model = C.make_model().to(dev)
     params = list(model.parameters())
     sdp = SimulatedDataParallel(params, n, C.CODECS[label](n), seed=C.SEED)
     opt = torch.optim.SGD(params, lr=C.LR)
     for k in range(C.STEPS):
         per_worker = []
         for w in range(n):
-            x, y = C.worker_batch(w, k)
+            x, y = (t.to(dev) for t in C.worker_batch(w, k))
             model.zero_grad()
             C.loss_fn(model(x), y).backward()
             per_worker.append([p.grad.detach().clone() for p in params])
         sdp.set_grads([torch.stack([g[j] for g in per_worker]) for j in range(len(params))])
         opt.step()
-    return [p.detach() for p in params], sdp.bits_per_worker
+    return [p.detach().cpu() for p in params], sdp.bits_per_worker
 
 
 def _simulate_diana(n: int):
     split = C.diana_problem(n)
-    x = torch.zeros(split.A.shape[2], dtype=torch.float64)
+    x = torch.zeros(split.A.shape[2], dtype=torch.float64, device=split.A.device)
     from lowbit import get_compressor
 
     cl = SimulatedCluster(n, get_compressor("intsgd", n_workers=n, rule="adaptive", sigma_sq=1e-6), seed=C.SEED)
@@ -66,11 +67,14 @@ def _simulate_diana(n: int):
     for _ in range(C.DIANA_STEPS):
         opt.step(split.grads)
         sub.append(P.suboptimality(x))
-    return x, sub
+    return x.cpu(), sub
 
 
 @pytest.mark.parametrize("world", [2, 4])
 def test_ddp_hooks_and_diana_match_the_simulation(world, tmp_path):
+    """gloo on CPU (CI); with LOWBIT_TEST_BACKEND=nccl, one GPU per rank."""
+    if C.BACKEND == "nccl" and torch.cuda.device_count() < world:
+        pytest.skip(f"nccl needs {world} GPUs, {torch.cuda.device_count()} present")
     out = str(tmp_path / "res")
     procs = _launch(world, "equiv", out)
     for p in procs:

@@ -89,7 +89,7 @@ def compressed_hook(state: HookState, bucket) -> torch.futures.Future[torch.Tens
     buf = bucket.buffer()
     grads = bucket.gradients()
     clusters = [state.cluster(p) for p in bucket.parameters()]
-    results = exchange_all(clusters, [g.detach().reshape(-1) for g in grads])
+    results = exchange_all(clusters, [g.detach() for g in grads])  # in the parameters' shapes
     for g, (_, mean, _) in zip(grads, results):
         g.copy_(mean.reshape(g.shape).to(g.dtype))  # g is a view into the bucket's buffer
     if bucket.is_last():

@@ -164,7 +164,7 @@ class SimulatedDataParallel:
         Sets every ``p.grad`` to the mean of the decoded gradients; returns the bits sent."""
         bits = 0
         for p, cl, g in zip(self.params, self.clusters, worker_grads):
-            _, mean, info = cl.reduce(g.reshape(self.n, -1))
+            _, mean, info = cl.reduce(g.reshape(self.n, *p.shape))
             p.grad = mean.reshape(p.shape).to(p.dtype)
             bits += info["bits"]
             for i, b in enumerate(info.get("bits_per_worker", ())):
