@@ -198,6 +198,23 @@ _NATIVE_CPU = {
 }
 
 
+def _bfloat16_round_trip(x: torch.Tensor) -> torch.Tensor:
+    """float32 → bfloat16 → float32 on the CPU by ml_dtypes' cast (round half to even, exact),
+    in 1 M-element chunks over the thread pool (the casts release the GIL)."""
+    import ml_dtypes
+    import numpy as np
+
+    a = x.contiguous().reshape(-1).numpy()
+    out = np.empty_like(a)
+    step = 1 << 20
+
+    def work(i: int) -> None:
+        out[i : i + step] = a[i : i + step].astype(ml_dtypes.bfloat16).astype(np.float32)
+
+    list(_pool().map(work, range(0, a.size, step)))
+    return torch.from_numpy(out).reshape(x.shape)
+
+
 def round_integer(x: torch.Tensor, rounding: str = "stochastic", *, generator=None) -> torch.Tensor:
     """Round every entry of a float32/float64 tensor to an integer (kept in x's dtype).
 
@@ -270,6 +287,8 @@ def quantize(
         return _quantize_int(x, fmt, rounding, generator)
     native = _NATIVE_CPU.get(fmt) if _USE_NATIVE and not saturate and rounding == "nearest" else None
     if native is not None and x.device.type == "cpu" and x.dtype == torch.float32:
+        if native is torch.bfloat16:  # ml_dtypes' cast loop is twice as fast as torch's on the CPU
+            return _bfloat16_round_trip(x)
         return _elementwise(x, rounding, generator, lambda v, g: v.to(native).to(torch.float32))
     if x.is_cuda and x.dtype == torch.float32:
         from . import kernels
