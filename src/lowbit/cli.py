@@ -115,6 +115,13 @@ def _report(summary: dict, out: str) -> None:
         for r in runs:
             f = r["final"]
             print(f"{r['label'][:28]:28} {f['suboptimality']:10.3g} {f['bits'] / 1e6:14.3f} {f['width_bits'] / 1e6:19.3f}")
+    elif kind == "deep":
+        metric = "test_accuracy" if "test_accuracy" in runs[0]["final"] else "test_loss"
+        print(f"{'run':36} {'train loss':>10} {metric.replace('_', ' '):>13} {'mean q':>7} {'MB sent':>9} {'wall s':>7}")
+        for r in runs:
+            f = r["final"]
+            print(f"{(r['label'] or r['config']['name'])[:36]:36} {f['train_loss']:10.4f} {f[metric]:13.4f} "
+                  f"{f['q']:7.3f} {f['bits'] / 8e6:9.2f} {r['wall']:7.1f}")
     else:
         for r in runs:
             for fmt, v in r["formats"].items():
@@ -200,6 +207,20 @@ def _reproduce(args) -> int:
 
     cfg = make_config(get(args.name), args.overrides, quick=args.quick)
     return _execute(cfg, args.out or _default_out(cfg.name + ("-quick" if args.quick else "")), args)
+
+
+@command("models", "the deep lab's models and their parameter counts")
+def _models(args) -> int:
+    from .models import MODELS, PAPER_COUNTS, count_parameters, get_model
+
+    print(f"{'model':10} {'parameters':>12} {'as the source counts':>21}")
+    for name in MODELS:
+        n = count_parameters(get_model(name))
+        paper = PAPER_COUNTS.get(name)
+        print(f"{name:10} {n:12,} {f'{paper / 1e6:.2f} M' if paper else '':>21}")
+    print("\nCIFAR-style ResNets (3×3 stem); resnet50 with stem=imagenet: "
+          f"{count_parameters(get_model('resnet50', stem='imagenet')):,}")
+    return 0
 
 
 @command("list", "the named experiments")

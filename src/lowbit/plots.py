@@ -106,7 +106,27 @@ def plot_curve(path: Path, cfg: dict, subs) -> list[str]:
     return [_save(fig, path, "quantized_curve.png")]
 
 
-LAYOUTS = {"convex": plot_convex, "distributed": plot_distributed, "curve": plot_curve}
+def plot_deep(path: Path, cfg: dict, subs) -> list[str]:
+    """Train loss and test accuracy (test loss for VAEs) per epoch, and accuracy against bits sent
+    (the slowdown paper's Fig. 2 panels; the IntSGD and ISGQ accuracy-versus-communication view)."""
+    import pandas as pd
+
+    fig, ax = _figure(3)
+    for label, p in subs:
+        df = pd.read_csv(p / "metrics.csv")
+        metric = "test_accuracy" if "test_accuracy" in df else "test_loss"
+        scale = 100 if metric == "test_accuracy" else 1
+        ax[0].plot(df["epoch"], df["train_loss"], label=label)
+        ax[1].plot(df["epoch"], scale * df[metric], label=label)
+        ax[2].plot(df["bits"] / 8e6, scale * df[metric], marker="o", ms=3, label=label)
+    ax[0].set(xlabel="epoch", ylabel="train loss", yscale="log")
+    ax[1].set(xlabel="epoch", ylabel="test accuracy (%)" if metric == "test_accuracy" else "test loss")
+    ax[2].set(xlabel="MB sent (all workers)", ylabel=ax[1].get_ylabel())
+    ax[0].legend(fontsize=7)
+    return [_save(fig, path, "curves.png")]
+
+
+LAYOUTS = {"convex": plot_convex, "distributed": plot_distributed, "curve": plot_curve, "deep": plot_deep}
 
 
 def plot_run(path) -> list[str]:

@@ -129,4 +129,56 @@ def fig1(cfg, folder, summary) -> list[dict]:
     return out
 
 
-CLAIMS = {"slowdown": slowdown, "theory": theory, "intsgd": intsgd, "fig1": fig1}
+def slowdown_deep(cfg, folder, summary) -> list[dict]:
+    """The slowdown paper's Fig. 2: with FP4 gradients at the base stepsize the network trains
+    slower than with FP32; at the larger stepsize FP4 comes close (closes ≥ half the gap in final
+    train loss)."""
+    runs = _runs(summary)
+    base_lr = cfg.deep.lr
+    at = {(_get(r, "quant.codec"), _get(r, "deep.lr")): r["final"]["train_loss"] for r in runs}
+    out = []
+    f32 = at.get(("fp32", base_lr))
+    if f32 is None:
+        return out
+    for (codec, lr), loss in at.items():
+        if not _is_fp4(codec) or lr != base_lr:
+            continue
+        out.append(_claim(f"{codec} at lr {lr:g} trains slower than fp32", loss > f32,
+                          f"final train loss {loss:.4f} vs fp32 {f32:.4f}"))
+        for (c2, lr2), l2 in at.items():
+            if c2 == codec and lr2 > lr:
+                gap, left = loss - f32, l2 - f32
+                out.append(_claim(f"{codec} at lr {lr2:g} comes close to fp32", gap > 0 and left <= 0.5 * gap,
+                                  f"final train loss {l2:.4f}: gap to fp32 {left:+.4f} vs {gap:+.4f} at lr {lr:g}"))
+    return out
+
+
+def intsgd_deep(cfg, folder, summary) -> list[dict]:
+    """IntSGD's deep experiments: IntSGD reaches SGD's (uncompressed) test accuracy within 0.5
+    points while sending at least 4× fewer bits."""
+    runs = {_get(r, "quant.codec"): r["final"] for r in _runs(summary)}
+    sgd, ints = runs.get("identity"), runs.get("intsgd")
+    if sgd is None or ints is None:
+        return []
+    da = 100 * (sgd["test_accuracy"] - ints["test_accuracy"])
+    ratio = sgd["bits"] / max(ints["bits"], 1.0)
+    return [_claim("intsgd matches sgd's test accuracy within 0.5 points", da <= 0.5,
+                   f"intsgd {100 * ints['test_accuracy']:.2f}% vs sgd {100 * sgd['test_accuracy']:.2f}%"),
+            _claim("intsgd sends at least 4x fewer bits than sgd", ratio >= 4, f"{ratio:.2f}x fewer bits")]
+
+
+def intsgd_vae(cfg, folder, summary) -> list[dict]:
+    """IntSGD trains the VAE as well as SGD: test loss (negative ELBO) within 2% of SGD's."""
+    runs = {_get(r, "quant.codec"): r["final"] for r in _runs(summary)}
+    sgd, ints = runs.get("identity"), runs.get("intsgd")
+    if sgd is None or ints is None:
+        return []
+    rel = (ints["test_loss"] - sgd["test_loss"]) / abs(sgd["test_loss"])
+    return [_claim("intsgd's VAE test loss is within 2% of sgd's", rel <= 0.02,
+                   f"intsgd {ints['test_loss']:.3f} vs sgd {sgd['test_loss']:.3f} ({100 * rel:+.2f}%)"),
+            _claim("intsgd sends fewer bits than sgd", ints["bits"] < sgd["bits"],
+                   f"{sgd['bits'] / max(ints['bits'], 1):.2f}x fewer")]
+
+
+CLAIMS = {"slowdown": slowdown, "theory": theory, "intsgd": intsgd, "fig1": fig1, "slowdown-deep": slowdown_deep,
+          "intsgd-deep": intsgd_deep, "intsgd-vae": intsgd_vae}

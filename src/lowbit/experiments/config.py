@@ -57,6 +57,7 @@ class OptimConfig(_Strict):
 
 class QuantConfig(_Strict):
     codec: str = "fp32"  # a format name (cast), a compressor name, or fp32 for none
+    options: dict[str, Any] = {}  # options of a named compressor, e.g. {levels: 4} for qsgd
     rounding: Literal["nearest", "stochastic"] = "nearest"
     compensate: Literal["none", "fixed", "adaptive"] = "none"
     q_min: float | None = None  # for compensate: fixed
@@ -75,6 +76,25 @@ class DistConfig(_Strict):
     timeout: float = 300.0  # seconds a collective waits for a peer before the run fails naming it
 
 
+class DeepConfig(_Strict):
+    model: str = "resnet18"  # lowbit models: fc, lenet, cifarnet, resnet18, resnet50, vae, btcvae
+    model_options: dict[str, Any] = {}  # e.g. {width: 16, stem: imagenet}
+    dataset: str = "synthetic-cifar10"  # lowbit.data.images: mnist, fashion-mnist, cifar10, mnist-5k, …
+    train_size: int | None = None  # first N training images (None: all)
+    test_size: int | None = None
+    batch_size: int = 128  # total over the workers
+    workers: int = 1  # simulated workers: each computes its share of the batch, compressed per worker
+    lr: float = 0.1
+    momentum: float = 0.0
+    weight_decay: float = 0.0
+    milestones: list[float] = []  # epochs where lr is multiplied by lr_decay
+    lr_decay: float = 0.1
+    augment: bool = True  # random crop (pad 4) and horizontal flip, on the device, in batch
+    crop: int | None = None  # crop size (CifarNet: 24); test images are centre-cropped
+    device: str = "auto"  # auto: cuda when present
+    channels_last: bool = False
+
+
 class CurveConfig(_Strict):
     function: Literal["exp"] = "exp"  # g(x) = exp(rate·x)
     rate: float = -0.2
@@ -85,7 +105,7 @@ class CurveConfig(_Strict):
 
 class RunConfig(_Strict):
     name: str = "run"
-    kind: Literal["convex", "distributed", "curve"] = "convex"
+    kind: Literal["convex", "distributed", "curve", "deep"] = "convex"
     seed: int = 0
     epochs: float = 3.0
     log_every: int = 100  # steps between metric rows
@@ -96,6 +116,7 @@ class RunConfig(_Strict):
     quant: QuantConfig = QuantConfig()
     dist: DistConfig = DistConfig()
     curve: CurveConfig = CurveConfig()
+    deep: DeepConfig = DeepConfig()
     theory: bool = False  # record the Theorem 3 bound beside the measured curve (convex, sgd)
     sweep: dict[str, list[Any]] = {}
     extra_runs: list[dict[str, Any]] = []  # more sub-runs: each a mapping of dotted overrides

@@ -142,6 +142,7 @@ class QuantizedGradients:
             "ema": list(self._ema),
             "codec_state": [self._codec_state.get(id(p)) for p in params],
             "log": self.log.state_dict(),
+            "generator": self.generator.get_state() if self.generator is not None else None,
         }
 
     def load_state_dict(self, sd: dict) -> None:
@@ -151,3 +152,5 @@ class QuantizedGradients:
         params = [p for g in self.param_groups for p in g["params"]]
         self._codec_state = {id(p): s for p, s in zip(params, sd["codec_state"]) if s is not None}
         self.log.load_state_dict(sd["log"])
+        if self.generator is not None and sd.get("generator") is not None:
+            self.generator.set_state(sd["generator"])

@@ -1,0 +1,201 @@
+"""The deep lab's training loop: kind ``deep`` of the runner.
+
+The whole dataset lives on the device as one tensor; each epoch draws a permutation, and random
+crop (padding 4) and horizontal flip are done on the device for the whole batch at once (no
+per-sample Python, no DataLoader workers), in the airbench style.  Gradients go through the
+run's codec:
+
+* one worker: :class:`lowbit.optim.QuantizedGradients` around SGD (records q and bits, optional
+  stepsize compensation) — the slowdown paper's setting;
+* ``deep.workers = n``: each worker computes the gradient of its share of the batch, every
+  parameter's gradients are compressed per worker and averaged by
+  :class:`lowbit.dist.SimulatedDataParallel` (per-worker generators: the numbers of a DDP run
+  with the same seed) — the IntSGD paper's 8 simulated workers.  IntSGD's adaptive α is
+  layer-wise: after each step it observes each parameter's own ‖x_{k+1} − x_k‖².
+
+Metrics per epoch: train loss (mean over the epoch), test accuracy (or test loss for VAEs), mean
+q (one worker), bits sent, wall time.  A checkpoint after every epoch holds everything needed to
+continue identically (model, optimizer, codec state, generators).
+"""
+
+from __future__ import annotations
+
+import math
+import time
+
+import torch
+import torch.nn.functional as F
+
+from .config import RunConfig
+from .results import RunFolder
+from .runner import Stop, kind
+
+
+def augment(x: torch.Tensor, gen: torch.Generator, pad: int = 4, crop: int | None = None) -> torch.Tensor:
+    """Random crop of size ``crop`` (default: the image size) from the zero-padded images and a
+    random horizontal flip, for a whole batch in a few tensor operations."""
+    n, c, h, w = x.shape
+    ch, cw = crop or h, crop or w
+    xp = F.pad(x, (pad, pad, pad, pad))
+    i = torch.randint(0, h + 2 * pad - ch + 1, (n,), device=x.device, generator=gen)
+    j = torch.randint(0, w + 2 * pad - cw + 1, (n,), device=x.device, generator=gen)
+    rows = (i[:, None] + torch.arange(ch, device=x.device))[:, None, :, None]
+    cols = (j[:, None] + torch.arange(cw, device=x.device))[:, None, None, :]
+    out = xp[torch.arange(n, device=x.device)[:, None, None, None], torch.arange(c, device=x.device)[None, :, None, None],
+             rows, cols]
+    flip = torch.rand(n, device=x.device, generator=gen) < 0.5
+    return torch.where(flip[:, None, None, None], out.flip(3), out)
+
+
+def centre(x: torch.Tensor, crop: int | None) -> torch.Tensor:
+    if crop is None or crop >= x.shape[-1]:
+        return x
+    o = (x.shape[-1] - crop) // 2
+    return x[..., o : o + crop, o : o + crop]
+
+
+def _device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(name)
+
+
+@kind("deep")
+def run_deep(cfg: RunConfig, folder: RunFolder, *, resume: bool = True, stop_after: int | None = None,
+             progress=None) -> dict:
+    from ..compress import get_compressor
+    from ..data.images import load_images
+    from ..dist import SimulatedDataParallel
+    from ..models import count_parameters, get_model, vae_loss
+    from ..optim import QuantizedGradients
+    from ..optim.quantized import resolve_codec
+
+    dc, q = cfg.deep, cfg.quant
+    dev = _device(dc.device)
+    torch.manual_seed(cfg.seed)
+    data = load_images(dc.dataset).subset(dc.train_size, dc.test_size).to(dev)
+    is_vae = dc.model in ("vae", "btcvae")
+    opts = dict(dc.model_options)
+    if not is_vae and dc.model not in ("fc",):
+        opts.setdefault("in_channels", data.shape[0])
+    if dc.model in ("lenet", "cifarnet"):
+        opts.setdefault("image_size", dc.crop or data.shape[-1])
+    if dc.model == "fc" or is_vae:
+        opts.setdefault("in_features", math.prod(data.shape))
+    model = get_model(dc.model, **opts).to(dev)
+    if dc.channels_last:
+        model = model.to(memory_format=torch.channels_last)
+    params = [p for p in model.parameters()]
+    base = torch.optim.SGD(params, lr=dc.lr, momentum=dc.momentum, weight_decay=dc.weight_decay)
+    codec = None
+    if q.codec not in ("fp32", "float32", "none"):
+        codec = get_compressor(q.codec, **q.options) if q.options else resolve_codec(q.codec, q.rounding)
+    n = dc.workers
+    sdp = opt = None
+    if n > 1:
+        sdp = SimulatedDataParallel(params, n, codec or get_compressor("identity"), seed=cfg.seed)
+        opt = base
+    elif codec is not None:
+        comp = None if q.compensate == "none" else q.compensate
+        opt = QuantizedGradients(base, codec, compensate=comp, q_min=q.q_min, rounding=q.rounding,
+                                 generator=torch.Generator(device=dev).manual_seed(cfg.seed + 1))
+    else:
+        opt = base
+    gen = torch.Generator(device=dev).manual_seed(cfg.seed)
+    N = data.train_x.shape[0]
+    steps_per_epoch = max(1, N // dc.batch_size)
+    epochs = max(1, int(math.ceil(cfg.epochs)))
+
+    rows, start, wall0, bits = [], 0, 0.0, 0.0
+    ck = folder.load_checkpoint() if resume else None
+    if ck is not None:
+        model.load_state_dict(ck["model"])
+        opt.load_state_dict(ck["optimizer"])
+        if sdp is not None:
+            sdp.load_state_dict(ck["sdp"])
+        gen.set_state(ck["gen"])
+        torch.set_rng_state(ck["torch_rng"])
+        rows, start, wall0, bits = ck["rows"], ck["epoch"], ck["wall"], ck["bits"]
+    t0 = time.perf_counter() - wall0
+
+    def loss_of(x, y):
+        if is_vae:
+            return vae_loss(model, x, N)
+        return F.cross_entropy(model(x), y)
+
+    @torch.no_grad()
+    def evaluate() -> float:
+        model.eval()
+        total, right = 0.0, 0
+        for i in range(0, data.test_x.shape[0], 1000):
+            x, y = centre(data.test_x[i : i + 1000], dc.crop), data.test_y[i : i + 1000]
+            if is_vae:
+                total += float(vae_loss(model, x, N)) * x.shape[0]
+            else:
+                right += int((model(x).argmax(1) == y).sum())
+        model.train()
+        m = data.test_x.shape[0]
+        return total / m if is_vae else right / m
+
+    for epoch in range(start, epochs):
+        lr = dc.lr * dc.lr_decay ** sum(epoch >= m for m in dc.milestones)
+        for g in opt.param_groups:
+            g["lr"] = lr
+        perm = torch.randperm(N, device=dev, generator=gen)
+        loss_sum = torch.zeros((), device=dev)
+        logged = len(opt.log) if isinstance(opt, QuantizedGradients) else 0
+        for s in range(steps_per_epoch):
+            idx = perm[s * dc.batch_size : (s + 1) * dc.batch_size]
+            x, y = data.train_x[idx], data.train_y[idx]
+            if dc.augment and not is_vae:
+                x = augment(x, gen, crop=dc.crop)
+            if dc.channels_last:
+                x = x.contiguous(memory_format=torch.channels_last)
+            if sdp is None:
+                opt.zero_grad()
+                loss = loss_of(x, y)
+                loss.backward()
+                opt.step()
+                loss_sum += loss.detach()
+            else:
+                per_worker = []
+                for xw, yw in zip(x.chunk(n), y.chunk(n)):
+                    model.zero_grad()
+                    loss = loss_of(xw, yw)
+                    loss.backward()
+                    per_worker.append([p.grad.detach().clone() for p in params])
+                    loss_sum += loss.detach() / n
+                before = [p.detach().clone() for p in params] if getattr(sdp.codec, "adaptive", False) else None
+                bits += sdp.set_grads([torch.stack([w[j] for w in per_worker]) for j in range(len(params))])["bits"]
+                opt.step()
+                if before is not None:  # IntSGD: layer-wise α from each parameter's own step
+                    for p, b, cl in zip(params, before, sdp.clusters):
+                        if cl.state is not None:
+                            sdp.codec.observe(cl.state, lr, float(((p.detach() - b) ** 2).sum()))
+        qs, epoch_bits = [], 0.0
+        if isinstance(opt, QuantizedGradients):
+            new = opt.log.rows()[logged:]
+            qs = [r["q"] for r in new]
+            epoch_bits = sum(r["bits"] for r in new)
+            bits += epoch_bits
+        train_loss = float(loss_sum) / steps_per_epoch
+        if not math.isfinite(train_loss):
+            raise FloatingPointError(f"training diverged at epoch {epoch + 1}: train loss {train_loss}")
+        metric = evaluate()
+        rows.append({"epoch": epoch + 1, "step": (epoch + 1) * steps_per_epoch, "lr": lr,
+                     "wall": time.perf_counter() - t0, "train_loss": train_loss,
+                     ("test_loss" if is_vae else "test_accuracy"): metric,
+                     "q": sum(qs) / len(qs) if qs else float("nan"), "bits": bits})
+        if progress:
+            progress(epoch + 1, epochs)
+        if epoch + 1 < epochs:
+            folder.save_checkpoint({"model": model.state_dict(), "optimizer": opt.state_dict(),
+                                    "sdp": sdp.state_dict() if sdp is not None else None, "gen": gen.get_state(),
+                                    "torch_rng": torch.get_rng_state(), "rows": rows, "epoch": epoch + 1,
+                                    "wall": time.perf_counter() - t0, "bits": bits})
+            if stop_after is not None and epoch + 1 >= stop_after:
+                raise Stop(epoch + 1)
+    folder.write_metrics(rows)
+    return {"epochs": epochs, "final": rows[-1], "parameters": count_parameters(model), "device": str(dev),
+            "steps_per_epoch": steps_per_epoch, "wall": rows[-1]["wall"], "train_images": N,
+            "bits_per_step": bits / (epochs * steps_per_epoch)}
