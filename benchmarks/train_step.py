@@ -1,0 +1,152 @@
+"""Step time of ResNet-18 (CIFAR-10 shapes, synthetic data) with fp32 gradients against each
+codec applied through QuantizedGradients, and images per second of a whole epoch in lowbit's
+on-device loop against the same model fed by a plain PyTorch DataLoader.
+
+    python benchmarks/train_step.py                 # GPU (batch 512); prints a table, writes JSON
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import sys
+import time
+from datetime import datetime, timezone
+
+import torch
+import torch.nn.functional as F
+
+from lowbit import get_compressor
+from lowbit.experiments.deep import augment
+from lowbit.models import resnet18
+from lowbit.optim import QuantizedGradients
+
+CODECS = {
+    "cast fp8": lambda: get_compressor("cast", format="fp8"),
+    "cast fp4": lambda: get_compressor("cast", format="fp4"),
+    "cast fp8 stochastic": lambda: get_compressor("cast", format="fp8", rounding="stochastic"),
+    "intsgd int8": lambda: get_compressor("intsgd", alpha=1e3, bits=8),
+    "natural": lambda: get_compressor("natural"),
+    "qsgd s=16": lambda: get_compressor("qsgd", levels=16),
+    "terngrad": lambda: get_compressor("terngrad"),
+    "signsgd": lambda: get_compressor("signsgd"),
+}
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    ap.add_argument("--batch", type=int, default=None)
+    ap.add_argument("--steps", type=int, default=None)
+    ap.add_argument("--epoch-images", type=int, default=None)
+    ap.add_argument("--out", default="bench-train-step.json")
+    args = ap.parse_args(argv)
+    dev = torch.device(args.device)
+    cuda = dev.type == "cuda"
+    B = args.batch or (512 if cuda else 32)
+    steps = args.steps or (30 if cuda else 3)
+    torch.manual_seed(0)
+    model = resnet18().to(dev).to(memory_format=torch.channels_last)
+    x = torch.randn(B, 3, 32, 32, device=dev).contiguous(memory_format=torch.channels_last)
+    y = torch.randint(0, 10, (B,), device=dev)
+
+    def sync():
+        if cuda:
+            torch.cuda.synchronize()
+
+    def step_time(opt) -> float:
+        def one():
+            opt.zero_grad()
+            with torch.autocast(dev.type, dtype=torch.bfloat16, enabled=cuda):
+                loss = F.cross_entropy(model(x), y)
+            loss.backward()
+            opt.step()
+        for _ in range(5):
+            one()
+        times = []
+        for _ in range(steps):
+            sync()
+            t0 = time.perf_counter()
+            one()
+            sync()
+            times.append(time.perf_counter() - t0)
+        return statistics.median(times)
+
+    base = torch.optim.SGD(model.parameters(), lr=1e-3, momentum=0.9)
+    rows = [{"name": "fp32 gradients", "seconds": step_time(base)}]
+    for label, make in CODECS.items():
+        opt = QuantizedGradients(torch.optim.SGD(model.parameters(), lr=1e-3, momentum=0.9), make(), record=False,
+                                 check_finite=False)
+        rows.append({"name": label, "seconds": step_time(opt)})
+    t_fp32 = rows[0]["seconds"]
+    for r in rows:
+        r["overhead"] = r["seconds"] / t_fp32 - 1
+
+    # a whole epoch: lowbit's loop (data on the device, augmentation in batch) vs a DataLoader loop
+    n = args.epoch_images or (50_000 if cuda else 1024)
+    data_x = torch.randn(n, 3, 32, 32)
+    data_y = torch.randint(0, 10, (n,))
+    opt = torch.optim.SGD(model.parameters(), lr=1e-3, momentum=0.9)
+
+    def train(xb, yb):
+        xb = xb.contiguous(memory_format=torch.channels_last)
+        opt.zero_grad()
+        with torch.autocast(dev.type, dtype=torch.bfloat16, enabled=cuda):
+            loss = F.cross_entropy(model(xb), yb)
+        loss.backward()
+        opt.step()
+
+    gx, gy = data_x.to(dev), data_y.to(dev)
+    gen = torch.Generator(device=dev).manual_seed(0)
+    sync()
+    t0 = time.perf_counter()
+    perm = torch.randperm(n, device=dev, generator=gen)
+    for i in range(0, n - B + 1, B):
+        idx = perm[i : i + B]
+        train(augment(gx[idx], gen), gy[idx])
+    sync()
+    ours = (n // B) * B / (time.perf_counter() - t0)
+
+    class PerSample(torch.utils.data.Dataset):
+        """The usual pipeline: one image at a time, padded, cropped and flipped on the CPU."""
+
+        def __len__(self):
+            return n
+
+        def __getitem__(self, k):
+            img = F.pad(data_x[k], (4, 4, 4, 4))
+            i, j = torch.randint(0, 9, (2,)).tolist()
+            img = img[:, i : i + 32, j : j + 32]
+            return (img.flip(2) if torch.rand(()) < 0.5 else img), data_y[k]
+
+    workers = 4 if cuda else 0
+    loader = torch.utils.data.DataLoader(PerSample(), batch_size=B, shuffle=True, drop_last=True,
+                                         num_workers=workers, pin_memory=cuda, persistent_workers=False)
+    sync()
+    t0 = time.perf_counter()
+    for xb, yb in loader:
+        train(xb.to(dev, non_blocking=True), yb.to(dev, non_blocking=True))
+    sync()
+    peer = (n // B) * B / (time.perf_counter() - t0)
+    rows.append({"name": "epoch: lowbit on-device loop", "images_per_s": ours, "images": n})
+    rows.append({"name": f"epoch: DataLoader loop ({workers} workers)", "images_per_s": peer, "images": n})
+
+    name = torch.cuda.get_device_name() if cuda else "cpu"
+    print(f"\nResNet-18, batch {B}, CIFAR-10 shapes, bf16 autocast on {name}")
+    print(f"{'gradients':24} {'ms/step':>8} {'overhead':>9}")
+    for r in rows:
+        if "seconds" in r:
+            print(f"{r['name']:24} {1e3 * r['seconds']:8.2f} {100 * r['overhead']:8.1f}%")
+    print(f"\nfull epoch of {n:,} images: lowbit {ours:,.0f} img/s, DataLoader {peer:,.0f} img/s "
+          f"({ours / peer:.2f}x)")
+    meta = {"benchmark": "train_step", "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+            "device": name, "batch": B, "torch": torch.__version__}
+    with open(args.out, "w") as f:
+        json.dump({"meta": meta, "rows": rows}, f, indent=1)
+    print(f"wrote {args.out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
