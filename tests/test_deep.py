@@ -16,7 +16,7 @@ import torch
 from lowbit.data.images import load_images, read_idx
 from lowbit.data.store import CorruptDataError
 from lowbit.experiments import make_config, run
-from lowbit.experiments.deep import augment
+from lowbit.data.augment import augment
 from lowbit.experiments.runner import Stop
 from lowbit.models import PAPER_COUNTS, count_parameters, get_model
 
