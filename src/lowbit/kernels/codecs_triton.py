@@ -22,7 +22,7 @@ import triton
 import triton.language as tl
 
 from ..formats import FloatFormat
-from .quantize_triton import _constants, _round_bits
+from .quantize_triton import _constants, _grid_count
 
 BLOCK = 4096
 WARPS = 8
@@ -45,17 +45,7 @@ def _round_code(b, rnd, S: tl.constexpr, EMIN_FIELD: tl.constexpr, LOW: tl.const
         res = (a + (rnd & ((1 << S) - 1))) & ~((1 << S) - 1)
     mag = (res >> S) - ((127 - BIAS) << M)
     if LOW:
-        sig = (a & 0x7FFFFF) | ((e > 0).to(tl.int32) << 23)
-        sh = (150 + LOW_EXP) - tl.maximum(e, 1)
-        if MODE == 1:
-            extra = tl.maximum(sh - 30, 0)
-            sh = tl.minimum(tl.maximum(sh, 1), 30)
-            sig = sig >> extra
-            k = (sig + (rnd & ((1 << sh) - 1))) >> sh
-        else:
-            sh = tl.minimum(tl.maximum(sh, 1), 25)
-            k = (sig + (1 << (sh - 1)) - 1 + ((sig >> sh) & 1)) >> sh
-        mag = tl.where(e < EMIN_FIELD, k << SUB_SHIFT, mag)
+        mag = tl.where(e < EMIN_FIELD, _grid_count(a, e, rnd, LOW_EXP, MODE) << SUB_SHIFT, mag)
     mag = tl.where(res > MAX_BITS, OVER_CODE, mag)
     mag = tl.where(a >= 0x7F800000, tl.where(a == 0x7F800000, INF_CODE, NAN_CODE), mag)
     sign = (b >> 31) & 1

@@ -22,6 +22,26 @@ _NEAREST, _STOCHASTIC, _ZERO = 0, 1, 2
 
 
 @triton.jit
+def _grid_count(a, e, rnd, LOW_EXP: tl.constexpr, MODE: tl.constexpr):
+    """k = |x| / 2^LOW_EXP rounded to an integer (the fixed grid below the smallest normal), for
+    |x| given by its float32 bits ``a`` and exponent field ``e``."""
+    sig = (a & 0x7FFFFF) | ((e > 0).to(tl.int32) << 23)
+    sh = (150 + LOW_EXP) - tl.maximum(e, 1)
+    if MODE == 1:
+        extra = tl.maximum(sh - 30, 0)
+        sh = tl.minimum(tl.maximum(sh, 1), 30)
+        sig = sig >> extra
+        k = (sig + (rnd & ((1 << sh) - 1))) >> sh
+    elif MODE == 0:
+        sh = tl.minimum(tl.maximum(sh, 1), 25)
+        k = (sig + (1 << (sh - 1)) - 1 + ((sig >> sh) & 1)) >> sh
+    else:
+        sh = tl.minimum(tl.maximum(sh, 1), 25)
+        k = sig >> sh
+    return k
+
+
+@triton.jit
 def _round_bits(b, rnd, S: tl.constexpr, EMIN_FIELD: tl.constexpr, LOW: tl.constexpr,
                 LOW_EXP: tl.constexpr, MAX_BITS: tl.constexpr, OVER_BITS: tl.constexpr,
                 INF_OUT: tl.constexpr, FNUZ: tl.constexpr, MODE: tl.constexpr):
@@ -37,20 +57,7 @@ def _round_bits(b, rnd, S: tl.constexpr, EMIN_FIELD: tl.constexpr, LOW: tl.const
     else:
         res = a & ~((1 << S) - 1)
     if LOW:
-        # fixed grid of step 2^LOW_EXP below the smallest normal
-        sig = (a & 0x7FFFFF) | ((e > 0).to(tl.int32) << 23)
-        sh = (150 + LOW_EXP) - tl.maximum(e, 1)
-        if MODE == 1:
-            extra = tl.maximum(sh - 30, 0)
-            sh = tl.minimum(tl.maximum(sh, 1), 30)
-            sig = sig >> extra
-            k = (sig + (rnd & ((1 << sh) - 1))) >> sh
-        elif MODE == 0:
-            sh = tl.minimum(tl.maximum(sh, 1), 25)
-            k = (sig + (1 << (sh - 1)) - 1 + ((sig >> sh) & 1)) >> sh
-        else:
-            sh = tl.minimum(tl.maximum(sh, 1), 25)
-            k = sig >> sh
+        k = _grid_count(a, e, rnd, LOW_EXP, MODE)
         low = (k.to(tl.float32) * (2.0 ** LOW_EXP)).to(tl.int32, bitcast=True)
         res = tl.where(e < EMIN_FIELD, low, res)
     finite = e < 255
