@@ -12,11 +12,9 @@ Rank 0 prints a table and writes JSON.
 from __future__ import annotations
 
 import argparse
-import json
 import statistics
 import sys
 import time
-from datetime import datetime, timezone
 
 import torch
 import torch.distributed as dist
@@ -26,6 +24,9 @@ from lowbit import get_compressor
 from lowbit.compress import ErrorFeedback
 from lowbit.dist.cluster import DistributedCluster, exchange_all
 from lowbit.models import resnet18
+
+sys.path.insert(0, __file__.rsplit("/", 1)[0])
+from common import write_results  # noqa: E402
 
 CODECS = {
     "identity": lambda n: get_compressor("identity"),
@@ -106,12 +107,8 @@ def main(argv=None) -> int:
                 continue
             print(f"{r['name']:24} {1e3 * r['seconds']:8.2f} {r['seconds'] / base:7.2f} {r['payload_bytes'] / 1e6:8.2f} "
                   f"{r['wire_bytes'] / 1e6:8.2f} {8 * r['payload_bytes'] / d:10.3f}")
-        meta = {"benchmark": "allreduce", "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-                "device": name, "world": world, "backend": dist.get_backend(), "floats": d, "tensors": len(grads),
-                "torch": torch.__version__}
-        with open(args.out, "w") as f:
-            json.dump({"meta": meta, "rows": rows}, f, indent=1)
-        print(f"wrote {args.out}")
+        write_results(args.out, "allreduce", rows, device=name, world=world, backend=dist.get_backend(), floats=d,
+                      tensors=len(grads))
     ld.shutdown()
     return 0
 

@@ -11,15 +11,12 @@ JSON.
 from __future__ import annotations
 
 import argparse
-import json
-import platform
 import sys
-from datetime import datetime, timezone
 
 import torch
 
 sys.path.insert(0, __file__.rsplit("/", 1)[0])
-from quantize import timer  # noqa: E402
+from common import device_name, timer, write_results  # noqa: E402
 
 from lowbit import get_compressor  # noqa: E402
 
@@ -80,7 +77,7 @@ def main(argv=None) -> int:
     rows.append({"name": "peer: torch.topk(|x|, 1%) alone", "seconds": topk_s, "gelem_s": n / topk_s / 1e9,
                  "bits_per_coordinate": float("nan"), "floor_s": float("nan"), "of_floor": float("nan"),
                  "encode_gelem_s": float("nan"), "decode_gelem_s": float("nan")})
-    dname = torch.cuda.get_device_name() if dev == "cuda" else (platform.processor() or platform.machine())
+    dname = device_name(dev)
     print(f"\nencode+decode of {n:,} float32 on {dev} ({dname}); copy {bw / 1e12:.2f} TB/s (read+write)"
           "; Gelem/s of encode+decode, then of encode and decode alone")
     print(f"{'codec':22} {'bits/coord':>10} {'Gelem/s':>9} {'% of floor':>10} {'encode':>8} {'decode':>8}")
@@ -90,12 +87,7 @@ def main(argv=None) -> int:
         else:
             print(f"{r['name']:22} {r['bits_per_coordinate']:10.3f} {r['gelem_s']:9.3g} {100 * r['of_floor']:9.1f}%"
                   f" {r['encode_gelem_s']:8.3g} {r['decode_gelem_s']:8.3g}")
-    meta = {"benchmark": "compress", "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-            "device": dname, "elements": n, "torch": torch.__version__, "cpu_threads": torch.get_num_threads()}
-    out = args.out or f"bench-compress-{dev}.json"
-    with open(out, "w") as f:
-        json.dump({"meta": meta, "rows": rows}, f, indent=1)
-    print(f"wrote {out}")
+    write_results(args.out or f"bench-compress-{dev}.json", "compress", rows, device=dname, elements=n)
     return 0
 
 

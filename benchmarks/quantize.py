@@ -12,47 +12,16 @@ cast round trips (fp16, bf16, float8), ml_dtypes' round trip (CPU), and QPyTorch
 from __future__ import annotations
 
 import argparse
-import json
-import platform
-import statistics
 import sys
-import time
-from datetime import datetime, timezone
 
 import torch
 
-import lowbit
+sys.path.insert(0, __file__.rsplit("/", 1)[0])
+from common import device_name, timer, write_results  # noqa: E402
+
+import lowbit  # noqa: E402
 
 FORMATS = ["float16", "bfloat16", "float8_e4m3fn", "float8_e5m2", "float6_e3m2fn", "float4_e2m1fn"]
-
-
-def timer(device: str, inner: int = 5):
-    """median seconds per call of ``fn``; on CUDA, ``inner`` calls are queued between two events so
-    that host-side launch overhead stays hidden behind device work, as in a training loop."""
-    if device == "cuda":
-        def run(fn, reps):
-            fn()
-            torch.cuda.synchronize()
-            times = []
-            for _ in range(reps):
-                a, b = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-                a.record()
-                for _ in range(inner):
-                    fn()
-                b.record()
-                b.synchronize()
-                times.append(a.elapsed_time(b) / 1e3 / inner)
-            return statistics.median(times)
-    else:
-        def run(fn, reps):
-            fn()
-            times = []
-            for _ in range(reps):
-                t0 = time.perf_counter()
-                fn()
-                times.append(time.perf_counter() - t0)
-            return statistics.median(times)
-    return run
 
 
 def main(argv=None) -> int:
@@ -117,7 +86,7 @@ def main(argv=None) -> int:
 
     floor = rows[0]["gelem_s"]
     fp8 = next((r for r in rows if r["name"] == "torch float8_e4m3fn round trip" and "gelem_s" in r), None)
-    print(f"\n{n:,} float32 elements on {dev} ({torch.cuda.get_device_name() if dev == 'cuda' else platform.processor() or platform.machine()})")
+    print(f"\n{n:,} float32 elements on {dev} ({device_name(dev)})")
     print(f"{'':44} {'Gelem/s':>9} {'× copy':>7} {'× torch fp8':>11}")
     for r in rows:
         if "error" in r:
@@ -127,20 +96,9 @@ def main(argv=None) -> int:
         r["vs_torch_fp8"] = r["gelem_s"] / fp8["gelem_s"] if fp8 else None
         rel = f"{r['vs_torch_fp8']:11.2f}" if fp8 else ""
         print(f"{r['name']:44} {r['gelem_s']:9.3g} {r['vs_copy']:7.2f} {rel}")
-    meta = {
-        "benchmark": "quantize",
-        "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-        "device": torch.cuda.get_device_name() if dev == "cuda" else (platform.processor() or platform.machine()),
-        "cpu_threads": torch.get_num_threads(),
-        "elements": n,
-        "torch": torch.__version__,
-        "python": sys.version.split()[0],
-        "command": "python benchmarks/quantize.py " + " ".join(argv if argv is not None else sys.argv[1:]),
-    }
     out = args.out or f"bench-quantize-{dev}.json"
-    with open(out, "w") as f:
-        json.dump({"meta": meta, "rows": rows}, f, indent=1)
-    print(f"wrote {out}")
+    write_results(out, "quantize", rows, device=device_name(dev), elements=n,
+                  command="python benchmarks/quantize.py " + " ".join(argv if argv is not None else sys.argv[1:]))
     return 0
 
 

@@ -8,13 +8,14 @@ on-device loop against the same model fed by a plain PyTorch DataLoader.
 from __future__ import annotations
 
 import argparse
-import json
 import statistics
 import sys
 import time
-from datetime import datetime, timezone
 
 import torch
+
+sys.path.insert(0, __file__.rsplit("/", 1)[0])
+from common import write_results  # noqa: E402
 import torch.nn.functional as F
 
 from lowbit import get_compressor
@@ -140,11 +141,7 @@ def main(argv=None) -> int:
             print(f"{r['name']:24} {1e3 * r['seconds']:8.2f} {100 * r['overhead']:8.1f}%")
     print(f"\nfull epoch of {n:,} images: lowbit {ours:,.0f} img/s, DataLoader {peer:,.0f} img/s "
           f"({ours / peer:.2f}x)")
-    meta = {"benchmark": "train_step", "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-            "device": name, "batch": B, "torch": torch.__version__}
-    with open(args.out, "w") as f:
-        json.dump({"meta": meta, "rows": rows}, f, indent=1)
-    print(f"wrote {args.out}")
+    write_results(args.out, "train_step", rows, device=name, batch=B)
     return 0
 
 

@@ -105,9 +105,8 @@ def float_codes(x: torch.Tensor, fmt: FloatFormat, *, quantized: bool = False, n
     top = (1 << fmt.exp_bits) - 1
     field = torch.where(isinf, torch.full_like(field, top), field)
     mant = torch.where(isinf, torch.zeros_like(mant), mant)
-    if fmt.nan_style == "none" and nan_ok:
-        pass
-    elif bool(isnan.any()):
+    # NaN-less formats with nan_ok: NaN entries keep whatever code they got (the caller flags them)
+    if not (fmt.nan_style == "none" and nan_ok) and bool(isnan.any()):
         if fmt.nan_style == "none":
             raise ValueError(f"{fmt.label} has no NaN: cannot encode NaN values")
         if fmt.nan_style == "ieee":

@@ -1,0 +1,57 @@
+"""What every benchmark script shares: the timer, the device's name, and writing results."""
+
+from __future__ import annotations
+
+import json
+import platform
+import statistics
+import sys
+import time
+from datetime import datetime, timezone
+
+import torch
+
+
+def timer(device: str, inner: int = 5):
+    """median seconds per call of ``fn``; on CUDA, ``inner`` calls are queued between two events so
+    that host-side launch overhead stays hidden behind device work, as in a training loop."""
+    if device == "cuda":
+        def run(fn, reps):
+            fn()
+            torch.cuda.synchronize()
+            times = []
+            for _ in range(reps):
+                a, b = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+                a.record()
+                for _ in range(inner):
+                    fn()
+                b.record()
+                b.synchronize()
+                times.append(a.elapsed_time(b) / 1e3 / inner)
+            return statistics.median(times)
+    else:
+        def run(fn, reps):
+            fn()
+            times = []
+            for _ in range(reps):
+                t0 = time.perf_counter()
+                fn()
+                times.append(time.perf_counter() - t0)
+            return statistics.median(times)
+    return run
+
+
+def device_name(device) -> str:
+    if torch.device(device).type == "cuda":
+        return torch.cuda.get_device_name()
+    return platform.processor() or platform.machine()
+
+
+def write_results(out: str, benchmark: str, rows: list, **meta) -> None:
+    """JSON {"meta", "rows"} with the date, torch, Python and CPU threads added to ``meta``."""
+    meta = {"benchmark": benchmark, "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+            "torch": torch.__version__, "python": sys.version.split()[0], "cpu_threads": torch.get_num_threads(),
+            **meta}
+    with open(out, "w") as f:
+        json.dump({"meta": meta, "rows": rows}, f, indent=1)
+    print(f"wrote {out}")
