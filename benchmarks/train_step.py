@@ -1,5 +1,6 @@
 """Step time of ResNet-18 (CIFAR-10 shapes, synthetic data) with fp32 gradients against each
-codec applied through QuantizedGradients, and images per second of a whole epoch in lowbit's
+codec applied through QuantizedGradients (multi-tensor path; a few rows per parameter, and one
+with the shrinkage statistics and the NaN check that training runs keep on), and images per second of a whole epoch in lowbit's
 on-device loop against the same model fed by a plain PyTorch DataLoader.
 
     python benchmarks/train_step.py                 # GPU (batch 512); prints a table, writes JSON
@@ -76,9 +77,13 @@ def main(argv=None) -> int:
 
     base = torch.optim.SGD(model.parameters(), lr=1e-3, momentum=0.9)
     rows = [{"name": "fp32 gradients", "seconds": step_time(base)}]
-    for label, make in CODECS.items():
-        opt = QuantizedGradients(torch.optim.SGD(model.parameters(), lr=1e-3, momentum=0.9), make(), record=False,
-                                 check_finite=False)
+    variants = [(label, make, {}) for label, make in CODECS.items()]
+    variants += [("cast fp8, q + NaN check", CODECS["cast fp8"], {"record": True, "check_finite": True}),
+                 ("cast fp8, per parameter", CODECS["cast fp8"], {"multi_tensor": False}),
+                 ("qsgd s=16, per parameter", CODECS["qsgd s=16"], {"multi_tensor": False})]
+    for label, make, extra in variants:
+        opt = QuantizedGradients(torch.optim.SGD(model.parameters(), lr=1e-3, momentum=0.9), make(),
+                                 **{"record": False, "check_finite": False, **extra})
         rows.append({"name": label, "seconds": step_time(opt)})
     t_fp32 = rows[0]["seconds"]
     for r in rows:
@@ -135,10 +140,10 @@ def main(argv=None) -> int:
 
     name = torch.cuda.get_device_name() if cuda else "cpu"
     print(f"\nResNet-18, batch {B}, CIFAR-10 shapes, bf16 autocast on {name}")
-    print(f"{'gradients':24} {'ms/step':>8} {'overhead':>9}")
+    print(f"{'gradients':28} {'ms/step':>8} {'overhead':>9}")
     for r in rows:
         if "seconds" in r:
-            print(f"{r['name']:24} {1e3 * r['seconds']:8.2f} {100 * r['overhead']:8.1f}%")
+            print(f"{r['name']:28} {1e3 * r['seconds']:8.2f} {100 * r['overhead']:8.1f}%")
     print(f"\nfull epoch of {n:,} images: lowbit {ours:,.0f} img/s, DataLoader {peer:,.0f} img/s "
           f"({ours / peer:.2f}x)")
     write_results(args.out, "train_step", rows, device=name, batch=B)

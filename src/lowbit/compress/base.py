@@ -99,6 +99,31 @@ class Compressor(ABC):
         packet = self.encode(tensor, state=state, generator=generator)
         return self.decode(packet), packet.nbytes
 
+    # The multi-tensor path (lowbit.compress.many): codecs of the form C(g) = s(g)·U(g/s(g)),
+    # with a per-tensor scale s and an elementwise unit coder U, code many tensors in one call.
+    def batchable(self, states=None) -> bool:
+        """Whether :meth:`roundtrip_many` may code tensors with these states in one flat call."""
+        return False
+
+    def tensor_scales(self, tensors, states=None) -> torch.Tensor | None:
+        """The per-tensor scales s_j (a float32 vector), or None where C is elementwise (s = 1)."""
+        return None
+
+    def unit_roundtrip(self, u: torch.Tensor, generator=None) -> torch.Tensor:
+        """U(u): the elementwise part of the codec, on the flat vector of scaled values."""
+        raise NotImplementedError(f"{self.name} has no elementwise unit coder")
+
+    def wire_bytes(self, numel: int) -> int:
+        """Bytes of the packet of a tensor of ``numel`` values (batchable codecs: data-independent)."""
+        raise NotImplementedError(f"{self.name} packet sizes depend on the data")
+
+    def roundtrip_many(self, tensors, *, states=None, generator=None) -> tuple[list[torch.Tensor], int]:
+        """([decode(encode(t)) for t in tensors], total bytes): each tensor its own message, coded
+        in one flat call when :meth:`batchable` (see :mod:`lowbit.compress.many`)."""
+        from .many import roundtrip_many
+
+        return roundtrip_many(self, tensors, states=states, generator=generator)
+
     def add(self, a: Packet, b: Packet) -> Packet:
         """a ⊕ b for summable codecs: decode(a ⊕ b) = decode(a) + decode(b)."""
         raise TypeError(f"{self.name} packets are not summable; decode them and add the tensors")

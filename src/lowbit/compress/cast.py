@@ -106,6 +106,15 @@ class Cast(Compressor):
             q = torch.where(torch.isfinite(t).all(), q, torch.full_like(q, float("nan")))
         return q.to(tensor.dtype), nbytes
 
+    def batchable(self, states=None) -> bool:
+        return self._scaled is None
+
+    def unit_roundtrip(self, u, generator=None):
+        return self.roundtrip(u, generator=generator)[0]
+
+    def wire_bytes(self, numel: int) -> int:
+        return self.fmt.nbytes(numel) + (0 if self.fmt.has_nan else 1)
+
     def decode(self, packet: Packet) -> torch.Tensor:
         n = packet.numel
         p = packet.payload

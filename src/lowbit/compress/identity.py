@@ -23,5 +23,14 @@ class Identity(Compressor):
     def decode(self, packet: Packet) -> torch.Tensor:
         return packet.payload["values"].reshape(packet.shape).to(packet.dtype)
 
+    def batchable(self, states=None) -> bool:
+        return True
+
+    def unit_roundtrip(self, u, generator=None):
+        return u
+
+    def wire_bytes(self, numel: int) -> int:
+        return 4 * numel
+
     def add(self, a: Packet, b: Packet) -> Packet:
         return Packet({"values": a.payload["values"] + b.payload["values"]}, a.shape, a.dtype)

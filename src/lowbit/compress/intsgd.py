@@ -134,7 +134,9 @@ class IntSGD(Compressor):
     def encode(self, tensor, *, state=None, generator=None) -> Packet:
         _check_tensor(tensor)
         t = tensor.detach().reshape(-1).to(torch.float32)
-        alpha = self.scale(t, state)
+        return self._encode_alpha(t, self.scale(t, state), generator, tuple(tensor.shape), tensor.dtype)
+
+    def _encode_alpha(self, t, alpha: float, generator, shape, dtype) -> Packet:
         from .. import kernels
 
         if self.bits == 8 and kernels.fused(t):
@@ -142,11 +144,29 @@ class IntSGD(Compressor):
 
             ints, finite = int8_encode(t, alpha, 127 // max(1, self.n_workers), self.rounding == "stochastic", generator)
             payload = {"ints": ints, "finite": finite}
-            return Packet(payload, tuple(tensor.shape), tensor.dtype, {"alpha": alpha, "max_abs": -1, "width": 8})
+            return Packet(payload, shape, dtype, {"alpha": alpha, "max_abs": -1, "width": 8})
         ints, m = self._pack_ints(round_integer(t * alpha, self.rounding, generator=generator))
         payload = {"ints": ints, "finite": torch.isfinite(t).all().reshape(1).to(torch.uint8)}
         meta = {"alpha": alpha, "max_abs": m, "width": int_width(m) if m >= 0 else self.bits}
-        return Packet(payload, tuple(tensor.shape), tensor.dtype, meta)
+        return Packet(payload, shape, dtype, meta)
+
+    # multi-tensor path (fixed width only: the automatic container depends on the data):
+    # a given α codes the flat buffer directly; adaptive α_j enter as scales s_j = 1/α_j.
+    def batchable(self, states=None) -> bool:
+        return self.bits is not None
+
+    def tensor_scales(self, tensors, states=None):
+        if self.alpha is not None:
+            return None
+        alphas = [self.scale(t, None if states is None else states[j]) for j, t in enumerate(tensors)]
+        return torch.tensor([1.0 / a for a in alphas], dtype=torch.float32).to(tensors[0].device)
+
+    def unit_roundtrip(self, u, generator=None):
+        alpha = float(self.alpha) if self.alpha is not None else 1.0
+        return self.decode(self._encode_alpha(u, alpha, generator, tuple(u.shape), u.dtype))
+
+    def wire_bytes(self, numel: int) -> int:
+        return numel * self.bits // 8 + 1
 
     def decode(self, packet: Packet) -> torch.Tensor:
         ints = packet.payload["ints"]
@@ -201,6 +221,9 @@ class HintSGD(IntSGD):
 
     @property
     def adaptive(self) -> bool:
+        return False
+
+    def batchable(self, states=None) -> bool:
         return False
 
     def init_state(self, tensor):

@@ -39,6 +39,15 @@ class Natural(Compressor):
         sign = pack((q < 0).to(torch.uint8), 1)
         return Packet({"exponent": exponent, "sign": sign}, tuple(tensor.shape), tensor.dtype)
 
+    def batchable(self, states=None) -> bool:
+        return True
+
+    def unit_roundtrip(self, u, generator=None):
+        return self.roundtrip(u, generator=generator)[0]
+
+    def wire_bytes(self, numel: int) -> int:
+        return numel + (numel + 7) // 8
+
     def decode(self, packet: Packet) -> torch.Tensor:
         n = packet.numel
         from .. import kernels

@@ -54,22 +54,39 @@ class QSGD(Compressor):
         _check_tensor(tensor)
         v = tensor.detach().reshape(-1).to(torch.float32)
         norm = l2norm(v).reshape(1)
+        return self._encode_scaled(v, norm, generator, tuple(tensor.shape), tensor.dtype)
+
+    def _encode_scaled(self, v, norm, generator, shape, dtype) -> Packet:
         from .. import kernels
 
         if self.coding == "fixed" and 1 + self._lbits in (2, 4, 6, 8) and kernels.fused(v):
             from ..kernels.codecs_triton import levels_encode
 
             codes = levels_encode(v, norm, self.levels, self._lbits, generator)
-            return Packet({"norm": norm, "codes": codes}, tuple(tensor.shape), tensor.dtype)
+            return Packet({"norm": norm, "codes": codes}, shape, dtype)
         safe = torch.where(norm > 0, norm, torch.ones_like(norm))
         level = round_integer(v.abs() / safe * self.levels, "stochastic", generator=generator)
         level = torch.nan_to_num(level, nan=0.0).clamp(0, self.levels).to(torch.int64)
         sign = ((v < 0) & (level > 0)).to(torch.int64)
         if self.coding == "fixed":
             codes = pack((sign << self._lbits) | level, 1 + self._lbits)
-            return Packet({"norm": norm, "codes": codes}, tuple(tensor.shape), tensor.dtype)
+            return Packet({"norm": norm, "codes": codes}, shape, dtype)
         data, nbits = elias.encode(level + 1, sign)
-        return Packet({"norm": norm, "codes": data}, tuple(tensor.shape), tensor.dtype, {"nbits": nbits})
+        return Packet({"norm": norm, "codes": data}, shape, dtype, {"nbits": nbits})
+
+    def batchable(self, states=None) -> bool:
+        return self.coding == "fixed"
+
+    def tensor_scales(self, tensors, states=None):
+        from .many import foreach_norms
+
+        return foreach_norms(tensors, 2)
+
+    def unit_roundtrip(self, u, generator=None):
+        return self.decode(self._encode_scaled(u, torch.ones(1, device=u.device), generator, tuple(u.shape), u.dtype))
+
+    def wire_bytes(self, numel: int) -> int:
+        return 4 + (numel * (1 + self._lbits) + 7) // 8
 
     def decode(self, packet: Packet) -> torch.Tensor:
         n = packet.numel

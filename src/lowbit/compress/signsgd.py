@@ -26,6 +26,21 @@ class SignSGD(Compressor):
         scale = (g.abs().sum() / max(1, g.numel())).reshape(1)
         return Packet({"scale": scale, "signs": pack(g >= 0, 1)}, tuple(tensor.shape), tensor.dtype)
 
+    def batchable(self, states=None) -> bool:
+        return True
+
+    def tensor_scales(self, tensors, states=None):
+        from .many import foreach_norms
+
+        return foreach_norms(tensors, 1) / torch.tensor([max(1, t.numel()) for t in tensors],
+                                                         dtype=torch.float32).to(tensors[0].device)
+
+    def unit_roundtrip(self, u, generator=None):
+        return torch.where(u >= 0, 1.0, -1.0).to(torch.float32)
+
+    def wire_bytes(self, numel: int) -> int:
+        return 4 + (numel + 7) // 8
+
     def decode(self, packet: Packet) -> torch.Tensor:
         from .. import kernels
 

@@ -28,17 +28,34 @@ class TernGrad(Compressor):
             g = torch.maximum(torch.minimum(g, c), -c)
         s = (torch.linalg.vector_norm(g, float("inf")).reshape(1) if g.numel()  # max|g| in one pass, NaN propagates
              else torch.zeros(1, device=g.device))
+        return self._encode_scaled(g, s, generator, tuple(tensor.shape), tensor.dtype)
+
+    def _encode_scaled(self, g, s, generator, shape, dtype) -> Packet:
         from .. import kernels
 
         if kernels.fused(g):  # one level: code = sign << 1 | Bernoulli(|g|/s), as below
             from ..kernels.codecs_triton import levels_encode
 
-            return Packet({"scale": s, "codes": levels_encode(g, s, 1, 1, generator)}, tuple(tensor.shape), tensor.dtype)
+            return Packet({"scale": s, "codes": levels_encode(g, s, 1, 1, generator)}, shape, dtype)
         safe = torch.where(s > 0, s, torch.ones_like(s))
         b = round_integer(g.abs() / safe, "stochastic", generator=generator)
         b = torch.nan_to_num(b, nan=0.0).clamp(0, 1).to(torch.int64)
         code = b | ((g < 0).to(torch.int64) & b) << 1  # 0 → 0, 1 → +s, 3 → −s
-        return Packet({"scale": s, "codes": pack(code, 2)}, tuple(tensor.shape), tensor.dtype)
+        return Packet({"scale": s, "codes": pack(code, 2)}, shape, dtype)
+
+    def batchable(self, states=None) -> bool:
+        return self.clip is None
+
+    def tensor_scales(self, tensors, states=None):
+        from .many import foreach_norms
+
+        return foreach_norms(tensors, float("inf"))
+
+    def unit_roundtrip(self, u, generator=None):
+        return self.decode(self._encode_scaled(u, torch.ones(1, device=u.device), generator, tuple(u.shape), u.dtype))
+
+    def wire_bytes(self, numel: int) -> int:
+        return 4 + (2 * numel + 7) // 8
 
     def decode(self, packet: Packet) -> torch.Tensor:
         from .. import kernels

@@ -16,6 +16,7 @@ from __future__ import annotations
 import torch
 
 from ..compress import Compressor, compressor_names, get_compressor
+from ..compress.many import foreach_norms, roundtrip_flat, unflatten
 from .stats import StatsLog, shrinkage
 
 
@@ -34,11 +35,16 @@ class QuantizedGradients:
 
     Non-finite gradients raise FloatingPointError before anything is changed (``check_finite``;
     one host sync per step), so a run never steps on NaN.
+
+    With ``multi_tensor`` (the default) a group's gradients are coded in one flat call when the
+    codec allows it (:mod:`lowbit.compress.many`: each gradient stays its own message, with its
+    own scale and its own bytes), so a step costs a few kernel launches instead of several per
+    parameter; codecs with per-tensor state or data-dependent sizes go parameter by parameter.
     """
 
     def __init__(self, optimizer: torch.optim.Optimizer, codec, *, compensate: str | None = None,
                  q_min: float | None = None, beta: float = 0.9, rounding: str = "nearest", record: bool = True,
-                 check_finite: bool = True, generator: torch.Generator | None = None):
+                 check_finite: bool = True, generator: torch.Generator | None = None, multi_tensor: bool = True):
         if compensate not in (None, "fixed", "adaptive"):
             raise ValueError(f"compensate must be None, 'fixed' or 'adaptive', got {compensate!r}")
         if compensate == "fixed" and not (q_min and 0 < q_min <= 1):
@@ -51,6 +57,7 @@ class QuantizedGradients:
         self.record = record
         self.check_finite = check_finite
         self.generator = generator
+        self.multi_tensor = multi_tensor
         self.log = StatsLog()
         self.steps = 0
         self._ema = [0.0 for _ in optimizer.param_groups]
@@ -80,7 +87,7 @@ class QuantizedGradients:
 
     def _check(self) -> None:
         grads = [p.grad for g in self.param_groups for p in g["params"] if p.grad is not None]
-        if grads and not bool(torch.stack([torch.isfinite(g).all() for g in grads]).all()):
+        if grads and not bool(torch.isfinite(foreach_norms(grads, 2)).all()):  # NaN/inf make ‖g‖ non-finite
             bad = [i for i, g in enumerate(self.param_groups)
                    if any(p.grad is not None and not torch.isfinite(p.grad).all() for p in g["params"])]
             raise FloatingPointError(f"non-finite gradient at step {self.steps} in parameter group(s) {bad}; "
@@ -96,25 +103,33 @@ class QuantizedGradients:
             self._check()
         factors = []
         rows = []
+        want_stats = self.record or self.compensate == "adaptive"
         for gi, group in enumerate(self.param_groups):
+            ps = [p for p in group["params"] if p.grad is not None]
+            for p in ps:
+                if id(p) not in self._codec_state:
+                    self._codec_state[id(p)] = self.codec.init_state(p.grad)
+            grads = [p.grad for p in ps]
+            states = [self._codec_state[id(p)] for p in ps]
             pairs, bits = [], 0
-            for p in group["params"]:
-                if p.grad is None:
-                    continue
-                key = id(p)
-                if key not in self._codec_state:
-                    self._codec_state[key] = self.codec.init_state(p.grad)
-                gt, nbytes = self.codec.roundtrip(p.grad, state=self._codec_state[key], generator=self.generator)
-                gt = gt.to(p.grad.dtype)
-                bits += 8 * nbytes
-                pairs.append((p, p.grad, gt))
-            st = shrinkage([(g, gt) for _, g, gt in pairs]) if (self.record or self.compensate == "adaptive") else {}
-            for p, _, gt in pairs:
+            if ps and self.multi_tensor and self.codec.batchable(states) and len({g.device for g in grads}) == 1:
+                flat, out, layouts, nbytes = roundtrip_flat(self.codec, grads, states=states, generator=self.generator)
+                outs, pairs = unflatten(out, layouts), [(flat, out)]
+            else:
+                outs, nbytes = [], 0
+                for g, st_ in zip(grads, states):
+                    gt, nb = self.codec.roundtrip(g, state=st_, generator=self.generator)
+                    outs.append(gt.to(g.dtype))
+                    pairs.append((g, gt))
+                    nbytes += nb
+            bits = 8 * nbytes
+            st = shrinkage(pairs) if want_stats and ps else {}
+            for p, gt in zip(ps, outs):
                 p.grad = gt
             factor = 1.0
             if self.compensate == "fixed":
                 factor = 1.0 / self.q_min
-            elif self.compensate == "adaptive" and pairs:
+            elif self.compensate == "adaptive" and ps:
                 self._ema[gi] = self.beta * self._ema[gi] + (1 - self.beta) * float(st["q"])
                 qh = self._ema[gi] / (1 - self.beta ** (self.steps + 1))
                 factor = 1.0 / max(qh, 1e-12)

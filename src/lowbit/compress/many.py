@@ -1,0 +1,108 @@
+"""Many tensors in one codec call: the multi-tensor path of :meth:`Compressor.roundtrip_many`.
+
+Every codec here has the form C(g) = s(g) · U(g / s(g)): a per-tensor scale s (‖g‖₂ for QSGD,
+max|g| for TernGrad, ‖g‖₁/d for scaled signSGD, 1/α for IntSGD, none for casts and natural
+compression) and an elementwise unit coder U.  The gradients of a model are therefore coded
+together: they are copied once into one flat buffer (each in its memory order, so channels-last
+weights need no transpose), their scales come from one ``torch._foreach_norm``, U runs once over
+the buffer, and the results are handed back as views of it — a few kernel launches per step
+instead of several per parameter.  Each tensor is still its own message: the values have exactly
+the per-tensor codec's distribution (the same values for deterministic codecs, up to float
+rounding of g/s·s) and the bytes counted are Σ_j wire_bytes(d_j), the sum of the per-tensor
+packets' sizes.
+"""
+
+from __future__ import annotations
+
+import torch
+
+
+def memory_order(t: torch.Tensor):
+    """(dims order, dense) with t.permute(order) contiguous when t is dense in some layout."""
+    order = sorted(range(t.dim()), key=lambda i: (-t.stride(i), -t.shape[i]))
+    return order, t.permute(order).is_contiguous()
+
+
+def flatten(tensors) -> tuple[torch.Tensor, list]:
+    """One float32 buffer holding every tensor in its memory order, and the layouts to undo it."""
+    flats, layouts = [], []
+    for t in tensors:
+        order, dense = memory_order(t)
+        if dense:
+            u = t.permute(order)
+            flats.append(u.reshape(-1))
+            layouts.append((t.shape, tuple(u.shape), order, t.dtype))
+        else:
+            flats.append(t.reshape(-1))
+            layouts.append((t.shape, tuple(t.shape), list(range(t.dim())), t.dtype))
+    flat = torch.cat(flats) if flats else torch.zeros(0)
+    return flat.to(torch.float32), layouts
+
+
+def unflatten(flat: torch.Tensor, layouts) -> list[torch.Tensor]:
+    """Views of ``flat`` with the shapes and strides :func:`flatten` recorded (copies only where
+    the dtype differs)."""
+    out, off = [], 0
+    for shape, permuted, order, dtype in layouts:
+        n = 1
+        for s in shape:
+            n *= s
+        inverse = [0] * len(order)
+        for i, o in enumerate(order):
+            inverse[o] = i
+        v = flat[off : off + n].view(permuted).permute(inverse)
+        out.append(v if dtype == torch.float32 else v.to(dtype))
+        off += n
+    return out
+
+
+def sizes_of(tensors) -> list[int]:
+    return [t.numel() for t in tensors]
+
+
+def per_coordinate(values: torch.Tensor, sizes: list[int]) -> torch.Tensor:
+    """values[j] repeated sizes[j] times: one scale per coordinate of the flat buffer."""
+    counts = torch.as_tensor(sizes, device=values.device)
+    return torch.repeat_interleave(values, counts, output_size=sum(sizes))
+
+
+def foreach_norms(tensors, ord) -> torch.Tensor:
+    """The ord-norms of the tensors, as one float32 vector (float64 accumulation for ord 2)."""
+    if ord == 2:
+        try:
+            return torch.stack(torch._foreach_norm(list(tensors), 2, dtype=torch.float64)).to(torch.float32)
+        except (TypeError, RuntimeError):
+            return torch.stack([torch.linalg.vector_norm(t, dtype=torch.float64) for t in tensors]).to(torch.float32)
+    return torch.stack(torch._foreach_norm(list(tensors), ord)).to(torch.float32)
+
+
+def roundtrip_flat(codec, tensors, *, states=None, generator=None):
+    """(flat input, flat decoded output, bytes): every tensor coded as its own message in one pass."""
+    tensors = list(tensors)
+    flat, layouts = flatten(tensors)
+    scales = codec.tensor_scales(tensors, states)
+    if scales is None:
+        out = codec.unit_roundtrip(flat, generator)
+    else:
+        # s = 0: an all-zero tensor, sent as zeros; NaN or inf scales make the tensor non-finite
+        s = per_coordinate(scales, sizes_of(tensors))
+        out = codec.unit_roundtrip(flat / torch.where(s == 0, 1.0, s), generator) * s
+    nbytes = sum(codec.wire_bytes(t.numel()) for t in tensors)
+    return flat, out, layouts, nbytes
+
+
+def roundtrip_many(codec, tensors, *, states=None, generator=None):
+    """([decode(encode(t)) for t in tensors], total bytes), through one flat call when the codec
+    allows it (:meth:`Compressor.batchable`), else tensor by tensor."""
+    tensors = list(tensors)
+    if not tensors:
+        return [], 0
+    if codec.batchable(states) and len({t.device for t in tensors}) == 1:
+        _, out, layouts, nbytes = roundtrip_flat(codec, tensors, states=states, generator=generator)
+        return unflatten(out, layouts), nbytes
+    outs, total = [], 0
+    for j, t in enumerate(tensors):
+        o, nb = codec.roundtrip(t, state=None if states is None else states[j], generator=generator)
+        outs.append(o)
+        total += nb
+    return outs, total

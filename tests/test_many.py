@@ -1,0 +1,148 @@
+"""The multi-tensor path: many gradients coded in one flat call, each still its own message."""
+
+import math
+
+import pytest
+import torch
+
+from conftest import needs_cuda
+from lowbit import get_compressor
+from lowbit.compress.many import flatten, unflatten
+from lowbit.optim import QuantizedGradients
+
+DEVICES = ["cpu", pytest.param("cuda", marks=needs_cuda)]
+
+DETERMINISTIC = {
+    "identity": {}, "cast-fp8": {"format": "fp8"}, "cast-fp4": {"format": "fp4"}, "cast-bf16": {"format": "bf16"},
+    "cast-int8": {"format": "int8"}, "signsgd": {},
+    "intsgd-fixed": {"alpha": 100.0, "bits": 8, "rounding": "nearest"},
+    "intsgd-adaptive": {"bits": 16, "rounding": "nearest", "sigma_sq": 1e-4},
+}
+STOCHASTIC = {
+    "natural": {}, "qsgd": {"levels": 4}, "qsgd-1": {"levels": 1}, "terngrad": {},
+    "cast-fp8-sr": {"format": "fp8", "rounding": "stochastic"}, "intsgd": {"alpha": 20.0, "bits": 8},  # |x| ≤ 5.6 < 127/α: no saturation
+}
+NOT_BATCHED = {"qsgd-elias": {"levels": 2, "coding": "elias"}, "terngrad-clip": {"clip": 2.5},
+               "cast-block": {"format": "fp4", "scaling": "block"}, "intsgd-auto": {"alpha": 10.0},
+               "hintsgd": {}, "topk": {"ratio": 0.1}}
+
+
+def codec_of(case, opts):
+    return get_compressor(case.split("-")[0], **opts)
+
+
+def tensors(device, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    return [t.to(device) for t in (
+        (torch.randn(8, 3, 3, 3, generator=g) * 0.1).to(memory_format=torch.channels_last),
+        torch.randn(10, generator=g),
+        torch.zeros(4),
+        torch.randn(33, generator=g) * 1e-3,
+        torch.randn(2, 1, 3, generator=g).transpose(0, 2),
+        torch.randn(7, 5, generator=g) * 3,
+    )]
+
+
+@pytest.mark.parametrize("device", DEVICES)
+def test_flatten_keeps_every_layout(device):
+    ts = tensors(device)
+    flat, layouts = flatten(ts)
+    assert flat.shape == (sum(t.numel() for t in ts),)
+    for a, b in zip(ts, unflatten(flat, layouts)):
+        assert torch.equal(a, b) and a.stride() == b.stride()
+    flat[:] = 7.0  # the results are views of the flat buffer
+    assert all(bool((b == 7).all()) for b in unflatten(flat, layouts))
+
+
+@pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize("case", list(DETERMINISTIC))
+def test_deterministic_codecs_match_tensor_by_tensor(case, device):
+    codec = codec_of(case, DETERMINISTIC[case])
+    ts = tensors(device)
+    states = [codec.init_state(t) for t in ts]
+    assert codec.batchable(states)
+    outs, nbytes = codec.roundtrip_many(ts, states=states)
+    assert nbytes == sum(codec.encode(t, state=s).nbytes for t, s in zip(ts, states))
+    for t, s, o in zip(ts, states, outs):
+        ref, _ = codec.roundtrip(t, state=s)
+        assert o.shape == t.shape and o.dtype == t.dtype
+        torch.testing.assert_close(o, ref, rtol=2e-7, atol=0)  # 1/α as a scale: float rounding only
+
+
+@pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize("case", list(STOCHASTIC))
+def test_stochastic_codecs_keep_the_per_tensor_distribution(case, device):
+    """Over K = 2000 draws: the per-coordinate mean is within 5 standard errors of the per-tensor
+    path's mean (unbiased codecs: of the input too), and the mean squared error per
+    tensor agrees with the per-tensor path's within 5 standard errors of the difference
+    (two-sided, P(false alarm) < 1e-5 per coordinate)."""
+    codec = codec_of(case, STOCHASTIC[case])
+    ts = tensors(device)
+    assert codec.batchable([codec.init_state(t) for t in ts])
+    K = 2000
+    gen = torch.Generator(device=device).manual_seed(1)
+    many = [torch.stack(o) for o in zip(*[
+        [x.reshape(-1).double() for x in codec.roundtrip_many(ts, generator=gen)[0]] for _ in range(K)])]
+    one = [torch.stack([codec.roundtrip(t, generator=gen)[0].reshape(-1).double() for _ in range(K)]) for t in ts]
+    for t, a, b in zip(ts, many, one):
+        x = t.reshape(-1).double()
+        # a rare outcome may never be drawn: the variance of a draw in [0, M] with mean |x| is ≤ |x|·M
+        floor = x.abs() * max(float(a.abs().max()), float(b.abs().max()))
+        var_a, var_b = torch.maximum(a.var(0), floor), torch.maximum(b.var(0), floor)
+        assert ((a.mean(0) - b.mean(0)).abs() <= 5 * torch.sqrt((var_a + var_b) / K) + 1e-9).all(), case
+        if codec.unbiased:
+            assert ((a.mean(0) - x).abs() <= 5 * torch.sqrt(var_a / K) + 1e-9).all(), case
+        ea, eb = ((a - x) ** 2).sum(1), ((b - x) ** 2).sum(1)
+        assert abs(float(ea.mean() - eb.mean())) <= 5 * math.sqrt(float(ea.var() + eb.var()) / K) + 1e-12, case
+
+
+@pytest.mark.parametrize("case", list(NOT_BATCHED))
+def test_codecs_with_data_dependent_sizes_go_tensor_by_tensor(case):
+    codec = codec_of(case, NOT_BATCHED[case])
+    ts = tensors("cpu")
+    states = [codec.init_state(t) for t in ts]
+    assert not codec.batchable(states)
+    outs, nbytes = codec.roundtrip_many(ts, states=states, generator=torch.Generator().manual_seed(0))
+    ref = [codec.roundtrip(t, state=codec.init_state(t), generator=g)
+           for t, g in zip(ts, [torch.Generator().manual_seed(0)] * 1)]
+    assert len(outs) == len(ts) and all(o.shape == t.shape for o, t in zip(outs, ts))
+    assert torch.equal(outs[0], ref[0][0])  # same generator, same first draw
+    assert nbytes > 0
+
+
+@pytest.mark.parametrize("case", ["qsgd", "terngrad", "signsgd", "cast-fp8", "intsgd-fixed", "natural"])
+def test_non_finite_input_stays_non_finite(case):
+    opts = {**DETERMINISTIC, **STOCHASTIC}[case]
+    codec = codec_of(case, opts)
+    for bad in (float("nan"), float("inf")):
+        ts = tensors("cpu")
+        ts[1] = ts[1].clone()
+        ts[1][3] = bad
+        outs, _ = codec.roundtrip_many(ts, generator=torch.Generator().manual_seed(0))
+        assert not torch.isfinite(outs[1]).all(), (case, bad)
+
+
+def _train(codec, multi_tensor, steps=4):
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3), torch.nn.ReLU(), torch.nn.Flatten(), torch.nn.Linear(64, 5))
+    model = model.to(memory_format=torch.channels_last)
+    opt = QuantizedGradients(torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9), codec,
+                             multi_tensor=multi_tensor)
+    x, y = torch.randn(16, 3, 6, 6), torch.randint(0, 5, (16,))
+    for _ in range(steps):
+        opt.zero_grad()
+        torch.nn.functional.cross_entropy(model(x), y).backward()
+        opt.step()
+    return [p.detach().clone() for p in model.parameters()], opt.stats
+
+
+@pytest.mark.parametrize("codec", [lambda: get_compressor("cast", format="fp8"), lambda: get_compressor("signsgd"),
+                                   lambda: get_compressor("intsgd", alpha=1e3, bits=16, rounding="nearest")])
+def test_quantized_gradients_multi_tensor_equals_per_parameter(codec):
+    pa, sa = _train(codec(), True)
+    pb, sb = _train(codec(), False)
+    for a, b in zip(pa, pb):
+        torch.testing.assert_close(a, b, rtol=1e-6, atol=1e-7)
+    assert [r["bits"] for r in sa] == [r["bits"] for r in sb]
+    for ra, rb in zip(sa, sb):
+        assert ra["q"] == pytest.approx(rb["q"], rel=1e-6)
