@@ -117,7 +117,23 @@ def test_deep_run_resumes_identically(tmp_path):
         assert resumed[k] == whole[k], k
 
 
-@pytest.mark.parametrize("name", ["slowdown-resnet", "intsgd-resnet", "intsgd-vae"])
+@pytest.mark.parametrize("method", ["svrg", "halp"])
+def test_variance_reduced_deep_runs_learn_and_resume_identically(method, tmp_path):
+    over = {"optim.name": method, "optim.T_epochs": 1.0, "optim.bits": 4, "optim.halp_mu": 5.0, "deep.lr": 0.1}
+    whole = run(_tiny(**over), tmp_path / "whole", quiet=True)["runs"][0]["final"]
+    assert whole["test_accuracy"] > 0.7
+    with pytest.raises(Stop):
+        run(_tiny(**over), tmp_path / "cut", quiet=True, stop_after=1)
+    resumed = run(_tiny(**over), tmp_path / "cut", resume=True, quiet=True)["runs"][0]["final"]
+    assert resumed["train_loss"] == whole["train_loss"] and resumed["test_accuracy"] == whole["test_accuracy"]
+
+
+def test_variance_reduced_deep_runs_refuse_what_they_cannot_do(tmp_path):
+    with pytest.raises(ValueError, match="one worker, no codec"):
+        run(_tiny(**{"optim.name": "halp", "quant.codec": "fp8"}), tmp_path, quiet=True)
+
+
+@pytest.mark.parametrize("name", ["slowdown-resnet", "intsgd-resnet", "intsgd-vae", "isgq-mnist", "halp-resnet"])
 def test_quick_reproductions_run_from_the_cli(name, tmp_path):
     r = subprocess.run([sys.executable, "-m", "lowbit", "reproduce", name, "--quick", "--quiet", "--out",
                         str(tmp_path)], capture_output=True, text=True, timeout=600)

@@ -89,6 +89,7 @@ class DeepConfig(_Strict):
     weight_decay: float = 0.0
     milestones: list[float] = []  # epochs where lr is multiplied by lr_decay
     lr_decay: float = 0.1
+    epoch_decay: float = 1.0  # lr multiplied by this after every epoch (the ISGQ experiments: 0.98)
     augment: bool = True  # random crop (pad 4) and horizontal flip, on the device, in batch
     crop: int | None = None  # crop size (CifarNet: 24); test images are centre-cropped
     device: str = "auto"  # auto: cuda when present

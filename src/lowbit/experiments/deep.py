@@ -10,7 +10,12 @@ run's codec:
 * ``deep.workers = n``: each worker computes the gradient of its share of the batch, every
   parameter's gradients are compressed per worker and averaged by
   :class:`lowbit.dist.SimulatedDataParallel` (per-worker generators: the numbers of a DDP run
-  with the same seed) — the IntSGD paper's 8 simulated workers.  IntSGD's adaptive α is
+  with the same seed) — the IntSGD paper's 8 simulated workers;
+* a factored codec (ISGQ): :class:`lowbit.dist.FactoredDataParallel` sends each worker's
+  quantized layer inputs and output errors instead of weight gradients (ISGQ's experiments);
+* ``optim.name`` svrg or halp (one worker): :class:`lowbit.optim.SVRG` / :class:`lowbit.optim.HALP`
+  pick their own mini-batches and take the full gradient every ``optim.T_epochs`` passes (the
+  HALP notebook's ResNet-18 experiments; ``optim.bits`` and ``optim.halp_mu`` set HALP's b and μ).  IntSGD's adaptive α is
   layer-wise: after each step it observes each parameter's own ‖x_{k+1} − x_k‖².
 
 Metrics per epoch: train loss (mean over the epoch), test accuracy (or test loss for VAEs), mean
@@ -43,9 +48,10 @@ def run_deep(cfg: RunConfig, folder: RunFolder, *, resume: bool = True, stop_aft
              progress=None) -> dict:
     from ..compress import get_compressor
     from ..data.images import load_images
-    from ..dist import SimulatedDataParallel
+    from ..dist import FactoredDataParallel, SimulatedDataParallel
     from ..models import count_parameters, get_model, vae_loss
-    from ..optim import QuantizedGradients
+    from ..optim import HALP, SVRG, QuantizedGradients
+    from .config import ConfigError
     from ..optim.quantized import resolve_codec
 
     dc, q = cfg.deep, cfg.quant
@@ -70,7 +76,23 @@ def run_deep(cfg: RunConfig, folder: RunFolder, *, resume: bool = True, stop_aft
         codec = get_compressor(q.codec, **q.options) if q.options else resolve_codec(q.codec, q.rounding)
     n = dc.workers
     sdp = opt = None
-    if n > 1:
+    factored = codec is not None and codec.factored
+    N = data.train_x.shape[0]
+    vr = cfg.optim.name in ("svrg", "halp")
+    if vr:  # the HALP notebook's SVRG and HALP: one worker, exact gradients, offsets in b bits
+        if n > 1 or codec is not None or dc.augment or dc.momentum:
+            raise ConfigError("svrg/halp in the deep lab take one worker, no codec, no augmentation (the "
+                              "snapshot and the step must see the same mini-batch) and no momentum")
+        kw = dict(lr=dc.lr, n=N, T_epochs=cfg.optim.T_epochs, weight_decay=dc.weight_decay,
+                  batch_size=dc.batch_size, seed=cfg.seed)
+        opt = (SVRG(params, **kw) if cfg.optim.name == "svrg"
+               else HALP(params, bits=cfg.optim.bits, mu=cfg.optim.halp_mu or 1.0, **kw))
+    elif cfg.optim.name != "sgd":
+        raise ConfigError(f"the deep lab trains with optim.name sgd, svrg or halp, not {cfg.optim.name!r}")
+    elif factored:  # ISGQ: layer inputs and errors travel, for any number of workers
+        sdp = FactoredDataParallel(model, n, codec, seed=cfg.seed)
+        opt = base
+    elif n > 1:
         sdp = SimulatedDataParallel(params, n, codec or get_compressor("identity"), seed=cfg.seed)
         opt = base
     elif codec is not None:
@@ -80,7 +102,6 @@ def run_deep(cfg: RunConfig, folder: RunFolder, *, resume: bool = True, stop_aft
     else:
         opt = base
     gen = torch.Generator(device=dev).manual_seed(cfg.seed)
-    N = data.train_x.shape[0]
     steps_per_epoch = max(1, N // dc.batch_size)
     epochs = max(1, int(math.ceil(cfg.epochs)))
 
@@ -101,6 +122,19 @@ def run_deep(cfg: RunConfig, folder: RunFolder, *, resume: bool = True, stop_aft
             return vae_loss(model, x, N)
         return F.cross_entropy(model(x), y)
 
+    def closure(idx):  # SVRG/HALP: mean loss of the images idx (None: all, in chunks), backward done
+        if idx is not None:
+            idx = idx.to(dev)
+            loss = loss_of(data.train_x[idx], data.train_y[idx])
+            loss.backward()
+            return loss
+        total = torch.zeros((), device=dev)
+        for i in range(0, N, 1000):
+            part = loss_of(data.train_x[i : i + 1000], data.train_y[i : i + 1000]) * (min(N, i + 1000) - i) / N
+            part.backward()
+            total += part.detach()
+        return total
+
     @torch.no_grad()
     def evaluate() -> float:
         model.eval()
@@ -116,13 +150,16 @@ def run_deep(cfg: RunConfig, folder: RunFolder, *, resume: bool = True, stop_aft
         return total / m if is_vae else right / m
 
     for epoch in range(start, epochs):
-        lr = dc.lr * dc.lr_decay ** sum(epoch >= m for m in dc.milestones)
+        lr = dc.lr * dc.lr_decay ** sum(epoch >= m for m in dc.milestones) * dc.epoch_decay ** epoch
         for g in opt.param_groups:
             g["lr"] = lr
         perm = torch.randperm(N, device=dev, generator=gen)
         loss_sum = torch.zeros((), device=dev)
         logged = len(opt.log) if isinstance(opt, QuantizedGradients) else 0
         for s in range(steps_per_epoch):
+            if vr:  # the optimizer draws its mini-batches and calls the closure
+                loss_sum += opt.step(closure).detach()
+                continue
             idx = perm[s * dc.batch_size : (s + 1) * dc.batch_size]
             x, y = data.train_x[idx], data.train_y[idx]
             if dc.augment and not is_vae:
@@ -135,6 +172,16 @@ def run_deep(cfg: RunConfig, folder: RunFolder, *, resume: bool = True, stop_aft
                 loss.backward()
                 opt.step()
                 loss_sum += loss.detach()
+            elif factored:
+                for xw, yw in zip(x.chunk(n), y.chunk(n)):
+                    model.zero_grad()
+                    with sdp.capture():
+                        loss = loss_of(xw, yw)
+                    loss.backward()
+                    sdp.collect()
+                    loss_sum += loss.detach() / n
+                bits += sdp.set_grads()["bits"]
+                opt.step()
             else:
                 per_worker = []
                 for xw, yw in zip(x.chunk(n), y.chunk(n)):
@@ -176,4 +223,5 @@ def run_deep(cfg: RunConfig, folder: RunFolder, *, resume: bool = True, stop_aft
     folder.write_metrics(rows)
     return {"epochs": epochs, "final": rows[-1], "parameters": count_parameters(model), "device": str(dev),
             "steps_per_epoch": steps_per_epoch, "wall": rows[-1]["wall"], "train_images": N,
-            "bits_per_step": bits / (epochs * steps_per_epoch)}
+            "bits_per_step": bits / (epochs * steps_per_epoch),
+            "bits_per_worker_step": bits / (epochs * steps_per_epoch * max(1, n))}

@@ -41,7 +41,10 @@ class HALP(FiniteSumOptimizer):
         self.bits, self.mu, self.rounding = bits, mu, rounding
         self.T = steps_per_snapshot(n, batch_size, T, T_epochs)
         self.levels = 2 ** (bits - 1) - 1
-        self._rounding_gen = torch.Generator().manual_seed(seed + 1)
+        self._rounding_seed = seed + 1
+        device = self.params[0].device if self.params else torch.device("cpu")
+        self._rounding_gen = torch.Generator(device=device).manual_seed(self._rounding_seed)
+        self._flat = False  # δ = 0: the anchor is stationary, nothing to represent
 
     def _recentre(self, closure) -> None:
         full, _ = self.grads(closure, None)  # at w = w̃ + z: the new anchor
@@ -50,6 +53,7 @@ class HALP(FiniteSumOptimizer):
             full = [g + group["weight_decay"] * p for p, g in zip(self.params, full)]
         norm = torch.sqrt(sum((g.double() ** 2).sum() for g in full))
         delta = norm / (self.mu * self.levels)
+        self._flat = float(delta) == 0.0  # one host sync per re-centring
         for p, g in zip(self.params, full):
             st = self.state[p]
             st["anchor"] = p.detach().clone()
@@ -72,18 +76,18 @@ class HALP(FiniteSumOptimizer):
             if group["weight_decay"]:
                 v = v + group["weight_decay"] * (p - st["anchor"])  # λw̃ is already inside g̃
             delta = st["delta"]
-            if float(delta) == 0.0:  # at a stationary anchor: nothing to represent
+            if self._flat:  # at a stationary anchor: nothing to represent
                 continue
             z = st["k"].to(p.dtype) * delta - group["lr"] * v
-            gen = self._rounding_gen if p.device.type == "cpu" else None
-            k = round_integer(z / delta, self.rounding, generator=gen).clamp(-self.levels, self.levels)
+            k = round_integer(z / delta, self.rounding, generator=self._rounding_gen).clamp(-self.levels, self.levels)
             st["k"] = k.to(torch.int64)
             p.copy_(st["anchor"] + k * delta)
         self.steps += 1
         return loss
 
     def _extra_state(self) -> dict:
-        return {"rounding_rng": self._rounding_gen.get_state()}
+        return {"rounding_rng": self._rounding_gen.get_state(), "flat": self._flat}
 
     def _load_extra_state(self, extra: dict) -> None:
         self._rounding_gen.set_state(extra["rounding_rng"])
+        self._flat = extra.get("flat", False)
