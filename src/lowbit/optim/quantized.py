@@ -36,15 +36,15 @@ class QuantizedGradients:
     Non-finite gradients raise FloatingPointError before anything is changed (``check_finite``;
     one host sync per step), so a run never steps on NaN.
 
-    With ``multi_tensor`` (the default) a group's gradients are coded in one flat call when the
-    codec allows it (:mod:`lowbit.compress.many`: each gradient stays its own message, with its
+    With ``multi_tensor`` (default: on CUDA, where kernel launches dominate) a group's gradients
+    are coded in one flat call when the codec allows it (:mod:`lowbit.compress.many`: each gradient stays its own message, with its
     own scale and its own bytes), so a step costs a few kernel launches instead of several per
     parameter; codecs with per-tensor state or data-dependent sizes go parameter by parameter.
     """
 
     def __init__(self, optimizer: torch.optim.Optimizer, codec, *, compensate: str | None = None,
                  q_min: float | None = None, beta: float = 0.9, rounding: str = "nearest", record: bool = True,
-                 check_finite: bool = True, generator: torch.Generator | None = None, multi_tensor: bool = True):
+                 check_finite: bool = True, generator: torch.Generator | None = None, multi_tensor: bool | None = None):
         if compensate not in (None, "fixed", "adaptive"):
             raise ValueError(f"compensate must be None, 'fixed' or 'adaptive', got {compensate!r}")
         if compensate == "fixed" and not (q_min and 0 < q_min <= 1):
@@ -112,7 +112,9 @@ class QuantizedGradients:
             grads = [p.grad for p in ps]
             states = [self._codec_state[id(p)] for p in ps]
             pairs, bits = [], 0
-            if ps and self.multi_tensor and self.codec.batchable(states) and len({g.device for g in grads}) == 1:
+            devices = {g.device for g in grads}
+            multi = self.multi_tensor if self.multi_tensor is not None else all(d.type == "cuda" for d in devices)
+            if ps and multi and self.codec.batchable(states) and len(devices) == 1:
                 flat, out, layouts, nbytes = roundtrip_flat(self.codec, grads, states=states, generator=self.generator)
                 outs, pairs = unflatten(out, layouts), [(flat, out)]
             else:
