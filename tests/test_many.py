@@ -129,10 +129,14 @@ def _train(codec, multi_tensor, steps=4):
     opt = QuantizedGradients(torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9), codec,
                              multi_tensor=multi_tensor)
     x, y = torch.randn(16, 3, 6, 6), torch.randint(0, 5, (16,))
+    storages = []
     for _ in range(steps):
         opt.zero_grad()
         torch.nn.functional.cross_entropy(model(x), y).backward()
         opt.step()
+        storages.append({p.grad.untyped_storage().data_ptr() for p in model.parameters()})
+    if multi_tensor and opt.codec.batchable():  # one flat buffer, kept across steps; autograd accumulates into it
+        assert len(storages[0]) == 1 and all(s == storages[0] for s in storages)
     return [p.detach().clone() for p in model.parameters()], opt.stats
 
 

@@ -60,10 +60,22 @@ def sizes_of(tensors) -> list[int]:
     return [t.numel() for t in tensors]
 
 
+_COUNTS: dict = {}
+
+
+def counts(sizes, device) -> torch.Tensor:
+    """``sizes`` as an int64 tensor on ``device``, made once per (sizes, device)."""
+    key = (tuple(sizes), str(device))
+    if key not in _COUNTS:
+        if len(_COUNTS) > 64:
+            _COUNTS.clear()
+        _COUNTS[key] = torch.as_tensor(list(sizes), dtype=torch.int64, device=device)
+    return _COUNTS[key]
+
+
 def per_coordinate(values: torch.Tensor, sizes: list[int]) -> torch.Tensor:
     """values[j] repeated sizes[j] times: one scale per coordinate of the flat buffer."""
-    counts = torch.as_tensor(sizes, device=values.device)
-    return torch.repeat_interleave(values, counts, output_size=sum(sizes))
+    return torch.repeat_interleave(values, counts(sizes, values.device), output_size=sum(sizes))
 
 
 def foreach_norms(tensors, ord) -> torch.Tensor:
@@ -76,10 +88,13 @@ def foreach_norms(tensors, ord) -> torch.Tensor:
     return torch.stack(torch._foreach_norm(list(tensors), ord)).to(torch.float32)
 
 
-def roundtrip_flat(codec, tensors, *, states=None, generator=None):
-    """(flat input, flat decoded output, bytes): every tensor coded as its own message in one pass."""
+def roundtrip_flat(codec, tensors, *, states=None, generator=None, flat=None):
+    """(flat input, flat decoded output, layouts, bytes): every tensor coded as its own message in
+    one pass.  ``flat``: the tensors already flattened (they are views of it), so no copy is made."""
     tensors = list(tensors)
-    flat, layouts = flatten(tensors)
+    layouts = None
+    if flat is None:
+        flat, layouts = flatten(tensors)
     scales = codec.tensor_scales(tensors, states)
     if scales is None:
         out = codec.unit_roundtrip(flat, generator)

@@ -30,10 +30,9 @@ class SignSGD(Compressor):
         return True
 
     def tensor_scales(self, tensors, states=None):
-        from .many import foreach_norms
+        from .many import counts, foreach_norms
 
-        return foreach_norms(tensors, 1) / torch.tensor([max(1, t.numel()) for t in tensors],
-                                                         dtype=torch.float32).to(tensors[0].device)
+        return foreach_norms(tensors, 1) / counts([max(1, t.numel()) for t in tensors], tensors[0].device)
 
     def unit_roundtrip(self, u, generator=None):
         return torch.where(u >= 0, 1.0, -1.0).to(torch.float32)

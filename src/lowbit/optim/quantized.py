@@ -16,7 +16,7 @@ from __future__ import annotations
 import torch
 
 from ..compress import Compressor, compressor_names, get_compressor
-from ..compress.many import foreach_norms, roundtrip_flat, unflatten
+from ..compress.many import flatten, foreach_norms, roundtrip_flat, unflatten
 from .stats import StatsLog, shrinkage
 
 
@@ -40,6 +40,10 @@ class QuantizedGradients:
     are coded in one flat call when the codec allows it (:mod:`lowbit.compress.many`: each gradient stays its own message, with its
     own scale and its own bytes), so a step costs a few kernel launches instead of several per
     parameter; codecs with per-tensor state or data-dependent sizes go parameter by parameter.
+    The gradients then live in one flat buffer, as views of it (like DDP's
+    ``gradient_as_bucket_view``): autograd accumulates into them, the decoded values are copied
+    back in one kernel, and :meth:`zero_grad` zeroes the buffer in place (so a parameter without
+    a gradient in a step steps with a zero gradient rather than being skipped).
     """
 
     def __init__(self, optimizer: torch.optim.Optimizer, codec, *, compensate: str | None = None,
@@ -62,6 +66,7 @@ class QuantizedGradients:
         self.steps = 0
         self._ema = [0.0 for _ in optimizer.param_groups]
         self._codec_state: dict[int, object] = {}
+        self._buffers: dict[int, tuple] = {}  # group → (flat gradient buffer, [(param, view)])
 
     # torch.optim.Optimizer's face
     @property
@@ -73,7 +78,32 @@ class QuantizedGradients:
         return self.optimizer.state
 
     def zero_grad(self, set_to_none: bool = True) -> None:
-        self.optimizer.zero_grad(set_to_none=set_to_none)
+        """Gradients held in a flat buffer (see :meth:`step`) are zeroed in place and stay views of
+        it; the others are set to None (or zeroed)."""
+        kept = set()
+        for flat, views in self._buffers.values():
+            if all(p.grad is v for p, v in views):
+                flat.zero_()
+                kept.update(id(p) for p, _ in views)
+        for p in (p for g in self.param_groups for p in g["params"] if id(p) not in kept):
+            if p.grad is not None:
+                if set_to_none:
+                    p.grad = None
+                else:
+                    p.grad.detach_().zero_()
+
+    def _flat_grads(self, gi: int, ps: list):
+        """(flat buffer, its views) holding the gradients of ``ps``: the group's buffer when every
+        p.grad is still its view (autograd accumulated into it), else a fresh copy, installed."""
+        buf = self._buffers.get(gi)
+        if buf is not None and len(buf[1]) == len(ps) and all(p is q and p.grad is v for p, (q, v) in zip(ps, buf[1])):
+            return buf
+        flat, layouts = flatten([p.grad for p in ps])
+        views = unflatten(flat, layouts)
+        for p, v in zip(ps, views):
+            p.grad = v
+        self._buffers[gi] = (flat, list(zip(ps, views)))
+        return self._buffers[gi]
 
     @property
     def stats(self) -> list[dict]:
@@ -111,21 +141,29 @@ class QuantizedGradients:
                     self._codec_state[id(p)] = self.codec.init_state(p.grad)
             grads = [p.grad for p in ps]
             states = [self._codec_state[id(p)] for p in ps]
-            pairs, bits = [], 0
             devices = {g.device for g in grads}
             multi = self.multi_tensor if self.multi_tensor is not None else all(d.type == "cuda" for d in devices)
             if ps and multi and self.codec.batchable(states) and len(devices) == 1:
-                flat, out, layouts, nbytes = roundtrip_flat(self.codec, grads, states=states, generator=self.generator)
-                outs, pairs = unflatten(out, layouts), [(flat, out)]
+                if all(g.dtype == torch.float32 for g in grads):
+                    flat, views = self._flat_grads(gi, ps)
+                    _, out, _, nbytes = roundtrip_flat(self.codec, [v for _, v in views], states=states,
+                                                       generator=self.generator, flat=flat)
+                    st = shrinkage([(flat, out)]) if want_stats else {}  # queued before flat is overwritten
+                    flat.copy_(out)  # the gradients are views of flat: they now hold the decoded values
+                    outs = [v for _, v in views]
+                else:  # other dtypes: a float32 copy, coded, and cast back
+                    flat, out, layouts, nbytes = roundtrip_flat(self.codec, grads, states=states, generator=self.generator)
+                    st = shrinkage([(flat, out)]) if want_stats else {}
+                    outs = unflatten(out, layouts)
             else:
-                outs, nbytes = [], 0
+                outs, pairs, nbytes = [], [], 0
                 for g, st_ in zip(grads, states):
                     gt, nb = self.codec.roundtrip(g, state=st_, generator=self.generator)
                     outs.append(gt.to(g.dtype))
                     pairs.append((g, gt))
                     nbytes += nb
+                st = shrinkage(pairs) if want_stats and ps else {}
             bits = 8 * nbytes
-            st = shrinkage(pairs) if want_stats and ps else {}
             for p, gt in zip(ps, outs):
                 p.grad = gt
             factor = 1.0
