@@ -4,8 +4,9 @@ with the shrinkage statistics and the NaN check that training runs keep on), and
 second of a whole epoch in lowbit's on-device loop against the same model fed by a plain
 PyTorch DataLoader.
 
-Whole steps are timed in interleaved rounds (their spread is printed); the codec's share is the
-optimizer step alone on fixed gradients minus plain SGD's, over the fp32 step time.
+Whole steps are timed in interleaved rounds (their spread is printed); "codec ms" is the
+optimizer step alone on fixed gradients minus plain SGD's (host time where the host is slower
+than the device), its share of the fp32 step beside it.
 
     python benchmarks/train_step.py                 # GPU (batch 512); prints a table, writes JSON
 """
@@ -101,9 +102,8 @@ def main(argv=None) -> int:
     one(opts[0][1])
     grads = [p.grad.detach().clone() for p in model.parameters()]
 
-    def step_only(opt):
-        for p, g in zip(model.parameters(), grads):
-            p.grad = g
+    def step_only(opt):  # gradients copied into the existing .grad tensors, as autograd accumulates
+        torch._foreach_copy_([p.grad for p in model.parameters()], grads)
         opt.step()
 
     run = timer(dev.type)
