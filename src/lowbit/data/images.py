@@ -167,10 +167,11 @@ def load_images(name: str, *, normalize: bool = True) -> ImageData:
         hint = f" Did you mean {close[0]!r}?" if close else ""
         raise ValueError(f"unknown image dataset {name!r}.{hint} Valid names: {', '.join(SOURCES)}")
     xtr, ytr, xte, yte = SOURCES[key]()
-    tr = torch.as_tensor(np.asarray(xtr, dtype=np.float32)) / 255.0  # copies: sources may be read-only
-    te = torch.as_tensor(np.asarray(xte, dtype=np.float32)) / 255.0
+    tr = torch.from_numpy(np.array(xtr, dtype=np.float32)) / 255.0  # copies: sources may be read-only
+    te = torch.from_numpy(np.array(xte, dtype=np.float32)) / 255.0
     if normalize:
         mean = tr.mean((0, 2, 3), keepdim=True)
         std = tr.std((0, 2, 3), keepdim=True).clamp(min=1e-6)
         tr, te = (tr - mean) / std, (te - mean) / std
-    return ImageData(key, tr, torch.as_tensor(ytr, dtype=torch.int64), te, torch.as_tensor(yte, dtype=torch.int64))
+    return ImageData(key, tr, torch.from_numpy(np.array(ytr, dtype=np.int64)), te,
+                     torch.from_numpy(np.array(yte, dtype=np.int64)))
