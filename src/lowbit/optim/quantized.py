@@ -143,19 +143,15 @@ class QuantizedGradients:
             states = [self._codec_state[id(p)] for p in ps]
             devices = {g.device for g in grads}
             multi = self.multi_tensor if self.multi_tensor is not None else all(d.type == "cuda" for d in devices)
-            if ps and multi and self.codec.batchable(states) and len(devices) == 1:
-                if all(g.dtype == torch.float32 for g in grads):
-                    flat, views = self._flat_grads(gi, ps)
-                    _, out, _, nbytes = roundtrip_flat(self.codec, [v for _, v in views], states=states,
-                                                       generator=self.generator, flat=flat)
-                    st = shrinkage([(flat, out)]) if want_stats else {}  # queued before flat is overwritten
-                    flat.copy_(out)  # the gradients are views of flat: they now hold the decoded values
-                    outs = [v for _, v in views]
-                else:  # other dtypes: a float32 copy, coded, and cast back
-                    flat, out, layouts, nbytes = roundtrip_flat(self.codec, grads, states=states, generator=self.generator)
-                    st = shrinkage([(flat, out)]) if want_stats else {}
-                    outs = unflatten(out, layouts)
-            else:
+            if (ps and multi and self.codec.batchable(states) and len(devices) == 1
+                    and all(g.dtype == torch.float32 for g in grads)):
+                flat, views = self._flat_grads(gi, ps)
+                _, out, _, nbytes = roundtrip_flat(self.codec, [v for _, v in views], states=states,
+                                                   generator=self.generator, flat=flat)
+                st = shrinkage([(flat, out)]) if want_stats else {}  # queued before flat is overwritten
+                flat.copy_(out)  # the gradients are views of flat: they now hold the decoded values
+                outs = [v for _, v in views]
+            else:  # parameter by parameter (also for non-float32 gradients)
                 outs, pairs, nbytes = [], [], 0
                 for g, st_ in zip(grads, states):
                     gt, nb = self.codec.roundtrip(g, state=st_, generator=self.generator)
