@@ -44,6 +44,8 @@ def main(argv=None) -> int:
     ap.add_argument("--log2n", type=int, default=None)
     ap.add_argument("--reps", type=int, default=None)
     ap.add_argument("--out", default=None)
+    ap.add_argument("--philox-rounds", type=int, default=0,
+                    help="also time the stochastic kernels with this many Philox rounds (default: 10 only)")
     args = ap.parse_args(argv)
     dev = args.device
     n = 1 << (args.log2n or (26 if dev == "cuda" else 22))
@@ -55,7 +57,15 @@ def main(argv=None) -> int:
     copy_s = run(lambda: y.copy_(x), reps)
     bw = 8 * n / copy_s  # bytes/s, read + write
     rows = [{"name": "copy", "seconds": copy_s, "bytes_per_s": bw}]
-    for label, opts in CODECS.items():
+    cases = [(label, opts, None) for label, opts in CODECS.items()]
+    if dev == "cuda" and args.philox_rounds:  # ablation: the stochastic kernels with fewer Philox rounds
+        cases += [(f"{label}, Philox-{args.philox_rounds}", CODECS[label], args.philox_rounds)
+                  for label in ("cast fp8 stochastic", "natural", "qsgd s=16")]
+    for label, opts, rounds in cases:
+        if rounds is not None:
+            from lowbit.kernels import codecs_triton
+
+            codecs_triton.PHILOX_ROUNDS = rounds
         name = label.split()[0]
         codec = get_compressor(name, **opts)
         t = x.reshape(4096, -1) if name == "powersgd" else x
@@ -80,12 +90,12 @@ def main(argv=None) -> int:
     dname = device_name(dev)
     print(f"\nencode+decode of {n:,} float32 on {dev} ({dname}); copy {bw / 1e12:.2f} TB/s (read+write)"
           "; Gelem/s of encode+decode, then of encode and decode alone")
-    print(f"{'codec':22} {'bits/coord':>10} {'Gelem/s':>9} {'% of floor':>10} {'encode':>8} {'decode':>8}")
+    print(f"{'codec':30} {'bits/coord':>10} {'Gelem/s':>9} {'% of floor':>10} {'encode':>8} {'decode':>8}")
     for r in rows[1:]:
         if "error" in r:
-            print(f"{r['name']:22} error: {r['error']}")
+            print(f"{r['name']:30} error: {r['error']}")
         else:
-            print(f"{r['name']:22} {r['bits_per_coordinate']:10.3f} {r['gelem_s']:9.3g} {100 * r['of_floor']:9.1f}%"
+            print(f"{r['name']:30} {r['bits_per_coordinate']:10.3f} {r['gelem_s']:9.3g} {100 * r['of_floor']:9.1f}%"
                   f" {r['encode_gelem_s']:8.3g} {r['decode_gelem_s']:8.3g}")
     write_results(args.out or f"bench-compress-{dev}.json", "compress", rows, device=dname, elements=n)
     return 0

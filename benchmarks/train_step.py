@@ -48,6 +48,7 @@ def main(argv=None) -> int:
     ap.add_argument("--steps", type=int, default=None)
     ap.add_argument("--epoch-images", type=int, default=None)
     ap.add_argument("--out", default="bench-train-step.json")
+    ap.add_argument("--profile", action="store_true", help="also print where the device time of a step goes")
     args = ap.parse_args(argv)
     dev = torch.device(args.device)
     cuda = dev.type == "cuda"
@@ -112,6 +113,25 @@ def main(argv=None) -> int:
         r["step_only_s"] = run(lambda: step_only(opt), 20)
         r["codec_s"] = r["step_only_s"] - base_step
         r["codec_overhead"] = r["codec_s"] / t_fp32
+
+    if args.profile and cuda:  # where a step's time goes: device time per kernel, and idle device time
+        from torch.profiler import ProfilerActivity, profile
+
+        for label, opt in [opts[0], *[o for o in opts if o[0] in ("cast fp8", "qsgd s=16")]]:
+            for _ in range(3):
+                one(opt)
+            sync()
+            with profile(activities=[ProfilerActivity.CPU, ProfilerActivity.CUDA]) as prof:
+                t0 = time.perf_counter()
+                for _ in range(5):
+                    one(opt)
+                sync()
+                wall = (time.perf_counter() - t0) / 5
+            ev = [e for e in prof.key_averages() if e.device_type == torch.autograd.DeviceType.CUDA]
+            busy = sum(e.self_device_time_total for e in ev) / 5 / 1e3
+            print(f"\nprofile {label}: wall {1e3 * wall:.2f} ms/step, device busy {busy:.2f} ms/step; top kernels (ms/step):")
+            for e in sorted(ev, key=lambda e: -e.self_device_time_total)[:10]:
+                print(f"  {e.self_device_time_total / 5 / 1e3:7.3f}  {e.count // 5:4d}x  {e.key[:90]}")
 
     # a whole epoch: lowbit's loop (data on the device, augmentation in batch) vs a DataLoader loop
     n = args.epoch_images or (50_000 if cuda else 1024)

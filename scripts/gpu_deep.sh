@@ -5,6 +5,7 @@
 #   intsgd  intsgd-resnet (synthetic CIFAR shapes, 3 epochs) and intsgd-vae (5,000 real MNIST images)
 #   isgq    isgq-mnist on 5,000 real MNIST images (FC and LeNet, 4 workers, 20 epochs)
 #   halp    halp-resnet: ResNet-18 on 5,000 real MNIST images, SGD / SVRG / HALP sweeps, 15 epochs
+#   slowdown  slowdown-resnet: ResNet-50 on 5,000 real MNIST images, FP32/FP16/FP8/FP4 gradients, 30 epochs
 set -uo pipefail
 OUT=${OUT:-gpu-out}; mkdir -p "$OUT"
 export PYTHONPATH=$PWD/src PYTHONUNBUFFERED=1
@@ -25,10 +26,10 @@ for stage in "${@:-bench}"; do
   case $stage in
     bench)
       python3 -m pytest -q -p no:cacheprovider tests/test_kernels.py tests/test_compress_cuda.py tests/test_many.py 2>&1 | tail -6
-      python3 benchmarks/compress.py --out "$OUT/compress-h100.json" 2>&1 | tail -17
-      python3 benchmarks/train_step.py --out "$OUT/train-step-h100.json" 2>&1 | tail -18 ;;
+      python3 benchmarks/compress.py --philox-rounds 7 --out "$OUT/compress-h100.json" 2>&1 | tail -20
+      python3 benchmarks/train_step.py --profile --out "$OUT/train-step-h100.json" 2>&1 | tail -60 ;;
     step)
-      python3 benchmarks/train_step.py --out "$OUT/train-step-h100.json" 2>&1 | tail -18 ;;
+      python3 benchmarks/train_step.py --profile --out "$OUT/train-step-h100.json" 2>&1 | tail -60 ;;
     intsgd)
       python3 -m lowbit reproduce intsgd-resnet --quick --quiet --out /tmp/runs/intsgd-resnet deep.model_options='{}' \
         deep.train_size=8192 deep.batch_size=128 epochs=3 2>&1 | tail -8
@@ -40,6 +41,10 @@ for stage in "${@:-bench}"; do
     halp)
       python3 -m lowbit reproduce halp-resnet --quiet --out /tmp/runs/halp-resnet deep.dataset=mnist-5k epochs=15 2>&1 | tail -16
       keep halp-resnet ;;
-    *) echo "unknown stage $stage (bench, step, intsgd, isgq, halp)"; exit 2 ;;
+    slowdown)
+      python3 -m lowbit reproduce slowdown-resnet --quiet --out /tmp/runs/slowdown-resnet deep.dataset=mnist-5k \
+        epochs=30 2>&1 | tail -16
+      keep slowdown-resnet ;;
+    *) echo "unknown stage $stage (bench, step, intsgd, isgq, halp, slowdown)"; exit 2 ;;
   esac
 done

@@ -171,6 +171,43 @@ def test_codec_kernels_in_interpreter_match_the_torch_paths():
             assert abs(K.l2norm(w).double() - ref) <= 1e-6 * ref
         si, _ = K.int8_encode(torch.full((100000,), 0.3), 1.0, 100, True, torch.Generator().manual_seed(2))
         assert set(si.unique().tolist()) <= {0, 1} and abs(si.float().mean().item() - 0.3) < 5 * (0.21 / 1e5) ** 0.5
+        # many tensors in one flat buffer: per-tensor quantities read through the segment index
+        sizes = [5, 4096, 1, 3001, 37, 4100]
+        parts = [torch.randn(k, generator=g) * 10.0 ** (j - 3) for j, k in enumerate(sizes)]
+        parts[2].zero_()
+        flat = torch.cat(parts)
+        seg = torch.repeat_interleave(torch.arange(len(sizes), dtype=torch.int32), torch.tensor(sizes))
+        norms = torch.stack([q.norm() for q in parts])
+        for levels, lbits in ((7, 3), (16, 5), (1, 1)):
+            c = K.levels_encode(flat, norms, levels, lbits, torch.Generator().manual_seed(4), seg=seg)
+            out = torch.full_like(flat, 9.0)
+            dec = K.levels_decode(c, norms, levels, lbits, flat.numel(), seg=seg, out=out)
+            assert dec is out
+            safe = torch.where(norms > 0, norms, 1.0)[seg.long()]
+            lev = dec.abs() / safe * levels
+            assert torch.allclose(lev, lev.round(), atol=1e-3) and ((lev - flat.abs() / safe * levels).abs() < 1 + 1e-4).all()
+            assert (dec[seg.long() == 2] == 0).all()
+        s, _ = K.sign_encode(flat)
+        sc = torch.stack([q.abs().mean() for q in parts])
+        dec = K.sign_decode(s, sc, flat.numel(), seg=seg)
+        assert torch.equal(dec, torch.cat([K.sign_decode(K.sign_encode(q)[0], sc[j:j + 1], q.numel()) for j, q in enumerate(parts)]))
+        alphas = [3.0 * 10.0 ** (3 - j) for j in range(len(sizes))]
+        a = torch.tensor(alphas)
+        ints, fin = K.int8_encode(flat, a, 127, False, seg=seg)
+        dec = K.int8_decode(ints, fin, None, seg=seg, inv_alpha=torch.tensor([1 / v for v in alphas]))
+        ref = [K.int8_encode(q, alphas[j], 127, False) for j, q in enumerate(parts)]
+        assert torch.equal(ints, torch.cat([r[0] for r in ref]))
+        assert torch.equal(dec, torch.cat([K.int8_decode(r[0], r[1], alphas[j]) for j, r in enumerate(ref)]))
+        # decoding into a given buffer, aligned or not (the 4-bit decode stores 64-bit pairs)
+        fmt = lowbit.get_format("fp4")
+        for start, n in ((0, 8229), (1, 8228), (2, 7)):
+            y = x[6:][:n]
+            codes, fin = K.cast_encode(y, fmt, "nearest", False)
+            buf = torch.zeros(n + 3)
+            got = K.cast_decode(codes, fmt, n, fin, out=buf[start:start + n])
+            assert torch.equal(got, K.cast_decode(codes, fmt, n, fin)) and torch.equal(buf[start:start + n], got)
+            codes2, _ = K.cast_encode(torch.cat([torch.zeros(1), y])[1:], fmt, "nearest", False)  # unaligned input
+            assert torch.equal(codes2, codes)
         print("ok")
         """
     )

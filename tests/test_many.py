@@ -17,6 +17,7 @@ DETERMINISTIC = {
     "cast-int8": {"format": "int8"}, "signsgd": {},
     "intsgd-fixed": {"alpha": 100.0, "bits": 8, "rounding": "nearest"},
     "intsgd-adaptive": {"bits": 16, "rounding": "nearest", "sigma_sq": 1e-4},
+    "intsgd-adaptive8": {"bits": 8, "rounding": "nearest", "sigma_sq": 25.0},  # α_j = √d_j/5: one α per tensor
 }
 STOCHASTIC = {
     "natural": {}, "qsgd": {"levels": 4}, "qsgd-1": {"levels": 1}, "terngrad": {},

@@ -113,6 +113,21 @@ class Compressor(ABC):
         """U(u): the elementwise part of the codec, on the flat vector of scaled values."""
         raise NotImplementedError(f"{self.name} has no elementwise unit coder")
 
+    def flat_roundtrip(self, flat: torch.Tensor, tensors, segments, *, states=None, generator=None,
+                       out: torch.Tensor | None = None) -> torch.Tensor:
+        """s_j · U(g_j/s_j) for every tensor g_j of ``tensors`` (views of ``flat``, in order: the
+        segments of ``segments``), with s_j = :meth:`tensor_scales` (none: U(g)), written into
+        ``out`` when given.  This default spreads the scales over the coordinates; codecs with
+        fused kernels override it to read them per segment inside the kernel."""
+        scales = self.tensor_scales(tensors, states)
+        if scales is None:
+            r = self.unit_roundtrip(flat, generator)
+        else:
+            # s = 0: an all-zero tensor, sent as zeros; NaN or inf scales make the tensor non-finite
+            s = segments.spread(scales)
+            r = self.unit_roundtrip(flat / torch.where(s == 0, 1.0, s), generator) * s
+        return r if out is None else out.copy_(r)
+
     def wire_bytes(self, numel: int) -> int:
         """Bytes of the packet of a tensor of ``numel`` values (batchable codecs: data-independent)."""
         raise NotImplementedError(f"{self.name} packet sizes depend on the data")

@@ -112,6 +112,14 @@ class Cast(Compressor):
     def unit_roundtrip(self, u, generator=None):
         return self.roundtrip(u, generator=generator)[0]
 
+    def flat_roundtrip(self, flat, tensors, segments, *, states=None, generator=None, out=None):
+        if not self._fused(flat):
+            return super().flat_roundtrip(flat, tensors, segments, states=states, generator=generator, out=out)
+        from ..kernels.codecs_triton import cast_decode, cast_encode
+
+        codes, finite = cast_encode(flat, self.fmt, self.rounding, self.saturate, generator)
+        return cast_decode(codes, self.fmt, flat.numel(), finite, out=out)
+
     def wire_bytes(self, numel: int) -> int:
         return self.fmt.nbytes(numel) + (0 if self.fmt.has_nan else 1)
 

@@ -48,6 +48,14 @@ def _container(max_abs: int, n_workers: int) -> torch.dtype:
     raise OverflowError(f"integers of magnitude {need} do not fit in 64 bits")
 
 
+def _to_device(values: list[float], device) -> torch.Tensor:
+    """A float32 vector on ``device`` without waiting for it (pinned memory, asynchronous copy)."""
+    t = torch.tensor(values, dtype=torch.float32)
+    if torch.device(device).type != "cuda":
+        return t.to(device)
+    return t.pin_memory().to(device, non_blocking=True)
+
+
 def int_width(max_abs: int) -> int:
     """Bits per coordinate of a two's-complement integer of magnitude ≤ max_abs: 1 + ⌈log₂(max+1)⌉."""
     return 1 + math.ceil(math.log2(max_abs + 1)) if max_abs > 0 else 1
@@ -155,15 +163,34 @@ class IntSGD(Compressor):
     def batchable(self, states=None) -> bool:
         return self.bits is not None
 
+    def _alphas(self, tensors, states) -> list[float]:
+        return [self.scale(t, None if states is None else states[j]) for j, t in enumerate(tensors)]
+
     def tensor_scales(self, tensors, states=None):
         if self.alpha is not None:
             return None
-        alphas = [self.scale(t, None if states is None else states[j]) for j, t in enumerate(tensors)]
-        return torch.tensor([1.0 / a for a in alphas], dtype=torch.float32).to(tensors[0].device)
+        return _to_device([1.0 / a for a in self._alphas(tensors, states)], tensors[0].device)
 
     def unit_roundtrip(self, u, generator=None):
         alpha = float(self.alpha) if self.alpha is not None else 1.0
         return self.decode(self._encode_alpha(u, alpha, generator, tuple(u.shape), u.dtype))
+
+    def flat_roundtrip(self, flat, tensors, segments, *, states=None, generator=None, out=None):
+        from .. import kernels
+
+        if not (self.bits == 8 and kernels.fused(flat)):
+            return super().flat_roundtrip(flat, tensors, segments, states=states, generator=generator, out=out)
+        from ..kernels.codecs_triton import int8_decode, int8_encode
+
+        lim, stochastic = 127 // max(1, self.n_workers), self.rounding == "stochastic"
+        if self.alpha is not None:
+            ints, finite = int8_encode(flat, float(self.alpha), lim, stochastic, generator)
+            return int8_decode(ints, finite, float(self.alpha), out=out)
+        alphas = self._alphas(tensors, states)  # α_j and 1/α_j as the per-tensor kernels use them
+        table = _to_device(alphas + [1.0 / a for a in alphas], flat.device)
+        a, inv = table[: len(alphas)], table[len(alphas):]
+        ints, finite = int8_encode(flat, a, lim, stochastic, generator, seg=segments.index)
+        return int8_decode(ints, finite, None, seg=segments.index, inv_alpha=inv, out=out)
 
     def wire_bytes(self, numel: int) -> int:
         return numel * self.bits // 8 + 1

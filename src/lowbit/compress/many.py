@@ -5,8 +5,9 @@ max|g| for TernGrad, ‖g‖₁/d for scaled signSGD, 1/α for IntSGD, none for 
 compression) and an elementwise unit coder U.  The gradients of a model are therefore coded
 together: they are copied once into one flat buffer (each in its memory order, so channels-last
 weights need no transpose), their scales come from one ``torch._foreach_norm``, U runs once over
-the buffer, and the results are handed back as views of it — a few kernel launches per step
-instead of several per parameter.  Each tensor is still its own message: the values have exactly
+the buffer (the fused kernels read each coordinate's scale through a cached tensor-number index,
+:class:`Segments`), and the results are handed back as views of it — a few kernel launches per
+step instead of several per parameter.  Each tensor is still its own message: the values have exactly
 the per-tensor codec's distribution (the same values for deterministic codecs, up to float
 rounding of g/s·s) and the bytes counted are Σ_j wire_bytes(d_j), the sum of the per-tensor
 packets' sizes.
@@ -73,9 +74,40 @@ def counts(sizes, device) -> torch.Tensor:
     return _COUNTS[key]
 
 
-def per_coordinate(values: torch.Tensor, sizes: list[int]) -> torch.Tensor:
-    """values[j] repeated sizes[j] times: one scale per coordinate of the flat buffer."""
-    return torch.repeat_interleave(values, counts(sizes, values.device), output_size=sum(sizes))
+class Segments:
+    """A flat buffer's partition into consecutive tensors of ``sizes``, and ``index``: the int32
+    tensor number of every coordinate (built on first use, then kept; per-tensor scales are read
+    through it inside the fused kernels, so no per-coordinate scale vector is ever made)."""
+
+    def __init__(self, sizes, device):
+        self.sizes = list(sizes)
+        self.device = torch.device(device)
+        self.total = sum(self.sizes)
+        self._index = None
+
+    @property
+    def index(self) -> torch.Tensor:
+        if self._index is None:
+            ids = torch.arange(len(self.sizes), dtype=torch.int32)
+            self._index = torch.repeat_interleave(ids, torch.as_tensor(self.sizes)).to(self.device)
+        return self._index
+
+    def spread(self, values: torch.Tensor) -> torch.Tensor:
+        """values[j] at every coordinate of tensor j."""
+        return values.index_select(0, self.index)
+
+
+_SEGMENTS: dict = {}
+
+
+def segments(sizes, device) -> Segments:
+    """The :class:`Segments` of ``sizes`` on ``device``, kept for the few most recent layouts."""
+    key = (tuple(sizes), str(device))
+    if key not in _SEGMENTS:
+        if len(_SEGMENTS) >= 8:
+            _SEGMENTS.pop(next(iter(_SEGMENTS)))
+        _SEGMENTS[key] = Segments(sizes, device)
+    return _SEGMENTS[key]
 
 
 def foreach_norms(tensors, ord) -> torch.Tensor:
@@ -88,21 +120,18 @@ def foreach_norms(tensors, ord) -> torch.Tensor:
     return torch.stack(torch._foreach_norm(list(tensors), ord)).to(torch.float32)
 
 
-def roundtrip_flat(codec, tensors, *, states=None, generator=None, flat=None):
+def roundtrip_flat(codec, tensors, *, states=None, generator=None, flat=None, out=None):
     """(flat input, flat decoded output, layouts, bytes): every tensor coded as its own message in
-    one pass.  ``flat``: the tensors already flattened (they are views of it), so no copy is made."""
+    one pass.  ``flat``: the tensors already flattened (they are views of it), so no copy is made;
+    ``out``: where the decoded values go (may be ``flat`` itself)."""
     tensors = list(tensors)
     layouts = None
     if flat is None:
         flat, layouts = flatten(tensors)
-    scales = codec.tensor_scales(tensors, states)
-    if scales is None:
-        out = codec.unit_roundtrip(flat, generator)
-    else:
-        # s = 0: an all-zero tensor, sent as zeros; NaN or inf scales make the tensor non-finite
-        s = per_coordinate(scales, sizes_of(tensors))
-        out = codec.unit_roundtrip(flat / torch.where(s == 0, 1.0, s), generator) * s
-    nbytes = sum(codec.wire_bytes(t.numel()) for t in tensors)
+    sizes = sizes_of(tensors)
+    out = codec.flat_roundtrip(flat, tensors, segments(sizes, flat.device), states=states, generator=generator,
+                               out=out)
+    nbytes = sum(codec.wire_bytes(n) for n in sizes)
     return flat, out, layouts, nbytes
 
 

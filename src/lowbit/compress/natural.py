@@ -45,6 +45,16 @@ class Natural(Compressor):
     def unit_roundtrip(self, u, generator=None):
         return self.roundtrip(u, generator=generator)[0]
 
+    def flat_roundtrip(self, flat, tensors, segments, *, states=None, generator=None, out=None):
+        from .. import kernels
+
+        if not kernels.fused(flat):
+            return super().flat_roundtrip(flat, tensors, segments, states=states, generator=generator, out=out)
+        from ..kernels.codecs_triton import natural_decode, natural_encode
+
+        e, s = natural_encode(flat, generator)
+        return natural_decode(e, s, flat.numel(), out=out)
+
     def wire_bytes(self, numel: int) -> int:
         return numel + (numel + 7) // 8
 

@@ -85,6 +85,17 @@ class QSGD(Compressor):
     def unit_roundtrip(self, u, generator=None):
         return self.decode(self._encode_scaled(u, torch.ones(1, device=u.device), generator, tuple(u.shape), u.dtype))
 
+    def flat_roundtrip(self, flat, tensors, segments, *, states=None, generator=None, out=None):
+        from .. import kernels
+
+        if not (1 + self._lbits in (2, 4, 6, 8) and kernels.fused(flat)):
+            return super().flat_roundtrip(flat, tensors, segments, states=states, generator=generator, out=out)
+        from ..kernels.codecs_triton import levels_decode, levels_encode
+
+        norms = self.tensor_scales(tensors, states)
+        codes = levels_encode(flat, norms, self.levels, self._lbits, generator, seg=segments.index)
+        return levels_decode(codes, norms, self.levels, self._lbits, flat.numel(), seg=segments.index, out=out)
+
     def wire_bytes(self, numel: int) -> int:
         return 4 + (numel * (1 + self._lbits) + 7) // 8
 

@@ -37,6 +37,16 @@ class SignSGD(Compressor):
     def unit_roundtrip(self, u, generator=None):
         return torch.where(u >= 0, 1.0, -1.0).to(torch.float32)
 
+    def flat_roundtrip(self, flat, tensors, segments, *, states=None, generator=None, out=None):
+        from .. import kernels
+
+        if not kernels.fused(flat):
+            return super().flat_roundtrip(flat, tensors, segments, states=states, generator=generator, out=out)
+        from ..kernels.codecs_triton import sign_decode, sign_encode
+
+        signs, _ = sign_encode(flat)
+        return sign_decode(signs, self.tensor_scales(tensors, states), flat.numel(), seg=segments.index, out=out)
+
     def wire_bytes(self, numel: int) -> int:
         return 4 + (numel + 7) // 8
 

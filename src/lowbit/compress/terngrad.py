@@ -54,6 +54,17 @@ class TernGrad(Compressor):
     def unit_roundtrip(self, u, generator=None):
         return self.decode(self._encode_scaled(u, torch.ones(1, device=u.device), generator, tuple(u.shape), u.dtype))
 
+    def flat_roundtrip(self, flat, tensors, segments, *, states=None, generator=None, out=None):
+        from .. import kernels
+
+        if not kernels.fused(flat):
+            return super().flat_roundtrip(flat, tensors, segments, states=states, generator=generator, out=out)
+        from ..kernels.codecs_triton import levels_decode, levels_encode
+
+        s = self.tensor_scales(tensors, states)
+        codes = levels_encode(flat, s, 1, 1, generator, seg=segments.index)
+        return levels_decode(codes, s, 1, 1, flat.numel(), seg=segments.index, out=out)
+
     def wire_bytes(self, numel: int) -> int:
         return 4 + (2 * numel + 7) // 8
 

@@ -26,6 +26,23 @@ from .quantize_triton import _constants, _grid_count
 
 BLOCK = 4096
 WARPS = 8
+PHILOX_ROUNDS = 10  # Philox-4x32-10, the Random123 default
+
+
+VALUE, POINTER, TABLE = 0, 1, 2  # how a kernel gets a per-tensor quantity (the SEG argument)
+
+
+@triton.jit
+def _segment_value(ptr, seg_ptr, o, n, SEG: tl.constexpr):
+    """A per-tensor quantity at coordinates ``o``: ``ptr`` itself (SEG = VALUE), ``*ptr``
+    (POINTER), or ``ptr[seg[o]]`` (TABLE: one value per segment of a flat buffer of many
+    tensors, ``seg_ptr`` holding each coordinate's segment)."""
+    if SEG == 2:
+        return tl.load(ptr + tl.load(seg_ptr + o, mask=o < n, other=0))
+    elif SEG == 1:
+        return tl.load(ptr)
+    else:
+        return ptr
 
 
 @triton.jit
@@ -55,43 +72,68 @@ def _round_code(b, rnd, S: tl.constexpr, EMIN_FIELD: tl.constexpr, LOW: tl.const
 
 
 @triton.jit
-def _cast_encode_kernel(x_ptr, out_ptr, fin_ptr, n, seed_ptr, S: tl.constexpr, EMIN_FIELD: tl.constexpr,
+def _cast_encode_kernel(x_ptr, xp_ptr, out_ptr, fin_ptr, n, seed_ptr, S: tl.constexpr, EMIN_FIELD: tl.constexpr,
                         LOW: tl.constexpr, LOW_EXP: tl.constexpr, SUB_SHIFT: tl.constexpr, MAX_BITS: tl.constexpr,
                         MODE: tl.constexpr, FNUZ: tl.constexpr, M: tl.constexpr, EF: tl.constexpr,
                         BIAS: tl.constexpr, OVER_CODE: tl.constexpr, INF_CODE: tl.constexpr, NAN_CODE: tl.constexpr,
-                        FLAG: tl.constexpr, WIDTH: tl.constexpr, BLOCK: tl.constexpr):
+                        FLAG: tl.constexpr, WIDTH: tl.constexpr, ROUNDS: tl.constexpr, BLOCK: tl.constexpr):
+    """8-bit codes: one per byte.  4-bit codes: each pair of inputs is read as one 64-bit word
+    (``xp_ptr``, the input viewed as int64) and its two codes stored as one byte, so no values
+    move between threads; an odd last element is read alone."""
     Q: tl.constexpr = BLOCK // 4
     pid = tl.program_id(0).to(tl.int64)
     offs = tl.arange(0, Q)
     if MODE == 1:
-        r0, r1, r2, r3 = tl.randint4x(tl.load(seed_ptr), (pid * Q + offs).to(tl.int32))
+        r0, r1, r2, r3 = tl.randint4x(tl.load(seed_ptr), (pid * Q + offs).to(tl.int32), ROUNDS)
+        r0 = r0.to(tl.int32, bitcast=True) & 0x7FFFFFFF
+        r1 = r1.to(tl.int32, bitcast=True) & 0x7FFFFFFF
+        r2 = r2.to(tl.int32, bitcast=True) & 0x7FFFFFFF
+        r3 = r3.to(tl.int32, bitcast=True) & 0x7FFFFFFF
     finite = 1
-    for j in tl.static_range(4):
-        o = pid * BLOCK + j * Q + offs
-        b = tl.load(x_ptr + o, mask=o < n, other=0).to(tl.int32, bitcast=True)
-        if MODE == 1:
-            r = r0 if j == 0 else (r1 if j == 1 else (r2 if j == 2 else r3))
-            rnd = r.to(tl.int32, bitcast=True) & 0x7FFFFFFF
-        else:
-            rnd = b
-        if FLAG:  # only formats without a NaN code send whether the input was finite
-            finite = finite & ((b & 0x7F800000) != 0x7F800000).to(tl.int32)
-        c = _round_code(b, rnd, S, EMIN_FIELD, LOW, LOW_EXP, SUB_SHIFT, MAX_BITS, MODE, FNUZ, M, EF, BIAS,
-                        OVER_CODE, INF_CODE, NAN_CODE)
-        if WIDTH == 8:
+    if WIDTH == 8:
+        for j in tl.static_range(4):
+            o = pid * BLOCK + j * Q + offs
+            b = tl.load(x_ptr + o, mask=o < n, other=0).to(tl.int32, bitcast=True)
+            if MODE == 1:
+                rnd = r0 if j == 0 else (r1 if j == 1 else (r2 if j == 2 else r3))
+            else:
+                rnd = b
+            if FLAG:  # only formats without a NaN code send whether the input was finite
+                finite = finite & ((b & 0x7F800000) != 0x7F800000).to(tl.int32)
+            c = _round_code(b, rnd, S, EMIN_FIELD, LOW, LOW_EXP, SUB_SHIFT, MAX_BITS, MODE, FNUZ, M, EF, BIAS,
+                            OVER_CODE, INF_CODE, NAN_CODE)
             tl.store(out_ptr + o, c.to(tl.uint8), mask=o < n)
-        else:
-            lo, hi = tl.split(tl.reshape(c, (Q // 2, 2)))
-            ob = (pid * BLOCK + j * Q) // 2 + tl.arange(0, Q // 2)
-            tl.store(out_ptr + ob, (lo | (hi << 4)).to(tl.uint8), mask=ob < (n + 1) // 2)
+    else:
+        for j in tl.static_range(2):
+            p = pid * (BLOCK // 2) + j * Q + offs  # pair index = output byte
+            full = 2 * p + 1 < n
+            tail = (2 * p < n) & (2 * p + 1 >= n)
+            w = tl.load(xp_ptr + p, mask=full, other=0)
+            lo = tl.where(full, (w & 0xFFFFFFFF).to(tl.int32),
+                          tl.load(x_ptr + 2 * p, mask=tail, other=0).to(tl.int32, bitcast=True))
+            hi = (w >> 32).to(tl.int32)
+            if MODE == 1:
+                rl = r0 if j == 0 else r2
+                rh = r1 if j == 0 else r3
+            else:
+                rl = lo
+                rh = hi
+            if FLAG:
+                finite = finite & ((lo & 0x7F800000) != 0x7F800000).to(tl.int32)
+                finite = finite & ((hi & 0x7F800000) != 0x7F800000).to(tl.int32)
+            cl = _round_code(lo, rl, S, EMIN_FIELD, LOW, LOW_EXP, SUB_SHIFT, MAX_BITS, MODE, FNUZ, M, EF, BIAS,
+                             OVER_CODE, INF_CODE, NAN_CODE)
+            ch = _round_code(hi, rh, S, EMIN_FIELD, LOW, LOW_EXP, SUB_SHIFT, MAX_BITS, MODE, FNUZ, M, EF, BIAS,
+                             OVER_CODE, INF_CODE, NAN_CODE)
+            tl.store(out_ptr + p, (cl | (ch << 4)).to(tl.uint8), mask=2 * p < n)
     if FLAG:
         tl.store(fin_ptr + pid, tl.min(finite, axis=0).to(tl.uint8))
 
 
 @triton.jit
-def _values(c, M: tl.constexpr, EF: tl.constexpr, BIAS: tl.constexpr, LOW_EXP: tl.constexpr, SPECIAL: tl.constexpr,
-            TOP: tl.constexpr):
-    """float32 value of codes: sign | exponent field | mantissa (arithmetic, no table)."""
+def _value_bits(c, M: tl.constexpr, EF: tl.constexpr, BIAS: tl.constexpr, LOW_EXP: tl.constexpr,
+                SPECIAL: tl.constexpr, TOP: tl.constexpr):
+    """float32 bit pattern of codes: sign | exponent field | mantissa (arithmetic, no table)."""
     W: tl.constexpr = 1 + EF + M
     sign = (c >> (EF + M)) & 1
     field = (c >> M) & ((1 << EF) - 1)
@@ -105,13 +147,15 @@ def _values(c, M: tl.constexpr, EF: tl.constexpr, BIAS: tl.constexpr, LOW_EXP: t
         bits = tl.where((field == TOP) & (mant == (1 << M) - 1), 0x7FC00000, bits)
     elif SPECIAL == 3:  # fnuz: the negative-zero code is NaN
         bits = tl.where(c == (1 << (W - 1)), 0x7FC00000, bits)
-    return bits.to(tl.float32, bitcast=True)
+    return bits
 
 
 @triton.jit
-def _cast_decode_kernel(c_ptr, fin_ptr, out_ptr, n, M: tl.constexpr, EF: tl.constexpr, BIAS: tl.constexpr,
+def _cast_decode_kernel(c_ptr, fin_ptr, out_ptr, outp_ptr, n, M: tl.constexpr, EF: tl.constexpr, BIAS: tl.constexpr,
                         LOW_EXP: tl.constexpr, SPECIAL: tl.constexpr, TOP: tl.constexpr, WIDTH: tl.constexpr,
                         FLAG: tl.constexpr, BLOCK: tl.constexpr):
+    """8-bit codes: one value per byte.  4-bit codes: the two values of a byte are stored as one
+    64-bit word (``outp_ptr``, the output viewed as int64); an odd last element alone."""
     pid = tl.program_id(0).to(tl.int64)
     nan_all = False
     if FLAG:
@@ -119,25 +163,29 @@ def _cast_decode_kernel(c_ptr, fin_ptr, out_ptr, n, M: tl.constexpr, EF: tl.cons
     if WIDTH == 8:
         o = pid * BLOCK + tl.arange(0, BLOCK)
         c = tl.load(c_ptr + o, mask=o < n, other=0).to(tl.int32)
-        v = _values(c, M, EF, BIAS, LOW_EXP, SPECIAL, TOP)
+        v = _value_bits(c, M, EF, BIAS, LOW_EXP, SPECIAL, TOP)
+        if FLAG:
+            v = tl.where(nan_all, 0x7FC00000, v)
+        tl.store(out_ptr + o, v.to(tl.float32, bitcast=True), mask=o < n)
     else:
-        ob = pid * (BLOCK // 2) + tl.arange(0, BLOCK // 2)
-        byte = tl.load(c_ptr + ob, mask=ob < (n + 1) // 2, other=0).to(tl.int32)
-        lo = _values(byte & 15, M, EF, BIAS, LOW_EXP, SPECIAL, TOP)
-        hi = _values(byte >> 4, M, EF, BIAS, LOW_EXP, SPECIAL, TOP)
-        v = tl.reshape(tl.join(lo, hi), (BLOCK,))
-        o = pid * BLOCK + tl.arange(0, BLOCK)
-    if FLAG:
-        v = tl.where(nan_all, float("nan"), v)
-    tl.store(out_ptr + o, v, mask=o < n)
+        p = pid * (BLOCK // 2) + tl.arange(0, BLOCK // 2)
+        byte = tl.load(c_ptr + p, mask=2 * p < n, other=0).to(tl.int32)
+        lo = _value_bits(byte & 15, M, EF, BIAS, LOW_EXP, SPECIAL, TOP)
+        hi = _value_bits(byte >> 4, M, EF, BIAS, LOW_EXP, SPECIAL, TOP)
+        if FLAG:
+            lo = tl.where(nan_all, 0x7FC00000, lo)
+            hi = tl.where(nan_all, 0x7FC00000, hi)
+        full = 2 * p + 1 < n
+        tl.store(outp_ptr + p, (hi.to(tl.int64) << 32) | (lo.to(tl.int64) & 0xFFFFFFFF), mask=full)
+        tl.store(out_ptr + 2 * p, lo.to(tl.float32, bitcast=True), mask=(2 * p < n) & (2 * p + 1 >= n))
 
 
 @triton.jit
-def _natural_encode_kernel(x_ptr, exp_ptr, sign_ptr, n, seed_ptr, BLOCK: tl.constexpr):
+def _natural_encode_kernel(x_ptr, exp_ptr, sign_ptr, n, seed_ptr, ROUNDS: tl.constexpr, BLOCK: tl.constexpr):
     Q: tl.constexpr = BLOCK // 4
     pid = tl.program_id(0).to(tl.int64)
     offs = tl.arange(0, Q)
-    r0, r1, r2, r3 = tl.randint4x(tl.load(seed_ptr), (pid * Q + offs).to(tl.int32))
+    r0, r1, r2, r3 = tl.randint4x(tl.load(seed_ptr), (pid * Q + offs).to(tl.int32), ROUNDS)
     for j in tl.static_range(4):
         r = r0 if j == 0 else (r1 if j == 1 else (r2 if j == 2 else r3))
         o = pid * BLOCK + j * Q + offs
@@ -176,33 +224,35 @@ def _sign_encode_kernel(x_ptr, sign_ptr, part_ptr, n, BLOCK: tl.constexpr):
 
 
 @triton.jit
-def _sign_decode_kernel(sign_ptr, scale_ptr, out_ptr, n, BLOCK: tl.constexpr):
+def _sign_decode_kernel(sign_ptr, scale_ptr, seg_ptr, out_ptr, n, SEG: tl.constexpr, BLOCK: tl.constexpr):
     pid = tl.program_id(0).to(tl.int64)
     ob = pid * (BLOCK // 8) + tl.arange(0, BLOCK // 8)
     byte = tl.load(sign_ptr + ob, mask=ob < (n + 7) // 8, other=0).to(tl.int32)
     s = tl.reshape((byte[:, None] >> tl.arange(0, 8)[None, :]) & 1, (BLOCK,))
     o = pid * BLOCK + tl.arange(0, BLOCK)
-    tl.store(out_ptr + o, (s.to(tl.float32) * 2 - 1) * tl.load(scale_ptr), mask=o < n)
+    scale = _segment_value(scale_ptr, seg_ptr, o, n, SEG)
+    tl.store(out_ptr + o, (s.to(tl.float32) * 2 - 1) * scale, mask=o < n)
 
 
 @triton.jit
-def _int8_encode_kernel(x_ptr, out_ptr, fin_ptr, n, alpha, lim, seed_ptr, STOCHASTIC: tl.constexpr,
-                        BLOCK: tl.constexpr):
+def _int8_encode_kernel(x_ptr, out_ptr, fin_ptr, n, alpha, seg_ptr, lim, seed_ptr, STOCHASTIC: tl.constexpr,
+                        SEG: tl.constexpr, ROUNDS: tl.constexpr, BLOCK: tl.constexpr):
     """Int(α·x) saturated at ±lim, with full-rate float adds only: t is clamped first (rounding
     is monotone, lim an integer), then M = 1.5·2^23 rounds |t| < 2^22 to the nearest integer,
-    ties to even, in (t + M) − M, and the low byte of the pattern of k + M is k as an int8."""
+    ties to even, in (t + M) − M, and the low byte of the pattern of k + M is k as an int8.
+    SEG: ``alpha`` points at one α per segment, ``seg_ptr`` at each coordinate's segment."""
     Q: tl.constexpr = BLOCK // 4
     MAGIC: tl.constexpr = 12582912.0
     pid = tl.program_id(0).to(tl.int64)
     offs = tl.arange(0, Q)
     if STOCHASTIC:
-        r0, r1, r2, r3 = tl.randint4x(tl.load(seed_ptr), (pid * Q + offs).to(tl.int32))
+        r0, r1, r2, r3 = tl.randint4x(tl.load(seed_ptr), (pid * Q + offs).to(tl.int32), ROUNDS)
     finite = tl.full((Q,), 1, tl.int32)
     for j in tl.static_range(4):
         o = pid * BLOCK + j * Q + offs
         x = tl.load(x_ptr + o, mask=o < n, other=0.0)
         finite = finite & ((x.to(tl.int32, bitcast=True) & 0x7F800000) != 0x7F800000).to(tl.int32)
-        t = tl.minimum(tl.maximum(x * alpha, -lim), lim)
+        t = tl.minimum(tl.maximum(x * _segment_value(alpha, seg_ptr, o, n, SEG), -lim), lim)
         k = (t + MAGIC) - MAGIC
         if STOCHASTIC:  # ⌊t⌋ + Bernoulli(t − ⌊t⌋), u a multiple of 2^-23 in [0, 1)
             r = r0 if j == 0 else (r1 if j == 1 else (r2 if j == 2 else r3))
@@ -214,11 +264,11 @@ def _int8_encode_kernel(x_ptr, out_ptr, fin_ptr, n, alpha, lim, seed_ptr, STOCHA
 
 
 @triton.jit
-def _int8_decode_kernel(c_ptr, fin_ptr, out_ptr, n, inv_alpha, BLOCK: tl.constexpr):
+def _int8_decode_kernel(c_ptr, fin_ptr, out_ptr, n, inv_alpha, seg_ptr, SEG: tl.constexpr, BLOCK: tl.constexpr):
     pid = tl.program_id(0).to(tl.int64)
     o = pid * BLOCK + tl.arange(0, BLOCK)
     c = tl.load(c_ptr + o, mask=o < n, other=0).to(tl.float32)
-    v = tl.where(tl.load(fin_ptr) == 0, float("nan"), c * inv_alpha)
+    v = tl.where(tl.load(fin_ptr) == 0, float("nan"), c * _segment_value(inv_alpha, seg_ptr, o, n, SEG))
     tl.store(out_ptr + o, v, mask=o < n)
 
 
@@ -294,20 +344,19 @@ def _load_packed(in_ptr, base, nbytes, W: tl.constexpr, Q: tl.constexpr):
 
 
 @triton.jit
-def _levels_encode_kernel(x_ptr, out_ptr, n, nbytes, scale_ptr, levels, seed_ptr, LBITS: tl.constexpr,
-                          W: tl.constexpr, BLOCK: tl.constexpr):
-    """QSGD and TernGrad: level = ⌊s·|x|/scale⌋ + Bernoulli(frac), code = sign << LBITS | level."""
+def _levels_encode_kernel(x_ptr, out_ptr, n, nbytes, inv_ptr, seg_ptr, levels, seed_ptr, LBITS: tl.constexpr,
+                          W: tl.constexpr, SEG: tl.constexpr, ROUNDS: tl.constexpr, BLOCK: tl.constexpr):
+    """QSGD and TernGrad: level = ⌊s·|x|/scale⌋ + Bernoulli(frac), code = sign << LBITS | level;
+    ``inv_ptr``: s/scale (0 where scale is 0 or not finite), one per segment with SEG."""
     Q: tl.constexpr = BLOCK // 4
     pid = tl.program_id(0).to(tl.int64)
     offs = tl.arange(0, Q)
-    r0, r1, r2, r3 = tl.randint4x(tl.load(seed_ptr), (pid * Q + offs).to(tl.int32))
-    scale = tl.load(scale_ptr)
-    inv = tl.where(scale > 0, levels / scale, 0.0)
+    r0, r1, r2, r3 = tl.randint4x(tl.load(seed_ptr), (pid * Q + offs).to(tl.int32), ROUNDS)
     for j in tl.static_range(4):
         r = r0 if j == 0 else (r1 if j == 1 else (r2 if j == 2 else r3))
         o = pid * BLOCK + j * Q + offs
         x = tl.load(x_ptr + o, mask=o < n, other=0.0)
-        t = tl.abs(x) * inv
+        t = tl.abs(x) * _segment_value(inv_ptr, seg_ptr, o, n, SEG)
         fl = tl.floor(t)
         lev = fl + tl.where(_uniform24(r) < t - fl, 1.0, 0.0)
         lev = tl.minimum(tl.where(lev == lev, lev, 0.0), levels).to(tl.int32)  # NaN → 0 (the scale is NaN then)
@@ -317,31 +366,66 @@ def _levels_encode_kernel(x_ptr, out_ptr, n, nbytes, scale_ptr, levels, seed_ptr
 
 
 @triton.jit
-def _levels_decode_kernel(in_ptr, out_ptr, n, nbytes, scale_ptr, levels, LBITS: tl.constexpr, W: tl.constexpr,
-                          BLOCK: tl.constexpr):
+def _levels_decode_kernel(in_ptr, out_ptr, n, nbytes, step_ptr, seg_ptr, LBITS: tl.constexpr, W: tl.constexpr,
+                          SEG: tl.constexpr, BLOCK: tl.constexpr):
+    """value = level · scale/s with the sign; ``step_ptr``: scale/s, one per segment with SEG."""
     pid = tl.program_id(0).to(tl.int64)
     c = _load_packed(in_ptr, pid * BLOCK, nbytes, W, BLOCK)
-    lev = (c & ((1 << LBITS) - 1)).to(tl.float32)
-    v = lev * (tl.load(scale_ptr) / levels)
-    v = tl.where(((c >> LBITS) & 1) == 1, -v, v)
     o = pid * BLOCK + tl.arange(0, BLOCK)
+    lev = (c & ((1 << LBITS) - 1)).to(tl.float32)
+    v = lev * _segment_value(step_ptr, seg_ptr, o, n, SEG)
+    v = tl.where(((c >> LBITS) & 1) == 1, -v, v)
     tl.store(out_ptr + o, v, mask=o < n)
 
 
-def levels_encode(x: torch.Tensor, scale: torch.Tensor, levels: int, lbits: int, generator=None) -> torch.Tensor:
+def _output(n: int, device, out=None) -> torch.Tensor:
+    """``out`` (a contiguous float32 vector of n values, written in place) or a new vector."""
+    if out is None:
+        return torch.empty(n, dtype=torch.float32, device=device)
+    if out.dtype != torch.float32 or out.numel() != n or not out.is_contiguous():
+        raise ValueError(f"out must be a contiguous float32 tensor of {n} elements")
+    return out if out.dim() == 1 else out.view(-1)
+
+
+def _table(values, seg, device):
+    """(kernel argument, SEG mode) of a per-tensor quantity: a number (VALUE), a one-element tensor
+    (POINTER), or a vector indexed by the coordinates' segments ``seg`` (TABLE)."""
+    if seg is not None:
+        return values.to(device=device, dtype=torch.float32), seg, TABLE
+    if isinstance(values, torch.Tensor):
+        return values.to(device=device, dtype=torch.float32), values, POINTER
+    return float(values), None, VALUE
+
+
+def _aligned_pairs(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """(x, its leading even part viewed as int64 pairs): x copied first if not 8-byte aligned."""
+    if x.data_ptr() % 8:
+        x = x.clone()
+    return x, x[: x.numel() - x.numel() % 2].view(torch.int64)
+
+
+def levels_encode(x: torch.Tensor, scale: torch.Tensor, levels: int, lbits: int, generator=None,
+                  seg: torch.Tensor | None = None) -> torch.Tensor:
+    """Codes of QSGD / TernGrad levels; ``scale``: one value, or one per segment with ``seg``."""
     x = x.contiguous().reshape(-1)
     n, w = x.numel(), 1 + lbits
     nbytes = (n * w + 7) // 8
     out = torch.empty(nbytes, dtype=torch.uint8, device=x.device)
-    _levels_encode_kernel[(triton.cdiv(n, BLOCK),)](x, out, n, nbytes, scale, float(levels), _seed(x, generator),
-                                                    LBITS=lbits, W=w, BLOCK=BLOCK, num_warps=WARPS)
+    inv = torch.where(scale > 0, float(levels) / scale, 0.0).to(torch.float32)  # NaN and 0 scales → 0
+    inv, segp, mode = _table(inv, seg, x.device)
+    _levels_encode_kernel[(triton.cdiv(n, BLOCK),)](x, out, n, nbytes, inv, segp if segp is not None else inv,
+                                                    float(levels), _seed(x, generator), LBITS=lbits, W=w, SEG=mode,
+                                                    ROUNDS=PHILOX_ROUNDS, BLOCK=BLOCK, num_warps=WARPS)
     return out
 
 
-def levels_decode(codes: torch.Tensor, scale: torch.Tensor, levels: int, lbits: int, n: int) -> torch.Tensor:
-    out = torch.empty(n, dtype=torch.float32, device=codes.device)
-    _levels_decode_kernel[(triton.cdiv(n, BLOCK),)](codes, out, n, codes.numel(), scale, float(levels), LBITS=lbits,
-                                                    W=1 + lbits, BLOCK=BLOCK, num_warps=WARPS)
+def levels_decode(codes: torch.Tensor, scale: torch.Tensor, levels: int, lbits: int, n: int,
+                  seg: torch.Tensor | None = None, out: torch.Tensor | None = None) -> torch.Tensor:
+    out = _output(n, codes.device, out)
+    step, segp, mode = _table(scale / float(levels), seg, codes.device)
+    _levels_decode_kernel[(triton.cdiv(n, BLOCK),)](codes, out, n, codes.numel(), step,
+                                                    segp if segp is not None else step, LBITS=lbits, W=1 + lbits,
+                                                    SEG=mode, BLOCK=BLOCK, num_warps=WARPS)
     return out
 
 
@@ -354,6 +438,7 @@ def cast_encode(x: torch.Tensor, fmt: FloatFormat, rounding: str, saturate: bool
     """(packed codes, one byte: was every input finite — None for formats with a NaN code)."""
     x = x.contiguous().reshape(-1)
     n, w = x.numel(), fmt.code_bits
+    x, xp = _aligned_pairs(x) if w == 4 else (x, x)
     out = torch.empty((n * w + 7) // 8, dtype=torch.uint8, device=x.device)
     flag = not fmt.has_nan
     fin = torch.empty(triton.cdiv(n, BLOCK) if flag else 1, dtype=torch.uint8, device=x.device)
@@ -371,23 +456,27 @@ def cast_encode(x: torch.Tensor, fmt: FloatFormat, rounding: str, saturate: bool
 
     seed = _seed(x, generator) if rounding == "stochastic" else x
     _cast_encode_kernel[(triton.cdiv(n, BLOCK),)](
-        x, out, fin, n, seed, S=k["S"], EMIN_FIELD=k["EMIN_FIELD"], LOW=k["LOW"], LOW_EXP=k["LOW_EXP"],
+        x, xp, out, fin, n, seed, S=k["S"], EMIN_FIELD=k["EMIN_FIELD"], LOW=k["LOW"], LOW_EXP=k["LOW_EXP"],
         SUB_SHIFT=0 if fmt.subnormals else m, MAX_BITS=k["MAX_BITS"], MODE=k["MODE"], FNUZ=k["FNUZ"], M=m,
         EF=fmt.exp_field_bits, BIAS=fmt.bias, OVER_CODE=code_of(k["OVER_BITS"]), INF_CODE=code_of(k["INF_OUT"]),
-        NAN_CODE=nan_code, FLAG=flag, WIDTH=w, BLOCK=BLOCK, num_warps=WARPS)
+        NAN_CODE=nan_code, FLAG=flag, WIDTH=w, ROUNDS=PHILOX_ROUNDS, BLOCK=BLOCK, num_warps=WARPS)
     return out, (fin.amin().reshape(1) if flag else None)
 
 
-def cast_decode(codes: torch.Tensor, fmt: FloatFormat, n: int, finite=None) -> torch.Tensor:
-    out = torch.empty(n, dtype=torch.float32, device=codes.device)
+def cast_decode(codes: torch.Tensor, fmt: FloatFormat, n: int, finite=None, out=None) -> torch.Tensor:
+    out = _output(n, codes.device, out)
+    target = out
+    if fmt.code_bits == 4 and out.data_ptr() % 8:
+        out = torch.empty(n, dtype=torch.float32, device=codes.device)
+    outp = out[: n - n % 2].view(torch.int64) if fmt.code_bits == 4 else out
     flag = finite if finite is not None else codes
     special = {"ieee": 1, "fn": 2, "fnuz": 3, "none": 0}[fmt.nan_style]
     m2 = fmt.man_bits if fmt.subnormals else 0
     _cast_decode_kernel[(triton.cdiv(n, BLOCK),)](
-        codes, flag, out, n, M=fmt.man_bits, EF=fmt.exp_field_bits, BIAS=fmt.bias, LOW_EXP=fmt.emin - m2,
+        codes, flag, out, outp, n, M=fmt.man_bits, EF=fmt.exp_field_bits, BIAS=fmt.bias, LOW_EXP=fmt.emin - m2,
         SPECIAL=special, TOP=(1 << fmt.exp_bits) - 1, WIDTH=fmt.code_bits, FLAG=finite is not None, BLOCK=BLOCK,
         num_warps=WARPS)
-    return out
+    return out if target is out else target.copy_(out)
 
 
 def natural_encode(x: torch.Tensor, generator=None) -> tuple[torch.Tensor, torch.Tensor]:
@@ -395,12 +484,13 @@ def natural_encode(x: torch.Tensor, generator=None) -> tuple[torch.Tensor, torch
     n = x.numel()
     e = torch.empty(n, dtype=torch.uint8, device=x.device)
     s = torch.empty((n + 7) // 8, dtype=torch.uint8, device=x.device)
-    _natural_encode_kernel[(triton.cdiv(n, BLOCK),)](x, e, s, n, _seed(x, generator), BLOCK=BLOCK, num_warps=WARPS)
+    _natural_encode_kernel[(triton.cdiv(n, BLOCK),)](x, e, s, n, _seed(x, generator), ROUNDS=PHILOX_ROUNDS,
+                                                     BLOCK=BLOCK, num_warps=WARPS)
     return e, s
 
 
-def natural_decode(e: torch.Tensor, s: torch.Tensor, n: int) -> torch.Tensor:
-    out = torch.empty(n, dtype=torch.float32, device=e.device)
+def natural_decode(e: torch.Tensor, s: torch.Tensor, n: int, out=None) -> torch.Tensor:
+    out = _output(n, e.device, out)
     _natural_decode_kernel[(triton.cdiv(n, BLOCK),)](e, s, out, n, BLOCK=BLOCK, num_warps=WARPS)
     return out
 
@@ -415,26 +505,35 @@ def sign_encode(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     return s, (part.sum() / max(1, n)).reshape(1)
 
 
-def sign_decode(s: torch.Tensor, scale: torch.Tensor, n: int) -> torch.Tensor:
-    out = torch.empty(n, dtype=torch.float32, device=s.device)
-    _sign_decode_kernel[(triton.cdiv(n, BLOCK),)](s, scale, out, n, BLOCK=BLOCK, num_warps=WARPS)
+def sign_decode(s: torch.Tensor, scale: torch.Tensor, n: int, seg=None, out=None) -> torch.Tensor:
+    """±scale; ``scale``: one value, or one per segment with ``seg``."""
+    out = _output(n, s.device, out)
+    sc, segp, mode = _table(scale, seg, s.device)
+    _sign_decode_kernel[(triton.cdiv(n, BLOCK),)](s, sc, segp if segp is not None else sc, out, n, SEG=mode,
+                                                  BLOCK=BLOCK, num_warps=WARPS)
     return out
 
 
-def int8_encode(x: torch.Tensor, alpha: float, lim: int, stochastic: bool, generator=None):
-    """(int8 integers, one byte: was every input finite)."""
+def int8_encode(x: torch.Tensor, alpha, lim: int, stochastic: bool, generator=None, seg=None):
+    """(int8 integers of Int(α·x), one byte: was every input finite); ``alpha``: a number, or a
+    vector of one α per segment with ``seg``."""
     x = x.contiguous().reshape(-1)
     n = x.numel()
     out = torch.empty(n, dtype=torch.int8, device=x.device)
     fin = torch.empty(triton.cdiv(n, BLOCK), dtype=torch.uint8, device=x.device)
     seed = _seed(x, generator) if stochastic else x
-    _int8_encode_kernel[(triton.cdiv(n, BLOCK),)](x, out, fin, n, float(alpha), float(lim), seed,
-                                                  STOCHASTIC=stochastic, BLOCK=BLOCK, num_warps=WARPS)
+    a, segp, mode = _table(alpha, seg, x.device)
+    _int8_encode_kernel[(triton.cdiv(n, BLOCK),)](x, out, fin, n, a, segp if segp is not None else x, float(lim), seed,
+                                                  STOCHASTIC=stochastic, SEG=mode, ROUNDS=PHILOX_ROUNDS, BLOCK=BLOCK,
+                                                  num_warps=WARPS)
     return out, fin.amin().reshape(1)
 
 
-def int8_decode(c: torch.Tensor, finite: torch.Tensor, alpha: float) -> torch.Tensor:
+def int8_decode(c: torch.Tensor, finite: torch.Tensor, alpha, seg=None, inv_alpha=None, out=None) -> torch.Tensor:
+    """Int/α; with ``seg``, ``inv_alpha`` is the vector of 1/α per segment."""
     n = c.numel()
-    out = torch.empty(n, dtype=torch.float32, device=c.device)
-    _int8_decode_kernel[(triton.cdiv(n, BLOCK),)](c, finite, out, n, 1.0 / float(alpha), BLOCK=BLOCK, num_warps=WARPS)
+    out = _output(n, c.device, out)
+    inv, segp, mode = _table(inv_alpha if seg is not None else 1.0 / float(alpha), seg, c.device)
+    _int8_decode_kernel[(triton.cdiv(n, BLOCK),)](c, finite, out, n, inv, segp if segp is not None else c, SEG=mode,
+                                                  BLOCK=BLOCK, num_warps=WARPS)
     return out

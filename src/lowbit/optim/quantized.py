@@ -41,9 +41,10 @@ class QuantizedGradients:
     own scale and its own bytes), so a step costs a few kernel launches instead of several per
     parameter; codecs with per-tensor state or data-dependent sizes go parameter by parameter.
     The gradients then live in one flat buffer, as views of it (like DDP's
-    ``gradient_as_bucket_view``): autograd accumulates into them, the decoded values are copied
-    back in one kernel, and :meth:`zero_grad` zeroes the buffer in place (so a parameter without
-    a gradient in a step steps with a zero gradient rather than being skipped).
+    ``gradient_as_bucket_view``): autograd accumulates into them, the decode kernel writes the
+    decoded values back into it (through one copy when statistics are recorded), and
+    :meth:`zero_grad` zeroes the buffer in place (so a parameter without a gradient in a step
+    steps with a zero gradient rather than being skipped).
     """
 
     def __init__(self, optimizer: torch.optim.Optimizer, codec, *, compensate: str | None = None,
@@ -146,10 +147,16 @@ class QuantizedGradients:
             if (ps and multi and self.codec.batchable(states) and len(devices) == 1
                     and all(g.dtype == torch.float32 for g in grads)):
                 flat, views = self._flat_grads(gi, ps)
+                # without statistics the decoded values are written straight into the buffer; the
+                # gradients are views of it, so they now hold them
                 _, out, _, nbytes = roundtrip_flat(self.codec, [v for _, v in views], states=states,
-                                                   generator=self.generator, flat=flat)
-                st = shrinkage([(flat, out)]) if want_stats else {}  # queued before flat is overwritten
-                flat.copy_(out)  # the gradients are views of flat: they now hold the decoded values
+                                                   generator=self.generator, flat=flat,
+                                                   out=None if want_stats else flat)
+                if want_stats:
+                    st = shrinkage([(flat, out)])  # queued before flat is overwritten
+                    flat.copy_(out)
+                else:
+                    st = {}
                 outs = [v for _, v in views]
             else:  # parameter by parameter (also for non-float32 gradients)
                 outs, pairs, nbytes = [], [], 0
