@@ -66,7 +66,7 @@ def main(argv=None) -> int:
             from lowbit.kernels import codecs_triton
 
             codecs_triton.PHILOX_ROUNDS = rounds
-        name = label.split()[0]
+        name = label.split()[0].rstrip(",")
         codec = get_compressor(name, **opts)
         t = x.reshape(4096, -1) if name == "powersgd" else x
         try:

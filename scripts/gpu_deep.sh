@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Device calls for the deep lab, by stage (several stages may be given; results go to $OUT):
 #   bench   GPU tests of the kernels and codecs, the compressor and training-step benchmarks
+#   speed   the compressor and training-step benchmarks (no tests)
 #   step    the training-step benchmark alone
 #   intsgd  intsgd-resnet (synthetic CIFAR shapes, 3 epochs) and intsgd-vae (5,000 real MNIST images)
 #   isgq    isgq-mnist on 5,000 real MNIST images (FC and LeNet, 4 workers, 20 epochs)
@@ -27,9 +28,12 @@ for stage in "${@:-bench}"; do
     bench)
       python3 -m pytest -q -p no:cacheprovider tests/test_kernels.py tests/test_compress_cuda.py tests/test_many.py 2>&1 | tail -6
       python3 benchmarks/compress.py --philox-rounds 7 --out "$OUT/compress-h100.json" 2>&1 | tail -20
-      python3 benchmarks/train_step.py --profile --out "$OUT/train-step-h100.json" 2>&1 | tail -60 ;;
+      python3 benchmarks/train_step.py --profile --out "$OUT/train-step-h100.json" 2>&1 | tail -30 ;;
+    speed)  # the two benchmarks without the GPU tests
+      python3 benchmarks/compress.py --philox-rounds 7 --out "$OUT/compress-h100.json" 2>&1 | tail -20
+      python3 benchmarks/train_step.py --profile --out "$OUT/train-step-h100.json" 2>&1 | tail -30 ;;
     step)
-      python3 benchmarks/train_step.py --profile --out "$OUT/train-step-h100.json" 2>&1 | tail -60 ;;
+      python3 benchmarks/train_step.py --profile --out "$OUT/train-step-h100.json" 2>&1 | tail -30 ;;
     intsgd)
       python3 -m lowbit reproduce intsgd-resnet --quick --quiet --out /tmp/runs/intsgd-resnet deep.model_options='{}' \
         deep.train_size=8192 deep.batch_size=128 epochs=3 2>&1 | tail -8
