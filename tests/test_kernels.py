@@ -198,7 +198,7 @@ def test_codec_kernels_in_interpreter_match_the_torch_paths():
         ref = [K.int8_encode(q, alphas[j], 127, False) for j, q in enumerate(parts)]
         assert torch.equal(ints, torch.cat([r[0] for r in ref]))
         assert torch.equal(dec, torch.cat([K.int8_decode(r[0], r[1], alphas[j]) for j, r in enumerate(ref)]))
-        # decoding into a given buffer, aligned or not (the 4-bit decode stores 64-bit pairs)
+        # decoding into a given buffer
         fmt = lowbit.get_format("fp4")
         for start, n in ((0, 8229), (1, 8228), (2, 7)):
             y = x[6:][:n]

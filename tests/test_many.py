@@ -151,3 +151,56 @@ def test_quantized_gradients_multi_tensor_equals_per_parameter(codec):
     assert [r["bits"] for r in sa] == [r["bits"] for r in sb]
     for ra, rb in zip(sa, sb):
         assert ra["q"] == pytest.approx(rb["q"], rel=1e-6)
+
+
+def _train_cuda(codec, cuda_graph, steps=5):
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3), torch.nn.ReLU(), torch.nn.Flatten(),
+                                torch.nn.Linear(64, 5)).cuda().to(memory_format=torch.channels_last)
+    opt = QuantizedGradients(torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9), codec, record=False,
+                             check_finite=False, cuda_graph=cuda_graph)
+    x, y = torch.randn(16, 3, 6, 6, device="cuda"), torch.randint(0, 5, (16,), device="cuda")
+    for _ in range(steps):
+        opt.zero_grad()
+        torch.nn.functional.cross_entropy(model(x), y).backward()
+        opt.step()
+    return [p.detach().clone() for p in model.parameters()], opt
+
+
+@needs_cuda
+@pytest.mark.parametrize("make", [lambda: get_compressor("cast", format="fp8"), lambda: get_compressor("signsgd"),
+                                  lambda: get_compressor("intsgd", alpha=1e3, bits=8, rounding="nearest")])
+def test_cuda_graph_replay_equals_eager_launches(make):
+    pa, opt = _train_cuda(make(), True)
+    pb, _ = _train_cuda(make(), False)
+    assert len(opt._graphs) == 1  # captured once (at the second step), replayed after
+    for a, b in zip(pa, pb):
+        assert torch.equal(a, b)
+
+
+@needs_cuda
+@pytest.mark.parametrize("make", [lambda: get_compressor("qsgd", levels=4), lambda: get_compressor("natural"),
+                                  lambda: get_compressor("cast", format="fp8", rounding="stochastic")])
+def test_cuda_graph_replays_draw_fresh_random_numbers(make):
+    """Each replay codes the same gradients with new random numbers, and their mean over 400
+    replays is within 5 standard errors of the gradients (unbiased codecs)."""
+    g = torch.Generator(device="cuda").manual_seed(0)
+    p = torch.nn.Parameter(torch.randn(4096, device="cuda"))
+    opt = QuantizedGradients(torch.optim.SGD([p], lr=0.0), make(), record=False, check_finite=False,
+                             cuda_graph=True, generator=g)
+    g0 = torch.randn(4096, device="cuda", generator=torch.Generator(device="cuda").manual_seed(1))
+    draws = []
+    for _ in range(402):
+        opt.zero_grad()
+        if p.grad is None:
+            p.grad = g0.clone()
+        else:
+            p.grad += g0  # the buffer's view, as autograd accumulates
+        opt.step()
+        draws.append(p.grad.clone())
+    assert len(opt._graphs) == 1
+    d = torch.stack(draws[2:]).double()
+    assert not torch.equal(draws[-1], draws[-2])
+    se = d.std(0) / len(d) ** 0.5
+    ok = (d.mean(0) - g0.double()).abs() <= 5 * se + 1e-12
+    assert ok.float().mean() > 0.999

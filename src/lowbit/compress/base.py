@@ -105,6 +105,11 @@ class Compressor(ABC):
         """Whether :meth:`roundtrip_many` may code tensors with these states in one flat call."""
         return False
 
+    def graph_safe(self, flat: torch.Tensor, states=None) -> bool:
+        """Whether :meth:`flat_roundtrip` on ``flat`` may be captured in a CUDA graph and replayed:
+        device work only, no host value that changes from step to step, no host sync."""
+        return False
+
     def tensor_scales(self, tensors, states=None) -> torch.Tensor | None:
         """The per-tensor scales s_j (a float32 vector), or None where C is elementwise (s = 1)."""
         return None

@@ -112,6 +112,9 @@ class Cast(Compressor):
     def unit_roundtrip(self, u, generator=None):
         return self.roundtrip(u, generator=generator)[0]
 
+    def graph_safe(self, flat, states=None) -> bool:
+        return self._fused(flat)
+
     def flat_roundtrip(self, flat, tensors, segments, *, states=None, generator=None, out=None):
         if not self._fused(flat):
             return super().flat_roundtrip(flat, tensors, segments, states=states, generator=generator, out=out)

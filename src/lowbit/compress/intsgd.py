@@ -175,6 +175,11 @@ class IntSGD(Compressor):
         alpha = float(self.alpha) if self.alpha is not None else 1.0
         return self.decode(self._encode_alpha(u, alpha, generator, tuple(u.shape), u.dtype))
 
+    def graph_safe(self, flat, states=None) -> bool:
+        from .. import kernels
+
+        return self.alpha is not None and self.bits == 8 and kernels.fused(flat)  # adaptive α: host values
+
     def flat_roundtrip(self, flat, tensors, segments, *, states=None, generator=None, out=None):
         from .. import kernels
 

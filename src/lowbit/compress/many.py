@@ -84,6 +84,14 @@ class Segments:
         self.device = torch.device(device)
         self.total = sum(self.sizes)
         self._index = None
+        self._bytes: dict = {}
+
+    def wire_bytes(self, codec) -> int:
+        """Σ_j codec.wire_bytes(d_j), kept per codec configuration."""
+        key = repr(codec)
+        if key not in self._bytes:
+            self._bytes[key] = sum(codec.wire_bytes(n) for n in self.sizes)
+        return self._bytes[key]
 
     @property
     def index(self) -> torch.Tensor:
@@ -128,11 +136,9 @@ def roundtrip_flat(codec, tensors, *, states=None, generator=None, flat=None, ou
     layouts = None
     if flat is None:
         flat, layouts = flatten(tensors)
-    sizes = sizes_of(tensors)
-    out = codec.flat_roundtrip(flat, tensors, segments(sizes, flat.device), states=states, generator=generator,
-                               out=out)
-    nbytes = sum(codec.wire_bytes(n) for n in sizes)
-    return flat, out, layouts, nbytes
+    seg = segments(sizes_of(tensors), flat.device)
+    out = codec.flat_roundtrip(flat, tensors, seg, states=states, generator=generator, out=out)
+    return flat, out, layouts, seg.wire_bytes(codec)
 
 
 def roundtrip_many(codec, tensors, *, states=None, generator=None):

@@ -45,6 +45,11 @@ class Natural(Compressor):
     def unit_roundtrip(self, u, generator=None):
         return self.roundtrip(u, generator=generator)[0]
 
+    def graph_safe(self, flat, states=None) -> bool:
+        from .. import kernels
+
+        return kernels.fused(flat)
+
     def flat_roundtrip(self, flat, tensors, segments, *, states=None, generator=None, out=None):
         from .. import kernels
 

@@ -85,6 +85,11 @@ class QSGD(Compressor):
     def unit_roundtrip(self, u, generator=None):
         return self.decode(self._encode_scaled(u, torch.ones(1, device=u.device), generator, tuple(u.shape), u.dtype))
 
+    def graph_safe(self, flat, states=None) -> bool:
+        from .. import kernels
+
+        return 1 + self._lbits in (2, 4, 6, 8) and kernels.fused(flat)
+
     def flat_roundtrip(self, flat, tensors, segments, *, states=None, generator=None, out=None):
         from .. import kernels
 

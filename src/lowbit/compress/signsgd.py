@@ -30,12 +30,16 @@ class SignSGD(Compressor):
         return True
 
     def tensor_scales(self, tensors, states=None):
-        from .many import counts, foreach_norms
-
-        return foreach_norms(tensors, 1) / counts([max(1, t.numel()) for t in tensors], tensors[0].device)
+        norms = torch._foreach_norm(list(tensors), 1)  # ‖g_j‖₁ / d_j, no host→device copy
+        return torch.stack(torch._foreach_div(norms, [float(max(1, t.numel())) for t in tensors])).to(torch.float32)
 
     def unit_roundtrip(self, u, generator=None):
         return torch.where(u >= 0, 1.0, -1.0).to(torch.float32)
+
+    def graph_safe(self, flat, states=None) -> bool:
+        from .. import kernels
+
+        return kernels.fused(flat)
 
     def flat_roundtrip(self, flat, tensors, segments, *, states=None, generator=None, out=None):
         from .. import kernels

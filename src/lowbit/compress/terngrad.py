@@ -54,6 +54,11 @@ class TernGrad(Compressor):
     def unit_roundtrip(self, u, generator=None):
         return self.decode(self._encode_scaled(u, torch.ones(1, device=u.device), generator, tuple(u.shape), u.dtype))
 
+    def graph_safe(self, flat, states=None) -> bool:
+        from .. import kernels
+
+        return kernels.fused(flat)
+
     def flat_roundtrip(self, flat, tensors, segments, *, states=None, generator=None, out=None):
         from .. import kernels
 

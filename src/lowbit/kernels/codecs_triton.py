@@ -11,8 +11,10 @@ Each kernel reads its input once and writes its output once:
   |g| (summed in a fixed order: deterministic), and the scaled decode.
 * ``int8_encode`` / ``int8_decode``: IntSGD's Int(α·g) into int8, saturating at ±lim.
 
-The same Philox streams as the quantize kernel give stochastic rounding; its probabilities are
-exact to 2^−23 (float32 mantissa bits; IntSGD's uniform u is a multiple of 2^−23).
+Stochastic rounding draws from Philox-4x32 (``PHILOX_ROUNDS`` rounds, seeded from the caller's
+generator); its probabilities are exact to 2^−23 (float32 mantissa bits; IntSGD's uniform u is a
+multiple of 2^−23).  Per-tensor quantities of a flat buffer of many tensors (scales, α) are read
+through its segment index (``SEG = TABLE``), so no per-coordinate copy of them is made.
 """
 
 from __future__ import annotations
@@ -26,7 +28,10 @@ from .quantize_triton import _constants, _grid_count
 
 BLOCK = 4096
 WARPS = 8
-PHILOX_ROUNDS = 10  # Philox-4x32-10, the Random123 default
+# Philox-4x32 with 7 rounds: Salmon et al. ("Parallel random numbers: as easy as 1, 2, 3", SC'11)
+# find 7 rounds free of BigCrush failures (10, cuRAND's choice, adds a safety margin); the
+# stochastic kernels are compute-bound and 7 rounds make them ~15% faster (BENCHMARKS.md).
+PHILOX_ROUNDS = 7
 
 
 VALUE, POINTER, TABLE = 0, 1, 2  # how a kernel gets a per-tensor quantity (the SEG argument)
@@ -72,14 +77,12 @@ def _round_code(b, rnd, S: tl.constexpr, EMIN_FIELD: tl.constexpr, LOW: tl.const
 
 
 @triton.jit
-def _cast_encode_kernel(x_ptr, xp_ptr, out_ptr, fin_ptr, n, seed_ptr, S: tl.constexpr, EMIN_FIELD: tl.constexpr,
+def _cast_encode_kernel(x_ptr, out_ptr, fin_ptr, n, seed_ptr, S: tl.constexpr, EMIN_FIELD: tl.constexpr,
                         LOW: tl.constexpr, LOW_EXP: tl.constexpr, SUB_SHIFT: tl.constexpr, MAX_BITS: tl.constexpr,
                         MODE: tl.constexpr, FNUZ: tl.constexpr, M: tl.constexpr, EF: tl.constexpr,
                         BIAS: tl.constexpr, OVER_CODE: tl.constexpr, INF_CODE: tl.constexpr, NAN_CODE: tl.constexpr,
                         FLAG: tl.constexpr, WIDTH: tl.constexpr, ROUNDS: tl.constexpr, BLOCK: tl.constexpr):
-    """8-bit codes: one per byte.  4-bit codes: each pair of inputs is read as one 64-bit word
-    (``xp_ptr``, the input viewed as int64) and its two codes stored as one byte, so no values
-    move between threads; an odd last element is read alone."""
+    """8-bit codes one per byte; 4-bit codes two per byte (neighbouring codes paired in registers)."""
     Q: tl.constexpr = BLOCK // 4
     pid = tl.program_id(0).to(tl.int64)
     offs = tl.arange(0, Q)
@@ -90,42 +93,23 @@ def _cast_encode_kernel(x_ptr, xp_ptr, out_ptr, fin_ptr, n, seed_ptr, S: tl.cons
         r2 = r2.to(tl.int32, bitcast=True) & 0x7FFFFFFF
         r3 = r3.to(tl.int32, bitcast=True) & 0x7FFFFFFF
     finite = 1
-    if WIDTH == 8:
-        for j in tl.static_range(4):
-            o = pid * BLOCK + j * Q + offs
-            b = tl.load(x_ptr + o, mask=o < n, other=0).to(tl.int32, bitcast=True)
-            if MODE == 1:
-                rnd = r0 if j == 0 else (r1 if j == 1 else (r2 if j == 2 else r3))
-            else:
-                rnd = b
-            if FLAG:  # only formats without a NaN code send whether the input was finite
-                finite = finite & ((b & 0x7F800000) != 0x7F800000).to(tl.int32)
-            c = _round_code(b, rnd, S, EMIN_FIELD, LOW, LOW_EXP, SUB_SHIFT, MAX_BITS, MODE, FNUZ, M, EF, BIAS,
-                            OVER_CODE, INF_CODE, NAN_CODE)
+    for j in tl.static_range(4):
+        o = pid * BLOCK + j * Q + offs
+        b = tl.load(x_ptr + o, mask=o < n, other=0).to(tl.int32, bitcast=True)
+        if MODE == 1:
+            rnd = r0 if j == 0 else (r1 if j == 1 else (r2 if j == 2 else r3))
+        else:
+            rnd = b
+        if FLAG:  # only formats without a NaN code send whether the input was finite
+            finite = finite & ((b & 0x7F800000) != 0x7F800000).to(tl.int32)
+        c = _round_code(b, rnd, S, EMIN_FIELD, LOW, LOW_EXP, SUB_SHIFT, MAX_BITS, MODE, FNUZ, M, EF, BIAS,
+                        OVER_CODE, INF_CODE, NAN_CODE)
+        if WIDTH == 8:
             tl.store(out_ptr + o, c.to(tl.uint8), mask=o < n)
-    else:
-        for j in tl.static_range(2):
-            p = pid * (BLOCK // 2) + j * Q + offs  # pair index = output byte
-            full = 2 * p + 1 < n
-            tail = (2 * p < n) & (2 * p + 1 >= n)
-            w = tl.load(xp_ptr + p, mask=full, other=0)
-            lo = tl.where(full, (w & 0xFFFFFFFF).to(tl.int32),
-                          tl.load(x_ptr + 2 * p, mask=tail, other=0).to(tl.int32, bitcast=True))
-            hi = (w >> 32).to(tl.int32)
-            if MODE == 1:
-                rl = r0 if j == 0 else r2
-                rh = r1 if j == 0 else r3
-            else:
-                rl = lo
-                rh = hi
-            if FLAG:
-                finite = finite & ((lo & 0x7F800000) != 0x7F800000).to(tl.int32)
-                finite = finite & ((hi & 0x7F800000) != 0x7F800000).to(tl.int32)
-            cl = _round_code(lo, rl, S, EMIN_FIELD, LOW, LOW_EXP, SUB_SHIFT, MAX_BITS, MODE, FNUZ, M, EF, BIAS,
-                             OVER_CODE, INF_CODE, NAN_CODE)
-            ch = _round_code(hi, rh, S, EMIN_FIELD, LOW, LOW_EXP, SUB_SHIFT, MAX_BITS, MODE, FNUZ, M, EF, BIAS,
-                             OVER_CODE, INF_CODE, NAN_CODE)
-            tl.store(out_ptr + p, (cl | (ch << 4)).to(tl.uint8), mask=2 * p < n)
+        else:
+            lo, hi = tl.split(tl.reshape(c, (Q // 2, 2)))
+            ob = (pid * BLOCK + j * Q) // 2 + tl.arange(0, Q // 2)
+            tl.store(out_ptr + ob, (lo | (hi << 4)).to(tl.uint8), mask=ob < (n + 1) // 2)
     if FLAG:
         tl.store(fin_ptr + pid, tl.min(finite, axis=0).to(tl.uint8))
 
@@ -151,33 +135,24 @@ def _value_bits(c, M: tl.constexpr, EF: tl.constexpr, BIAS: tl.constexpr, LOW_EX
 
 
 @triton.jit
-def _cast_decode_kernel(c_ptr, fin_ptr, out_ptr, outp_ptr, n, M: tl.constexpr, EF: tl.constexpr, BIAS: tl.constexpr,
+def _cast_decode_kernel(c_ptr, fin_ptr, out_ptr, n, M: tl.constexpr, EF: tl.constexpr, BIAS: tl.constexpr,
                         LOW_EXP: tl.constexpr, SPECIAL: tl.constexpr, TOP: tl.constexpr, WIDTH: tl.constexpr,
                         FLAG: tl.constexpr, BLOCK: tl.constexpr):
-    """8-bit codes: one value per byte.  4-bit codes: the two values of a byte are stored as one
-    64-bit word (``outp_ptr``, the output viewed as int64); an odd last element alone."""
     pid = tl.program_id(0).to(tl.int64)
-    nan_all = False
-    if FLAG:
-        nan_all = tl.load(fin_ptr) == 0  # the input held NaN/inf: everything decodes to NaN
     if WIDTH == 8:
         o = pid * BLOCK + tl.arange(0, BLOCK)
         c = tl.load(c_ptr + o, mask=o < n, other=0).to(tl.int32)
         v = _value_bits(c, M, EF, BIAS, LOW_EXP, SPECIAL, TOP)
-        if FLAG:
-            v = tl.where(nan_all, 0x7FC00000, v)
-        tl.store(out_ptr + o, v.to(tl.float32, bitcast=True), mask=o < n)
     else:
-        p = pid * (BLOCK // 2) + tl.arange(0, BLOCK // 2)
-        byte = tl.load(c_ptr + p, mask=2 * p < n, other=0).to(tl.int32)
+        ob = pid * (BLOCK // 2) + tl.arange(0, BLOCK // 2)
+        byte = tl.load(c_ptr + ob, mask=ob < (n + 1) // 2, other=0).to(tl.int32)
         lo = _value_bits(byte & 15, M, EF, BIAS, LOW_EXP, SPECIAL, TOP)
         hi = _value_bits(byte >> 4, M, EF, BIAS, LOW_EXP, SPECIAL, TOP)
-        if FLAG:
-            lo = tl.where(nan_all, 0x7FC00000, lo)
-            hi = tl.where(nan_all, 0x7FC00000, hi)
-        full = 2 * p + 1 < n
-        tl.store(outp_ptr + p, (hi.to(tl.int64) << 32) | (lo.to(tl.int64) & 0xFFFFFFFF), mask=full)
-        tl.store(out_ptr + 2 * p, lo.to(tl.float32, bitcast=True), mask=(2 * p < n) & (2 * p + 1 >= n))
+        v = tl.reshape(tl.join(lo, hi), (BLOCK,))
+        o = pid * BLOCK + tl.arange(0, BLOCK)
+    if FLAG:  # the input held NaN/inf: everything decodes to NaN
+        v = tl.where(tl.load(fin_ptr) == 0, 0x7FC00000, v)
+    tl.store(out_ptr + o, v.to(tl.float32, bitcast=True), mask=o < n)
 
 
 @triton.jit
@@ -346,17 +321,24 @@ def _load_packed(in_ptr, base, nbytes, W: tl.constexpr, Q: tl.constexpr):
 @triton.jit
 def _levels_encode_kernel(x_ptr, out_ptr, n, nbytes, inv_ptr, seg_ptr, levels, seed_ptr, LBITS: tl.constexpr,
                           W: tl.constexpr, SEG: tl.constexpr, ROUNDS: tl.constexpr, BLOCK: tl.constexpr):
-    """QSGD and TernGrad: level = ⌊s·|x|/scale⌋ + Bernoulli(frac), code = sign << LBITS | level;
-    ``inv_ptr``: s/scale (0 where scale is 0 or not finite), one per segment with SEG."""
+    """QSGD and TernGrad: level = ⌊s·|x|/scale⌋ + Bernoulli(frac), code = sign << LBITS | level.
+    ``inv_ptr``: the scale (POINTER), or a table of s/scale per segment (TABLE, 0 where the scale is
+    0 or not finite)."""
     Q: tl.constexpr = BLOCK // 4
     pid = tl.program_id(0).to(tl.int64)
     offs = tl.arange(0, Q)
     r0, r1, r2, r3 = tl.randint4x(tl.load(seed_ptr), (pid * Q + offs).to(tl.int32), ROUNDS)
+    if SEG == 1:
+        scale = tl.load(inv_ptr)
+        inv1 = tl.where(scale > 0, levels / scale, 0.0)
     for j in tl.static_range(4):
         r = r0 if j == 0 else (r1 if j == 1 else (r2 if j == 2 else r3))
         o = pid * BLOCK + j * Q + offs
         x = tl.load(x_ptr + o, mask=o < n, other=0.0)
-        t = tl.abs(x) * _segment_value(inv_ptr, seg_ptr, o, n, SEG)
+        if SEG == 1:
+            t = tl.abs(x) * inv1
+        else:
+            t = tl.abs(x) * _segment_value(inv_ptr, seg_ptr, o, n, SEG)
         fl = tl.floor(t)
         lev = fl + tl.where(_uniform24(r) < t - fl, 1.0, 0.0)
         lev = tl.minimum(tl.where(lev == lev, lev, 0.0), levels).to(tl.int32)  # NaN → 0 (the scale is NaN then)
@@ -366,14 +348,18 @@ def _levels_encode_kernel(x_ptr, out_ptr, n, nbytes, inv_ptr, seg_ptr, levels, s
 
 
 @triton.jit
-def _levels_decode_kernel(in_ptr, out_ptr, n, nbytes, step_ptr, seg_ptr, LBITS: tl.constexpr, W: tl.constexpr,
-                          SEG: tl.constexpr, BLOCK: tl.constexpr):
-    """value = level · scale/s with the sign; ``step_ptr``: scale/s, one per segment with SEG."""
+def _levels_decode_kernel(in_ptr, out_ptr, n, nbytes, step_ptr, seg_ptr, levels, LBITS: tl.constexpr,
+                          W: tl.constexpr, SEG: tl.constexpr, BLOCK: tl.constexpr):
+    """value = level · scale/s with the sign; ``step_ptr``: the scale (POINTER), or a table of
+    scale/s per segment (TABLE)."""
     pid = tl.program_id(0).to(tl.int64)
     c = _load_packed(in_ptr, pid * BLOCK, nbytes, W, BLOCK)
     o = pid * BLOCK + tl.arange(0, BLOCK)
     lev = (c & ((1 << LBITS) - 1)).to(tl.float32)
-    v = lev * _segment_value(step_ptr, seg_ptr, o, n, SEG)
+    if SEG == 1:
+        v = lev * (tl.load(step_ptr) / levels)
+    else:
+        v = lev * _segment_value(step_ptr, seg_ptr, o, n, SEG)
     v = tl.where(((c >> LBITS) & 1) == 1, -v, v)
     tl.store(out_ptr + o, v, mask=o < n)
 
@@ -397,13 +383,6 @@ def _table(values, seg, device):
     return float(values), None, VALUE
 
 
-def _aligned_pairs(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """(x, its leading even part viewed as int64 pairs): x copied first if not 8-byte aligned."""
-    if x.data_ptr() % 8:
-        x = x.clone()
-    return x, x[: x.numel() - x.numel() % 2].view(torch.int64)
-
-
 def levels_encode(x: torch.Tensor, scale: torch.Tensor, levels: int, lbits: int, generator=None,
                   seg: torch.Tensor | None = None) -> torch.Tensor:
     """Codes of QSGD / TernGrad levels; ``scale``: one value, or one per segment with ``seg``."""
@@ -411,8 +390,9 @@ def levels_encode(x: torch.Tensor, scale: torch.Tensor, levels: int, lbits: int,
     n, w = x.numel(), 1 + lbits
     nbytes = (n * w + 7) // 8
     out = torch.empty(nbytes, dtype=torch.uint8, device=x.device)
-    inv = torch.where(scale > 0, float(levels) / scale, 0.0).to(torch.float32)  # NaN and 0 scales → 0
-    inv, segp, mode = _table(inv, seg, x.device)
+    if seg is not None:  # NaN and 0 scales → 0
+        scale = torch.where(scale > 0, float(levels) / scale, 0.0).to(torch.float32)
+    inv, segp, mode = _table(scale, seg, x.device)
     _levels_encode_kernel[(triton.cdiv(n, BLOCK),)](x, out, n, nbytes, inv, segp if segp is not None else inv,
                                                     float(levels), _seed(x, generator), LBITS=lbits, W=w, SEG=mode,
                                                     ROUNDS=PHILOX_ROUNDS, BLOCK=BLOCK, num_warps=WARPS)
@@ -422,9 +402,10 @@ def levels_encode(x: torch.Tensor, scale: torch.Tensor, levels: int, lbits: int,
 def levels_decode(codes: torch.Tensor, scale: torch.Tensor, levels: int, lbits: int, n: int,
                   seg: torch.Tensor | None = None, out: torch.Tensor | None = None) -> torch.Tensor:
     out = _output(n, codes.device, out)
-    step, segp, mode = _table(scale / float(levels), seg, codes.device)
+    step, segp, mode = _table(scale / float(levels) if seg is not None else scale, seg, codes.device)
     _levels_decode_kernel[(triton.cdiv(n, BLOCK),)](codes, out, n, codes.numel(), step,
-                                                    segp if segp is not None else step, LBITS=lbits, W=1 + lbits,
+                                                    segp if segp is not None else step, float(levels),
+                                                    LBITS=lbits, W=1 + lbits,
                                                     SEG=mode, BLOCK=BLOCK, num_warps=WARPS)
     return out
 
@@ -438,7 +419,6 @@ def cast_encode(x: torch.Tensor, fmt: FloatFormat, rounding: str, saturate: bool
     """(packed codes, one byte: was every input finite — None for formats with a NaN code)."""
     x = x.contiguous().reshape(-1)
     n, w = x.numel(), fmt.code_bits
-    x, xp = _aligned_pairs(x) if w == 4 else (x, x)
     out = torch.empty((n * w + 7) // 8, dtype=torch.uint8, device=x.device)
     flag = not fmt.has_nan
     fin = torch.empty(triton.cdiv(n, BLOCK) if flag else 1, dtype=torch.uint8, device=x.device)
@@ -456,7 +436,7 @@ def cast_encode(x: torch.Tensor, fmt: FloatFormat, rounding: str, saturate: bool
 
     seed = _seed(x, generator) if rounding == "stochastic" else x
     _cast_encode_kernel[(triton.cdiv(n, BLOCK),)](
-        x, xp, out, fin, n, seed, S=k["S"], EMIN_FIELD=k["EMIN_FIELD"], LOW=k["LOW"], LOW_EXP=k["LOW_EXP"],
+        x, out, fin, n, seed, S=k["S"], EMIN_FIELD=k["EMIN_FIELD"], LOW=k["LOW"], LOW_EXP=k["LOW_EXP"],
         SUB_SHIFT=0 if fmt.subnormals else m, MAX_BITS=k["MAX_BITS"], MODE=k["MODE"], FNUZ=k["FNUZ"], M=m,
         EF=fmt.exp_field_bits, BIAS=fmt.bias, OVER_CODE=code_of(k["OVER_BITS"]), INF_CODE=code_of(k["INF_OUT"]),
         NAN_CODE=nan_code, FLAG=flag, WIDTH=w, ROUNDS=PHILOX_ROUNDS, BLOCK=BLOCK, num_warps=WARPS)
@@ -465,18 +445,14 @@ def cast_encode(x: torch.Tensor, fmt: FloatFormat, rounding: str, saturate: bool
 
 def cast_decode(codes: torch.Tensor, fmt: FloatFormat, n: int, finite=None, out=None) -> torch.Tensor:
     out = _output(n, codes.device, out)
-    target = out
-    if fmt.code_bits == 4 and out.data_ptr() % 8:
-        out = torch.empty(n, dtype=torch.float32, device=codes.device)
-    outp = out[: n - n % 2].view(torch.int64) if fmt.code_bits == 4 else out
     flag = finite if finite is not None else codes
     special = {"ieee": 1, "fn": 2, "fnuz": 3, "none": 0}[fmt.nan_style]
     m2 = fmt.man_bits if fmt.subnormals else 0
     _cast_decode_kernel[(triton.cdiv(n, BLOCK),)](
-        codes, flag, out, outp, n, M=fmt.man_bits, EF=fmt.exp_field_bits, BIAS=fmt.bias, LOW_EXP=fmt.emin - m2,
+        codes, flag, out, n, M=fmt.man_bits, EF=fmt.exp_field_bits, BIAS=fmt.bias, LOW_EXP=fmt.emin - m2,
         SPECIAL=special, TOP=(1 << fmt.exp_bits) - 1, WIDTH=fmt.code_bits, FLAG=finite is not None, BLOCK=BLOCK,
         num_warps=WARPS)
-    return out if target is out else target.copy_(out)
+    return out
 
 
 def natural_encode(x: torch.Tensor, generator=None) -> tuple[torch.Tensor, torch.Tensor]:

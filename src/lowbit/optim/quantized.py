@@ -16,7 +16,7 @@ from __future__ import annotations
 import torch
 
 from ..compress import Compressor, compressor_names, get_compressor
-from ..compress.many import flatten, foreach_norms, roundtrip_flat, unflatten
+from ..compress.many import flatten, foreach_norms, roundtrip_flat, segments, sizes_of, unflatten
 from .stats import StatsLog, shrinkage
 
 
@@ -45,11 +45,18 @@ class QuantizedGradients:
     decoded values back into it (through one copy when statistics are recorded), and
     :meth:`zero_grad` zeroes the buffer in place (so a parameter without a gradient in a step
     steps with a zero gradient rather than being skipped).
+
+    ``cuda_graph=True`` (CUDA, multi-tensor path, statistics off, codecs that are
+    :meth:`~lowbit.compress.Compressor.graph_safe`): the codec's kernels are captured once in a
+    CUDA graph and replayed each step, so the host launches one graph instead of a handful of
+    kernels — what matters when the host, not the device, limits the step.  Stochastic codecs
+    draw fresh numbers at every replay (the generator's offset advances, as in eager mode).
     """
 
     def __init__(self, optimizer: torch.optim.Optimizer, codec, *, compensate: str | None = None,
                  q_min: float | None = None, beta: float = 0.9, rounding: str = "nearest", record: bool = True,
-                 check_finite: bool = True, generator: torch.Generator | None = None, multi_tensor: bool | None = None):
+                 check_finite: bool = True, generator: torch.Generator | None = None, multi_tensor: bool | None = None,
+                 cuda_graph: bool = False):
         if compensate not in (None, "fixed", "adaptive"):
             raise ValueError(f"compensate must be None, 'fixed' or 'adaptive', got {compensate!r}")
         if compensate == "fixed" and not (q_min and 0 < q_min <= 1):
@@ -68,6 +75,9 @@ class QuantizedGradients:
         self._ema = [0.0 for _ in optimizer.param_groups]
         self._codec_state: dict[int, object] = {}
         self._buffers: dict[int, tuple] = {}  # group → (flat gradient buffer, [(param, view)])
+        self._reused: dict[int, bool] = {}  # group → whether this step found its buffer in place
+        self.cuda_graph = cuda_graph
+        self._graphs: dict[tuple, tuple] = {}
 
     # torch.optim.Optimizer's face
     @property
@@ -98,13 +108,44 @@ class QuantizedGradients:
         p.grad is still its view (autograd accumulated into it), else a fresh copy, installed."""
         buf = self._buffers.get(gi)
         if buf is not None and len(buf[1]) == len(ps) and all(p is q and p.grad is v for p, (q, v) in zip(ps, buf[1])):
+            self._reused[gi] = True
             return buf
         flat, layouts = flatten([p.grad for p in ps])
         views = unflatten(flat, layouts)
         for p, v in zip(ps, views):
             p.grad = v
         self._buffers[gi] = (flat, list(zip(ps, views)))
+        self._reused[gi] = False
         return self._buffers[gi]
+
+    def _replay(self, gi: int, flat: torch.Tensor, tensors: list, states: list) -> int:
+        """Code the buffer in place by replaying a CUDA graph of the codec's kernels, captured on
+        first use (after one eager run outside the capture that compiles the kernels and builds
+        the segment index); returns the bytes sent."""
+        key = (gi, flat.data_ptr(), flat.numel())
+        entry = self._graphs.get(key)
+        if entry is None:
+            for k in [k for k in self._graphs if k[0] == gi]:  # the group's buffer moved: drop its old graph
+                del self._graphs[k]
+            seg = segments(sizes_of(tensors), flat.device)  # kept with the graph: it reads seg.index
+            saved = flat.clone()
+            here = torch.cuda.current_stream(flat.device)
+            side = torch.cuda.Stream(flat.device)
+            side.wait_stream(here)
+            with torch.cuda.stream(side):
+                roundtrip_flat(self.codec, tensors, states=states, generator=self.generator, flat=flat, out=flat)
+                _ = seg.index
+                flat.copy_(saved)
+            here.wait_stream(side)
+            graph = torch.cuda.CUDAGraph()
+            if self.generator is not None:
+                graph.register_generator_state(self.generator)
+            with torch.cuda.graph(graph):
+                _, _, _, nbytes = roundtrip_flat(self.codec, tensors, states=states, generator=self.generator,
+                                                 flat=flat, out=flat)
+            entry = self._graphs[key] = (graph, nbytes, seg)
+        entry[0].replay()
+        return entry[1]
 
     @property
     def stats(self) -> list[dict]:
@@ -147,17 +188,22 @@ class QuantizedGradients:
             if (ps and multi and self.codec.batchable(states) and len(devices) == 1
                     and all(g.dtype == torch.float32 for g in grads)):
                 flat, views = self._flat_grads(gi, ps)
-                # without statistics the decoded values are written straight into the buffer; the
-                # gradients are views of it, so they now hold them
-                _, out, _, nbytes = roundtrip_flat(self.codec, [v for _, v in views], states=states,
-                                                   generator=self.generator, flat=flat,
-                                                   out=None if want_stats else flat)
+                tensors = [v for _, v in views]
+                if (self.cuda_graph and not want_stats and self._reused[gi] and flat.is_cuda
+                        and self.codec.graph_safe(flat, states)
+                        and (self.generator is None or self.generator.device.type == "cuda")):
+                    nbytes = self._replay(gi, flat, tensors, states)
+                else:
+                    # without statistics the decoded values are written straight into the buffer;
+                    # the gradients are views of it, so they now hold them
+                    _, out, _, nbytes = roundtrip_flat(self.codec, tensors, states=states, generator=self.generator,
+                                                       flat=flat, out=None if want_stats else flat)
                 if want_stats:
                     st = shrinkage([(flat, out)])  # queued before flat is overwritten
                     flat.copy_(out)
                 else:
                     st = {}
-                outs = [v for _, v in views]
+                outs = None  # the gradients already are the views of the buffer
             else:  # parameter by parameter (also for non-float32 gradients)
                 outs, pairs, nbytes = [], [], 0
                 for g, st_ in zip(grads, states):
@@ -167,7 +213,7 @@ class QuantizedGradients:
                     nbytes += nb
                 st = shrinkage(pairs) if want_stats and ps else {}
             bits = 8 * nbytes
-            for p, gt in zip(ps, outs):
+            for p, gt in zip(ps, outs or ()):
                 p.grad = gt
             factor = 1.0
             if self.compensate == "fixed":
