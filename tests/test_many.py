@@ -179,15 +179,16 @@ def test_cuda_graph_replay_equals_eager_launches(make):
 
 
 @needs_cuda
+@pytest.mark.parametrize("cuda_graph", [False, True])
 @pytest.mark.parametrize("make", [lambda: get_compressor("qsgd", levels=4), lambda: get_compressor("natural"),
                                   lambda: get_compressor("cast", format="fp8", rounding="stochastic")])
-def test_cuda_graph_replays_draw_fresh_random_numbers(make):
+def test_cuda_graph_replays_draw_fresh_random_numbers(make, cuda_graph):
     """Each replay codes the same gradients with new random numbers, and their mean over 400
     replays is within 5 standard errors of the gradients (unbiased codecs)."""
     g = torch.Generator(device="cuda").manual_seed(0)
     p = torch.nn.Parameter(torch.randn(4096, device="cuda"))
     opt = QuantizedGradients(torch.optim.SGD([p], lr=0.0), make(), record=False, check_finite=False,
-                             cuda_graph=True, generator=g)
+                             cuda_graph=cuda_graph, generator=g)
     g0 = torch.randn(4096, device="cuda", generator=torch.Generator(device="cuda").manual_seed(1))
     draws = []
     for _ in range(402):
@@ -198,9 +199,12 @@ def test_cuda_graph_replays_draw_fresh_random_numbers(make):
             p.grad += g0  # the buffer's view, as autograd accumulates
         opt.step()
         draws.append(p.grad.clone())
-    assert len(opt._graphs) == 1
+    assert len(opt._graphs) == int(cuda_graph)
     d = torch.stack(draws[2:]).double()
     assert not torch.equal(draws[-1], draws[-2])
     se = d.std(0) / len(d) ** 0.5
-    ok = (d.mean(0) - g0.double()).abs() <= 5 * se + 1e-12
-    assert ok.float().mean() > 0.999
+    z = (d.mean(0) - g0.double()).abs() / (se + 1e-30)
+    ok = z <= 5
+    distinct = len({tuple(t[:8].tolist()) for t in draws[2:]})
+    assert ok.float().mean() > 0.999, (f"{int((~ok).sum())} of 4096 coordinates off; median z {z.median():.2f}, "
+                                       f"{distinct} distinct draws of the first 8 coordinates")

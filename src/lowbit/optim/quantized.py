@@ -41,10 +41,10 @@ class QuantizedGradients:
     own scale and its own bytes), so a step costs a few kernel launches instead of several per
     parameter; codecs with per-tensor state or data-dependent sizes go parameter by parameter.
     The gradients then live in one flat buffer, as views of it (like DDP's
-    ``gradient_as_bucket_view``): autograd accumulates into them, the decode kernel writes the
-    decoded values back into it (through one copy when statistics are recorded), and
-    :meth:`zero_grad` zeroes the buffer in place (so a parameter without a gradient in a step
-    steps with a zero gradient rather than being skipped).
+    ``gradient_as_bucket_view``): fresh gradients (after ``zero_grad()``) are copied into it by
+    one multi-tensor copy, gradients accumulated into its views are used in place, and the
+    decode kernel writes the decoded values back into it (through one copy when statistics are
+    recorded).
 
     ``cuda_graph=True`` (CUDA, multi-tensor path, statistics off, codecs that are
     :meth:`~lowbit.compress.Compressor.graph_safe`): the codec's kernels are captured once in a
@@ -89,14 +89,9 @@ class QuantizedGradients:
         return self.optimizer.state
 
     def zero_grad(self, set_to_none: bool = True) -> None:
-        """Gradients held in a flat buffer (see :meth:`step`) are zeroed in place and stay views of
-        it; the others are set to None (or zeroed)."""
-        kept = set()
-        for flat, views in self._buffers.values():
-            if all(p.grad is v for p, v in views):
-                flat.zero_()
-                kept.update(id(p) for p, _ in views)
-        for p in (p for g in self.param_groups for p in g["params"] if id(p) not in kept):
+        """As torch's: gradients set to None (autograd then writes fresh ones, with no
+        accumulation kernel) or zeroed in place (those in the flat buffer stay views of it)."""
+        for p in (p for g in self.param_groups for p in g["params"]):
             if p.grad is not None:
                 if set_to_none:
                     p.grad = None
@@ -104,12 +99,23 @@ class QuantizedGradients:
                     p.grad.detach_().zero_()
 
     def _flat_grads(self, gi: int, ps: list):
-        """(flat buffer, its views) holding the gradients of ``ps``: the group's buffer when every
-        p.grad is still its view (autograd accumulated into it), else a fresh copy, installed."""
+        """(flat buffer, its views) holding the gradients of ``ps``, installed as their .grad: the
+        group's buffer as it is when every p.grad is still its view (autograd accumulated into
+        it); the gradients copied into it (one multi-tensor copy) when they are fresh tensors of
+        the same layouts; else a new buffer."""
         buf = self._buffers.get(gi)
-        if buf is not None and len(buf[1]) == len(ps) and all(p is q and p.grad is v for p, (q, v) in zip(ps, buf[1])):
-            self._reused[gi] = True
-            return buf
+        if buf is not None and len(buf[1]) == len(ps) and all(p is q for p, (q, _) in zip(ps, buf[1])):
+            views = [v for _, v in buf[1]]
+            grads = [p.grad for p in ps]
+            if all(g is v for g, v in zip(grads, views)):
+                self._reused[gi] = True
+                return buf
+            if all(g.shape == v.shape and g.stride() == v.stride() and g.dtype == v.dtype for g, v in zip(grads, views)):
+                torch._foreach_copy_(views, grads)
+                for p, v in zip(ps, views):
+                    p.grad = v
+                self._reused[gi] = True
+                return buf
         flat, layouts = flatten([p.grad for p in ps])
         views = unflatten(flat, layouts)
         for p, v in zip(ps, views):
