@@ -183,8 +183,10 @@ def test_cuda_graph_replay_equals_eager_launches(make):
 @pytest.mark.parametrize("make", [lambda: get_compressor("qsgd", levels=4), lambda: get_compressor("natural"),
                                   lambda: get_compressor("cast", format="fp8", rounding="stochastic")])
 def test_cuda_graph_replays_draw_fresh_random_numbers(make, cuda_graph):
-    """Each replay codes the same gradients with new random numbers, and their mean over 400
-    replays is within 5 standard errors of the gradients (unbiased codecs)."""
+    """Each replay codes the same gradients with new, independent random numbers: over K = 400
+    steps the mean's squared error Σ_i (m_i − g_i)² matches Σ_i s_i²/K (s_i² the sample variance;
+    its expectation for independent unbiased draws, ≈ 1 ± 0.05 here; repeated or correlated
+    numbers inflate it), and the summed error Σ_i (m_i − g_i) is within 5 standard errors of 0."""
     g = torch.Generator(device="cuda").manual_seed(0)
     p = torch.nn.Parameter(torch.randn(4096, device="cuda"))
     opt = QuantizedGradients(torch.optim.SGD([p], lr=0.0), make(), record=False, check_finite=False,
@@ -202,9 +204,8 @@ def test_cuda_graph_replays_draw_fresh_random_numbers(make, cuda_graph):
     assert len(opt._graphs) == int(cuda_graph)
     d = torch.stack(draws[2:]).double()
     assert not torch.equal(draws[-1], draws[-2])
-    se = d.std(0) / len(d) ** 0.5
-    z = (d.mean(0) - g0.double()).abs() / (se + 1e-30)
-    ok = z <= 5
-    distinct = len({tuple(t[:8].tolist()) for t in draws[2:]})
-    assert ok.float().mean() > 0.999, (f"{int((~ok).sum())} of 4096 coordinates off; median z {z.median():.2f}, "
-                                       f"{distinct} distinct draws of the first 8 coordinates")
+    err = d.mean(0) - g0.double()
+    var_mean = d.var(0) / len(d)
+    ratio = float((err**2).sum() / var_mean.sum())
+    assert 0.7 < ratio < 1.4, ratio
+    assert abs(float(err.sum())) <= 5 * float(var_mean.sum()) ** 0.5
