@@ -45,7 +45,7 @@ def main(argv=None) -> int:
     ap.add_argument("--reps", type=int, default=None)
     ap.add_argument("--out", default=None)
     ap.add_argument("--philox-rounds", type=int, default=0,
-                    help="also time the stochastic kernels with this many Philox rounds (default: 10 only)")
+                    help="also time the stochastic kernels with this many Philox rounds (default: the kernels' own only)")
     args = ap.parse_args(argv)
     dev = args.device
     n = 1 << (args.log2n or (26 if dev == "cuda" else 22))
@@ -58,7 +58,7 @@ def main(argv=None) -> int:
     bw = 8 * n / copy_s  # bytes/s, read + write
     rows = [{"name": "copy", "seconds": copy_s, "bytes_per_s": bw}]
     cases = [(label, opts, None) for label, opts in CODECS.items()]
-    if dev == "cuda" and args.philox_rounds:  # ablation: the stochastic kernels with fewer Philox rounds
+    if dev == "cuda" and args.philox_rounds:  # ablation: the stochastic kernels with another Philox round count
         cases += [(f"{label}, Philox-{args.philox_rounds}", CODECS[label], args.philox_rounds)
                   for label in ("cast fp8 stochastic", "natural", "qsgd s=16")]
     for label, opts, rounds in cases:

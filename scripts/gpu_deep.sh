@@ -27,10 +27,10 @@ for stage in "${@:-bench}"; do
   case $stage in
     bench)
       python3 -m pytest -q -p no:cacheprovider tests/test_kernels.py tests/test_compress_cuda.py tests/test_many.py 2>&1 | tail -6
-      python3 benchmarks/compress.py --philox-rounds 7 --out "$OUT/compress-h100.json" 2>&1 | tail -20
+      python3 benchmarks/compress.py --philox-rounds 10 --out "$OUT/compress-h100.json" 2>&1 | tail -20
       python3 benchmarks/train_step.py --profile --out "$OUT/train-step-h100.json" 2>&1 | tail -30 ;;
     speed)  # the two benchmarks without the GPU tests
-      python3 benchmarks/compress.py --philox-rounds 7 --out "$OUT/compress-h100.json" 2>&1 | tail -20
+      python3 benchmarks/compress.py --philox-rounds 10 --out "$OUT/compress-h100.json" 2>&1 | tail -20
       python3 benchmarks/train_step.py --profile --out "$OUT/train-step-h100.json" 2>&1 | tail -30 ;;
     step)
       python3 benchmarks/train_step.py --profile --out "$OUT/train-step-h100.json" 2>&1 | tail -30 ;;
