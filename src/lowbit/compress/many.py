@@ -61,19 +61,6 @@ def sizes_of(tensors) -> list[int]:
     return [t.numel() for t in tensors]
 
 
-_COUNTS: dict = {}
-
-
-def counts(sizes, device) -> torch.Tensor:
-    """``sizes`` as an int64 tensor on ``device``, made once per (sizes, device)."""
-    key = (tuple(sizes), str(device))
-    if key not in _COUNTS:
-        if len(_COUNTS) > 64:
-            _COUNTS.clear()
-        _COUNTS[key] = torch.as_tensor(list(sizes), dtype=torch.int64, device=device)
-    return _COUNTS[key]
-
-
 class Segments:
     """A flat buffer's partition into consecutive tensors of ``sizes``, and ``index``: the int32
     tensor number of every coordinate (built on first use, then kept; per-tensor scales are read
