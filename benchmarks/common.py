@@ -12,13 +12,20 @@ from datetime import datetime, timezone
 import torch
 
 
-def timer(device: str, inner: int = 5):
+def timer(device: str, inner: int = 5, warm_s: float = 0.25):
     """median seconds per call of ``fn``; on CUDA, ``inner`` calls are queued between two events so
-    that host-side launch overhead stays hidden behind device work, as in a training loop."""
+    that host-side launch overhead stays hidden behind device work, as in a training loop, after
+    ``warm_s`` seconds of calls: an idle GPU runs at a low clock and takes tens of milliseconds to
+    reach its steady one, which would otherwise weigh on compute-bound kernels measured after a
+    pause (a compilation, another benchmark's host work)."""
     if device == "cuda":
         def run(fn, reps):
-            fn()
-            torch.cuda.synchronize()
+            t0 = time.perf_counter()
+            while True:
+                fn()
+                torch.cuda.synchronize()
+                if time.perf_counter() - t0 >= warm_s:
+                    break
             times = []
             for _ in range(reps):
                 a, b = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)

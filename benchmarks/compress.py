@@ -26,6 +26,8 @@ CODECS = {
     "cast fp8 stochastic": {"format": "fp8", "rounding": "stochastic"},
     "cast fp4": {"format": "fp4"},
     "cast fp4 block": {"format": "fp4", "scaling": "block"},
+    "cast fp4 block stochastic": {"format": "fp4", "scaling": "block", "rounding": "stochastic"},
+    "cast fp8 block": {"format": "fp8", "scaling": "block"},
     "intsgd int8": {"alpha": 20.0, "bits": 8},
     "natural": {},
     "signsgd": {},
@@ -44,40 +46,51 @@ def main(argv=None) -> int:
     ap.add_argument("--log2n", type=int, default=None)
     ap.add_argument("--reps", type=int, default=None)
     ap.add_argument("--out", default=None)
+    ap.add_argument("--rounds", type=int, default=None, help="interleaved rounds, best kept (default 3 on GPU, 1 on CPU)")
     ap.add_argument("--philox-rounds", type=int, default=0,
                     help="also time the stochastic kernels with this many Philox rounds (default: the kernels' own only)")
     args = ap.parse_args(argv)
     dev = args.device
     n = 1 << (args.log2n or (26 if dev == "cuda" else 22))
     reps = args.reps or (20 if dev == "cuda" else 5)
+    args.rounds = args.rounds or (3 if dev == "cuda" else 1)
     run = timer(dev)
     g = torch.Generator(device=dev).manual_seed(0)
     x = torch.randn(n, device=dev, generator=g)
     y = torch.empty_like(x)
-    copy_s = run(lambda: y.copy_(x), reps)
-    bw = 8 * n / copy_s  # bytes/s, read + write
-    rows = [{"name": "copy", "seconds": copy_s, "bytes_per_s": bw}]
     cases = [(label, opts, None) for label, opts in CODECS.items()]
     if dev == "cuda" and args.philox_rounds:  # ablation: the stochastic kernels with another Philox round count
         cases += [(f"{label}, Philox-{args.philox_rounds}", CODECS[label], args.philox_rounds)
                   for label in ("cast fp8 stochastic", "natural", "qsgd s=16")]
-    for label, opts, rounds in cases:
-        if rounds is not None:
-            from lowbit.kernels import codecs_triton
+    from lowbit.kernels import codecs_triton
 
-            codecs_triton.PHILOX_ROUNDS = rounds
-        name = label.split()[0].rstrip(",")
-        codec = get_compressor(name, **opts)
-        t = x.reshape(4096, -1) if name == "powersgd" else x
-        try:
-            p = codec.encode(t, generator=g)
-            bits = p.bits_per_coordinate
-            s = run(lambda: codec.decode(codec.encode(t, generator=g)), reps)
-            enc_s = run(lambda: codec.encode(t, generator=g), reps)
-            dec_s = run(lambda: codec.decode(p), reps)
-        except Exception as e:
-            rows.append({"name": label, "error": f"{type(e).__name__}: {e}"[:200]})
+    default_rounds = codecs_triton.PHILOX_ROUNDS
+    best: dict = {}
+    copy_s = float("inf")
+    for _ in range(args.rounds):  # interleaved rounds, the best of each: robust to passing interference
+        copy_s = min(copy_s, run(lambda: y.copy_(x), reps))
+        for label, opts, rounds in cases:
+            codecs_triton.PHILOX_ROUNDS = default_rounds if rounds is None else rounds
+            name = label.split()[0].rstrip(",")
+            codec = get_compressor(name, **opts)
+            t = x.reshape(4096, -1) if name == "powersgd" else x
+            try:
+                p = codec.encode(t, generator=g)
+                times = (run(lambda: codec.decode(codec.encode(t, generator=g)), reps),
+                         run(lambda: codec.encode(t, generator=g), reps), run(lambda: codec.decode(p), reps))
+            except Exception as e:
+                best[label] = {"name": label, "error": f"{type(e).__name__}: {e}"[:200]}
+                continue
+            old = best.get(label, {}).get("times", (float("inf"),) * 3)
+            best[label] = {"bits": p.bits_per_coordinate, "times": tuple(map(min, old, times))}
+    codecs_triton.PHILOX_ROUNDS = default_rounds
+    bw = 8 * n / copy_s  # bytes/s, read + write
+    rows = [{"name": "copy", "seconds": copy_s, "bytes_per_s": bw}]
+    for label, r in best.items():
+        if "error" in r:
+            rows.append(r)
             continue
+        bits, (s, enc_s, dec_s) = r["bits"], r["times"]
         floor_s = (8 + 2 * bits / 8) * n / bw
         rows.append({"name": label, "bits_per_coordinate": bits, "seconds": s, "gelem_s": n / s / 1e9,
                      "floor_s": floor_s, "of_floor": floor_s / s, "encode_gelem_s": n / enc_s / 1e9,
@@ -89,7 +102,8 @@ def main(argv=None) -> int:
                  "encode_gelem_s": float("nan"), "decode_gelem_s": float("nan")})
     dname = device_name(dev)
     print(f"\nencode+decode of {n:,} float32 on {dev} ({dname}); copy {bw / 1e12:.2f} TB/s (read+write)"
-          "; Gelem/s of encode+decode, then of encode and decode alone")
+          f"; Gelem/s of encode+decode, then of encode and decode alone; best of {args.rounds} interleaved rounds"
+          " of medians")
     print(f"{'codec':30} {'bits/coord':>10} {'Gelem/s':>9} {'% of floor':>10} {'encode':>8} {'decode':>8}")
     for r in rows[1:]:
         if "error" in r:
@@ -97,7 +111,8 @@ def main(argv=None) -> int:
         else:
             print(f"{r['name']:30} {r['bits_per_coordinate']:10.3f} {r['gelem_s']:9.3g} {100 * r['of_floor']:9.1f}%"
                   f" {r['encode_gelem_s']:8.3g} {r['decode_gelem_s']:8.3g}")
-    write_results(args.out or f"bench-compress-{dev}.json", "compress", rows, device=dname, elements=n)
+    write_results(args.out or f"bench-compress-{dev}.json", "compress", rows, device=dname, elements=n,
+                  rounds=args.rounds)
     return 0
 
 

@@ -99,6 +99,64 @@ def test_cuda_stochastic_is_unbiased():
         assert abs(q.double().mean().item() - v) <= 5 * se
 
 
+def test_code_rounding_equals_the_quantize_kernel_bit_for_bit(tmp_path):
+    """The codec kernels' one-formula rounding (``_round_code``) against the quantize kernel's
+    ``_round_bits`` on the same inputs and the same random words, nearest and stochastic, for every
+    named format: the code's value is the rounded value, bit for bit (Triton's interpreter)."""
+    pytest.importorskip("triton")
+    script = tmp_path / "round_code.py"
+    script.write_text(textwrap.dedent(
+        f"""
+        import numpy as np, torch, triton, triton.language as tl, lowbit
+        from lowbit.packing import decode_lut
+        from lowbit.kernels.quantize_triton import _round_bits, _constants
+        from lowbit.kernels.codecs_triton import _round_code, _code_constants
+
+        @triton.jit
+        def both(x_ptr, r_ptr, code_ptr, val_ptr, n, S: tl.constexpr, EMIN_FIELD: tl.constexpr, SUB: tl.constexpr,
+                 MAX_CODE: tl.constexpr, MODE: tl.constexpr, FNUZ: tl.constexpr, M: tl.constexpr, EF: tl.constexpr,
+                 OVER_CODE: tl.constexpr, INF_CODE: tl.constexpr, NAN_CODE: tl.constexpr, LOW: tl.constexpr,
+                 LOW_EXP: tl.constexpr, MAX_BITS: tl.constexpr, OVER_BITS: tl.constexpr, INF_OUT: tl.constexpr,
+                 BLOCK: tl.constexpr):
+            o = tl.program_id(0) * BLOCK + tl.arange(0, BLOCK)
+            b = tl.load(x_ptr + o, mask=o < n, other=0)
+            r = tl.load(r_ptr + o, mask=o < n, other=0)
+            tl.store(code_ptr + o, _round_code(b, r, S, EMIN_FIELD, SUB, MAX_CODE, MODE, FNUZ, M, EF, OVER_CODE,
+                                               INF_CODE, NAN_CODE), mask=o < n)
+            tl.store(val_ptr + o, _round_bits(b, r, S, EMIN_FIELD, LOW, LOW_EXP, MAX_BITS, OVER_BITS, INF_OUT,
+                                              FNUZ, MODE), mask=o < n)
+
+        rng = np.random.default_rng(0)
+        n = 1 << 15
+        bits = rng.integers(0, 2**32, size=n, dtype=np.uint64).astype(np.uint32).view(np.int32)
+        spread = (rng.standard_normal(n) * 2.0 ** rng.uniform(-40, 20, n)).astype(np.float32).view(np.int32)
+        x = torch.from_numpy(np.concatenate([bits, spread]))
+        specials = torch.tensor([0.0, -0.0, float("inf"), -float("inf"), float("nan"), 1e-45, 3e38]).view(torch.int32)
+        x[:7] = specials
+        r = torch.from_numpy(rng.integers(0, 2**31, size=x.numel(), dtype=np.int64).astype(np.int32))
+        r[:64] = torch.tensor([0, 2**31 - 1] * 32, dtype=torch.int32)
+        for name in {FORMATS!r} + ["float8_e4m3b11fnuz", "fp4"]:
+            fmt = lowbit.get_format(name)
+            lut = decode_lut(fmt, "cpu", torch.float32)
+            for rounding, sat in (("nearest", False), ("nearest", True), ("stochastic", False), ("stochastic", True)):
+                k = _constants(fmt, rounding, sat)
+                c = _code_constants(fmt, rounding, sat)
+                code, val = torch.empty_like(x), torch.empty_like(x)
+                both[(triton.cdiv(x.numel(), 4096),)](
+                    x, r, code, val, x.numel(), **c, LOW=k["LOW"], LOW_EXP=k["LOW_EXP"], MAX_BITS=k["MAX_BITS"],
+                    OVER_BITS=k["OVER_BITS"], INF_OUT=k["INF_OUT"], BLOCK=4096)
+                got, val = lut[code.long()], val.view(torch.float32)
+                same = (got.view(torch.int32) == val.view(torch.int32)) | (torch.isnan(got) & torch.isnan(val))
+                if not fmt.has_nan:  # no NaN code: the codec sends a finite flag beside the codes
+                    same |= torch.isnan(val)
+                assert same.all(), (name, rounding, sat, x[~same][:4], code[~same][:4], val[~same][:4])
+        print("ok")
+        """))
+    env = dict(os.environ, TRITON_INTERPRET="1")
+    r = subprocess.run([sys.executable, str(script)], env=env, capture_output=True, text=True, timeout=600)
+    assert r.returncode == 0 and r.stdout.strip().endswith("ok"), r.stderr[-3000:]
+
+
 def test_codec_kernels_in_interpreter_match_the_torch_paths():
     """Fused encode/decode kernels of cast, natural, signsgd and intsgd against lowbit's torch
     code paths (run on CPU tensors through Triton's interpreter)."""
@@ -208,6 +266,26 @@ def test_codec_kernels_in_interpreter_match_the_torch_paths():
             assert torch.equal(got, K.cast_decode(codes, fmt, n, fin)) and torch.equal(buf[start:start + n], got)
             codes2, _ = K.cast_encode(torch.cat([torch.zeros(1), y])[1:], fmt, "nearest", False)  # unaligned input
             assert torch.equal(codes2, codes)
+        # MX block scaling in one pass: the bytes and values of ScaledFormat's torch path
+        from lowbit.scaling import ScaledFormat
+        z = x[6:].clone()
+        z[64:96], z[96:128], z[128:160] = 0.0, z[96:128] * 1e-40, z[128:160] * 1e32  # zero, subnormal, huge blocks
+        for name in ["fp4", "fp8", "float8_e5m2"]:
+            fmt = lowbit.get_format(name)
+            for block, rule in ((32, "ocp"), (16, "fit"), (2, "ocp")):
+                sf = ScaledFormat(fmt, "block", block, rule)
+                scales, v = sf._scaled_values(z, "nearest", None)
+                codes, sc, fin = K.cast_block_encode(z, fmt, "nearest", block, rule)
+                ref = pack(float_codes(v.reshape(-1), fmt, quantized=True, nan_ok=True), fmt.code_bits)
+                assert torch.equal(sc, scales) and torch.equal(codes, ref) and int(fin) == 1, (name, block, rule)
+                dec = K.cast_decode(codes, fmt, z.numel(), fin, scales=sc, block=block)
+                assert torch.equal(dec, sf._unscale(v.reshape(-1), scales, (scales.numel() * block,))[:z.numel()])
+            codes, sc, fin = K.cast_block_encode(x, fmt, "stochastic", 32, "fit", torch.Generator().manual_seed(1))
+            X = torch.ldexp(torch.ones(sc.numel()), sc.int() - 127).repeat_interleave(32)[6:x.numel()]
+            d, v = K.cast_decode(codes, fmt, x.numel(), None, scales=sc, block=32)[6:] / X, x[6:] / X
+            lo = lowbit.quantize(v, fmt, "zero")
+            up = lowbit.quantize(torch.nextafter(d.abs(), torch.zeros(())), fmt, "zero")
+            assert ((d == lo) | ((d.abs() > v.abs()) & (up == lo.abs()))).all() and int(fin) == 0, name
         print("ok")
         """
     )

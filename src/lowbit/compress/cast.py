@@ -74,6 +74,16 @@ class Cast(Compressor):
         return (self._scaled is None and kernels.fused(t) and isinstance(self.fmt, FloatFormat)
                 and self.fmt.code_bits in (4, 8) and kernels.supports(self.fmt))
 
+    def _fused_block(self, device: torch.device) -> bool:
+        """Block scaling in one fused pass (power-of-two blocks of 4- and 8-bit float formats)."""
+        from .. import kernels
+
+        if self.scaling != "block" or device.type != "cuda" or not kernels.supports(self.fmt):
+            return False
+        from ..kernels.codecs_triton import block_fusable
+
+        return block_fusable(self.fmt, self.block)
+
     def encode(self, tensor, *, state=None, generator=None) -> Packet:
         _check_tensor(tensor)
         t = tensor.detach().reshape(-1).to(torch.float32)
@@ -84,6 +94,12 @@ class Cast(Compressor):
             codes, finite = cast_encode(t, self.fmt, self.rounding, self.saturate, generator)
             payload = {"codes": codes} if self.fmt.has_nan else {"codes": codes, "finite": finite}
             return Packet(payload, tuple(tensor.shape), tensor.dtype)
+        if self._fused_block(t.device):
+            from ..kernels.codecs_triton import cast_block_encode
+
+            codes, scales, finite = cast_block_encode(t, self.fmt, self.rounding, self.block, self._scaled.rule,
+                                                      generator)
+            return Packet({"codes": codes, "scales": scales, "finite": finite}, tuple(tensor.shape), tensor.dtype)
         if self._scaled is None:
             q = quantize(t, self.fmt, self.rounding, saturate=self.saturate, generator=generator)
             payload = {"codes": self._codes(q)}
@@ -131,6 +147,10 @@ class Cast(Compressor):
         p = packet.payload
         if self._scaled is None:  # a non-finite input decodes to NaN everywhere
             v = self._values(p["codes"], n, p.get("finite"))
+        elif self._fused_block(p["codes"].device):
+            from ..kernels.codecs_triton import cast_decode
+
+            v = cast_decode(p["codes"], self.fmt, n, p["finite"], scales=p["scales"], block=self.block)
         else:
             count = n if self.scaling == "tensor" else p["scales"].numel() * self.block
             v = self._scaled._unscale(self._values(p["codes"], count), p["scales"], (count,))[:n]

@@ -2,9 +2,11 @@
 
 Each kernel reads its input once and writes its output once:
 
-* ``cast_encode``: rounding (the quantize kernel's ``_round_bits``) and the format's codes in one
-  pass, 8-bit codes one per byte, 4-bit codes two per byte; ``cast_decode``: codes → values by
-  arithmetic on the code's fields (no table gathers).
+* ``cast_encode``: rounding and the format's codes in one pass (``_round_code``: one integer
+  formula for every binade, bit for bit the quantize kernel's ``_round_bits``), 8-bit codes one
+  per byte, 4-bit codes packed in registers; ``cast_block_encode``: the same under OCP MX block
+  scaling (per-block E8M0 exponents from the block's max, in the same pass); ``cast_decode``:
+  codes → values by arithmetic on the code's fields (no table gathers), times the block scales.
 * ``natural_encode`` / ``natural_decode``: stochastic rounding to a power of two, the exponent byte
   and the sign bit packed eight to a byte.
 * ``sign_encode`` / ``sign_decode``: sign bits packed eight to a byte with per-block partial sums of
@@ -24,7 +26,7 @@ import triton
 import triton.language as tl
 
 from ..formats import FloatFormat
-from .quantize_triton import _constants, _grid_count
+from .quantize_triton import _constants
 
 BLOCK = 4096
 WARPS = 8
@@ -51,25 +53,52 @@ def _segment_value(ptr, seg_ptr, o, n, SEG: tl.constexpr):
 
 
 @triton.jit
-def _round_code(b, rnd, S: tl.constexpr, EMIN_FIELD: tl.constexpr, LOW: tl.constexpr, LOW_EXP: tl.constexpr,
-                SUB_SHIFT: tl.constexpr, MAX_BITS: tl.constexpr, MODE: tl.constexpr, FNUZ: tl.constexpr,
-                M: tl.constexpr, EF: tl.constexpr, BIAS: tl.constexpr, OVER_CODE: tl.constexpr,
+def _round_code(b, rnd, S: tl.constexpr, EMIN_FIELD: tl.constexpr, SUB: tl.constexpr, MAX_CODE: tl.constexpr,
+                MODE: tl.constexpr, FNUZ: tl.constexpr, M: tl.constexpr, EF: tl.constexpr, OVER_CODE: tl.constexpr,
                 INF_CODE: tl.constexpr, NAN_CODE: tl.constexpr):
-    """The format's code of float32 bits ``b`` rounded as the quantize kernel's ``_round_bits``
-    does, computed on codes directly: in the normal range the rounded float32 pattern shifted down
-    is the code plus a constant; below it the integer count k of steps 2^LOW_EXP is the code
-    (shifted by SUB_SHIFT where the format has no subnormals)."""
+    """The format's code of float32 bits ``b`` rounded to nearest (ties to even, MODE 0) or
+    stochastically (MODE 1: up when the dropped bits plus the random bits ``rnd`` carry), in one
+    integer formula for the whole range: the 24-bit significand ``sig`` loses ``sh`` bits, S in the
+    format's normal range and one more per binade below it (SUB: the subnormal grid; otherwise the
+    grid of step 2^emin), and the rounded count k is the code, offset by the binade above the
+    smallest normal one: code = (max(e − EMIN_FIELD, 0) << M) + k (a carry of k is the next binade).
+    Bit for bit the quantize kernel's ``_round_bits``."""
     a = b & 0x7FFFFFFF
     e = a >> 23
-    if MODE == 0:
-        res = (a + ((1 << (S - 1)) - 1) + ((a >> S) & 1)) & ~((1 << S) - 1)
+    # From the binade FLOOR down every value rounds to 0 (nearest: 25 dropped bits leave less than
+    # half a step; stochastic: 54 leave a probability below the 2^-30 resolution), so e is raised
+    # to FLOOR, which also keeps every shift below 32; where FLOOR < 1 (float32's own subnormals
+    # still round to nonzero codes) the exponent is raised to 1 and the hidden bit dropped instead.
+    FLOOR: tl.constexpr = EMIN_FIELD + (S if SUB else 23) - (25 if MODE == 0 else 54)
+    if FLOOR >= 1:
+        ef = tl.maximum(e, FLOOR)
+        sig = (a & 0x7FFFFF) | 0x800000
     else:
-        res = (a + (rnd & ((1 << S) - 1))) & ~((1 << S) - 1)
-    mag = (res >> S) - ((127 - BIAS) << M)
-    if LOW:
-        mag = tl.where(e < EMIN_FIELD, _grid_count(a, e, rnd, LOW_EXP, MODE) << SUB_SHIFT, mag)
-    mag = tl.where(res > MAX_BITS, OVER_CODE, mag)
-    mag = tl.where(a >= 0x7F800000, tl.where(a == 0x7F800000, INF_CODE, NAN_CODE), mag)
+        ef = tl.maximum(e, 1)
+        sig = tl.where(e > 0, (a & 0x7FFFFF) | 0x800000, a)
+    below = tl.maximum(EMIN_FIELD - ef, 0)  # binades below the format's normal range
+    if SUB:
+        sh = S + below
+    else:
+        sh = tl.where(below > 0, 23 + below, S)
+    if MODE == 0:  # sh ≤ 25 here
+        k = (sig + ((1 << (sh - 1)) - 1) + ((sig >> sh) & 1)) >> sh
+    else:  # sh ≤ 54 here
+        extra = tl.maximum(sh - 30, 0)  # 30 random bits at most: sig + rnd stays below 2^31
+        sh = tl.minimum(sh, 30)
+        k = ((sig >> extra) + (rnd & ((1 << sh) - 1))) >> sh
+    above = tl.maximum(ef - EMIN_FIELD, 0) << M
+    if SUB:
+        mag = above + k
+    else:
+        mag = tl.where(below > 0, k << M, above + k)
+    mag = tl.where(mag > MAX_CODE, OVER_CODE, mag)  # also every inf or NaN input
+    if (INF_CODE != OVER_CODE) and (NAN_CODE != OVER_CODE):
+        mag = tl.where(a >= 0x7F800000, tl.where(a == 0x7F800000, INF_CODE, NAN_CODE), mag)
+    elif INF_CODE != OVER_CODE:
+        mag = tl.where(a == 0x7F800000, INF_CODE, mag)
+    elif NAN_CODE != OVER_CODE:
+        mag = tl.where(a > 0x7F800000, NAN_CODE, mag)
     sign = (b >> 31) & 1
     if FNUZ:
         sign = tl.where(mag == 0, 0, sign)
@@ -77,41 +106,36 @@ def _round_code(b, rnd, S: tl.constexpr, EMIN_FIELD: tl.constexpr, LOW: tl.const
 
 
 @triton.jit
+def _random_words(seed_ptr, pid, Q: tl.constexpr, ROUNDS: tl.constexpr):
+    """4·Q random 31-bit words for a program's 4·Q coordinates: Philox-4x32 at counters
+    pid·Q … pid·Q + Q − 1, the four words of a counter going to four neighbouring coordinates."""
+    r0, r1, r2, r3 = tl.randint4x(tl.load(seed_ptr), (pid * Q + tl.arange(0, Q)).to(tl.int32), ROUNDS)
+    r = tl.reshape(tl.join(tl.join(r0, r1), tl.join(r2, r3)), (4 * Q,))
+    return r.to(tl.int32, bitcast=True) & 0x7FFFFFFF
+
+
+@triton.jit
 def _cast_encode_kernel(x_ptr, out_ptr, fin_ptr, n, seed_ptr, S: tl.constexpr, EMIN_FIELD: tl.constexpr,
-                        LOW: tl.constexpr, LOW_EXP: tl.constexpr, SUB_SHIFT: tl.constexpr, MAX_BITS: tl.constexpr,
-                        MODE: tl.constexpr, FNUZ: tl.constexpr, M: tl.constexpr, EF: tl.constexpr,
-                        BIAS: tl.constexpr, OVER_CODE: tl.constexpr, INF_CODE: tl.constexpr, NAN_CODE: tl.constexpr,
-                        FLAG: tl.constexpr, WIDTH: tl.constexpr, ROUNDS: tl.constexpr, BLOCK: tl.constexpr):
-    """8-bit codes one per byte; 4-bit codes two per byte (neighbouring codes paired in registers)."""
-    Q: tl.constexpr = BLOCK // 4
+                        SUB: tl.constexpr, MAX_CODE: tl.constexpr, MODE: tl.constexpr, FNUZ: tl.constexpr,
+                        M: tl.constexpr, EF: tl.constexpr, OVER_CODE: tl.constexpr, INF_CODE: tl.constexpr,
+                        NAN_CODE: tl.constexpr, FLAG: tl.constexpr, WIDTH: tl.constexpr, ROUNDS: tl.constexpr,
+                        BLOCK: tl.constexpr):
+    """8-bit codes one per byte; 4-bit codes four to a 16-bit word (``out_ptr`` then points at
+    int16), the four neighbours packed in registers.  FLAG: a byte per program, were all inputs
+    finite."""
     pid = tl.program_id(0).to(tl.int64)
-    offs = tl.arange(0, Q)
-    if MODE == 1:
-        r0, r1, r2, r3 = tl.randint4x(tl.load(seed_ptr), (pid * Q + offs).to(tl.int32), ROUNDS)
-        r0 = r0.to(tl.int32, bitcast=True) & 0x7FFFFFFF
-        r1 = r1.to(tl.int32, bitcast=True) & 0x7FFFFFFF
-        r2 = r2.to(tl.int32, bitcast=True) & 0x7FFFFFFF
-        r3 = r3.to(tl.int32, bitcast=True) & 0x7FFFFFFF
-    finite = 1
-    for j in tl.static_range(4):
-        o = pid * BLOCK + j * Q + offs
-        b = tl.load(x_ptr + o, mask=o < n, other=0).to(tl.int32, bitcast=True)
-        if MODE == 1:
-            rnd = r0 if j == 0 else (r1 if j == 1 else (r2 if j == 2 else r3))
-        else:
-            rnd = b
-        if FLAG:  # only formats without a NaN code send whether the input was finite
-            finite = finite & ((b & 0x7F800000) != 0x7F800000).to(tl.int32)
-        c = _round_code(b, rnd, S, EMIN_FIELD, LOW, LOW_EXP, SUB_SHIFT, MAX_BITS, MODE, FNUZ, M, EF, BIAS,
-                        OVER_CODE, INF_CODE, NAN_CODE)
-        if WIDTH == 8:
-            tl.store(out_ptr + o, c.to(tl.uint8), mask=o < n)
-        else:
-            lo, hi = tl.split(tl.reshape(c, (Q // 2, 2)))
-            ob = (pid * BLOCK + j * Q) // 2 + tl.arange(0, Q // 2)
-            tl.store(out_ptr + ob, (lo | (hi << 4)).to(tl.uint8), mask=ob < (n + 1) // 2)
-    if FLAG:
-        tl.store(fin_ptr + pid, tl.min(finite, axis=0).to(tl.uint8))
+    o = pid * BLOCK + tl.arange(0, BLOCK // 4)[:, None] * 4 + tl.arange(0, 4)[None, :]
+    b = tl.load(x_ptr + o, mask=o < n, other=0).to(tl.int32, bitcast=True)
+    rnd = tl.reshape(_random_words(seed_ptr, pid, BLOCK // 4, ROUNDS), (BLOCK // 4, 4)) if MODE == 1 else b
+    c = _round_code(b, rnd, S, EMIN_FIELD, SUB, MAX_CODE, MODE, FNUZ, M, EF, OVER_CODE, INF_CODE, NAN_CODE)
+    if WIDTH == 8:
+        tl.store(out_ptr + o, c.to(tl.uint8), mask=o < n)
+    else:
+        word = tl.sum(c << (tl.arange(0, 4) * 4)[None, :], axis=1)
+        ow = pid * (BLOCK // 4) + tl.arange(0, BLOCK // 4)
+        tl.store(out_ptr + ow, word.to(tl.int16), mask=ow < (n + 3) // 4)
+    if FLAG:  # only formats without a NaN code send whether the input was finite
+        tl.store(fin_ptr + pid, (tl.max(b & 0x7FFFFFFF, axis=None) < 0x7F800000).to(tl.uint8))
 
 
 @triton.jit
@@ -135,9 +159,10 @@ def _value_bits(c, M: tl.constexpr, EF: tl.constexpr, BIAS: tl.constexpr, LOW_EX
 
 
 @triton.jit
-def _cast_decode_kernel(c_ptr, fin_ptr, out_ptr, n, M: tl.constexpr, EF: tl.constexpr, BIAS: tl.constexpr,
-                        LOW_EXP: tl.constexpr, SPECIAL: tl.constexpr, TOP: tl.constexpr, WIDTH: tl.constexpr,
-                        FLAG: tl.constexpr, BLOCK: tl.constexpr):
+def _cast_decode_kernel(c_ptr, fin_ptr, scale_ptr, out_ptr, n, M: tl.constexpr, EF: tl.constexpr,
+                        BIAS: tl.constexpr, LOW_EXP: tl.constexpr, SPECIAL: tl.constexpr, TOP: tl.constexpr,
+                        WIDTH: tl.constexpr, FLAG: tl.constexpr, KB: tl.constexpr, BLOCK: tl.constexpr):
+    """Values of the codes; KB > 0: times the E8M0 scale 2^(e−127) of each block of KB values."""
     pid = tl.program_id(0).to(tl.int64)
     if WIDTH == 8:
         o = pid * BLOCK + tl.arange(0, BLOCK)
@@ -150,9 +175,57 @@ def _cast_decode_kernel(c_ptr, fin_ptr, out_ptr, n, M: tl.constexpr, EF: tl.cons
         hi = _value_bits(byte >> 4, M, EF, BIAS, LOW_EXP, SPECIAL, TOP)
         v = tl.reshape(tl.join(lo, hi), (BLOCK,))
         o = pid * BLOCK + tl.arange(0, BLOCK)
+    if KB > 0:
+        e = tl.load(scale_ptr + o // KB, mask=o < n, other=127).to(tl.int32)
+        v = (v.to(tl.float32, bitcast=True) * _pow2(e - 127).to(tl.float32, bitcast=True)).to(tl.int32, bitcast=True)
     if FLAG:  # the input held NaN/inf: everything decodes to NaN
         v = tl.where(tl.load(fin_ptr) == 0, 0x7FC00000, v)
     tl.store(out_ptr + o, v.to(tl.float32, bitcast=True), mask=o < n)
+
+
+@triton.jit
+def _pow2(k):
+    """float32 bit pattern of 2^k for integer k (0 below 2^−149; k ≤ 127)."""
+    return tl.where(k >= -126, (k + 127) << 23, tl.where(k >= -149, 1 << (tl.maximum(k, -149) + 149), 0))
+
+
+@triton.jit
+def _mx_encode_kernel(x_ptr, out_ptr, scale_ptr, fin_ptr, n, nblocks, nbytes, seed_ptr, S: tl.constexpr,
+                      EMIN_FIELD: tl.constexpr, SUB: tl.constexpr, MAX_CODE: tl.constexpr, MODE: tl.constexpr,
+                      FNUZ: tl.constexpr, M: tl.constexpr, EF: tl.constexpr, OVER_CODE: tl.constexpr,
+                      INF_CODE: tl.constexpr, NAN_CODE: tl.constexpr, EMAX: tl.constexpr, MAXV: tl.constexpr,
+                      FIT: tl.constexpr, KB: tl.constexpr, WIDTH: tl.constexpr, ROUNDS: tl.constexpr, BLOCK: tl.constexpr):
+    """Block scaling (OCP MX) in one pass: per block of KB values the E8M0 exponent
+    e = ⌊log₂ max|x|⌋ − EMAX + 127 (FIT: one more where max·2^(e−127) < max|x|; 0 for an all-zero
+    block; clamped to [0, 254]), the codes of x·2^(127−e) rounded with saturation, and a flag per
+    program: were all inputs finite."""
+    R: tl.constexpr = BLOCK // KB
+    pid = tl.program_id(0).to(tl.int64)
+    o = pid * BLOCK + tl.arange(0, R)[:, None] * KB + tl.arange(0, KB)[None, :]
+    b = tl.load(x_ptr + o, mask=o < n, other=0).to(tl.int32, bitcast=True)
+    amax = tl.max(b & 0x7FFFFFFF, axis=1)  # the pattern of max|x| (patterns of non-negative floats order as values)
+    e = (amax >> 23) - 127 - EMAX  # ⌊log₂ max|x|⌋ − EMAX where max|x| is normal
+    if FIT:
+        e += (amax.to(tl.float32, bitcast=True) > MAXV * _pow2(e).to(tl.float32, bitcast=True)).to(tl.int32)
+    # EMAX ≥ 2: a block whose max is 0 or subnormal has e + 127 < 0 (the exponent 0 either way), and
+    # e + 127 ≤ 253 for finite blocks, so 2^(127−e) is a normal float32
+    e = tl.minimum(tl.maximum(e + 127, 0), 254)
+    inv = (254 - e) << 23  # 2^(127−e)
+    v = (b.to(tl.float32, bitcast=True) * inv.to(tl.float32, bitcast=True)[:, None]).to(tl.int32, bitcast=True)
+    if MODE == 1:
+        rnd = tl.reshape(_random_words(seed_ptr, pid, BLOCK // 4, ROUNDS), (R, KB))
+    else:
+        rnd = v
+    c = _round_code(v, rnd, S, EMIN_FIELD, SUB, MAX_CODE, MODE, FNUZ, M, EF, OVER_CODE, INF_CODE, NAN_CODE)
+    if WIDTH == 8:
+        tl.store(out_ptr + o, c.to(tl.uint8), mask=o < nbytes)
+    else:  # four codes to an int16 word
+        word = tl.sum(tl.reshape(c, (BLOCK // 4, 4)) << (tl.arange(0, 4) * 4)[None, :], axis=1)
+        ow = pid * (BLOCK // 4) + tl.arange(0, BLOCK // 4)
+        tl.store(out_ptr + ow, word.to(tl.int16), mask=ow < (nbytes + 1) // 2)
+    bi = pid * R + tl.arange(0, R)
+    tl.store(scale_ptr + bi, e.to(tl.uint8), mask=bi < nblocks)
+    tl.store(fin_ptr + pid, (tl.max(amax, axis=0) < 0x7F800000).to(tl.uint8))
 
 
 @triton.jit
@@ -415,15 +488,13 @@ def _seed(x: torch.Tensor, generator) -> torch.Tensor:
     return torch.randint(0, 2**31 - 1, (1,), device=gdev, generator=generator, dtype=torch.int64).to(x.device)
 
 
-def cast_encode(x: torch.Tensor, fmt: FloatFormat, rounding: str, saturate: bool, generator=None):
-    """(packed codes, one byte: was every input finite — None for formats with a NaN code)."""
-    x = x.contiguous().reshape(-1)
-    n, w = x.numel(), fmt.code_bits
-    out = torch.empty((n * w + 7) // 8, dtype=torch.uint8, device=x.device)
-    flag = not fmt.has_nan
-    fin = torch.empty(triton.cdiv(n, BLOCK) if flag else 1, dtype=torch.uint8, device=x.device)
+def _code_constants(fmt: FloatFormat, rounding: str, saturate: bool, flagged: bool = False) -> dict:
+    """The rounding constants of ``_round_code`` for ``fmt``: the quantize kernel's, with the codes
+    of its special results (max, inf, NaN).  ``flagged``: a finite flag travels with the codes, so
+    the codes of NaN (a format without a NaN code) or of any non-finite input (block scaling) are
+    never read: they take the overflow code, which saves the special cases."""
     top = (1 << fmt.exp_bits) - 1
-    m = fmt.man_bits
+    m, w = fmt.man_bits, fmt.code_bits
     nan_code = {"ieee": (top << m) | (1 << max(m - 1, 0)), "fn": (top << m) | ((1 << m) - 1),
                 "fnuz": 1 << (w - 1), "none": 0}[fmt.nan_style]
     k = _constants(fmt, rounding, saturate)
@@ -434,24 +505,71 @@ def cast_encode(x: torch.Tensor, fmt: FloatFormat, rounding: str, saturate: bool
     def code_of(bits):  # the code of a special result pattern: max, inf or NaN
         return {k["MAX_BITS"]: max_code, 0x7F800000: top << m}.get(bits, nan_code)
 
+    over = code_of(k["OVER_BITS"])
+    return dict(S=k["S"], EMIN_FIELD=k["EMIN_FIELD"], SUB=fmt.subnormals, MAX_CODE=max_code, MODE=k["MODE"],
+                FNUZ=k["FNUZ"], M=m, EF=fmt.exp_field_bits, OVER_CODE=over,
+                INF_CODE=over if flagged else code_of(k["INF_OUT"]),
+                NAN_CODE=over if flagged else nan_code)
+
+
+def cast_encode(x: torch.Tensor, fmt: FloatFormat, rounding: str, saturate: bool, generator=None):
+    """(packed codes, one byte: was every input finite — None for formats with a NaN code).  With
+    the flag, the codes of non-finite inputs are unspecified: the packet decodes to NaN everywhere."""
+    x = x.contiguous().reshape(-1)
+    n, w = x.numel(), fmt.code_bits
+    nbytes = (n * w + 7) // 8
+    out = torch.empty(nbytes if w == 8 else 2 * triton.cdiv(n, 4), dtype=torch.uint8, device=x.device)
+    flag = not fmt.has_nan
+    fin = torch.empty(triton.cdiv(n, BLOCK) if flag else 1, dtype=torch.uint8, device=x.device)
+    k = _code_constants(fmt, rounding, saturate, flagged=flag)
     seed = _seed(x, generator) if rounding == "stochastic" else x
     _cast_encode_kernel[(triton.cdiv(n, BLOCK),)](
-        x, out, fin, n, seed, S=k["S"], EMIN_FIELD=k["EMIN_FIELD"], LOW=k["LOW"], LOW_EXP=k["LOW_EXP"],
-        SUB_SHIFT=0 if fmt.subnormals else m, MAX_BITS=k["MAX_BITS"], MODE=k["MODE"], FNUZ=k["FNUZ"], M=m,
-        EF=fmt.exp_field_bits, BIAS=fmt.bias, OVER_CODE=code_of(k["OVER_BITS"]), INF_CODE=code_of(k["INF_OUT"]),
-        NAN_CODE=nan_code, FLAG=flag, WIDTH=w, ROUNDS=PHILOX_ROUNDS, BLOCK=BLOCK, num_warps=WARPS)
-    return out, (fin.amin().reshape(1) if flag else None)
+        x, out if w == 8 else out.view(torch.int16), fin, n, seed, **k, FLAG=flag, WIDTH=w, ROUNDS=PHILOX_ROUNDS,
+        BLOCK=BLOCK, num_warps=WARPS)
+    return out[:nbytes], (fin.amin().reshape(1) if flag else None)
 
 
-def cast_decode(codes: torch.Tensor, fmt: FloatFormat, n: int, finite=None, out=None) -> torch.Tensor:
+def block_fusable(fmt, block: int) -> bool:
+    """Whether ``cast_block_encode`` takes ``fmt`` with blocks of ``block`` values (formats whose
+    largest value is at least 4, as every MX element format's)."""
+    return (isinstance(fmt, FloatFormat) and fmt.code_bits in (4, 8) and fmt.emax >= 2 and 2 <= block <= BLOCK
+            and block & (block - 1) == 0)
+
+
+def cast_block_encode(x: torch.Tensor, fmt: FloatFormat, rounding: str, block: int, rule: str, generator=None):
+    """Block-scaled (MX) codes in one pass: (packed codes of the zero-padded blocks, uint8 E8M0
+    exponents, one byte: was every input finite) — the payload of ``ScaledFormat(fmt, "block",
+    block, rule)`` with saturating rounding."""
+    x = x.contiguous().reshape(-1)
+    n = x.numel()
+    nblocks = triton.cdiv(n, block)
+    nbytes = fmt.nbytes(nblocks * block)
+    w = fmt.code_bits
+    out = torch.empty(nbytes + (nbytes % 2 if w == 4 else 0), dtype=torch.uint8, device=x.device)
+    scales = torch.empty(nblocks, dtype=torch.uint8, device=x.device)
+    grid = max(1, triton.cdiv(nblocks * block, BLOCK))
+    fin = torch.empty(grid, dtype=torch.uint8, device=x.device)
+    seed = _seed(x, generator) if rounding == "stochastic" else x
+    _mx_encode_kernel[(grid,)](
+        x, out if w == 8 else out.view(torch.int16), scales, fin, n, nblocks, nbytes, seed,
+        **_code_constants(fmt, rounding, True, flagged=True), EMAX=fmt.emax,
+        MAXV=float(fmt.max), FIT=rule == "fit", KB=block, WIDTH=fmt.code_bits, ROUNDS=PHILOX_ROUNDS, BLOCK=BLOCK,
+        num_warps=WARPS)
+    return out[:nbytes], scales, fin.amin().reshape(1)
+
+
+def cast_decode(codes: torch.Tensor, fmt: FloatFormat, n: int, finite=None, out=None, scales=None,
+                block: int = 0) -> torch.Tensor:
+    """Values of n codes (NaN everywhere where ``finite`` is 0); with ``scales``, each block of
+    ``block`` values times its E8M0 scale."""
     out = _output(n, codes.device, out)
     flag = finite if finite is not None else codes
     special = {"ieee": 1, "fn": 2, "fnuz": 3, "none": 0}[fmt.nan_style]
     m2 = fmt.man_bits if fmt.subnormals else 0
     _cast_decode_kernel[(triton.cdiv(n, BLOCK),)](
-        codes, flag, out, n, M=fmt.man_bits, EF=fmt.exp_field_bits, BIAS=fmt.bias, LOW_EXP=fmt.emin - m2,
-        SPECIAL=special, TOP=(1 << fmt.exp_bits) - 1, WIDTH=fmt.code_bits, FLAG=finite is not None, BLOCK=BLOCK,
-        num_warps=WARPS)
+        codes, flag, scales if scales is not None else codes, out, n, M=fmt.man_bits, EF=fmt.exp_field_bits,
+        BIAS=fmt.bias, LOW_EXP=fmt.emin - m2, SPECIAL=special, TOP=(1 << fmt.exp_bits) - 1, WIDTH=fmt.code_bits,
+        FLAG=finite is not None, KB=block if scales is not None else 0, BLOCK=BLOCK, num_warps=WARPS)
     return out
 
 
