@@ -100,3 +100,15 @@ def test_fused_block_cast_stochastic_is_unbiased():
     bound = (gap * torch.minimum(x.abs().double(), gap) / reps).sqrt()
     assert ((d.mean(0) - x.double()).abs() <= 5 * bound).all()
     assert (d.std(0) > 0).sum() > 100  # most coordinates do round both ways
+
+
+@needs_cuda
+@pytest.mark.parametrize("scaling", [None, "block"])
+def test_cast_rounding_toward_zero_runs_on_cuda(scaling):
+    """Rounding toward zero has no fused kernel: it takes the torch path and sends the CPU's bytes."""
+    codec = get_compressor("cast", format="fp4", rounding="zero", scaling=scaling)
+    x = _spread(4096 + 5, 2)
+    gpu, cpu = codec.encode(x.cuda()), codec.encode(x)
+    for key in cpu.payload:
+        assert torch.equal(gpu.payload[key].cpu(), cpu.payload[key]), key
+    torch.testing.assert_close(codec.decode(gpu).cpu(), codec.decode(cpu), rtol=0, atol=0, equal_nan=True)

@@ -23,6 +23,9 @@ _NATIVE = {name: getattr(torch, name) for name in
            if hasattr(torch, name)}
 
 
+_FUSED_ROUNDINGS = ("nearest", "stochastic")  # the fused kernels' roundings; "zero" runs as torch code
+
+
 @register("cast")
 class Cast(Compressor):
     def __init__(self, format="fp8", rounding: str = "nearest", scaling: str | None = None, block: int = 32,
@@ -71,14 +74,15 @@ class Cast(Compressor):
     def _fused(self, t: torch.Tensor) -> bool:
         from .. import kernels
 
-        return (self._scaled is None and kernels.fused(t) and isinstance(self.fmt, FloatFormat)
-                and self.fmt.code_bits in (4, 8) and kernels.supports(self.fmt))
+        return (self._scaled is None and self.rounding in _FUSED_ROUNDINGS and kernels.fused(t)
+                and isinstance(self.fmt, FloatFormat) and self.fmt.code_bits in (4, 8) and kernels.supports(self.fmt))
 
     def _fused_block(self, device: torch.device) -> bool:
         """Block scaling in one fused pass (power-of-two blocks of 4- and 8-bit float formats)."""
         from .. import kernels
 
-        if self.scaling != "block" or device.type != "cuda" or not kernels.supports(self.fmt):
+        if (self.scaling != "block" or self.rounding not in _FUSED_ROUNDINGS or device.type != "cuda"
+                or not kernels.supports(self.fmt)):
             return False
         from ..kernels.codecs_triton import block_fusable
 
