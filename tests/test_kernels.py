@@ -209,6 +209,11 @@ def test_codec_kernels_in_interpreter_match_the_torch_paths():
         ints, fin = K.int8_encode(t, 10.0, 20, False)
         assert torch.equal(ints.float(), round_integer(t * 10.0, "nearest").clamp(-20, 20)) and int(fin) == 1
         assert torch.allclose(K.int8_decode(ints, fin, 10.0), ints.float() / 10.0)
+        for bad in (float("nan"), float("inf"), -float("inf")):  # the finite flag, from any quarter of a block
+            for at in (5, 4097, 8192):
+                tb = t.clone()
+                tb[at] = bad
+                assert int(K.int8_encode(tb, 10.0, 20, False)[1]) == 0, (bad, at)
         from lowbit.compress.base import Packet
         v = torch.randn(5003, generator=g)
         for levels in (1, 4, 16, 100):

@@ -55,15 +55,58 @@ def _segment_value(ptr, seg_ptr, o, n, SEG: tl.constexpr):
 @triton.jit
 def _round_code(b, rnd, S: tl.constexpr, EMIN_FIELD: tl.constexpr, SUB: tl.constexpr, MAX_CODE: tl.constexpr,
                 MODE: tl.constexpr, FNUZ: tl.constexpr, M: tl.constexpr, EF: tl.constexpr, OVER_CODE: tl.constexpr,
-                INF_CODE: tl.constexpr, NAN_CODE: tl.constexpr):
+                INF_CODE: tl.constexpr, NAN_CODE: tl.constexpr, BOUNDED: tl.constexpr = False):
     """The format's code of float32 bits ``b`` rounded to nearest (ties to even, MODE 0) or
     stochastically (MODE 1: up when the dropped bits plus the random bits ``rnd`` carry), in one
     integer formula for the whole range: the 24-bit significand ``sig`` loses ``sh`` bits, S in the
     format's normal range and one more per binade below it (SUB: the subnormal grid; otherwise the
     grid of step 2^emin), and the rounded count k is the code, offset by the binade above the
     smallest normal one: code = (max(e − EMIN_FIELD, 0) << M) + k (a carry of k is the next binade).
-    Bit for bit the quantize kernel's ``_round_bits``."""
+    Formats with subnormals whose largest binade e_max satisfies e_max + 127 + S ≤ 254 (all but
+    bfloat16) round to nearest on the float adder instead (``_nearest_code``, the same codes).  Bit
+    for bit the quantize kernel's ``_round_bits``."""
     a = b & 0x7FFFFFFF
+    if MODE == 0 and SUB and (MAX_CODE >> M) + EMIN_FIELD - 1 + S <= 254:
+        mag = _nearest_code(b, S, EMIN_FIELD, BOUNDED)
+    else:
+        mag = _integer_code(a, rnd, S, EMIN_FIELD, SUB, MODE, M)
+    mag = tl.where(mag > MAX_CODE, OVER_CODE, mag)  # also every inf or NaN input
+    if (INF_CODE != OVER_CODE) and (NAN_CODE != OVER_CODE):
+        mag = tl.where(a >= 0x7F800000, tl.where(a == 0x7F800000, INF_CODE, NAN_CODE), mag)
+    elif INF_CODE != OVER_CODE:
+        mag = tl.where(a == 0x7F800000, INF_CODE, mag)
+    elif NAN_CODE != OVER_CODE:
+        mag = tl.where(a > 0x7F800000, NAN_CODE, mag)
+    sign = (b >> 31) & 1
+    if FNUZ:
+        sign = tl.where(mag == 0, 0, sign)
+    return mag | (sign << (EF + M))
+
+
+@triton.jit
+def _nearest_code(b, S: tl.constexpr, EMIN_FIELD: tl.constexpr, BOUNDED: tl.constexpr):
+    """Magnitude code of |x| (x's bits ``b``) rounded to nearest-even on a format with subnormals, by
+    the float adder: the grid step of |x|'s binade is s = 2^(max(e, emin) − M), and
+    r = (|x| + s·2^23) − s·2^23 is |x| rounded to a multiple of s (the sum's unit in the last place
+    is s; ties to even).  Scaled by 2^(−126 − emin) the format's subnormals land on float32's
+    (exactly: r is a multiple of 2^(emin − M), M ≤ 23), so the pattern's top bits are the code:
+    code = bits(r·2^(−126 − emin)) >> (23 − M).  Where s·2^23 would overflow the exponent is clamped
+    (|x| ≥ 2^(128 − S): r stays above the format's largest binade, the caller's condition, so it
+    overflows as it should) unless BOUNDED (|x| < 2^104 or non-finite: the codes of non-finite
+    inputs are then unspecified)."""
+    eb = b & 0x7F800000
+    if not BOUNDED:
+        eb = tl.minimum(eb, (254 - S) << 23)
+    c = tl.maximum(eb + (S << 23), (EMIN_FIELD + S) << 23).to(tl.float32, bitcast=True)
+    r = (tl.abs(b.to(tl.float32, bitcast=True)) + c) - c
+    down = tl.full([], (128 - EMIN_FIELD) << 23, tl.int32).to(tl.float32, bitcast=True)  # 2^(1 − EMIN_FIELD)
+    return (r * down).to(tl.int32, bitcast=True) >> S
+
+
+@triton.jit
+def _integer_code(a, rnd, S: tl.constexpr, EMIN_FIELD: tl.constexpr, SUB: tl.constexpr, MODE: tl.constexpr,
+                  M: tl.constexpr):
+    """Magnitude code of |x| (bits ``a``) by the integer formula of ``_round_code``."""
     e = a >> 23
     # From the binade FLOOR down every value rounds to 0 (nearest: 25 dropped bits leave less than
     # half a step; stochastic: 54 leave a probability below the 2^-30 resolution), so e is raised
@@ -89,20 +132,9 @@ def _round_code(b, rnd, S: tl.constexpr, EMIN_FIELD: tl.constexpr, SUB: tl.const
         k = ((sig >> extra) + (rnd & ((1 << sh) - 1))) >> sh
     above = tl.maximum(ef - EMIN_FIELD, 0) << M
     if SUB:
-        mag = above + k
+        return above + k
     else:
-        mag = tl.where(below > 0, k << M, above + k)
-    mag = tl.where(mag > MAX_CODE, OVER_CODE, mag)  # also every inf or NaN input
-    if (INF_CODE != OVER_CODE) and (NAN_CODE != OVER_CODE):
-        mag = tl.where(a >= 0x7F800000, tl.where(a == 0x7F800000, INF_CODE, NAN_CODE), mag)
-    elif INF_CODE != OVER_CODE:
-        mag = tl.where(a == 0x7F800000, INF_CODE, mag)
-    elif NAN_CODE != OVER_CODE:
-        mag = tl.where(a > 0x7F800000, NAN_CODE, mag)
-    sign = (b >> 31) & 1
-    if FNUZ:
-        sign = tl.where(mag == 0, 0, sign)
-    return mag | (sign << (EF + M))
+        return tl.where(below > 0, k << M, above + k)
 
 
 @triton.jit
@@ -112,6 +144,32 @@ def _random_words(seed_ptr, pid, Q: tl.constexpr, ROUNDS: tl.constexpr):
     r0, r1, r2, r3 = tl.randint4x(tl.load(seed_ptr), (pid * Q + tl.arange(0, Q)).to(tl.int32), ROUNDS)
     r = tl.reshape(tl.join(tl.join(r0, r1), tl.join(r2, r3)), (4 * Q,))
     return r.to(tl.int32, bitcast=True) & 0x7FFFFFFF
+
+
+@triton.jit
+def _pick(j: tl.constexpr, v0, v1, v2, v3):
+    """The j-th of four values (j a compile-time constant)."""
+    if j == 0:
+        return v0
+    elif j == 1:
+        return v1
+    elif j == 2:
+        return v2
+    else:
+        return v3
+
+
+@triton.jit
+def _load4(ptr, base, n, Q: tl.constexpr, other):
+    """The four quarters of a program's BLOCK = 4·Q values, all loads issued before any use: the
+    kernels below store between quarters, and a load after a store (the pointers may alias) would
+    otherwise wait for it, leaving one load in flight per thread instead of four."""
+    o = base + tl.arange(0, Q)
+    v0 = tl.load(ptr + o, mask=o < n, other=other)
+    v1 = tl.load(ptr + o + Q, mask=o + Q < n, other=other)
+    v2 = tl.load(ptr + o + 2 * Q, mask=o + 2 * Q < n, other=other)
+    v3 = tl.load(ptr + o + 3 * Q, mask=o + 3 * Q < n, other=other)
+    return v0, v1, v2, v3
 
 
 @triton.jit
@@ -141,14 +199,21 @@ def _cast_encode_kernel(x_ptr, out_ptr, fin_ptr, n, seed_ptr, S: tl.constexpr, E
 @triton.jit
 def _value_bits(c, M: tl.constexpr, EF: tl.constexpr, BIAS: tl.constexpr, LOW_EXP: tl.constexpr,
                 SPECIAL: tl.constexpr, TOP: tl.constexpr):
-    """float32 bit pattern of codes: sign | exponent field | mantissa (arithmetic, no table)."""
+    """float32 bit pattern of codes: sign | exponent field | mantissa (arithmetic, no table).  With
+    subnormals, the code's magnitude bits placed as a float32's top bits, (field, mantissa), are
+    the value times 2^(BIAS − 127) in every binade (its subnormals land on float32's): one multiply
+    by 2^(127 − BIAS) gives the value."""
     W: tl.constexpr = 1 + EF + M
     sign = (c >> (EF + M)) & 1
     field = (c >> M) & ((1 << EF) - 1)
     mant = c & ((1 << M) - 1)
-    normal = ((field - BIAS + 127) << 23) | (mant << (23 - M))
-    sub = (mant.to(tl.float32) * (2.0 ** LOW_EXP)).to(tl.int32, bitcast=True)
-    bits = tl.where(field == 0, sub, normal) | (sign << 31)
+    if LOW_EXP == 1 - BIAS - M:  # subnormals: LOW_EXP = emin − M
+        mag = ((c & ((1 << (EF + M)) - 1)) << (23 - M)).to(tl.float32, bitcast=True)
+        bits = (mag * (2.0 ** (127 - BIAS))).to(tl.int32, bitcast=True) | (sign << 31)
+    else:
+        normal = ((field - BIAS + 127) << 23) | (mant << (23 - M))
+        sub = (mant.to(tl.float32) * (2.0 ** LOW_EXP)).to(tl.int32, bitcast=True)
+        bits = tl.where(field == 0, sub, normal) | (sign << 31)
     if SPECIAL == 1:  # ieee: top field is inf (mantissa 0) or NaN
         bits = tl.where(field == TOP, tl.where(mant == 0, (sign << 31) | 0x7F800000, 0x7FC00000), bits)
     elif SPECIAL == 2:  # fn: all-ones exponent and mantissa is NaN
@@ -190,6 +255,11 @@ def _pow2(k):
 
 
 @triton.jit
+def _max_nan(a, b):
+    return tl.maximum(a, b, propagate_nan=tl.PropagateNan.ALL)
+
+
+@triton.jit
 def _mx_encode_kernel(x_ptr, out_ptr, scale_ptr, fin_ptr, n, nblocks, nbytes, seed_ptr, S: tl.constexpr,
                       EMIN_FIELD: tl.constexpr, SUB: tl.constexpr, MAX_CODE: tl.constexpr, MODE: tl.constexpr,
                       FNUZ: tl.constexpr, M: tl.constexpr, EF: tl.constexpr, OVER_CODE: tl.constexpr,
@@ -203,7 +273,8 @@ def _mx_encode_kernel(x_ptr, out_ptr, scale_ptr, fin_ptr, n, nblocks, nbytes, se
     pid = tl.program_id(0).to(tl.int64)
     o = pid * BLOCK + tl.arange(0, R)[:, None] * KB + tl.arange(0, KB)[None, :]
     b = tl.load(x_ptr + o, mask=o < n, other=0).to(tl.int32, bitcast=True)
-    amax = tl.max(b & 0x7FFFFFFF, axis=1)  # the pattern of max|x| (patterns of non-negative floats order as values)
+    # the pattern of max|x|, NaN where the block holds a NaN (patterns of non-negative floats order as values)
+    amax = tl.reduce(tl.abs(b.to(tl.float32, bitcast=True)), 1, _max_nan).to(tl.int32, bitcast=True)
     e = (amax >> 23) - 127 - EMAX  # ⌊log₂ max|x|⌋ − EMAX where max|x| is normal
     if FIT:
         e += (amax.to(tl.float32, bitcast=True) > MAXV * _pow2(e).to(tl.float32, bitcast=True)).to(tl.int32)
@@ -216,7 +287,9 @@ def _mx_encode_kernel(x_ptr, out_ptr, scale_ptr, fin_ptr, n, nblocks, nbytes, se
         rnd = tl.reshape(_random_words(seed_ptr, pid, BLOCK // 4, ROUNDS), (R, KB))
     else:
         rnd = v
-    c = _round_code(v, rnd, S, EMIN_FIELD, SUB, MAX_CODE, MODE, FNUZ, M, EF, OVER_CODE, INF_CODE, NAN_CODE)
+    # |v| < 2^(EMAX + 2) for finite inputs (the codes of non-finite ones are never read: the flag)
+    c = _round_code(v, rnd, S, EMIN_FIELD, SUB, MAX_CODE, MODE, FNUZ, M, EF, OVER_CODE, INF_CODE, NAN_CODE,
+                    BOUNDED=True)
     if WIDTH == 8:
         tl.store(out_ptr + o, c.to(tl.uint8), mask=o < nbytes)
     else:  # four codes to an int16 word
@@ -233,11 +306,12 @@ def _natural_encode_kernel(x_ptr, exp_ptr, sign_ptr, n, seed_ptr, ROUNDS: tl.con
     Q: tl.constexpr = BLOCK // 4
     pid = tl.program_id(0).to(tl.int64)
     offs = tl.arange(0, Q)
+    x0, x1, x2, x3 = _load4(x_ptr, pid * BLOCK, n, Q, 0.0)
     r0, r1, r2, r3 = tl.randint4x(tl.load(seed_ptr), (pid * Q + offs).to(tl.int32), ROUNDS)
     for j in tl.static_range(4):
-        r = r0 if j == 0 else (r1 if j == 1 else (r2 if j == 2 else r3))
+        r = _pick(j, r0, r1, r2, r3)
         o = pid * BLOCK + j * Q + offs
-        b = tl.load(x_ptr + o, mask=o < n, other=0).to(tl.int32, bitcast=True)
+        b = _pick(j, x0, x1, x2, x3).to(tl.int32, bitcast=True)
         a = b & 0x7FFFFFFF
         e = ((a + (r.to(tl.int32, bitcast=True) & 0x7FFFFF)) >> 23) & 0xFF  # up with probability frac
         e = tl.where(a >= 0x7F800000, 255, e)
@@ -286,29 +360,31 @@ def _sign_decode_kernel(sign_ptr, scale_ptr, seg_ptr, out_ptr, n, SEG: tl.conste
 def _int8_encode_kernel(x_ptr, out_ptr, fin_ptr, n, alpha, seg_ptr, lim, seed_ptr, STOCHASTIC: tl.constexpr,
                         SEG: tl.constexpr, ROUNDS: tl.constexpr, BLOCK: tl.constexpr):
     """Int(α·x) saturated at ±lim, with full-rate float adds only: t is clamped first (rounding
-    is monotone, lim an integer), then M = 1.5·2^23 rounds |t| < 2^22 to the nearest integer,
-    ties to even, in (t + M) − M, and the low byte of the pattern of k + M is k as an int8.
+    is monotone, lim an integer), then M = 1.5·2^23 rounds |t| < 2^22 to the nearest integer k,
+    ties to even, in t + M, whose pattern's low byte is k as an int8.
     SEG: ``alpha`` points at one α per segment, ``seg_ptr`` at each coordinate's segment."""
     Q: tl.constexpr = BLOCK // 4
     MAGIC: tl.constexpr = 12582912.0
     pid = tl.program_id(0).to(tl.int64)
     offs = tl.arange(0, Q)
+    x0, x1, x2, x3 = _load4(x_ptr, pid * BLOCK, n, Q, 0.0)
     if STOCHASTIC:
         r0, r1, r2, r3 = tl.randint4x(tl.load(seed_ptr), (pid * Q + offs).to(tl.int32), ROUNDS)
-    finite = tl.full((Q,), 1, tl.int32)
+    amax = tl.zeros((Q,), tl.float32)  # max |x|, NaN if any is NaN
     for j in tl.static_range(4):
         o = pid * BLOCK + j * Q + offs
-        x = tl.load(x_ptr + o, mask=o < n, other=0.0)
-        finite = finite & ((x.to(tl.int32, bitcast=True) & 0x7F800000) != 0x7F800000).to(tl.int32)
+        x = _pick(j, x0, x1, x2, x3)
+        amax = tl.maximum(amax, tl.abs(x), propagate_nan=tl.PropagateNan.ALL)
         t = tl.minimum(tl.maximum(x * _segment_value(alpha, seg_ptr, o, n, SEG), -lim), lim)
-        k = (t + MAGIC) - MAGIC
-        if STOCHASTIC:  # ⌊t⌋ + Bernoulli(t − ⌊t⌋), u a multiple of 2^-23 in [0, 1)
-            r = r0 if j == 0 else (r1 if j == 1 else (r2 if j == 2 else r3))
+        u = t + MAGIC  # the pattern's low byte is the nearest integer to t as an int8
+        if STOCHASTIC:  # ⌊t⌋ + Bernoulli(t − ⌊t⌋), p a multiple of 2^-23 in [0, 1)
+            k = u - MAGIC
+            r = _pick(j, r0, r1, r2, r3)
             fl = k - tl.where(k > t, 1.0, 0.0)
-            u = (((r.to(tl.int32, bitcast=True) >> 9) & 0x7FFFFF) | 0x3F800000).to(tl.float32, bitcast=True) - 1.0
-            k = fl + tl.where(u < t - fl, 1.0, 0.0)
-        tl.store(out_ptr + o, (k + MAGIC).to(tl.int32, bitcast=True).to(tl.int8), mask=o < n)
-    tl.store(fin_ptr + pid, tl.min(finite, axis=0).to(tl.uint8))
+            p = (((r.to(tl.int32, bitcast=True) >> 9) & 0x7FFFFF) | 0x3F800000).to(tl.float32, bitcast=True) - 1.0
+            u = (fl + tl.where(p < t - fl, 1.0, 0.0)) + MAGIC
+        tl.store(out_ptr + o, u.to(tl.int32, bitcast=True).to(tl.int8), mask=o < n)
+    tl.store(fin_ptr + pid, (tl.max(amax.to(tl.int32, bitcast=True), axis=0) < 0x7F800000).to(tl.uint8))
 
 
 @triton.jit
@@ -404,10 +480,11 @@ def _levels_encode_kernel(x_ptr, out_ptr, n, nbytes, inv_ptr, seg_ptr, levels, s
     if SEG == 1:
         scale = tl.load(inv_ptr)
         inv1 = tl.where(scale > 0, levels / scale, 0.0)
+    x0, x1, x2, x3 = _load4(x_ptr, pid * BLOCK, n, Q, 0.0)
     for j in tl.static_range(4):
-        r = r0 if j == 0 else (r1 if j == 1 else (r2 if j == 2 else r3))
+        r = _pick(j, r0, r1, r2, r3)
         o = pid * BLOCK + j * Q + offs
-        x = tl.load(x_ptr + o, mask=o < n, other=0.0)
+        x = _pick(j, x0, x1, x2, x3)
         if SEG == 1:
             t = tl.abs(x) * inv1
         else:
