@@ -12,12 +12,17 @@ from datetime import datetime, timezone
 import torch
 
 
-def timer(device: str, inner: int = 5, warm_s: float = 0.25):
+def timer(device: str, inner: int = 5, warm_s: float = 0.25, backlog: bool = False):
     """median seconds per call of ``fn``; on CUDA, ``inner`` calls are queued between two events so
     that host-side launch overhead stays hidden behind device work, as in a training loop, after
     ``warm_s`` seconds of calls: an idle GPU runs at a low clock and takes tens of milliseconds to
     reach its steady one, which would otherwise weigh on compute-bound kernels measured after a
-    pause (a compilation, another benchmark's host work)."""
+    pause (a compilation, another benchmark's host work).
+
+    ``backlog``: the device time of back-to-back calls.  Where the host takes longer to issue a call
+    than the device to run it (a few kernels of tens of microseconds each behind Python code), the
+    events above time the host; here a device-side sleep longer than the host's issue time of the
+    ``inner`` calls is queued first, so the calls wait in the stream and run back to back."""
     if device == "cuda":
         def run(fn, reps):
             t0 = time.perf_counter()
@@ -26,9 +31,19 @@ def timer(device: str, inner: int = 5, warm_s: float = 0.25):
                 torch.cuda.synchronize()
                 if time.perf_counter() - t0 >= warm_s:
                     break
+            cycles = 0
+            if backlog:  # 3× the host's issue time of `inner` calls, in cycles of a 2 GHz clock (a
+                t0 = time.perf_counter()  # slower clock only lengthens the sleep)
+                for _ in range(inner):
+                    fn()
+                issue = time.perf_counter() - t0
+                torch.cuda.synchronize()
+                cycles = int(3 * issue * 2e9) + 100_000
             times = []
             for _ in range(reps):
                 a, b = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+                if cycles:
+                    torch.cuda._sleep(cycles)
                 a.record()
                 for _ in range(inner):
                     fn()
