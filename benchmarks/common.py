@@ -32,8 +32,10 @@ def timer(device: str, inner: int = 5, warm_s: float = 0.25, backlog: bool = Fal
                 if time.perf_counter() - t0 >= warm_s:
                     break
             cycles = 0
-            if backlog:  # 3× the host's issue time of `inner` calls, in cycles of a 2 GHz clock (a
-                t0 = time.perf_counter()  # slower clock only lengthens the sleep)
+            if backlog:
+                # the sleep: 3× the host's issue time of `inner` calls, in cycles of a 2 GHz clock
+                # (a slower clock only lengthens it)
+                t0 = time.perf_counter()
                 for _ in range(inner):
                     fn()
                 issue = time.perf_counter() - t0
