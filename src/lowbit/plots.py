@@ -47,20 +47,41 @@ def _save(fig, path: Path, name: str) -> str:
     return str(out.relative_to(path))
 
 
+def _curve(ax, df, x: str, y: str, *, label=None, log: bool = False, scale: float = 1.0, **kw):
+    """y against x.  With several seeds (a ``seed`` column): their mean at each logged step and a
+    band of ±1 standard deviation across seeds — in log space on log axes (geometric mean ×/÷
+    e^sd, as the IntSGD figures draw it)."""
+    import numpy as np
+
+    if "seed" not in df or df["seed"].nunique() <= 1:
+        line, = ax.plot(df[x], scale * df[y], label=label, **kw)
+        return line
+    key = "step" if "step" in df else "epoch"
+    vals = df[y].clip(lower=1e-300).map(np.log) if log else df[y]
+    g = df.assign(_v=vals).groupby(key, sort=True)
+    xs, mean, sd = g[x].mean(), g["_v"].mean(), g["_v"].std(ddof=0).fillna(0.0)
+    lo, mid, hi = (mean - sd, mean, mean + sd) if not log else (np.exp(mean - sd), np.exp(mean), np.exp(mean + sd))
+    n = int(df["seed"].nunique())
+    line, = ax.plot(xs, scale * mid, label=f"{label} (mean of {n} seeds)" if label else None, **kw)
+    ax.fill_between(xs, scale * lo, scale * hi, color=line.get_color(), alpha=0.2, linewidth=0)
+    return line
+
+
 def plot_convex(path: Path, cfg: dict, subs) -> list[str]:
     import pandas as pd
 
     fig, ax = _figure(2, 2)
     for label, p in subs:
         df = pd.read_csv(p / "metrics.csv")
-        ax[0].plot(df["epoch"], df["loss"], label=label)
+        _curve(ax[0], df, "epoch", "loss", label=label)
         if df["test_accuracy"].notna().any():
-            ax[1].plot(df["epoch"], 100 * df["test_accuracy"], label=label)
-        sub = df["suboptimality"].clip(lower=1e-16)
-        line, = ax[2].semilogy(df["epoch"], sub, label=label)
-        if "bound" in df and df["bound"].notna().any():
+            _curve(ax[1], df, "epoch", "test_accuracy", label=label, scale=100)
+        df["suboptimality"] = df["suboptimality"].clip(lower=1e-16)
+        line = _curve(ax[2], df, "epoch", "suboptimality", label=label, log=True)
+        ax[2].set_yscale("log")
+        if "bound" in df and df["bound"].notna().any() and "seed" not in df:
             ax[2].semilogy(df["epoch"], df["bound"], "--", color=line.get_color(), alpha=0.7)
-        ax[3].plot(df["epoch"], df["q"], label=label)
+        _curve(ax[3], df, "epoch", "q", label=label)
     titles = ["(A) train loss", "(B) test accuracy (%)", "(C) F(w) − F*  (dashed: Theorem 3 bound)",
               "(D) shrinkage q = ‖g̃‖/‖g‖"]
     for a, t in zip(ax, titles):
@@ -77,14 +98,16 @@ def plot_distributed(path: Path, cfg: dict, subs) -> list[str]:
     fig, ax = _figure(3)
     for label, p in subs:
         df = pd.read_csv(p / "metrics.csv")
-        y = df["suboptimality"].clip(lower=1e-16)
-        ax[0].semilogy(df["step"], y, label=label)
-        ax[1].semilogy(df["width_bits"], y, label=label)
-        ax[2].semilogy(df["grad_computations"], y, label=label)
+        df["suboptimality"] = df["suboptimality"].clip(lower=1e-16)
+        for a, x in zip(ax, ["step", "width_bits", "grad_computations"]):
+            _curve(a, df, x, "suboptimality", label=label, log=True)
     for a, xl in zip(ax, ["iteration", "bits sent (IntSGD count)", "gradient computations"]):
         a.set_xlabel(xl)
         a.set_ylabel("f(x) − f*")
+        a.set_yscale("log")
         a.grid(alpha=0.3)
+    if cfg.get("seeds", 1) > 1:
+        ax[0].set_title(f"geometric mean of {cfg['seeds']} seeds, band ×/÷ e^(1 sd)", fontsize=9)
     ax[0].legend(fontsize=7)
     return [_save(fig, path, "suboptimality.png")]
 
@@ -116,9 +139,9 @@ def plot_deep(path: Path, cfg: dict, subs) -> list[str]:
         df = pd.read_csv(p / "metrics.csv")
         metric = "test_accuracy" if "test_accuracy" in df else "test_loss"
         scale = 100 if metric == "test_accuracy" else 1
-        ax[0].plot(df["epoch"], df["train_loss"], label=label)
-        ax[1].plot(df["epoch"], scale * df[metric], label=label)
-        ax[2].plot(df["bits"] / 8e6, scale * df[metric], marker="o", ms=3, label=label)
+        _curve(ax[0], df, "epoch", "train_loss", label=label, log=True)
+        _curve(ax[1], df, "epoch", metric, label=label, scale=scale)
+        _curve(ax[2], df.assign(mb=df["bits"] / 8e6), "mb", metric, label=label, scale=scale, marker="o", ms=3)
     ax[0].set(xlabel="epoch", ylabel="train loss", yscale="log")
     ax[1].set(xlabel="epoch", ylabel="test accuracy (%)" if metric == "test_accuracy" else "test loss")
     ax[2].set(xlabel="MB sent (all workers)", ylabel=ax[1].get_ylabel())

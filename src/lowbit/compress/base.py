@@ -75,6 +75,7 @@ class Compressor(ABC):
     sent_meta: tuple = ()  # integer meta entries a receiver cannot know (they travel in a header)
     factored: bool = False  # encodes layer inputs and errors (ISGQ), not a gradient tensor
     reduce_ops: dict = {}  # summable codecs: how each payload field combines in flight (sum/min/max/same)
+    omega: float | None = None  # relative variance bound ω: E‖C(v) − v‖² ≤ ω‖v‖² (None: none declared)
 
     def init_state(self, tensor: torch.Tensor) -> Any:
         """Per-tensor state (error memory, warm start, shift); None for stateless codecs."""
@@ -136,6 +137,19 @@ class Compressor(ABC):
     def wire_bytes(self, numel: int) -> int:
         """Bytes of the packet of a tensor of ``numel`` values (batchable codecs: data-independent)."""
         raise NotImplementedError(f"{self.name} packet sizes depend on the data")
+
+    # Batched runs (lowbit.dist.SimulatedCluster given R × n × d rows: R independent runs of n
+    # workers each, e.g. seeds): C(v) = s_r·U(v/s_r) with a scale s_r that run r's workers share.
+    def run_scales(self, rows: torch.Tensor, state: Any = None) -> torch.Tensor | None:
+        """Each run's shared scale s_r (R × 1 × 1), or None where C is elementwise without one."""
+        if self.elementwise and not self.shared_state:
+            return None
+        raise NotImplementedError(f"{self.name} cannot code batched runs")
+
+    def run_bits(self, units: torch.Tensor) -> dict:
+        """{"bits": the bits of each run's n packets} (R values) for unit-coded rows (R × n × d)."""
+        R, n, d = units.shape
+        return {"bits": torch.full((R,), 8.0 * n * self.wire_bytes(d), dtype=torch.float64)}
 
     def roundtrip_many(self, tensors, *, states=None, generator=None) -> tuple[list[torch.Tensor], int]:
         """([decode(encode(t)) for t in tensors], total bytes): each tensor its own message, coded

@@ -14,6 +14,7 @@ class Identity(Compressor):
     unbiased = True
     summable = True
     elementwise = True
+    omega = 0.0
     reduce_ops = {"values": "sum"}
 
     def encode(self, tensor, *, state=None, generator=None) -> Packet:

@@ -104,19 +104,26 @@ class IntSGD(Compressor):
     def init_state(self, tensor: torch.Tensor) -> IntSGDState:
         return IntSGDState(d=tensor.numel())
 
-    def observe(self, state: IntSGDState, lr: float, step_sq_norm: float) -> float:
-        """Update α after a step of size ‖x_k − x_{k−1}‖² = step_sq_norm taken with stepsize lr."""
+    def observe(self, state: IntSGDState, lr: float, step_sq_norm) -> float | torch.Tensor:
+        """Update α after a step of size ‖x_k − x_{k−1}‖² = step_sq_norm taken with stepsize lr.
+
+        ``step_sq_norm`` may be a tensor of R values (R independent runs batched): α and r are
+        then tensors of R values too."""
         eps = 2.220446049250313e-16
-        sq = float(step_sq_norm)
+        sq = step_sq_norm if isinstance(step_sq_norm, torch.Tensor) else float(step_sq_norm)
         state.r = sq if state.steps == 0 else self.beta * state.r + (1 - self.beta) * sq
         n, top = self.n_workers, lr * math.sqrt(state.d)
         if self.rule == "adaptive":
-            state.alpha = top / (math.sqrt(2 * n * sq) + eps)
+            state.alpha = top / ((2 * n * sq) ** 0.5 + eps)
         elif self.rule == "moving_avg":
-            state.alpha = top / (math.sqrt(2 * n * state.r) + eps)
+            state.alpha = top / ((2 * n * state.r) ** 0.5 + eps)
         else:
-            denom = math.sqrt(2 * n * state.r + lr**2 * self.sigma_sq)
-            state.alpha = top / denom if denom > 0 else self._alpha0(state.d)
+            denom = (2 * n * state.r + lr**2 * self.sigma_sq) ** 0.5
+            fallback = self._alpha0(state.d)
+            if isinstance(denom, torch.Tensor):
+                state.alpha = torch.where(denom > 0, top / denom.clamp(min=1e-300), fallback)
+            else:
+                state.alpha = top / denom if denom > 0 else fallback
         state.steps += 1
         return state.alpha
 
@@ -200,6 +207,36 @@ class IntSGD(Compressor):
     def wire_bytes(self, numel: int) -> int:
         return numel * self.bits // 8 + 1
 
+    # batched runs (lowbit.dist.SimulatedCluster on R × n × d rows): each run has its own α
+    def run_scales(self, rows, state=None):
+        if self.alpha is not None:
+            return None  # the unit coder applies the fixed α
+        a = self.scale(rows[0, 0], state)
+        a = torch.as_tensor(a, dtype=rows.dtype, device=rows.device)
+        return (1.0 / a).reshape(-1, 1, 1).expand(rows.shape[0], 1, 1)
+
+    def run_bits(self, units) -> dict:
+        """Bits of each run's n packets of integers ``units`` (R × n × d): the container each run's
+        workers agree on (or the fixed width) plus the finite flag, and the IntSGD paper's counts
+        d·(1 + ⌈log₂(max|Int_i| + 1)⌉) per worker and for the summed message."""
+        R, n, d = units.shape
+        units = units * float(self.alpha) if self.alpha is not None else units  # the integers
+        peak = units.abs().amax(2)  # R × n
+        if self.bits is not None:
+            width = torch.full((R,), float(self.bits), dtype=torch.float64)
+        else:
+            need = peak.amax(1).double() * max(1, self.n_workers)
+            width = torch.full((R,), 64.0, dtype=torch.float64)
+            for b in (32, 16, 8):
+                width = torch.where(need <= 2 ** (b - 1) - 1, float(b), width)
+        bits = n * (width * d + 8 + self._header_bits())
+        count = lambda m: torch.where(m > 0, 1 + torch.ceil(torch.log2(m + 1)), torch.ones_like(m))  # noqa: E731
+        return {"bits": bits, "width_bits": d * count(peak.double()).sum(1),
+                "sum_width_bits": d * count(units.sum(1).abs().amax(1).double())}
+
+    def _header_bits(self) -> int:
+        return 0
+
     def decode(self, packet: Packet) -> torch.Tensor:
         ints = packet.payload["ints"]
         if ints.is_cuda and ints.dtype == torch.int8 and isinstance(packet.meta["alpha"], float):
@@ -260,6 +297,13 @@ class HintSGD(IntSGD):
 
     def init_state(self, tensor):
         return None
+
+    def run_scales(self, rows, state=None):
+        gmax = rows.float().abs().amax((1, 2), keepdim=True).to(rows.dtype)  # over each run's workers
+        return torch.where(gmax > 0, gmax / 256.0, torch.ones_like(gmax))
+
+    def _header_bits(self) -> int:
+        return 32  # gmax travels with the integers
 
     def encode(self, tensor, *, state=None, generator=None) -> Packet:
         _check_tensor(tensor)

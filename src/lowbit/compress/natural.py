@@ -23,6 +23,7 @@ _POW2 = FloatFormat(8, 0, 127, name="pow2")
 class Natural(Compressor):
     unbiased = True
     elementwise = True
+    omega = 1 / 8
 
     def encode(self, tensor, *, state=None, generator=None) -> Packet:
         _check_tensor(tensor)

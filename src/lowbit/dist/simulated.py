@@ -127,6 +127,32 @@ class SimulatedCluster:
         out, info = self.exchange(rows)
         return out, out.mean(0), info
 
+    def reduce_runs(self, rows: torch.Tensor, *, exact: bool = False):
+        """:meth:`reduce` for R independent runs of this cluster stacked as rows (R × n × d, e.g.
+        seeds; see :class:`lowbit.optim.DIANA`): each run's workers share
+        that run's scale s_r (:meth:`Compressor.run_scales`; IntSGD's α_r from a state holding R
+        values), the unit coder runs once over all R·n·d values, and ``info`` holds R values each."""
+        R, n, d = rows.shape
+        if n != self.n:
+            raise ValueError(f"expected {self.n} rows per run (one per worker), got {n}")
+        if exact:
+            return rows, rows.mean(1), {"bits": torch.full((R,), 32.0 * n * d, dtype=torch.float64)}
+        if self.seed is not None:
+            raise ValueError("batched runs draw from one generator: per-worker streams (seed=…) take one run")
+        codec = self.codec
+        if codec.shared_state and self.state is None:
+            self.state = codec.init_state(rows[0, 0])
+        s = codec.run_scales(rows, self.state)
+        # float32 values and a float32 inverse scale (IntSGD's α), as every codec's encode and decode use
+        if s is None:
+            units = codec.unit_roundtrip(rows.float(), self.generator)
+            out = units.to(rows.dtype)
+        else:
+            inv = torch.where(s == 0, torch.ones_like(s), 1.0 / s).float()
+            units = codec.unit_roundtrip(rows.float() * inv, self.generator)
+            out = (units / inv).to(rows.dtype)
+        return out, out.mean(1), codec.run_bits(units.to(rows.dtype))
+
     def state_dict(self) -> dict:
         return {"state": self.state, "states": self._states,
                 "generators": [(str(g.device), g.get_state()) for g in self.generators]

@@ -14,7 +14,7 @@ import itertools
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 
 class ConfigError(ValueError):
@@ -104,10 +104,22 @@ class CurveConfig(_Strict):
     formats: list[str] = ["float32", "float16", "fp8", "fp4"]
 
 
+class Published(_Strict):
+    """A number the source reports, and where, beside the lowbit quantity it is compared with."""
+
+    quantity: str  # what is compared (the claim checker names it)
+    source: str  # where it is reported: paper, table or figure
+    value: float | str  # the reported number (or ordering)
+    tolerance: float | str | None = None  # how close counts as agreement
+    note: str = ""  # e.g. what differs here (substitute data, shorter run)
+
+
 class RunConfig(_Strict):
     name: str = "run"
     kind: Literal["convex", "distributed", "curve", "deep"] = "convex"
     seed: int = 0
+    seeds: int = Field(1, ge=1)  # runs with seeds seed, seed+1, …; results show their mean and a band
+    published: list[Published] = []  # the source's own numbers, compared with the measured ones
     epochs: float = 3.0
     log_every: int = 100  # steps between metric rows
     checkpoint_every: int = 2000  # steps between checkpoints

@@ -159,3 +159,36 @@ def environment() -> dict:
         "cuda": torch.cuda.get_device_name() if torch.cuda.is_available() else None,
     }
     return env
+
+
+# -- several seeds -------------------------------------------------------------------------------------
+LOG_SCALE = ("suboptimality",)  # quantities the figures show on a log scale: averaged geometrically
+
+
+def mean_over_seeds(finals: list[dict]) -> dict:
+    """One record from the same record of several seeds: each numeric entry's mean over the seeds
+    (the geometric mean for log-scale quantities such as f(x) − f*, as the IntSGD figures average
+    log suboptimality); other entries are the first seed's."""
+    import math
+
+    out = {}
+    for key, first in finals[0].items():
+        vals = [f.get(key) for f in finals]
+        numeric = all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in vals)
+        if not numeric or all(v == first for v in vals):
+            out[key] = first
+        elif key in LOG_SCALE and all(v > 0 for v in vals):
+            out[key] = math.exp(sum(math.log(v) for v in vals) / len(vals))
+        else:
+            out[key] = sum(vals) / len(vals)
+    return out
+
+
+def summary_over_seeds(summaries: list[dict], seeds: list[int]) -> dict:
+    """A run's summary from its seeds' summaries: numeric entries averaged (:func:`mean_over_seeds`),
+    ``final_seeds`` the seeds' own final records, ``seeds`` the seed values."""
+    out = mean_over_seeds(summaries)
+    out["final"] = mean_over_seeds([s["final"] for s in summaries])
+    out["final_seeds"] = [s["final"] for s in summaries]
+    out["seeds"] = list(seeds)
+    return out

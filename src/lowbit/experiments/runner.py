@@ -99,7 +99,8 @@ def _optimizer(cfg: RunConfig, w, P):
         if codec is None:
             return base
         comp = None if q.compensate == "none" else q.compensate
-        return QuantizedGradients(base, codec, compensate=comp, q_min=q.q_min, rounding=q.rounding)
+        return QuantizedGradients(base, codec, compensate=comp, q_min=q.q_min, rounding=q.rounding,
+                                  generator=torch.Generator().manual_seed(cfg.seed + 1))  # its own stream: resumable
     if q.compensate != "none":
         raise ValueError("quant.compensate works with optim.name sgd or adam (it scales a torch optimizer's lr)")
     common = dict(n=n, seed=cfg.seed)
@@ -257,11 +258,16 @@ def run_distributed(cfg: RunConfig, folder: RunFolder, *, resume: bool = True, s
         "vr-hintdiana": lambda: get_compressor("hintsgd", n_workers=n),
     }.get(dc.method, lambda: get_compressor("intsgd", n_workers=n, rule=dc.alpha_rule, beta=dc.beta,
                                            sigma_sq=dc.sigma_q**2))()
-    lr = diana_stepsize(P.L, split.batch_smoothness(), n)
-    x = torch.zeros(P.d, dtype=torch.float64)
+    L_batch = split.batch_smoothness(b if vr else m)
+    lr = diana_stepsize(P.L, L_batch, n)
+    R = cfg.seeds
+    x = torch.zeros(P.d, dtype=torch.float64) if R == 1 else torch.zeros(R, P.d, dtype=torch.float64)
     from ..dist import DistributedCluster, SimulatedCluster, process_group
 
     oracle = split.grads
+    if R > 1 and (process_group.world_size() > 1 or dc.streams == "per-worker"):
+        raise ValueError("seeds > 1 runs the seeds batched in one simulated program: it needs "
+                         "dist.streams=batched and no torchrun (run one seed per launch instead)")
     if process_group.world_size() > 1:  # one worker per process (torchrun)
         if process_group.world_size() != n:
             raise ValueError(f"dist.workers={n} but {process_group.world_size()} processes run: set "
@@ -273,33 +279,42 @@ def run_distributed(cfg: RunConfig, folder: RunFolder, *, resume: bool = True, s
         cluster = SimulatedCluster(n, codec, seed=cfg.seed)
     else:
         cluster = None
+    gamma = 1.0 / (1.0 + codec.omega) if codec.omega is not None else 1.0  # DIANA's shift stepsize 1/(1 + ω)
     opt = DIANA([x], lr=lr, n_workers=n, codec=codec, local_n=m if vr else None, batch_size=b if vr else None,
-                vr=vr, seed=cfg.seed, exact_first_step=True, cluster=cluster)
-    rows, start, wall0, bits, wbits, grads = [], 0, 0.0, 0.0, 0.0, 0.0
+                vr=vr, gamma=gamma, seed=cfg.seed, exact_first_step=True, cluster=cluster)
+    zeros = lambda: torch.zeros(R, dtype=torch.float64)  # noqa: E731  one value per run
+    rows, start, wall0, bits, wbits, grads = [], 0, 0.0, zeros(), zeros(), zeros()
     ck = folder.load_checkpoint() if resume else None
     if ck is not None:
         x.copy_(ck["x"])
         opt.load_state_dict(ck["optimizer"])
         rows, start, wall0, bits, wbits, grads = ck["rows"], ck["step"], ck["wall"], ck["bits"], ck["wbits"], ck["grads"]
     t0 = time.perf_counter() - wall0
+    seeds = [cfg.seed + r for r in range(R)]
 
     def record(k):
-        rows.append({"step": k, "wall": time.perf_counter() - t0, "suboptimality": P.suboptimality(x),
-                     "bits": bits, "width_bits": wbits, "grad_computations": grads})
+        sub = P.suboptimality(x.reshape(R, -1))
+        wall = time.perf_counter() - t0
+        for r in range(R):
+            row = {"step": k, "wall": wall, "suboptimality": sub[r], "bits": float(bits[r]),
+                   "width_bits": float(wbits[r]), "grad_computations": float(grads[r])}
+            rows.append(row if R == 1 else {**row, "seed": seeds[r]})
 
     if start == 0 and not rows:
         record(0)
     total = dc.iterations
+    st = opt.state[x]
     for k in range(start, total):
-        refs_before = "ref" in opt.state[x] and opt.state[x]["ref"].clone()
+        refs_before = st["ref"].clone() if "ref" in st else None
         opt.step(oracle)
         h = opt.history[-1]
         bits += h["bits"]
         wbits += h.get("width_bits", h["bits"]) + h.get("sum_width_bits", 0.0)
         # gradient computations: a minibatch per worker (twice with VR), plus a full pass on a new reference
-        grads += n * b * (2 if vr else 1) if vr else n * m
-        if vr and (refs_before is False or not torch.equal(refs_before, opt.state[x]["ref"])):
-            grads += n * m
+        grads += n * b * 2 if vr else n * m
+        if vr:
+            new_ref = (refs_before != st["ref"]).reshape(R, -1).any(1) if refs_before is not None else True
+            grads += n * m * torch.as_tensor(new_ref, dtype=torch.float64)
         done = k + 1
         if done % cfg.log_every == 0 or done == total:
             record(done)
@@ -311,8 +326,13 @@ def run_distributed(cfg: RunConfig, folder: RunFolder, *, resume: bool = True, s
             if stop_after is not None and done >= stop_after:
                 raise Stop(done)
     folder.write_metrics(rows)
-    return {"iterations": total, "final": rows[-1], "fstar": fstar, "lr": lr, "batch": b, "workers": n,
-            "local_samples": m, "L": P.L, "L_batch": split.batch_smoothness()}
+    out = {"iterations": total, "fstar": fstar, "lr": lr, "gamma": gamma, "batch": b, "workers": n,
+           "local_samples": m, "L": P.L, "L_batch": L_batch}
+    if R == 1:
+        return {**out, "final": rows[-1]}
+    from .results import summary_over_seeds
+
+    return summary_over_seeds([{**out, "final": row} for row in rows[-R:]], seeds)
 
 
 # -- kind: curve ----------------------------------------------------------------------------------------
@@ -340,6 +360,10 @@ def run_curve(cfg: RunConfig, folder: RunFolder, **_) -> dict:
 
 
 # -- the runner -------------------------------------------------------------------------------------------
+# kinds that run all of ``seeds`` in one batched tensor program; the others run them one by one
+BATCHED_SEEDS = {"distributed"}
+
+
 def _run_one(args) -> tuple[str, dict]:
     label, cfg_dict, path, resume, stop_after = args
     cfg = RunConfig.model_validate(cfg_dict)
@@ -347,10 +371,38 @@ def _run_one(args) -> tuple[str, dict]:
     if resume and folder.done_everywhere():
         return label, _broadcast(folder.read_json("summary.json") if folder.writer else None)
     folder.write_yaml("config.yaml", cfg.model_dump())
-    summary = KINDS[cfg.kind](cfg, folder, resume=resume, stop_after=stop_after)
+    if cfg.seeds > 1 and cfg.kind not in BATCHED_SEEDS:
+        summary = _seed_by_seed(cfg, folder, resume=resume, stop_after=stop_after)
+    else:
+        summary = KINDS[cfg.kind](cfg, folder, resume=resume, stop_after=stop_after)
     summary = {"label": label, **summary, "config": cfg.model_dump(exclude={"sweep", "quick"})}
     folder.write_json("summary.json", summary)
     return label, summary
+
+
+def _seed_by_seed(cfg: RunConfig, folder: RunFolder, *, resume: bool, stop_after: int | None) -> dict:
+    """``cfg.seeds`` runs one after another, each in ``seeds/seed=<s>/`` (so each resumes on its
+    own); the run's metrics are theirs with a ``seed`` column, its summary their mean."""
+    import pandas as pd
+
+    from .results import summary_over_seeds
+
+    seeds = [cfg.seed + k for k in range(cfg.seeds)]
+    summaries, frames = [], []
+    for s in seeds:
+        sub = RunFolder(folder.path / "seeds" / f"seed={s}")
+        one = cfg.model_copy(update={"seed": s, "seeds": 1})
+        if resume and sub.done_everywhere():
+            summ = sub.read_json("summary.json") if sub.writer else None
+        else:
+            summ = KINDS[cfg.kind](one, sub, resume=resume, stop_after=stop_after)
+            sub.write_json("summary.json", summ)
+        summaries.append(summ)
+        if sub.writer:
+            frames.append(sub.metrics().assign(seed=s))
+    if folder.writer:
+        folder.write_metrics(pd.concat(frames, ignore_index=True).to_dict("records"))
+    return summary_over_seeds(summaries, seeds) if folder.writer else summaries[0]
 
 
 def run(cfg: RunConfig, out, *, resume: bool = False, jobs: int = 1, stop_after: int | None = None,

@@ -17,6 +17,12 @@ movement defines α, sends α-free exact values (``exact_first_step``), as the I
 The parameter is one flat vector x (the model's weights).  The gradient oracle is a function
 ``oracle(x, indices) -> Tensor (n, d)``: row i is worker i's gradient at x, over its local
 samples ``indices[i]`` (an n × b LongTensor), or over all its local data when ``indices`` is None.
+
+Batched runs: a parameter of shape (R, d) holds R independent runs (seeds) stepped together in one
+tensor program.  The oracle then takes x (R, d) and indices (R, n, b) and returns (R, n, d); every
+run draws its own minibatches, reference coin and codec randomness (from the optimizer's and the
+cluster's generators), keeps its own shifts and, with IntSGD, its own α from its own steps.  The
+runs are independent, but run r of a batch is not the run that seed alone would give.
 Compression goes through :class:`lowbit.dist.SimulatedCluster`: workers are batched (no Python
 loop over workers) for elementwise codecs; other codecs are applied per worker.  Pass
 ``cluster=SimulatedCluster(n, codec, seed=s)`` for per-worker generators, or, in a process of a
@@ -40,13 +46,16 @@ class DIANA(torch.optim.Optimizer):
                  exact_first_step: bool = True, seed: int = 0, record: bool = True, cluster=None):
         super().__init__(params, {"lr": lr})
         ps = [q for g in self.param_groups for q in g["params"]]
-        if len(ps) != 1 or ps[0].dim() != 1:
-            raise ValueError("the DIANA family optimizes one flat 1-D parameter vector")
+        if len(ps) != 1 or ps[0].dim() not in (1, 2):
+            raise ValueError("the DIANA family optimizes one flat parameter vector (d,) or R batched runs (R, d)")
         if batch_size is not None and local_n is None:
             raise ValueError("minibatches need local_n, the number of samples per worker")
         if vr and batch_size is None:
             raise ValueError("vr=True needs batch_size (the L-SVRG estimator samples minibatches)")
         self.x = ps[0]
+        self.runs = tuple(self.x.shape[:-1])  # () for one run, (R,) for R batched runs
+        if self.runs and cluster is not None and not hasattr(cluster, "reduce_runs"):
+            raise ValueError("batched runs need every worker's row in this process (a SimulatedCluster)")
         self.n = n_workers
         self.codec: Compressor = resolve_codec(codec) if cluster is None else cluster.codec
         if cluster is not None and cluster.n != n_workers:
@@ -65,16 +74,17 @@ class DIANA(torch.optim.Optimizer):
         st = self.state[self.x]
         self.cluster = cluster if cluster is not None else SimulatedCluster(n_workers, self.codec, generator=self._cgen)
         rows = range(n_workers)[self.cluster.rows]
-        st["h"] = torch.zeros(len(rows), d, dtype=self.x.dtype, device=self.x.device)
-        st["h_mean"] = torch.zeros(d, dtype=self.x.dtype, device=self.x.device)
+        d = self.x.shape[-1]
+        st["h"] = torch.zeros(*self.runs, len(rows), d, dtype=self.x.dtype, device=self.x.device)
+        st["h_mean"] = torch.zeros(*self.runs, d, dtype=self.x.dtype, device=self.x.device)
         st["step"] = torch.zeros((), dtype=torch.int64)
 
     # -- pieces ---------------------------------------------------------------------------
     def _indices(self):
         if self.batch_size is None:
             return None
-        idx = torch.randint(0, self.local_n, (self.n, self.batch_size), generator=self._gen)  # every worker's
-        return idx[self.cluster.rows].to(self.x.device)
+        idx = torch.randint(0, self.local_n, (*self.runs, self.n, self.batch_size), generator=self._gen)  # every worker's
+        return idx[..., self.cluster.rows, :].to(self.x.device)
 
     # -- the step ---------------------------------------------------------------------------
     @torch.no_grad()
@@ -90,20 +100,28 @@ class DIANA(torch.optim.Optimizer):
                 st["ref_grad"] = oracle(x, None)
             g = g - oracle(st["ref"], idx) + st["ref_grad"]
         delta = g - st["h"]
-        dhat, mean, info = self.cluster.reduce(delta, exact=k == 0 and self.exact_first_step)
+        reduce = self.cluster.reduce_runs if self.runs else self.cluster.reduce
+        dhat, mean, info = reduce(delta, exact=k == 0 and self.exact_first_step)
         ghat = st["h_mean"] + mean
         st["h"] += self.gamma * dhat
         st["h_mean"] += self.gamma * mean
         lr = self.param_groups[0]["lr"]
         self.x.add_(ghat, alpha=-lr)
-        if self.vr and float(torch.rand((), generator=self._gen)) < self.p:
-            st["ref"] = x.clone()
-            st["ref_grad"] = oracle(x, None)
+        if self.vr:
+            coin = torch.rand(self.runs, generator=self._gen) < self.p  # one shared coin per run
+            if not self.runs and coin:
+                st["ref"] = x.clone()
+                st["ref_grad"] = oracle(x, None)
+            elif self.runs and coin.any():
+                j = coin.nonzero().reshape(-1).to(x.device)
+                st["ref"][j] = x[j]
+                st["ref_grad"][j] = oracle(x[j], None)
         if getattr(self.codec, "adaptive", False):  # IntSGD: α from the step just taken (public)
             if self.cluster.state is None:
                 self.cluster.state = self.codec.init_state(x)
-            self.cluster.state.d = self.x.numel()
-            self.codec.observe(self.cluster.state, lr, float(((self.x - x) ** 2).sum()))
+            self.cluster.state.d = self.x.shape[-1]
+            sq = ((self.x - x) ** 2).sum(-1)
+            self.codec.observe(self.cluster.state, lr, sq if self.runs else float(sq))
         st["step"] += 1
         if self.record:
             self.history.append({"step": k, **info})

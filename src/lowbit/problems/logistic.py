@@ -55,12 +55,16 @@ class LogisticRegression:
 
     # -- values -------------------------------------------------------------------------------
     def margins(self, w: torch.Tensor, idx=None) -> torch.Tensor:
+        """y_i·a_iᵀw for the selected samples; for R points w (R × d), an R × N table."""
         A, y = (self.A, self.y) if idx is None else (self.A[idx], self.y[idx])
+        if w.dim() == 2:
+            return y * (w.to(A.dtype) @ A.T)
         return y * (A @ w.to(A.dtype))
 
     def loss(self, w: torch.Tensor, idx=None) -> torch.Tensor:
+        """F(w); for R points w (R × d), the R values."""
         m = self.margins(w, idx)
-        return torch.nn.functional.softplus(-m).mean() + 0.5 * self.lam * (w.to(torch.float64) ** 2).sum()
+        return torch.nn.functional.softplus(-m).mean(-1) + 0.5 * self.lam * (w.to(torch.float64) ** 2).sum(-1)
 
     def derivative(self, w: torch.Tensor, idx=None) -> torch.Tensor:
         """φ_i'(a_iᵀw) = −y_i·σ(−y_i·a_iᵀw) for the selected samples."""
@@ -143,7 +147,10 @@ class LogisticRegression:
     def fstar(self) -> float:
         return self.solve()[1]
 
-    def suboptimality(self, w: torch.Tensor) -> float:
+    def suboptimality(self, w: torch.Tensor):
+        """F(w) − F* (a float; for R points w (R × d), a list of R floats)."""
+        if w.dim() == 2:
+            return (self.loss(w) - self.fstar).tolist()
         return float(self.loss(w)) - self.fstar
 
     # -- torch closures ---------------------------------------------------------------------------
@@ -194,20 +201,81 @@ class WorkerSplit:
         return LogisticRegression(self.A.reshape(-1, self.A.shape[2]), self.y.reshape(-1), self.lam)
 
     def grads(self, x: torch.Tensor, indices: torch.Tensor | None = None) -> torch.Tensor:
-        """Row i: worker i's gradient at x over ``indices[i]`` (n × b) or all its samples."""
+        """Row i: worker i's gradient at x over ``indices[i]`` (n × b) or all its samples.
+
+        With a leading run dimension — x of shape (R, d), ``indices`` (R, n, b) — the gradients of
+        R independent runs come back as (R, n, d) in one batched call."""
         x = x.to(self.A.dtype)
+        if x.dim() == 1:
+            return self.grads(x[None], None if indices is None else indices[None])[0]
         if indices is None:
-            A, y = self.A, self.y
+            R, (n, m, d) = x.shape[0], self.A.shape
+            z = (x @ self.A.reshape(-1, d).T).reshape(R, n, m)
+            s = -self.y * torch.sigmoid(-self.y * z)
+            g = torch.bmm(s.transpose(0, 1), self.A).transpose(0, 1)  # worker by worker: (n, R, m) @ (n, m, d)
+            return g / m + self.lam * x[:, None, :]
+        R, n, b = indices.shape
+        c, ya = self._rows(indices)  # y_j·a_j of every sampled row j: dense (R, n, b, d) or sparse
+        if c is None:
+            s = torch.sigmoid(-torch.einsum("rnbd,rd->rnb", ya, x)) / -b
+            return torch.einsum("rnb,rnbd->rnd", s, ya) + self.lam * x[:, None, :]
+        # sparse rows (LIBSVM data): the k stored entries of each sampled row, gathered and scattered
+        k = ya.shape[-1]
+        s = torch.sigmoid(-(torch.gather(x, 1, c.reshape(R, -1)).reshape(ya.shape) * ya).sum(-1)) / -b
+        out = (self.lam * x)[:, None, :].repeat(1, n, 1)
+        return out.scatter_add_(2, c.reshape(R, n, b * k), (ya * s[..., None]).reshape(R, n, b * k))
+
+    def _rows(self, indices: torch.Tensor):
+        """(columns or None, y_j·a_j) of the sampled rows ``indices`` (R × n × b), kept for the
+        next call with the same index tensor (the VR estimator evaluates x and w on one batch)."""
+        cached = getattr(self, "_rows_cache", None)
+        if cached is not None and cached[0] is indices:
+            return cached[1]
+        R, n, b = indices.shape
+        rows = (indices + torch.arange(n, device=indices.device)[:, None] * self.m).reshape(-1)
+        cols, ya = self._ell()
+        if cols is None:
+            out = None, ya.index_select(0, rows).reshape(R, n, b, -1)
         else:
-            A = torch.gather(self.A, 1, indices[:, :, None].expand(-1, -1, self.A.shape[2]))
-            y = torch.gather(self.y, 1, indices)
-        s = -y * torch.sigmoid(-y * (A @ x))
-        return torch.einsum("nb,nbd->nd", s, A) / s.shape[1] + self.lam * x
+            out = cols.index_select(0, rows).reshape(R, n, b, -1), ya.index_select(0, rows).reshape(R, n, b, -1)
+        self._rows_cache = (indices, out)
+        return out
+
+    def _ell(self):
+        """The rows y_j·a_j as (column, value) lists of k = max nonzeros per row (ELLPACK,
+        zero-padded) when that saves at least 4×, else (None, the dense rows)."""
+        if not hasattr(self, "_ell_cache"):
+            flat = (self.y[..., None] * self.A).reshape(-1, self.A.shape[2])
+            nz = flat != 0
+            k = int(nz.sum(1).max()) if flat.numel() else 0
+            if k == 0 or 4 * k > flat.shape[1]:
+                self._ell_cache = (None, flat)
+            else:
+                cols = torch.sort(nz.to(torch.int8), dim=1, descending=True, stable=True).indices[:, :k]
+                self._ell_cache = (cols, torch.gather(flat, 1, cols))
+        return self._ell_cache
 
     def workers(self, rows: slice) -> "WorkerSplit":
         """The workers ``rows`` alone (a process of a real run holds its own: ``slice(r, r + 1)``)."""
         return WorkerSplit(self.A[rows], self.y[rows], self.lam)
 
-    def batch_smoothness(self) -> float:
-        """L_b: the largest per-sample smoothness over all workers (bounds any minibatch's)."""
-        return float((self.A**2).sum(2).max()) / 4 + self.lam
+    def batch_smoothness(self, batch_size: int = 1) -> float:
+        """L_b: the smoothness of a worker's minibatch gradient for minibatches of ``batch_size``
+        local samples, the largest over workers — the expected-smoothness constant of b-nice
+        sampling (Gower et al., "SGD: General Analysis and Improved Rates"), which the IntSGD code
+        uses for its stepsize:
+
+            L_b,i = m/(m−1)·(1 − 1/b)·L_i + (m/b − 1)/(m−1)·L_max,i
+
+        with L_i = λ_max(A_iᵀA_i)/(4m) + λ and L_max,i = max_j ‖a_ij‖²/4 + λ over worker i's m
+        samples.  b = 1 gives max_i L_max,i, the bound for any single sample."""
+        m, b = self.m, int(batch_size)
+        if not 1 <= b <= m:
+            raise ValueError(f"batch_size must be in 1..{m} (the local samples), got {b}")
+        l_max = (self.A**2).sum(2).amax(1) / 4 + self.lam
+        if m == 1:
+            return float(l_max.max())
+        l_i = torch.tensor([LogisticRegression(a, y, self.lam).L for a, y in zip(self.A, self.y)],
+                           dtype=l_max.dtype, device=l_max.device)
+        l_b = m / (m - 1) * (1 - 1 / b) * l_i + (m / b - 1) / (m - 1) * l_max
+        return float(l_b.max())
