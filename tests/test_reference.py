@@ -159,3 +159,55 @@ def test_seeds_one_by_one_in_the_convex_kind(tmp_path):
     f = s["runs"][0]["final"]
     assert f["loss"] == pytest.approx(df[df["step"] == df["step"].max()]["loss"].mean())
     assert s["runs"][0]["final_seeds"][1]["loss"] == alone["runs"][0]["final"]["loss"]
+
+
+def test_published_rows_measure_the_run_folder(tmp_path):
+    """Each ``published`` quantity is read from the run's own files (checked here against a direct
+    read of metrics.csv and summary.json), compared under its tolerance, and shown in table.md."""
+    data = {**SMALL_DIST, "dist": {**SMALL_DIST["dist"], "iterations": 100}, "seeds": 2,
+            "sweep": {"dist.method": ["l-svrg", "vr-intdiana"]},
+            "published": [
+                {"quantity": "method=l-svrg/suboptimality@step=50", "source": "s1", "value": 1.0, "tolerance": "x1e9"},
+                {"quantity": "method=vr-int*/final.bits", "source": "s2", "value": 1.0, "tolerance": "<=1"},
+                {"quantity": "ratio(method=vr-intdiana/final.bits, method=l-svrg/final.bits)", "source": "s3",
+                 "value": 0.25, "tolerance": "+-0.25"},
+                {"quantity": "method=l-svrg/suboptimality@step=5000", "source": "s4", "value": 1.0, "tolerance": "x2"},
+            ]}
+    s = run(make_config(data), tmp_path / "p", quiet=True)
+    rows = {r["source"]: r for r in s["published"]}
+    df = pd.read_csv(tmp_path / "p" / "runs" / "method=l-svrg" / "metrics.csv")
+    sub = df[df["step"] == 50]["suboptimality"]
+    assert rows["s1"]["measured"] == pytest.approx(math.exp(np.log(sub).mean()), rel=1e-12) and rows["s1"]["holds"]
+    ints = next(r for r in s["runs"] if r["label"] == "method=vr-intdiana")["final"]["bits"]
+    floats = next(r for r in s["runs"] if r["label"] == "method=l-svrg")["final"]["bits"]
+    assert rows["s2"]["measured"] == ints and rows["s2"]["holds"] is False
+    assert rows["s3"]["measured"] == pytest.approx(ints / floats) and rows["s3"]["holds"] == (abs(ints / floats - 0.25) <= 0.25)
+    assert rows["s4"]["measured"] is None and rows["s4"]["holds"] is None  # not run: said, not guessed
+    table = (tmp_path / "p" / "table.md").read_text()
+    assert table.count("| method=") == 3 and "| ratio(" in table
+
+
+@pytest.mark.parametrize("measured,published,tolerance,holds", [
+    (1.9, 1.0, "x2", True), (2.1, 1.0, "x2", False), (0.49, 1.0, "x2", False), (1.04, 1.0, "5%", True),
+    (1.06, 1.0, "5%", False), (1.4, 1.0, "+-0.5", True), (0.4, 1.0, "+-0.5", False), (0.9, 0.63, "<=1", True),
+    (1.1, 0.63, "<=1", False), (1.0, 1.0, None, True), (1.5, 1.0, 0.6, True)])
+def test_tolerances(measured, published, tolerance, holds):
+    from lowbit.experiments.published import within
+
+    assert within(measured, published, tolerance) is holds
+
+
+def test_an_unknown_tolerance_is_an_error():
+    from lowbit.experiments.published import within
+
+    with pytest.raises(ValueError, match="unknown tolerance"):
+        within(1.0, 1.0, "about")
+
+
+def test_a_bad_published_entry_fails_before_anything_runs():
+    from lowbit.experiments import ConfigError
+
+    with pytest.raises(ConfigError, match="unknown tolerance"):
+        make_config({**SMALL_DIST, "published": [{"quantity": "x", "source": "y", "value": 1, "tolerance": "about"}]})
+    with pytest.raises(ConfigError, match="seeds"):
+        make_config({**SMALL_DIST, "seeds": 0})

@@ -128,6 +128,11 @@ def _report(summary: dict, out: str) -> None:
                 print(f"{fmt:14} distinct values {v['distinct_values']:4}  last non-zero x {v['last_nonzero_x']}  q {v['q']:.4f}")
     for c in summary.get("claims", []):
         print(f"[{'holds' if c['holds'] else 'FAILS'}] {c['name']}: {c['detail']}")
+    for p in summary.get("published", []):
+        state = {True: "agrees", False: "DIFFERS", None: "not run"}[p["holds"]]
+        got = "—" if p["measured"] is None else f"{p['measured']:.4g}" if isinstance(p["measured"], float) else p["measured"]
+        print(f"[{state}] {p['quantity']}: lowbit {got}, published {p['published']} ({p['source']}; "
+              f"tolerance {p['tolerance']})")
     for fig in summary.get("figures", []):
         print(f"figure: {out}/{fig}")
     print(f"results: {out}")

@@ -14,7 +14,7 @@ import itertools
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 
 class ConfigError(ValueError):
@@ -112,6 +112,14 @@ class Published(_Strict):
     value: float | str  # the reported number (or ordering)
     tolerance: float | str | None = None  # how close counts as agreement
     note: str = ""  # e.g. what differs here (substitute data, shorter run)
+
+    @field_validator("tolerance")
+    @classmethod
+    def _known_tolerance(cls, v):
+        from .published import within
+
+        within(1.0, 1.0, v)  # raises on an unknown form
+        return v
 
 
 class RunConfig(_Strict):

@@ -240,7 +240,7 @@ def _theory(cfg, P, w_end, rows, qs, log) -> dict:
 def run_distributed(cfg: RunConfig, folder: RunFolder, *, resume: bool = True, stop_after: int | None = None,
                     progress=None) -> dict:
     from ..compress import get_compressor
-    from ..optim import DIANA, diana_stepsize
+    from ..optim import DIANA, diana_stepsize, vr_diana_stepsize
     from ..problems import LogisticRegression
 
     A, y, _, _ = load_data(cfg)
@@ -259,7 +259,9 @@ def run_distributed(cfg: RunConfig, folder: RunFolder, *, resume: bool = True, s
     }.get(dc.method, lambda: get_compressor("intsgd", n_workers=n, rule=dc.alpha_rule, beta=dc.beta,
                                            sigma_sq=dc.sigma_q**2))()
     L_batch = split.batch_smoothness(b if vr else m)
-    lr = diana_stepsize(P.L, L_batch, n)
+    # as the IntSGD code: VR-DIANA's stepsize for codecs of relative variance ω > 0, IntSGD's otherwise
+    omega = codec.omega or 0.0
+    lr = vr_diana_stepsize(P.L, omega, n) if omega > 0 else diana_stepsize(P.L, L_batch, n)
     R = cfg.seeds
     x = torch.zeros(P.d, dtype=torch.float64) if R == 1 else torch.zeros(R, P.d, dtype=torch.float64)
     from ..dist import DistributedCluster, SimulatedCluster, process_group
@@ -305,7 +307,7 @@ def run_distributed(cfg: RunConfig, folder: RunFolder, *, resume: bool = True, s
     total = dc.iterations
     st = opt.state[x]
     for k in range(start, total):
-        refs_before = st["ref"].clone() if "ref" in st else None
+        first = "ref" not in st
         opt.step(oracle)
         h = opt.history[-1]
         bits += h["bits"]
@@ -313,8 +315,7 @@ def run_distributed(cfg: RunConfig, folder: RunFolder, *, resume: bool = True, s
         # gradient computations: a minibatch per worker (twice with VR), plus a full pass on a new reference
         grads += n * b * 2 if vr else n * m
         if vr:
-            new_ref = (refs_before != st["ref"]).reshape(R, -1).any(1) if refs_before is not None else True
-            grads += n * m * torch.as_tensor(new_ref, dtype=torch.float64)
+            grads += n * m * (int(first) + h["new_reference"].to(torch.float64))
         done = k + 1
         if done % cfg.log_every == 0 or done == total:
             record(done)
@@ -440,6 +441,14 @@ def run(cfg: RunConfig, out, *, resume: bool = False, jobs: int = 1, stop_after:
         from .claims import CLAIMS
 
         summary["claims"] = CLAIMS[cfg.claims](cfg, folder, summary)
+    if cfg.published:
+        from .published import compare, markdown
+        from .results import atomic_write
+
+        summary["published"] = compare(cfg, folder, summary)
+        table, title = folder.path / "table.md", "## The source's numbers beside lowbit's\n"
+        head = table.read_text().split(title)[0].rstrip() + "\n\n" if table.exists() else ""
+        atomic_write(table, (head.lstrip() + title + "\n" + markdown(summary["published"])).encode())
     folder.write_json("summary.json", summary)
     try:
         from ..plots import plot_run

@@ -6,7 +6,7 @@
 * Distributed with shifts: :class:`DIANA`, :func:`IntDIANA`, :func:`VRIntDIANA`.
 """
 
-from .diana import DIANA, IntDIANA, VRIntDIANA, diana_stepsize
+from .diana import DIANA, IntDIANA, VRIntDIANA, diana_stepsize, vr_diana_stepsize
 from .halp import HALP
 from .quantized import QuantizedGradients, resolve_codec
 from .saga import SAG, SAGA
@@ -14,4 +14,4 @@ from .stats import StatsLog, shrinkage
 from .svrg import SVRG
 
 __all__ = ["DIANA", "HALP", "IntDIANA", "QuantizedGradients", "SAG", "SAGA", "SVRG", "StatsLog", "VRIntDIANA",
-           "diana_stepsize", "resolve_codec", "shrinkage"]
+           "diana_stepsize", "vr_diana_stepsize", "resolve_codec", "shrinkage"]

@@ -116,6 +116,7 @@ class DIANA(torch.optim.Optimizer):
                 j = coin.nonzero().reshape(-1).to(x.device)
                 st["ref"][j] = x[j]
                 st["ref_grad"][j] = oracle(x[j], None)
+            info["new_reference"] = coin
         if getattr(self.codec, "adaptive", False):  # IntSGD: α from the step just taken (public)
             if self.cluster.state is None:
                 self.cluster.state = self.codec.init_state(x)
@@ -159,8 +160,18 @@ def VRIntDIANA(params, lr, n_workers, *, local_n: int, batch_size: int, p: float
 
 
 def diana_stepsize(L: float, L_batch: float, n: int) -> float:
-    """The IntSGD experiments' stepsize η = 1 / (2(L + 3L_b/(2n) + 3L_b/(16n)))."""
+    """The IntSGD experiments' stepsize η = 1 / (2(L + 3L_b/(2n) + 3L_b/(16n))) for VR-IntDIANA,
+    VR-HintDIANA and L-SVRG, with L_b the minibatch smoothness
+    (:meth:`lowbit.problems.logistic.WorkerSplit.batch_smoothness`)."""
     return 1.0 / (2 * (L + 3 * L_batch / (2 * n) + 3 * L_batch / (16 * n)))
 
 
-__all__ = ["DIANA", "IntDIANA", "VRIntDIANA", "diana_stepsize"]
+def vr_diana_stepsize(L: float, omega: float, n: int) -> float:
+    """VR-DIANA's stepsize for a compressor of relative variance ω (Horváth, Kovalev, Mishchenko,
+    Stich, Richtárik, "Stochastic Distributed Learning with Gradient Quantization and Variance
+    Reduction"): η = 1 / (L·(1 + 36(1 + ω)/n)), the stepsize of the IntSGD code's VR-NatDIANA
+    (ω = 1/8); its shift stepsize is γ = 1/(1 + ω)."""
+    return 1.0 / (L * (1 + 36 * (1 + omega) / n))
+
+
+__all__ = ["DIANA", "IntDIANA", "VRIntDIANA", "diana_stepsize", "vr_diana_stepsize"]

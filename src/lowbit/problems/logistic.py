@@ -210,7 +210,9 @@ class WorkerSplit:
             return self.grads(x[None], None if indices is None else indices[None])[0]
         if indices is None:
             R, (n, m, d) = x.shape[0], self.A.shape
-            z = (x @ self.A.reshape(-1, d).T).reshape(R, n, m)
+            if getattr(self, "_AT", None) is None:
+                self._AT = self.A.reshape(-1, d).T.contiguous()  # d × N: x @ Aᵀ streams it row by row
+            z = (x @ self._AT).reshape(R, n, m)
             s = -self.y * torch.sigmoid(-self.y * z)
             g = torch.bmm(s.transpose(0, 1), self.A).transpose(0, 1)  # worker by worker: (n, R, m) @ (n, m, d)
             return g / m + self.lam * x[:, None, :]
