@@ -36,6 +36,12 @@ def _figure(ncols: int, nrows: int = 1, size=(5.0, 3.6)):
     return fig, axes.reshape(-1)
 
 
+def _seeds_note(fig, cfg: dict) -> None:
+    if cfg.get("seeds", 1) > 1:
+        fig.suptitle(f"mean of {cfg['seeds']} seeds, band ±1 sd across seeds (log axes: geometric mean ×/÷ e^sd of "
+                     "the logs)", fontsize=9)
+
+
 def _save(fig, path: Path, name: str) -> str:
     out = path / "figures" / name
     out.parent.mkdir(parents=True, exist_ok=True)
@@ -89,6 +95,7 @@ def plot_convex(path: Path, cfg: dict, subs) -> list[str]:
         a.set_xlabel("epoch")
         a.grid(alpha=0.3)
     ax[0].legend(fontsize=7)
+    _seeds_note(fig, cfg)
     return [_save(fig, path, "curves.png")]
 
 
@@ -106,9 +113,8 @@ def plot_distributed(path: Path, cfg: dict, subs) -> list[str]:
         a.set_ylabel("f(x) − f*")
         a.set_yscale("log")
         a.grid(alpha=0.3)
-    if cfg.get("seeds", 1) > 1:
-        ax[0].set_title(f"geometric mean of {cfg['seeds']} seeds, band ×/÷ e^(1 sd)", fontsize=9)
     ax[0].legend(fontsize=7)
+    _seeds_note(fig, cfg)
     return [_save(fig, path, "suboptimality.png")]
 
 
@@ -146,6 +152,7 @@ def plot_deep(path: Path, cfg: dict, subs) -> list[str]:
     ax[1].set(xlabel="epoch", ylabel="test accuracy (%)" if metric == "test_accuracy" else "test loss")
     ax[2].set(xlabel="MB sent (all workers)", ylabel=ax[1].get_ylabel())
     ax[0].legend(fontsize=7)
+    _seeds_note(fig, cfg)
     return [_save(fig, path, "curves.png")]
 
 

@@ -425,7 +425,9 @@ def run(cfg: RunConfig, out, *, resume: bool = False, jobs: int = 1, stop_after:
         from concurrent.futures import ProcessPoolExecutor
         from multiprocessing import get_context
 
-        with ProcessPoolExecutor(jobs, mp_context=get_context("spawn")) as ex:
+        threads = max(1, torch.get_num_threads() // jobs)  # the cores shared out, not oversubscribed
+        with ProcessPoolExecutor(jobs, mp_context=get_context("spawn"), initializer=torch.set_num_threads,
+                                 initargs=(threads,)) as ex:
             for label, s in ex.map(_run_one, tasks):
                 results[label] = s
     else:
