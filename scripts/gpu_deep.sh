@@ -7,6 +7,8 @@
 #   isgq    isgq-mnist on 5,000 real MNIST images (FC and LeNet, 4 workers, 20 epochs)
 #   halp    halp-resnet: ResNet-18 on 5,000 real MNIST images, SGD / SVRG / HALP sweeps, 15 epochs
 #   slowdown  slowdown-resnet: ResNet-50 on 5,000 real MNIST images, FP32/FP16/FP8/FP4 gradients, 30 epochs
+#   causes  the failing deep claims at the sources' lengths: slowdown-resnet (FP32, FP4, FP4 at 5e-4)
+#           for 100 epochs and intsgd-vae for 50 epochs, on 5,000 real MNIST images
 set -uo pipefail
 OUT=${OUT:-gpu-out}; mkdir -p "$OUT"
 export PYTHONPATH=$PWD/src PYTHONUNBUFFERED=1
@@ -49,6 +51,12 @@ for stage in "${@:-bench}"; do
       python3 -m lowbit reproduce slowdown-resnet --quiet --out /tmp/runs/slowdown-resnet deep.dataset=mnist-5k \
         epochs=30 2>&1 | tail -16
       keep slowdown-resnet ;;
-    *) echo "unknown stage $stage (bench, step, intsgd, isgq, halp, slowdown)"; exit 2 ;;
+    causes)
+      python3 -m lowbit reproduce slowdown-resnet --quiet --out /tmp/runs/slowdown-resnet-100 deep.dataset=mnist-5k \
+        epochs=100 'sweep={quant.codec: [fp32, slowdown_fp4]}' 'extra_runs=[{quant.codec: slowdown_fp4, deep.lr: 0.0005}]' \
+        2>&1 | tail -8
+      python3 -m lowbit reproduce intsgd-vae --quiet --out /tmp/runs/intsgd-vae-50 deep.dataset=mnist-5k epochs=50 2>&1 | tail -6
+      keep slowdown-resnet-100; keep intsgd-vae-50 ;;
+    *) echo "unknown stage $stage (bench, step, intsgd, isgq, halp, slowdown, causes)"; exit 2 ;;
   esac
 done

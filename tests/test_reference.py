@@ -211,3 +211,15 @@ def test_a_bad_published_entry_fails_before_anything_runs():
         make_config({**SMALL_DIST, "published": [{"quantity": "x", "source": "y", "value": 1, "tolerance": "about"}]})
     with pytest.raises(ConfigError, match="seeds"):
         make_config({**SMALL_DIST, "seeds": 0})
+
+
+def test_ratio_of_quantities_whose_labels_hold_commas():
+    from lowbit.experiments.published import measure
+
+    summary = {"runs": [{"label": "codec=fp4,lr=0.0005", "final": {"loss": 3.0}},
+                        {"label": "codec=fp32", "final": {"loss": 2.0}},
+                        {"label": "codec=intsgd,options={'n_workers': 8, 'rounding': 'nearest'}", "final": {"loss": 1.0}}]}
+    assert measure("ratio(codec=fp4,lr=0.0005/final.loss, codec=fp32/final.loss)", None, summary) == 1.5
+    assert measure("ratio(codec=intsgd*/final.loss, codec=fp4,lr=0.0005/final.loss)", None, summary) == pytest.approx(1 / 3)
+    with pytest.raises(KeyError, match="more than one"):
+        measure("codec=fp*/final.loss", None, summary)

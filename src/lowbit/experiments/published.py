@@ -47,9 +47,13 @@ def _sub_path(folder, summary: dict, label: str):
 def measure(quantity: str, folder, summary: dict):
     """The value of ``quantity`` (see the module docstring) in a finished run."""
     q = quantity.strip()
-    m = re.fullmatch(r"ratio\((.+?),\s*(.+)\)", q)
-    if m:
-        a, b = measure(m.group(1), folder, summary), measure(m.group(2), folder, summary)
+    m = re.fullmatch(r"ratio\((.+)\)", q)
+    if m:  # split at the first comma with a whole quantity (a '/') before it: labels hold commas too
+        inner = m.group(1)
+        cut = next((i for i, c in enumerate(inner) if c == "," and "/" in inner[:i]), None)
+        if cut is None:
+            raise KeyError(f"{quantity}: ratio(a, b) needs two quantities")
+        a, b = measure(inner[:cut], folder, summary), measure(inner[cut + 1:], folder, summary)
         return a / b if b else math.inf
     label, _, item = q.rpartition("/")
     if "@" in item:
