@@ -180,7 +180,5 @@ def test_reproduce_slowdown_theory_quick(tmp_path):
 def test_reproduce_slowdown_logreg_quick(tmp_path):
     assert main(["reproduce", "slowdown-logreg", "--quick", "--jobs", "2", "--out", str(tmp_path / "l"), "--quiet"]) == 0
     c = claims_of(tmp_path / "l")
-    assert len(c) >= 8
-    for opt in ("sgd", "adam"):  # the findings that hold after one epoch; all claims are reported either way
-        assert c[f"{opt}: slowdown_fp4 converges slower than fp32"]["holds"]
-        assert c[f"{opt}: slowdown_fp4 has the lowest mean q"]["holds"]
+    assert len(c) == 12  # per optimizer: slower, lowest q, the larger stepsize
+    assert all(v["holds"] for v in c.values()), {k: v["detail"] for k, v in c.items() if not v["holds"]}

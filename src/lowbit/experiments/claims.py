@@ -55,9 +55,16 @@ def slowdown(cfg, folder, summary) -> list[dict]:
         for r in bigger:
             loss = r["final"]["loss"]
             slow = plain.get(_get(r, "quant.codec"), {}).get("final", {}).get("loss", math.inf)
+            detail = f"final train loss {loss:.6g} vs fp32 {base:.6g} (at lr {cfg.optim.lr:g}: {slow:.6g})"
+            if opt == "adam":
+                # Adam's step does not scale with the gradient, so shrinkage does not shorten it: the
+                # source's Adam figure shows FP4 at 5e-4 faster than at 1e-4 but above FP32 (0.034 vs
+                # about 0.001 after 100 epochs), and that is what is checked
+                out.append(_claim(f"adam: {_get(r, 'quant.codec')} at lr {_get(r, 'optim.lr'):g} trains faster than at "
+                                  f"lr {cfg.optim.lr:g}", loss < slow, detail))
+                continue
             out.append(_claim(f"{opt}: {_get(r, 'quant.codec')} at lr {_get(r, 'optim.lr'):g} trains at least as fast as "
-                              f"fp32 at lr {cfg.optim.lr:g}", loss <= base * 1.01,
-                              f"final train loss {loss:.6g} vs fp32 {base:.6g} (at lr {cfg.optim.lr:g}: {slow:.6g})"))
+                              f"fp32 at lr {cfg.optim.lr:g}", loss <= base * 1.01, detail))
     return out
 
 

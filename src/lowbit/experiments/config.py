@@ -35,6 +35,7 @@ class DataConfig(_Strict):
     separable: bool = False
     normalize: bool = False  # L2-normalize rows (the IntSGD experiments)
     test_fraction: float = 0.2  # held-out share (shuffled with ``seed``); 0 keeps every row for training
+    train_fraction: float = Field(1.0, gt=0, le=1)  # keep this share of the training rows (miniature runs)
     seed: int = 0
 
 

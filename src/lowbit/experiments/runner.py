@@ -59,7 +59,12 @@ def load_data(cfg: RunConfig):
         perm = torch.randperm(A.shape[0], generator=g)
         n_test = int(round(d.test_fraction * A.shape[0]))
         te, tr = perm[:n_test], perm[n_test:]
+        tr = tr[: max(1, int(round(d.train_fraction * tr.numel())))]  # a random share: the split's order is random
         return A[tr], y[tr], A[te], y[te]
+    if d.train_fraction < 1:
+        keep = torch.randperm(A.shape[0], generator=torch.Generator().manual_seed(d.seed))
+        keep = keep[: max(1, int(round(d.train_fraction * A.shape[0])))].sort().values  # rows keep their order
+        A, y = A[keep], y[keep]
     return A, y, None, None
 
 
