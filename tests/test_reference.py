@@ -223,3 +223,24 @@ def test_ratio_of_quantities_whose_labels_hold_commas():
     assert measure("ratio(codec=intsgd*/final.loss, codec=fp4,lr=0.0005/final.loss)", None, summary) == pytest.approx(1 / 3)
     with pytest.raises(KeyError, match="more than one"):
         measure("codec=fp*/final.loss", None, summary)
+
+
+@pytest.mark.parametrize("data", ["a5a", "dense"])
+def test_batched_worker_gradients_equal_each_workers_own(data):
+    """WorkerSplit.grads (sparse rows for LIBSVM data, dense otherwise; R runs at once) against
+    LogisticRegression.grad of each worker's own rows, run by run, in float64."""
+    if data == "a5a":
+        split = a5a_split()
+    else:
+        A, y = synthetic.logistic(240, 6, cond=10.0, seed=1)
+        split = LogisticRegression(A, y, 0.01).split(4)
+    n, m, d = split.A.shape
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(3, d, dtype=torch.float64, generator=g)
+    idx = torch.randint(0, m, (3, n, 7), generator=g)
+    full, mini = split.grads(x, None), split.grads(x, idx)
+    for r in range(3):
+        for i in range(n):
+            own = LogisticRegression(split.A[i], split.y[i], split.lam)
+            torch.testing.assert_close(full[r, i], own.grad(x[r]), rtol=1e-12, atol=1e-14)
+            torch.testing.assert_close(mini[r, i], own.grad(x[r], idx[r, i]), rtol=1e-12, atol=1e-14)

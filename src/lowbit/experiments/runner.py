@@ -310,18 +310,28 @@ def run_distributed(cfg: RunConfig, folder: RunFolder, *, resume: bool = True, s
     if start == 0 and not rows:
         record(0)
     total = dc.iterations
+    def tally(hist):  # the steps' bits and gradient computations, added up at logged steps only
+        nonlocal bits, wbits, grads
+        col = lambda get: torch.stack([torch.as_tensor(get(h), dtype=torch.float64).expand(R) for h in hist]).sum(0)  # noqa: E731
+        bits = bits + col(lambda h: h["bits"])
+        wbits = wbits + col(lambda h: h.get("width_bits", h["bits"]) + h.get("sum_width_bits", 0.0))
+        # gradient computations: a minibatch per worker (twice with VR), plus a full pass on a new reference
+        grads = grads + len(hist) * (n * b * 2 if vr else n * m)
+        if vr:
+            grads = grads + n * m * col(lambda h: h["new_reference"].to(torch.float64) + h.get("first", 0.0))
+
     st = opt.state[x]
+    pending = 0
     for k in range(start, total):
         first = "ref" not in st
         opt.step(oracle)
-        h = opt.history[-1]
-        bits += h["bits"]
-        wbits += h.get("width_bits", h["bits"]) + h.get("sum_width_bits", 0.0)
-        # gradient computations: a minibatch per worker (twice with VR), plus a full pass on a new reference
-        grads += n * b * 2 if vr else n * m
-        if vr:
-            grads += n * m * (int(first) + h["new_reference"].to(torch.float64))
+        if first:
+            opt.history[-1]["first"] = 1.0
+        pending += 1
         done = k + 1
+        if done % cfg.log_every == 0 or done == total or done % cfg.checkpoint_every == 0:
+            tally(opt.history[-pending:])
+            pending = 0
         if done % cfg.log_every == 0 or done == total:
             record(done)
             if progress:

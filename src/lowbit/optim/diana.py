@@ -103,8 +103,8 @@ class DIANA(torch.optim.Optimizer):
         reduce = self.cluster.reduce_runs if self.runs else self.cluster.reduce
         dhat, mean, info = reduce(delta, exact=k == 0 and self.exact_first_step)
         ghat = st["h_mean"] + mean
-        st["h"] += self.gamma * dhat
-        st["h_mean"] += self.gamma * mean
+        st["h"].add_(dhat, alpha=self.gamma)
+        st["h_mean"].add_(mean, alpha=self.gamma)
         lr = self.param_groups[0]["lr"]
         self.x.add_(ghat, alpha=-lr)
         if self.vr:

@@ -208,22 +208,20 @@ class WorkerSplit:
         x = x.to(self.A.dtype)
         if x.dim() == 1:
             return self.grads(x[None], None if indices is None else indices[None])[0]
-        if indices is None:
-            R, (n, m, d) = x.shape[0], self.A.shape
-            if getattr(self, "_AT", None) is None:
-                self._AT = self.A.reshape(-1, d).T.contiguous()  # d × N: x @ Aᵀ streams it row by row
-            z = (x @ self._AT).reshape(R, n, m)
-            s = -self.y * torch.sigmoid(-self.y * z)
-            g = torch.bmm(s.transpose(0, 1), self.A).transpose(0, 1)  # worker by worker: (n, R, m) @ (n, m, d)
-            return g / m + self.lam * x[:, None, :]
-        R, n, b = indices.shape
-        c, ya = self._rows(indices)  # y_j·a_j of every sampled row j: dense (R, n, b, d) or sparse
+        R, (n, m, d) = x.shape[0], self.A.shape
+        cols, ya = self._ell()
+        if indices is None:  # every local sample: the whole table, shared by the R runs
+            b, c, ya = m, (None if cols is None else cols.reshape(1, n, m, -1)), ya.reshape(1, n, m, -1)
+        else:
+            b = indices.shape[2]
+            c, ya = self._rows(indices)  # y_j·a_j of every sampled row j: dense (R, n, b, d) or sparse
         if c is None:
             s = torch.sigmoid(-torch.einsum("rnbd,rd->rnb", ya, x)) / -b
             return torch.einsum("rnb,rnbd->rnd", s, ya) + self.lam * x[:, None, :]
-        # sparse rows (LIBSVM data): the k stored entries of each sampled row, gathered and scattered
+        # sparse rows (LIBSVM data): the k stored entries of each row, gathered and scattered
         k = ya.shape[-1]
-        s = torch.sigmoid(-(torch.gather(x, 1, c.reshape(R, -1)).reshape(ya.shape) * ya).sum(-1)) / -b
+        c = c.expand(R, n, b, k)
+        s = torch.sigmoid(-(torch.gather(x, 1, c.reshape(R, -1)).reshape(R, n, b, k) * ya).sum(-1)) / -b
         out = (self.lam * x)[:, None, :].repeat(1, n, 1)
         return out.scatter_add_(2, c.reshape(R, n, b * k), (ya * s[..., None]).reshape(R, n, b * k))
 
