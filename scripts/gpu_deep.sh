@@ -9,6 +9,8 @@
 #   slowdown  slowdown-resnet: ResNet-50 on 5,000 real MNIST images, FP32/FP16/FP8/FP4 gradients, 30 epochs
 #   causes  the failing deep claims at the sources' lengths: slowdown-resnet (FP32, FP4, FP4 at 5e-4)
 #           for 100 epochs and intsgd-vae for 50 epochs, on 5,000 real MNIST images
+#   momentum  intsgd-vae for 50 epochs without momentum (lr 0.01, the same effective step as 0.001
+#           with momentum 0.9): the IntSGD gap where α sees the step it rounds
 set -uo pipefail
 OUT=${OUT:-gpu-out}; mkdir -p "$OUT"
 export PYTHONPATH=$PWD/src PYTHONUNBUFFERED=1
@@ -57,6 +59,10 @@ for stage in "${@:-bench}"; do
         2>&1 | tail -8
       python3 -m lowbit reproduce intsgd-vae --quiet --out /tmp/runs/intsgd-vae-50 deep.dataset=mnist-5k epochs=50 2>&1 | tail -6
       keep slowdown-resnet-100; keep intsgd-vae-50 ;;
-    *) echo "unknown stage $stage (bench, step, intsgd, isgq, halp, slowdown, causes)"; exit 2 ;;
+    momentum)
+      python3 -m lowbit reproduce intsgd-vae --quiet --out /tmp/runs/intsgd-vae-50-m0 deep.dataset=mnist-5k epochs=50 \
+        deep.momentum=0 deep.lr=0.01 2>&1 | tail -6
+      keep intsgd-vae-50-m0 ;;
+    *) echo "unknown stage $stage (bench, step, intsgd, isgq, halp, slowdown, causes, momentum)"; exit 2 ;;
   esac
 done
