@@ -11,6 +11,7 @@
 #           for 100 epochs and intsgd-vae for 50 epochs, on 5,000 real MNIST images
 #   momentum  intsgd-vae for 50 epochs without momentum (lr 0.01, the same effective step as 0.001
 #           with momentum 0.9): the IntSGD gap where α sees the step it rounds
+#   rounding  intsgd-vae for 50 epochs with IntSGD's stochastic rounding instead of nearest
 set -uo pipefail
 OUT=${OUT:-gpu-out}; mkdir -p "$OUT"
 export PYTHONPATH=$PWD/src PYTHONUNBUFFERED=1
@@ -63,6 +64,11 @@ for stage in "${@:-bench}"; do
       python3 -m lowbit reproduce intsgd-vae --quiet --out /tmp/runs/intsgd-vae-50-m0 deep.dataset=mnist-5k epochs=50 \
         deep.momentum=0 deep.lr=0.01 2>&1 | tail -6
       keep intsgd-vae-50-m0 ;;
-    *) echo "unknown stage $stage (bench, step, intsgd, isgq, halp, slowdown, causes, momentum)"; exit 2 ;;
+    rounding)
+      python3 -m lowbit reproduce intsgd-vae --quiet --out /tmp/runs/intsgd-vae-50-stochastic deep.dataset=mnist-5k \
+        epochs=50 "extra_runs=[{quant.codec: identity}, {quant.codec: intsgd, quant.options: {n_workers: 8, \
+        rounding: stochastic, rule: moving_avg_const, beta: 0.0, sigma_sq: 1.0e-8}}]" 2>&1 | tail -6
+      keep intsgd-vae-50-stochastic ;;
+    *) echo "unknown stage $stage (bench, step, intsgd, isgq, halp, slowdown, causes, momentum, rounding)"; exit 2 ;;
   esac
 done
