@@ -110,6 +110,15 @@ def test_natural_compression_variance_bound():
     assert mean_sq_error(get_compressor("natural"), g) <= float((g**2).sum()) / 8
 
 
+@pytest.mark.parametrize("name", [n for n in lowbit.compressor_names() if get_compressor(n).omega is not None])
+def test_declared_relative_variance_holds(name):
+    """A codec's declared ω (DIANA's shift stepsize is 1/(1 + ω)) bounds its measured error."""
+    codec = get_compressor(name)
+    g = torch.randn(1000, generator=torch.Generator().manual_seed(5)) * torch.logspace(-3, 3, 1000)
+    assert mean_sq_error(codec, g) <= codec.omega * float((g**2).sum()) * (1 + 1e-6) + 1e-30
+    assert {"natural": 1 / 8, "identity": 0.0}.get(name, codec.omega) == codec.omega
+
+
 @pytest.mark.parametrize("ratio", [0.01, 0.1, 0.5])
 def test_topk_contraction(ratio):
     g = torch.randn(5000, generator=torch.Generator().manual_seed(2))

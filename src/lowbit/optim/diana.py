@@ -17,18 +17,19 @@ movement defines α, sends α-free exact values (``exact_first_step``), as the I
 The parameter is one flat vector x (the model's weights).  The gradient oracle is a function
 ``oracle(x, indices) -> Tensor (n, d)``: row i is worker i's gradient at x, over its local
 samples ``indices[i]`` (an n × b LongTensor), or over all its local data when ``indices`` is None.
-
-Batched runs: a parameter of shape (R, d) holds R independent runs (seeds) stepped together in one
-tensor program.  The oracle then takes x (R, d) and indices (R, n, b) and returns (R, n, d); every
-run draws its own minibatches, reference coin and codec randomness (from the optimizer's and the
-cluster's generators), keeps its own shifts and, with IntSGD, its own α from its own steps.  The
-runs are independent, but run r of a batch is not the run that seed alone would give.
 Compression goes through :class:`lowbit.dist.SimulatedCluster`: workers are batched (no Python
 loop over workers) for elementwise codecs; other codecs are applied per worker.  Pass
 ``cluster=SimulatedCluster(n, codec, seed=s)`` for per-worker generators, or, in a process of a
 real run, ``cluster=DistributedCluster(codec, seed=s)``: this process then holds only its own
 worker's row (``oracle`` returns 1 × d for it), every process draws the same minibatch indices
 and reference coins, and both give the same iterates.
+
+Batched runs: a parameter of shape (R, d) holds R independent runs (seeds) stepped together in one
+tensor program.  The oracle then takes x (R, d) and indices (R, n, b) and returns (R, n, d); every
+run draws its own minibatches, reference coin and codec randomness (from the optimizer's and the
+cluster's generators), keeps its own shifts and, with IntSGD, its own α from its own steps
+(:meth:`lowbit.dist.SimulatedCluster.reduce_runs`).  The runs are independent, but run r of a
+batch is not the run that seed alone would give.
 """
 
 from __future__ import annotations
@@ -70,7 +71,6 @@ class DIANA(torch.optim.Optimizer):
         self.history: list[dict] = []
         self._gen = torch.Generator().manual_seed(seed)
         self._cgen = torch.Generator().manual_seed(seed + 1)
-        d = self.x.numel()
         st = self.state[self.x]
         self.cluster = cluster if cluster is not None else SimulatedCluster(n_workers, self.codec, generator=self._cgen)
         rows = range(n_workers)[self.cluster.rows]
