@@ -24,7 +24,8 @@ packets are summed (``bits=None``), or in a fixed width ``bits`` with saturation
 
 HintSGD (heuristic IntSGD): α = 2^8 / max_i ‖g_i‖_∞, the maximum taken over workers by an
 all-reduce of one scalar, which is part of the payload (4 bytes); integers then stay within
-±256.
+±256 (with a fixed width of b bits, α = ⌊(2^(b−1) − 1)/n⌋ / max_i ‖g_i‖_∞ instead, so that n
+workers' sum fits).
 """
 
 from __future__ import annotations
@@ -274,8 +275,10 @@ class IntSGD(Compressor):
 
 @register("hintsgd")
 class HintSGD(IntSGD):
-    """IntSGD with the heuristic scale α = 2^8 / max‖g‖_∞ (over workers when ``gmax`` is given by
-    the caller through ``state``, else this tensor's own)."""
+    """IntSGD with the heuristic scale α = L / max‖g‖_∞ (over workers when ``gmax`` is given by
+    the caller through ``state``, else this tensor's own): L = 2^8 with the automatic width, and
+    L = ⌊(2^(b−1) − 1)/n⌋ with a fixed width of b bits, so that |α·g_i| ≤ L for every entry and
+    the sum over n workers fits b bits without clamping: stochastic rounding stays unbiased."""
 
     shared_state = False
     reduce_ops = {"ints": "sum", "gmax": "same", "finite": "min"}
@@ -298,9 +301,14 @@ class HintSGD(IntSGD):
     def init_state(self, tensor):
         return None
 
+    @property
+    def levels(self) -> int:
+        """L: the largest integer one worker sends."""
+        return 256 if self.bits is None else (2 ** (self.bits - 1) - 1) // max(1, self.n_workers)
+
     def run_scales(self, rows, state=None):
         gmax = rows.float().abs().amax((1, 2), keepdim=True).to(rows.dtype)  # over each run's workers
-        return torch.where(gmax > 0, gmax / 256.0, torch.ones_like(gmax))
+        return torch.where(gmax > 0, gmax / self.levels, torch.ones_like(gmax))
 
     def _header_bits(self) -> int:
         return 32  # gmax travels with the integers
@@ -310,7 +318,7 @@ class HintSGD(IntSGD):
         t = tensor.detach().reshape(-1).to(torch.float32)
         gmax = t.abs().max() if state is None else torch.as_tensor(state, dtype=torch.float32, device=t.device)
         gmax = gmax.reshape(1).to(torch.float32)
-        alpha = torch.where(gmax > 0, 256.0 / gmax, torch.ones_like(gmax))
+        alpha = torch.where(gmax > 0, self.levels / gmax, torch.ones_like(gmax))
         ints, m = self._pack_ints(round_integer(t * alpha, self.rounding, generator=generator))
         payload = {"ints": ints, "gmax": gmax, "finite": torch.isfinite(t).all().reshape(1).to(torch.uint8)}
         return Packet(payload, tuple(tensor.shape), tensor.dtype,
@@ -320,6 +328,7 @@ class HintSGD(IntSGD):
         if not torch.equal(a.payload["gmax"], b.payload["gmax"]):
             raise ValueError("HintSGD packets sum only under the same shared max‖g‖∞")
         ints = a.payload["ints"] + b.payload["ints"]
-        m = a.meta["max_abs"] + b.meta["max_abs"]
+        fixed = min(a.meta["max_abs"], b.meta["max_abs"]) < 0  # a fixed width: no data-dependent maximum
+        m = -1 if fixed else a.meta["max_abs"] + b.meta["max_abs"]
         return Packet({"ints": ints, "gmax": a.payload["gmax"], "finite": a.payload["finite"] & b.payload["finite"]},
-                      a.shape, a.dtype, {**a.meta, "max_abs": m, "width": int_width(m)})
+                      a.shape, a.dtype, {**a.meta, "max_abs": m, "width": a.meta["width"] if fixed else int_width(m)})
