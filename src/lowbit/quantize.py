@@ -20,6 +20,10 @@ keep ±inf).  NaN stays NaN, also for formats that have no NaN code
 (ml_dtypes maps NaN to −0 there; lowbit keeps a NaN visible).  Formats without negative zero
 (``fnuz``) map −0 to +0.  float16/bfloat16 inputs are rounded through float32 (exact) and cast
 back; float64 inputs are rounded directly in float64 (no double rounding).
+
+Gradients: on a tensor that requires them, ``quantize`` is differentiable by the straight-through
+estimator (the gradient passes where x lies in the format's range and both x and q(x) are finite,
+and is zero elsewhere); ``grad="cut"`` makes the result a constant instead.  Never a silent cut.
 """
 
 from __future__ import annotations
@@ -31,7 +35,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 from .formats import FloatFormat, IntFormat, get_format
 
-__all__ = ["quantize", "round_integer", "ROUNDINGS"]
+__all__ = ["quantize", "round_integer", "ROUNDINGS", "GRADS"]
 
 ROUNDINGS = ("nearest", "stochastic", "zero")
 
@@ -247,6 +251,30 @@ def _quantize_int(x, fmt: IntFormat, rounding, generator):
     return r.clamp(-qmax, qmax)  # NaN propagates through clamp
 
 
+GRADS = ("ste", "cut")
+
+
+class _StraightThrough(torch.autograd.Function):
+    """Rounding with the straight-through estimator: the gradient passes unchanged where the
+    rounded value stands for x — x and q(x) finite and, without scaling, |x| within the format's
+    range (|x| ≤ max) — and is zero where the input was NaN or ±inf, where it overflowed (to inf,
+    NaN or, saturating, to ±max) and so where rounding cut off all but the range's end."""
+
+    @staticmethod
+    def forward(ctx, x, fmt, rounding, saturate, generator, scaling, block):
+        q = _quantize(x, fmt, rounding, saturate, generator, scaling, block)
+        keep = torch.isfinite(x) & torch.isfinite(q)
+        if scaling is None:
+            keep &= x.abs() <= fmt.max
+        ctx.save_for_backward(keep)
+        return q
+
+    @staticmethod
+    def backward(ctx, grad):
+        (keep,) = ctx.saved_tensors
+        return torch.where(keep, grad, torch.zeros_like(grad)), None, None, None, None, None, None
+
+
 def quantize(
     x: torch.Tensor,
     fmt,
@@ -256,6 +284,7 @@ def quantize(
     generator: torch.Generator | None = None,
     scaling: str | None = None,
     block: int = 32,
+    grad: str = "ste",
 ) -> torch.Tensor:
     """Round ``x`` onto the format ``fmt`` (a name, alias, ``e{E}m{M}`` string or format object).
 
@@ -270,11 +299,24 @@ def quantize(
             ``block`` values along the last dimension, as in the OCP MX formats); see
             :mod:`lowbit.scaling`.
 
+        grad: how gradients flow through the rounding when ``x`` requires them: ``"ste"`` (the
+            straight-through estimator: passed unchanged inside the format's range, zero where the
+            value overflowed, saturated or was not finite; see :class:`_StraightThrough`) or
+            ``"cut"`` (the result is a constant: no gradient reaches ``x``).
+
     Returns:
         a new tensor of x's dtype and shape.
     """
     _check(x, rounding)
+    if grad not in GRADS:
+        raise ValueError(f"grad must be one of {GRADS}, got {grad!r}")
     fmt = get_format(fmt)
+    if grad == "ste" and x.requires_grad and torch.is_grad_enabled():
+        return _StraightThrough.apply(x, fmt, rounding, saturate, generator, scaling, block)
+    return _quantize(x.detach(), fmt, rounding, saturate, generator, scaling, block)
+
+
+def _quantize(x, fmt, rounding, saturate, generator, scaling, block) -> torch.Tensor:
     if scaling is not None:
         from .scaling import scaled_quantize
 
@@ -282,7 +324,7 @@ def quantize(
     if x.numel() == 0:
         return x.clone()
     if x.dtype in (torch.float16, torch.bfloat16):
-        return quantize(x.float(), fmt, rounding, saturate=saturate, generator=generator).to(x.dtype)
+        return _quantize(x.float(), fmt, rounding, saturate, generator, None, block).to(x.dtype)
     if isinstance(fmt, IntFormat):
         return _quantize_int(x, fmt, rounding, generator)
     native = _NATIVE_CPU.get(fmt) if _USE_NATIVE and not saturate and rounding == "nearest" else None
