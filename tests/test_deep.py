@@ -143,3 +143,32 @@ def test_quick_reproductions_run_from_the_cli(name, tmp_path):
     s = json.loads((tmp_path / "summary.json").read_text())
     assert s["claims"] and all({"name", "holds", "detail"} <= set(c) for c in s["claims"])
     assert (tmp_path / "figures" / "curves.png").exists()
+
+
+def test_rounding_inside_the_model_from_the_cli(tmp_path):
+    """slowdown-inmodel's quick variant: every place of rounding is a metrics column, and the
+    runs without rounding in the model keep the model's numbers (the fp32 run equals a plain run)."""
+    r = subprocess.run([sys.executable, "-m", "lowbit", "reproduce", "slowdown-inmodel", "--quick", "--quiet", "--out",
+                        str(tmp_path), "epochs=2"], capture_output=True, text=True, timeout=600)
+    assert r.returncode == 0, r.stderr[-3000:]
+    import pandas as pd
+
+    both = pd.read_csv(tmp_path / "runs" / "activations=fp8,errors=fp8" / "metrics.csv")
+    places = [c for c in both if c.startswith(("q_forward[", "q_backward["))]
+    assert len(places) == 2 * 4 and both[places].notna().all().all()  # the FC net's four Linear layers
+    weights = pd.read_csv(tmp_path / "runs" / "weights=bf16,state=bf16" / "metrics.csv")
+    assert weights["q_update"].notna().all()
+    plain = run(_tiny(**{"deep.model": "fc", "deep.model_options": {}, "deep.dataset": "digits", "epochs": 2,
+                         "deep.batch_size": 64, "deep.lr": 0.05, "deep.momentum": 0.9, "deep.augment": False}),
+                tmp_path / "plain", quiet=True)
+    fp32 = pd.read_csv(tmp_path / "runs" / "activations=None" / "metrics.csv")
+    assert fp32["train_loss"].iloc[-1] == plain["runs"][0]["final"]["train_loss"]
+
+
+def test_precision_settings_are_checked_before_anything_runs():
+    from lowbit.experiments import ConfigError, make_config
+
+    with pytest.raises(ConfigError, match="fp5"):
+        make_config({"kind": "deep", "precision": {"errors": "fp5"}})
+    with pytest.raises(ConfigError, match="not a torch.nn layer"):
+        make_config({"kind": "deep", "precision": {"layers": ["Linaer"]}})

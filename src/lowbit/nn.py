@@ -13,7 +13,8 @@ Either side may be None (left in full precision).  :func:`lower` attaches quanti
 outputs of chosen layer types without changing the model's parameters or ``state_dict`` keys.
 
 Each quantizer can record the shrinkage q = ‖Q(v)‖/‖v‖ of what it rounds, forward and backward,
-as device tensors (no host synchronization): ``quantizer.stats``.
+as device tensors (no host synchronization): ``quantizer.stats`` (the last step's) and
+``quantizer.means()`` (the mean since the last call, read once).
 """
 
 from __future__ import annotations
@@ -58,13 +59,15 @@ class _RoundBothWays(torch.autograd.Function):
     @staticmethod
     def forward(ctx, x, module):
         y = module.forward_spec(x.detach(), module.generator)
+        if y._is_view() or y.data_ptr() == x.data_ptr():  # a tensor of its own: in-place ops may follow
+            y = y.clone()
         keep = torch.isfinite(x) & torch.isfinite(y)
         if module.forward_spec.fmt is not None and module.forward_spec.scaling is None:
             keep &= x.abs() <= module.forward_spec.fmt.max
         ctx.save_for_backward(keep)
         ctx.module = module
         if module.record:
-            module.stats["q_forward"] = _shrinkage(y, x)
+            module._note("q_forward", _shrinkage(y, x))
         return y
 
     @staticmethod
@@ -74,7 +77,7 @@ class _RoundBothWays(torch.autograd.Function):
         g = torch.where(keep, grad, torch.zeros_like(grad))
         out = module.backward_spec(g, module.generator)
         if module.record:
-            module.stats["q_backward"] = _shrinkage(out, g)
+            module._note("q_backward", _shrinkage(out, g))
         return out, None
 
 
@@ -94,12 +97,26 @@ class Quantizer(nn.Module):
         self.generator = generator
         self.record = record
         self.stats: dict[str, torch.Tensor] = {}
+        self._sums: dict[str, list] = {}
+
+    def _note(self, key: str, value: torch.Tensor) -> None:
+        self.stats[key] = value
+        total = self._sums.setdefault(key, [torch.zeros((), dtype=torch.float64, device=value.device), 0])
+        total[0] = total[0] + value
+        total[1] += 1
+
+    def means(self, reset: bool = True) -> dict[str, float]:
+        """Mean of each recorded statistic since the last reset (one host read per statistic)."""
+        out = {k: float(s / n) for k, (s, n) in self._sums.items() if n}
+        if reset:
+            self._sums = {}
+        return out
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if not (x.requires_grad and torch.is_grad_enabled()):
             y = self.forward_spec(x.detach(), self.generator)
-            if self.record:
-                self.stats["q_forward"] = _shrinkage(y, x)
+            if self.record and self.training:
+                self._note("q_forward", _shrinkage(y, x))
             return y
         return _RoundBothWays.apply(x, self)
 

@@ -97,6 +97,47 @@ class DeepConfig(_Strict):
     channels_last: bool = False
 
 
+class PrecisionConfig(_Strict):
+    """Rounding inside the model (deep runs): layer outputs forward, errors backward, weights and
+    optimizer state (lowbit.nn.lower, lowbit.optim.LowPrecision); None leaves a place in full precision."""
+
+    activations: str | None = None  # format of the chosen layers' outputs, forward
+    errors: str | None = None  # format of the errors flowing back into them
+    layers: list[str] = ["Conv2d", "Linear"]  # torch.nn layer types whose outputs are rounded
+    rounding: Literal["nearest", "stochastic", "zero"] = "nearest"  # activations
+    error_rounding: Literal["nearest", "stochastic", "zero"] = "stochastic"
+    weights: str | None = None  # the weights' format, rounded after each step
+    state: str | None = None  # the optimizer's state buffers (momentum)
+    weight_rounding: Literal["nearest", "stochastic", "zero"] = "stochastic"
+
+    @field_validator("activations", "errors", "weights", "state")
+    @classmethod
+    def _known_format(cls, v):
+        if v is not None:
+            from ..formats import get_format
+
+            get_format(v)  # raises, naming the known formats
+        return v
+
+    @field_validator("layers")
+    @classmethod
+    def _known_layers(cls, v):
+        import torch
+
+        for name in v:
+            if not (isinstance(getattr(torch.nn, name, None), type) and issubclass(getattr(torch.nn, name), torch.nn.Module)):
+                raise ValueError(f"precision.layers: {name!r} is not a torch.nn layer type")
+        return v
+
+    @property
+    def in_model(self) -> bool:
+        return self.activations is not None or self.errors is not None
+
+    @property
+    def low_precision_optimizer(self) -> bool:
+        return self.weights is not None or self.state is not None
+
+
 class CurveConfig(_Strict):
     function: Literal["exp"] = "exp"  # g(x) = exp(rate·x)
     rate: float = -0.2
@@ -139,6 +180,7 @@ class RunConfig(_Strict):
     dist: DistConfig = DistConfig()
     curve: CurveConfig = CurveConfig()
     deep: DeepConfig = DeepConfig()
+    precision: PrecisionConfig = PrecisionConfig()
     theory: bool = False  # record the Theorem 3 bound beside the measured curve (convex, sgd)
     sweep: dict[str, list[Any]] = {}
     extra_runs: list[dict[str, Any]] = []  # more sub-runs: each a mapping of dotted overrides

@@ -50,7 +50,8 @@ def run_deep(cfg: RunConfig, folder: RunFolder, *, resume: bool = True, stop_aft
     from ..data.images import load_images
     from ..dist import FactoredDataParallel, SimulatedDataParallel
     from ..models import count_parameters, get_model, vae_loss
-    from ..optim import HALP, SVRG, QuantizedGradients
+    from ..nn import lower, quantizers
+    from ..optim import HALP, SVRG, LowPrecision, QuantizedGradients
     from .config import ConfigError
     from ..optim.quantized import resolve_codec
 
@@ -69,6 +70,11 @@ def run_deep(cfg: RunConfig, folder: RunFolder, *, resume: bool = True, stop_aft
     model = get_model(dc.model, **opts).to(dev)
     if dc.channels_last:
         model = model.to(memory_format=torch.channels_last)
+    pc = cfg.precision
+    if pc.in_model:  # rounded layer outputs forward and errors backward, each place recording its q
+        lower(model, tuple(getattr(torch.nn, name) for name in pc.layers), forward=pc.activations,
+              backward=pc.errors, rounding=pc.rounding, backward_rounding=pc.error_rounding, record=True,
+              generator=torch.Generator(device=dev).manual_seed(cfg.seed + 2))
     params = [p for p in model.parameters()]
     base = torch.optim.SGD(params, lr=dc.lr, momentum=dc.momentum, weight_decay=dc.weight_decay)
     codec = None
@@ -101,6 +107,11 @@ def run_deep(cfg: RunConfig, folder: RunFolder, *, resume: bool = True, stop_aft
                                  generator=torch.Generator(device=dev).manual_seed(cfg.seed + 1))
     else:
         opt = base
+    if pc.low_precision_optimizer:
+        if vr:
+            raise ConfigError("precision.weights/state keep an SGD optimizer in low precision; HALP has its own offsets")
+        opt = LowPrecision(opt, weight=pc.weights, state=pc.state, rounding=pc.weight_rounding,
+                           generator=torch.Generator(device=dev).manual_seed(cfg.seed + 3))
     gen = torch.Generator(device=dev).manual_seed(cfg.seed)
     steps_per_epoch = max(1, N // dc.batch_size)
     epochs = max(1, int(math.ceil(cfg.epochs)))
@@ -155,7 +166,9 @@ def run_deep(cfg: RunConfig, folder: RunFolder, *, resume: bool = True, stop_aft
             g["lr"] = lr
         perm = torch.randperm(N, device=dev, generator=gen)
         loss_sum = torch.zeros((), device=dev)
-        logged = len(opt.log) if isinstance(opt, QuantizedGradients) else 0
+        grads_opt = opt.optimizer if isinstance(opt, LowPrecision) else opt  # where gradient statistics live
+        logged = len(grads_opt.log) if isinstance(grads_opt, QuantizedGradients) else 0
+        updates_logged = len(opt.log) if isinstance(opt, LowPrecision) else 0
         for s in range(steps_per_epoch):
             if vr:  # the optimizer draws its mini-batches and calls the closure
                 loss_sum += opt.step(closure).detach()
@@ -197,12 +210,18 @@ def run_deep(cfg: RunConfig, folder: RunFolder, *, resume: bool = True, stop_aft
                     for p, b, cl in zip(params, before, sdp.clusters):
                         if cl.state is not None:
                             sdp.codec.observe(cl.state, lr, float(((p.detach() - b) ** 2).sum()))
-        qs, epoch_bits = [], 0.0
-        if isinstance(opt, QuantizedGradients):
-            new = opt.log.rows()[logged:]
+        qs, epoch_bits, places = [], 0.0, {}
+        if isinstance(grads_opt, QuantizedGradients):
+            new = grads_opt.log.rows()[logged:]
             qs = [r["q"] for r in new]
             epoch_bits = sum(r["bits"] for r in new)
             bits += epoch_bits
+        if isinstance(opt, LowPrecision):  # the share of each weight update that the weights' format keeps
+            upd = [r["q"] for r in opt.log.rows()[updates_logged:]]
+            places["q_update"] = sum(upd) / len(upd) if upd else float("nan")
+        for name, qz in quantizers(model).items():  # one column per place of rounding and direction
+            for key, v in qz.means().items():
+                places[f"{key}[{name.removesuffix('.output_quantizer')}]"] = v
         train_loss = float(loss_sum) / steps_per_epoch
         if not math.isfinite(train_loss):
             raise FloatingPointError(f"training diverged at epoch {epoch + 1}: train loss {train_loss}")
@@ -210,7 +229,7 @@ def run_deep(cfg: RunConfig, folder: RunFolder, *, resume: bool = True, stop_aft
         rows.append({"epoch": epoch + 1, "step": (epoch + 1) * steps_per_epoch, "lr": lr,
                      "wall": time.perf_counter() - t0, "train_loss": train_loss,
                      ("test_loss" if is_vae else "test_accuracy"): metric,
-                     "q": sum(qs) / len(qs) if qs else float("nan"), "bits": bits})
+                     "q": sum(qs) / len(qs) if qs else float("nan"), "bits": bits, **places})
         if progress:
             progress(epoch + 1, epochs)
         if epoch + 1 < epochs:
