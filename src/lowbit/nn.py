@@ -113,6 +113,16 @@ class Quantizer(nn.Module):
         return out
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if torch.compiler.is_compiling():  # two registered operators, the same rounding both ways
+            if self.record or self.generator is not None:
+                raise RuntimeError("a compiled Quantizer takes record=False and no generator (statistics and "
+                                   "generators are eager-mode features)")
+            f, b = self.forward_spec, self.backward_spec
+            if b.fmt is not None:
+                x = torch.ops.lowbit.round_grad(x, b.fmt.name, b.rounding, b.scaling or "", b.block)
+            if f.fmt is None:
+                return x
+            return quantize(x, f.fmt, f.rounding, scaling=f.scaling, block=f.block)
         if not (x.requires_grad and torch.is_grad_enabled()):
             y = self.forward_spec(x.detach(), self.generator)
             if self.record and self.training:

@@ -311,9 +311,69 @@ def quantize(
     if grad not in GRADS:
         raise ValueError(f"grad must be one of {GRADS}, got {grad!r}")
     fmt = get_format(fmt)
+    if generator is None and torch.compiler.is_compiling():  # one opaque operator in the graph
+        name = fmt.name if get_format(fmt.name) is fmt else None
+        if name is None:
+            raise ValueError(f"under torch.compile, quantize takes a registered format name; {fmt!r} is not one")
+        op = torch.ops.lowbit.quantize if grad == "ste" else torch.ops.lowbit.quantize_cut
+        return op(x, name, rounding, saturate, scaling or "", block)
     if grad == "ste" and x.requires_grad and torch.is_grad_enabled():
         return _StraightThrough.apply(x, fmt, rounding, saturate, generator, scaling, block)
     return _quantize(x.detach(), fmt, rounding, saturate, generator, scaling, block)
+
+
+# -- the operator torch.compile sees: lowbit::quantize, with a fake kernel and the same gradient ----------
+@torch.library.custom_op("lowbit::quantize_cut", mutates_args=())
+def _quantize_op_cut(x: torch.Tensor, fmt: str, rounding: str, saturate: bool, scaling: str, block: int) -> torch.Tensor:
+    out = _quantize(x.detach(), get_format(fmt), rounding, saturate, None, scaling or None, block)
+    return out.clone() if out.data_ptr() == x.data_ptr() else out  # an operator returns no alias of its input
+
+
+@torch.library.custom_op("lowbit::quantize", mutates_args=())
+def _quantize_op(x: torch.Tensor, fmt: str, rounding: str, saturate: bool, scaling: str, block: int) -> torch.Tensor:
+    return _quantize_op_cut(x, fmt, rounding, saturate, scaling, block)
+
+
+for _op in (_quantize_op, _quantize_op_cut):
+    _op.register_fake(lambda x, fmt, rounding, saturate, scaling, block: torch.empty_like(x))
+
+
+def _op_setup(ctx, inputs, output):
+    x, fmt, _, _, scaling, _ = inputs
+    keep = torch.isfinite(x) & torch.isfinite(output)
+    if not scaling:
+        keep = keep & (x.abs() <= get_format(fmt).max)
+    ctx.save_for_backward(keep)
+
+
+def _op_backward(ctx, grad):
+    (keep,) = ctx.saved_tensors
+    return torch.where(keep, grad, torch.zeros_like(grad)), None, None, None, None, None
+
+
+_quantize_op.register_autograd(_op_backward, setup_context=_op_setup)
+
+
+@torch.library.custom_op("lowbit::round_grad", mutates_args=())
+def _round_grad_op(x: torch.Tensor, fmt: str, rounding: str, scaling: str, block: int) -> torch.Tensor:
+    """The identity forward; backward, the incoming gradient rounded onto ``fmt`` (lowbit.nn's
+    error rounding, as one operator for torch.compile)."""
+    return x.clone()
+
+
+_round_grad_op.register_fake(lambda x, fmt, rounding, scaling, block: torch.empty_like(x))
+
+
+def _round_grad_setup(ctx, inputs, output):
+    ctx.spec = inputs[1:]
+
+
+def _round_grad_backward(ctx, grad):
+    fmt, rounding, scaling, block = ctx.spec
+    return torch.ops.lowbit.quantize_cut(grad, fmt, rounding, False, scaling, block), None, None, None, None
+
+
+_round_grad_op.register_autograd(_round_grad_backward, setup_context=_round_grad_setup)
 
 
 def _quantize(x, fmt, rounding, saturate, generator, scaling, block) -> torch.Tensor:
