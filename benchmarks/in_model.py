@@ -73,6 +73,7 @@ def main(argv=None) -> int:
         tag = " compiled" if compiled else ""
         for kind in ("plain", "lowbit"):
             m = _model(dev) if kind == "plain" else lower(_model(dev))
+            torch._dynamo.reset()  # each model compiled afresh
             fwd = torch.compile(m) if compiled else m
             opt = torch.optim.SGD(m.parameters(), lr=0.01, momentum=0.9)
             add(f"{kind}{tag}", _step_fn(fwd, opt, x, y), peer=None if kind == "plain" else f"plain{tag}")

@@ -50,3 +50,19 @@ def test_a_compiled_quantizer_refuses_eager_only_features():
     q = lowbit.nn.Quantizer(forward="fp8", record=True)
     with pytest.raises(Exception, match="record=False"):
         torch.compile(q, fullgraph=True)(torch.randn(4))
+
+
+def test_lowering_after_compiling_another_instance_still_rounds():
+    """torch.compile reuses code across instances of a class and does not guard on hooks: lower()
+    drops compiled code so that the quantizers are never skipped."""
+    def make():
+        torch.manual_seed(0)
+        return nn.Sequential(nn.Linear(6, 16), nn.ReLU(), nn.Linear(16, 3))
+
+    x = torch.randn(8, 6)
+    plain = make()
+    torch.compile(plain)(x)
+    quantized = lowbit.nn.lower(make(), nn.Linear, forward="fp4")
+    with torch.no_grad():
+        assert torch.equal(torch.compile(quantized)(x), quantized(x))
+        assert not torch.equal(quantized(x), plain(x))

@@ -144,7 +144,9 @@ def lower(model: nn.Module, layer_types=(nn.Conv2d, nn.Linear), **quantizer_opti
     """Attach a :class:`Quantizer` (built from ``quantizer_options``) to the output of every
     submodule of ``model`` that is an instance of ``layer_types``, in place; returns ``model``.
     The quantizer is a child named ``output_quantizer`` (it has no parameters, so the
-    ``state_dict`` keys stay the same) applied by a forward hook."""
+    ``state_dict`` keys stay the same) applied by a forward hook.  torch.compile does not guard on
+    hooks, so ``lower`` drops compiled code (``torch._dynamo.reset()``): a model compiled before
+    recompiles, and none runs without its quantizers."""
     layer_types = tuple(layer_types) if isinstance(layer_types, (list, tuple)) else (layer_types,)
     hits = [m for m in model.modules() if isinstance(m, layer_types) and not isinstance(m, Quantizer)]
     if not hits:
@@ -154,6 +156,9 @@ def lower(model: nn.Module, layer_types=(nn.Conv2d, nn.Linear), **quantizer_opti
             raise ValueError(f"{type(m).__name__} already has an output quantizer")
         m.add_module("output_quantizer", Quantizer(**quantizer_options))
         m.register_forward_hook(_round_output)
+    # torch.compile does not guard on hooks: code compiled for another instance of these classes
+    # would run without the quantizers, so compiled code is dropped (it recompiles on next call)
+    torch._dynamo.reset()
     return model
 
 
