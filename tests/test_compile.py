@@ -53,16 +53,16 @@ def test_a_compiled_quantizer_refuses_eager_only_features():
 
 
 def test_lowering_after_compiling_another_instance_still_rounds():
-    """torch.compile reuses code across instances of a class and does not guard on hooks: lower()
-    drops compiled code so that the quantizers are never skipped."""
+    """torch.compile reuses a ResNet's graph across instances and does not guard on hooks: without
+    lower()'s reset the second, quantized model would run the first one's graph (checked: it did)."""
+    from lowbit.models import get_model
+
     def make():
         torch.manual_seed(0)
-        return nn.Sequential(nn.Linear(6, 16), nn.ReLU(), nn.Linear(16, 3))
+        return get_model("resnet18", width=4).eval()
 
-    x = torch.randn(8, 6)
-    plain = make()
-    torch.compile(plain)(x)
-    quantized = lowbit.nn.lower(make(), nn.Linear, forward="fp4")
+    x = torch.randn(2, 3, 32, 32)
     with torch.no_grad():
+        torch.compile(make())(x)
+        quantized = lowbit.nn.lower(make(), nn.Conv2d, forward="fp4")
         assert torch.equal(torch.compile(quantized)(x), quantized(x))
-        assert not torch.equal(quantized(x), plain(x))
