@@ -63,6 +63,11 @@ def test_lowering_after_compiling_another_instance_still_rounds():
 
     x = torch.randn(2, 3, 32, 32)
     with torch.no_grad():
-        torch.compile(make())(x)
+        plain = make()
+        torch.compile(plain)(x)
         quantized = lowbit.nn.lower(make(), nn.Conv2d, forward="fp4")
-        assert torch.equal(torch.compile(quantized)(x), quantized(x))
+        compiled, eager = torch.compile(quantized)(x), quantized(x)
+    # inductor's convolutions differ from eager's in the last bits, which can move a value across
+    # an fp4 boundary: the compiled output is near the quantized model's and far from the plain one
+    near, far = (compiled - eager).abs().max(), (compiled - plain(x)).abs().max()
+    assert near < 0.05 * far, (float(near), float(far))
