@@ -23,9 +23,10 @@ import torch
 from ..formats import get_format
 from ..quantize import ROUNDINGS, quantize
 from .stats import StatsLog, shrinkage
+from .wrapper import OptimizerWrapper
 
 
-class LowPrecision:
+class LowPrecision(OptimizerWrapper):
     """Keep ``optimizer``'s weights in ``weight``, its state buffers in ``state`` (one format for
     all, or ``{buffer name: format}``, e.g. ``{"momentum_buffer": "bf16", "exp_avg_sq": "fp16"}``;
     buffers not named stay as they are) and optionally round gradients to ``grad``, each format a
@@ -53,18 +54,6 @@ class LowPrecision:
         with torch.no_grad():  # the model starts on the weights' grid
             for p in self._params():
                 self._round_(p, self.weight, self.rounding)
-
-    # torch.optim.Optimizer's face
-    @property
-    def param_groups(self):
-        return self.optimizer.param_groups
-
-    @property
-    def state(self):
-        return self.optimizer.state
-
-    def zero_grad(self, set_to_none: bool = True) -> None:
-        self.optimizer.zero_grad(set_to_none=set_to_none)
 
     def _params(self, group=None):
         groups = self.param_groups if group is None else [group]

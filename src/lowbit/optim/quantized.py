@@ -18,6 +18,7 @@ import torch
 from ..compress import Compressor, compressor_names, get_compressor
 from ..compress.many import flatten, foreach_norms, roundtrip_flat, segments, sizes_of, unflatten
 from .stats import StatsLog, shrinkage
+from .wrapper import OptimizerWrapper
 
 
 def resolve_codec(codec, rounding: str = "nearest") -> Compressor:
@@ -29,7 +30,7 @@ def resolve_codec(codec, rounding: str = "nearest") -> Compressor:
     return get_compressor("cast", format=codec, rounding=rounding)
 
 
-class QuantizedGradients:
+class QuantizedGradients(OptimizerWrapper):
     """Wrap ``optimizer`` so that each ``step`` first replaces every gradient by
     decode(encode(gradient)) of ``codec`` (a Compressor, a compressor name, or a format name).
 
@@ -78,15 +79,6 @@ class QuantizedGradients:
         self._reused: dict[int, bool] = {}  # group → whether this step found its buffer in place
         self.cuda_graph = cuda_graph
         self._graphs: dict[tuple, tuple] = {}
-
-    # torch.optim.Optimizer's face
-    @property
-    def param_groups(self):
-        return self.optimizer.param_groups
-
-    @property
-    def state(self):
-        return self.optimizer.state
 
     def zero_grad(self, set_to_none: bool = True) -> None:
         """As torch's: gradients set to None (autograd then writes fresh ones, with no
