@@ -81,3 +81,11 @@ def test_gradient_keeps_the_input_dtype():
         x = torch.linspace(-3, 3, 50, dtype=dt).requires_grad_(True)
         lowbit.quantize(x, "fp8").sum().backward()
         assert x.grad.dtype == dt and torch.equal(x.grad, torch.ones_like(x))
+
+
+def test_the_rounded_tensor_may_be_modified_in_place():
+    x = torch.randn(20, requires_grad=True)
+    q = lowbit.quantize(x, "fp8")
+    q.relu_()  # the estimator keeps x, not q
+    q.sum().backward()
+    assert torch.equal(x.grad, (lowbit.quantize(x.detach(), "fp8") > 0).float())

@@ -23,7 +23,7 @@ import torch
 from torch import nn
 
 from .formats import get_format
-from .quantize import ROUNDINGS, quantize
+from .quantize import ROUNDINGS, _keep, quantize, straight_through
 
 __all__ = ["Quantizer", "lower", "quantizers"]
 
@@ -59,12 +59,14 @@ class _RoundBothWays(torch.autograd.Function):
     @staticmethod
     def forward(ctx, x, module):
         y = module.forward_spec(x.detach(), module.generator)
-        if y._is_view() or y.data_ptr() == x.data_ptr():  # a tensor of its own: in-place ops may follow
+        if y.data_ptr() == x.data_ptr():  # left in full precision: a tensor of its own all the same
             y = y.clone()
-        keep = torch.isfinite(x) & torch.isfinite(y)
-        if module.forward_spec.fmt is not None and module.forward_spec.scaling is None:
-            keep &= x.abs() <= module.forward_spec.fmt.max
-        ctx.save_for_backward(keep)
+        elif y._is_view():  # a reshaped temporary: no view of it leaves the function (in-place ops follow)
+            y = y.detach()
+        f = module.forward_spec
+        keep = None if f.fmt is None else _keep(x, y, f.fmt, f.scaling)
+        ctx.save_for_backward(x if keep is None else keep)  # not y: in-place ops may follow
+        ctx.masked = keep is not None
         ctx.module = module
         if module.record:
             module._note("q_forward", _shrinkage(y, x))
@@ -72,9 +74,9 @@ class _RoundBothWays(torch.autograd.Function):
 
     @staticmethod
     def backward(ctx, grad):
-        (keep,) = ctx.saved_tensors
-        module = ctx.module
-        g = torch.where(keep, grad, torch.zeros_like(grad))
+        (saved,) = ctx.saved_tensors
+        module, f = ctx.module, ctx.module.forward_spec
+        g = grad if f.fmt is None else straight_through(grad, saved, f.fmt, keep=saved if ctx.masked else None)
         out = module.backward_spec(g, module.generator)
         if module.record:
             module._note("q_backward", _shrinkage(out, g))

@@ -35,7 +35,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 from .formats import FloatFormat, IntFormat, get_format
 
-__all__ = ["quantize", "round_integer", "ROUNDINGS", "GRADS"]
+__all__ = ["quantize", "round_integer", "straight_through", "ROUNDINGS", "GRADS"]
 
 ROUNDINGS = ("nearest", "stochastic", "zero")
 
@@ -254,25 +254,40 @@ def _quantize_int(x, fmt: IntFormat, rounding, generator):
 GRADS = ("ste", "cut")
 
 
+def _keep(x: torch.Tensor, q: torch.Tensor, fmt, scaling) -> torch.Tensor | None:
+    """What the backward of a scaled rounding needs (x and q finite), computed in the forward;
+    None without scaling, where |x| ≤ max, read from x in the backward, decides alone."""
+    return None if scaling is None else torch.isfinite(x) & torch.isfinite(q)
+
+
+def straight_through(grad: torch.Tensor, x: torch.Tensor, fmt, keep: torch.Tensor | None = None) -> torch.Tensor:
+    """The straight-through estimator's gradient for q = quantize(x): ``grad`` where the rounded
+    value stands for x — without scaling, |x| ≤ max (false for NaN and ±inf; q is then finite) —
+    else zero: where the input was NaN or ±inf, where it overflowed (to inf, NaN or, saturating,
+    ±max).  With scaling, ``keep`` (x and q finite, from :func:`_keep`)."""
+    keep = (x.abs() <= fmt.max) if keep is None else keep
+    return torch.where(keep, grad, torch.zeros_like(grad))
+
+
 class _StraightThrough(torch.autograd.Function):
-    """Rounding with the straight-through estimator: the gradient passes unchanged where the
-    rounded value stands for x — x and q(x) finite and, without scaling, |x| within the format's
-    range (|x| ≤ max) — and is zero where the input was NaN or ±inf, where it overflowed (to inf,
-    NaN or, saturating, to ±max) and so where rounding cut off all but the range's end."""
+    """quantize with :func:`straight_through` as its gradient (the output itself is not saved, so
+    it may be modified in place)."""
 
     @staticmethod
     def forward(ctx, x, fmt, rounding, saturate, generator, scaling, block):
         q = _quantize(x, fmt, rounding, saturate, generator, scaling, block)
-        keep = torch.isfinite(x) & torch.isfinite(q)
-        if scaling is None:
-            keep &= x.abs() <= fmt.max
-        ctx.save_for_backward(keep)
+        q = q.detach() if q._is_view() else q  # a reshaped temporary: no view of it leaves the function
+        keep = _keep(x, q, fmt, scaling)
+        ctx.save_for_backward(x if keep is None else keep)
+        ctx.spec = (fmt, keep is not None)
         return q
 
     @staticmethod
     def backward(ctx, grad):
-        (keep,) = ctx.saved_tensors
-        return torch.where(keep, grad, torch.zeros_like(grad)), None, None, None, None, None, None
+        (saved,) = ctx.saved_tensors
+        fmt, masked = ctx.spec
+        g = straight_through(grad, saved, fmt, keep=saved if masked else None)
+        return g, None, None, None, None, None, None
 
 
 def quantize(
@@ -340,15 +355,16 @@ for _op in (_quantize_op, _quantize_op_cut):
 
 def _op_setup(ctx, inputs, output):
     x, fmt, _, _, scaling, _ = inputs
-    keep = torch.isfinite(x) & torch.isfinite(output)
-    if not scaling:
-        keep = keep & (x.abs() <= get_format(fmt).max)
-    ctx.save_for_backward(keep)
+    fmt = get_format(fmt)
+    keep = _keep(x, output, fmt, scaling or None)
+    ctx.save_for_backward(x if keep is None else keep)
+    ctx.spec = (fmt, keep is not None)
 
 
 def _op_backward(ctx, grad):
-    (keep,) = ctx.saved_tensors
-    return torch.where(keep, grad, torch.zeros_like(grad)), None, None, None, None, None
+    (saved,) = ctx.saved_tensors
+    fmt, masked = ctx.spec
+    return straight_through(grad, saved, fmt, keep=saved if masked else None), None, None, None, None, None
 
 
 _quantize_op.register_autograd(_op_backward, setup_context=_op_setup)
