@@ -52,40 +52,49 @@ class LowPrecision(OptimizerWrapper):
         self.log = StatsLog()
         self.steps = 0
         with torch.no_grad():  # the model starts on the weights' grid
-            for p in self._params():
-                self._round_(p, self.weight, self.rounding)
+            self._round_all_(self._params(), self.weight, self.rounding)
 
     def _params(self, group=None):
         groups = self.param_groups if group is None else [group]
         return [p for g in groups for p in g["params"]]
 
-    def _round_(self, t: torch.Tensor, fmt, rounding: str) -> None:
-        if fmt is not None and t.is_floating_point():
-            t.copy_(quantize(t, fmt, rounding, generator=self.generator, grad="cut"))
+    def _round_all_(self, tensors: list, fmt, rounding: str) -> None:
+        """Round many tensors in one call: their values side by side in one flat buffer (per dtype
+        and device), rounded, copied back — a handful of kernels instead of several per tensor."""
+        if fmt is None:
+            return
+        by_kind: dict[tuple, list] = {}
+        for t in tensors:
+            if t.is_floating_point() and t.numel():
+                by_kind.setdefault((t.dtype, t.device), []).append(t)
+        for group in by_kind.values():
+            flat = torch.cat([t.reshape(-1) for t in group])
+            rounded = quantize(flat, fmt, rounding, generator=self.generator, grad="cut")
+            torch._foreach_copy_(group, [v.view_as(t) for v, t in zip(rounded.split([t.numel() for t in group]), group)])
 
     def _state_format(self, name: str):
         return self.state_formats.get(name, self._all_state)
 
     @torch.no_grad()
     def step(self, closure=None):
-        for p in self._params():
-            if p.grad is not None:
-                self._round_(p.grad, self.grad, self.state_rounding)
+        self._round_all_([p.grad for p in self._params() if p.grad is not None], self.grad, self.state_rounding)
         before = [[p.detach().clone() for p in g["params"]] for g in self.param_groups] if self.record else None
         loss = self.optimizer.step(closure) if closure is not None else self.optimizer.step()
         rows = []
         for gi, group in enumerate(self.param_groups):
-            pairs = []
-            for j, p in enumerate(group["params"]):
-                full = p.detach().clone() if self.record else None
-                self._round_(p, self.weight, self.rounding)
-                if self.record:
-                    pairs.append((full - before[gi][j], p.detach() - before[gi][j]))
+            params = list(group["params"])
+            full = [p.detach().clone() for p in params] if self.record else None
+            self._round_all_(params, self.weight, self.rounding)
+            if self.record and params:
+                pairs = [(f - b, p.detach() - b) for f, p, b in zip(full, params, before[gi])]
+                rows.append({"step": self.steps, "group": gi, **shrinkage(pairs)})
+            buffers: dict[str, list] = {}
+            for p in params:
                 for name, buf in self.state.get(p, {}).items():
                     if isinstance(buf, torch.Tensor) and buf.dim() > 0:  # not step counters
-                        self._round_(buf, self._state_format(name), self.state_rounding)
-            if self.record and pairs:
-                rows.append({"step": self.steps, "group": gi, **shrinkage(pairs)})
+                        buffers.setdefault(name, []).append(buf)
+            for name, bufs in buffers.items():
+                self._round_all_(bufs, self._state_format(name), self.state_rounding)
         for r in rows:
             self.log.append(r)
         self.steps += 1
