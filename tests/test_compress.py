@@ -376,3 +376,21 @@ def test_roundtrip_shortcut_equals_encode_decode(name, opts):
     g[7] = float("nan")
     a, _ = codec.roundtrip(g, generator=torch.Generator().manual_seed(1))
     assert torch.equal(torch.isnan(a), torch.isnan(codec.decode(codec.encode(g, generator=torch.Generator().manual_seed(1)))))
+
+
+@pytest.mark.parametrize("opts", [{}, {"alpha": 37.5}, {"alpha": 2.0, "bits": 8, "n_workers": 4},
+                                  {"rounding": "nearest"}, {"alpha": 1e3, "bits": 16}])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_intsgd_unit_coder_equals_its_packets(opts, dtype):
+    """The unit coder skips building the packet; with the same random numbers it gives exactly
+    decode(encode(·)) — integers decoded in float32, all NaN when an input is not finite."""
+    codec = get_compressor("intsgd", **opts)
+    alpha = float(codec.alpha) if codec.alpha is not None else 1.0
+    for bad in (False, True):
+        u = torch.randn(1000, dtype=dtype, generator=torch.Generator().manual_seed(1)) * 50
+        if bad:
+            u[7] = float("nan")
+        fast = codec.unit_roundtrip(u, generator=torch.Generator().manual_seed(5))
+        packet = codec.decode(codec._encode_alpha(u, alpha, torch.Generator().manual_seed(5), tuple(u.shape), u.dtype))
+        assert fast.dtype == packet.dtype
+        assert torch.equal(fast, packet) if not bad else (fast.isnan().all() and packet.isnan().all())

@@ -180,8 +180,20 @@ class IntSGD(Compressor):
         return _to_device([1.0 / a for a in self._alphas(tensors, states)], tensors[0].device)
 
     def unit_roundtrip(self, u, generator=None):
+        """decode(encode(u)) without building the packet (the same values: integers decoded in
+        float32, every entry NaN when any input is not finite, the fixed width's clamp)."""
+        from .. import kernels
+
         alpha = float(self.alpha) if self.alpha is not None else 1.0
-        return self.decode(self._encode_alpha(u, alpha, generator, tuple(u.shape), u.dtype))
+        if self.bits == 8 and kernels.fused(u):
+            return self.decode(self._encode_alpha(u, alpha, generator, tuple(u.shape), u.dtype))
+        k = round_integer(u * alpha if alpha != 1.0 else u, self.rounding, generator=generator)
+        if self.bits is not None:
+            lim = (2 ** (self.bits - 1) - 1) // max(1, self.n_workers)
+            k = k.clamp(-lim, lim)
+        v = k.to(torch.float32) / alpha if alpha != 1.0 else k.to(torch.float32)
+        v = torch.where(torch.isfinite(u).all(), v, torch.full_like(v, float("nan")))
+        return v.to(u.dtype)
 
     def graph_safe(self, flat, states=None) -> bool:
         from .. import kernels
