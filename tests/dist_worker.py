@@ -25,8 +25,8 @@ def equiv(out):
     res = {}
     for label, make in C.CODECS.items():
         model = C.make_model().to(dev)
-        ddp = torch.nn.parallel.DistributedDataParallel(model)
-        state, hook = hook_for(make(world), model=model, seed=C.SEED)
+        ddp = torch.nn.parallel.DistributedDataParallel(model, bucket_cap_mb=C.BUCKET_MB)
+        state, hook = hook_for(make(world), model=model, seed=C.SEED, exact_below=C.EXACT.get(label, 0))
         ddp.register_comm_hook(state, hook)
         opt = torch.optim.SGD(model.parameters(), lr=C.LR)
         for k in range(C.STEPS):
@@ -34,7 +34,8 @@ def equiv(out):
             opt.zero_grad()
             C.loss_fn(ddp(x), y).backward()
             opt.step()
-        res[label] = {"params": [p.detach().cpu() for p in model.parameters()], "bytes": state.bytes_sent}
+        res[label] = {"params": [p.detach().cpu() for p in model.parameters()], "bytes": state.bytes_sent,
+                      "buckets": state.buckets()}
     split = C.diana_problem(world)
     split = type(split)(split.A.to(dev), split.y.to(dev), split.lam)
     x = torch.zeros(split.A.shape[2], dtype=torch.float64, device=dev)

@@ -15,6 +15,7 @@ import torch
 
 import dist_common as C
 from lowbit.dist import SimulatedCluster, SimulatedDataParallel
+from lowbit.dist.bucket import bucketable
 
 HERE = os.path.dirname(__file__)
 
@@ -36,12 +37,13 @@ def _launch(world: int, *args, timeout_env: str = "60"):
     return procs
 
 
-def _simulate(label: str, n: int):
-    """The same DDP training, simulated: per-worker gradients, per-parameter SimulatedCluster."""
+def _simulate(label: str, n: int, buckets=None):
+    """The same DDP training, simulated: per-worker gradients, coded in the DDP run's buckets."""
     dev = C.device(0)
     model = C.make_model().to(dev)
     params = list(model.parameters())
-    sdp = SimulatedDataParallel(params, n, C.CODECS[label](n), seed=C.SEED)
+    sdp = SimulatedDataParallel(params, n, C.CODECS[label](n), seed=C.SEED, buckets=buckets,
+                                exact_below=C.EXACT.get(label, 0))
     opt = torch.optim.SGD(params, lr=C.LR)
     for k in range(C.STEPS):
         per_worker = []
@@ -85,7 +87,10 @@ def test_ddp_hooks_and_diana_match_the_simulation(world, tmp_path):
     torch.set_num_threads(1)  # the workers' thread count: the same float sums
     try:
         for label in C.CODECS:
-            params, bits = _simulate(label, world)
+            layouts = res[0][label]["buckets"]
+            if bucketable(C.CODECS[label](world)):  # coded bucket by bucket, in several buckets
+                assert layouts and max(len(lay) for _, lay in layouts) > 1, (label, layouts)
+            params, bits = _simulate(label, world, layouts)
             for r in range(world):
                 got = res[r][label]
                 for a, b in zip(got["params"], params):

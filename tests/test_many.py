@@ -209,3 +209,54 @@ def test_cuda_graph_replays_draw_fresh_random_numbers(make, cuda_graph):
     ratio = float((err**2).sum() / var_mean.sum())
     assert 0.7 < ratio < 1.4, ratio
     assert abs(float(err.sum())) <= 5 * float(var_mean.sum()) ** 0.5
+
+
+def _segmented(device, seed=0):
+    from lowbit.compress.many import segments
+
+    ts = tensors(device, seed)
+    flat, _ = flatten(ts)
+    views = list(torch.split(flat, [t.numel() for t in ts]))
+    return flat, views, segments([t.numel() for t in ts], flat.device)
+
+
+@pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize("case", list(DETERMINISTIC) + list(STOCHASTIC))
+def test_flat_messages_decode_to_the_flat_roundtrip(case, device):
+    """flat_decode(flat_encode(·)) — what a DDP bucket sends — gives exactly the values of the
+    flat round trip with the same generator state, in no more bytes than the per-tensor packets."""
+    opts = {**DETERMINISTIC, **STOCHASTIC}[case]
+    codec = codec_of(case, opts)
+    flat, views, seg = _segmented(device)
+    gen = lambda: torch.Generator(device=flat.device).manual_seed(5)  # noqa: E731
+    want = codec.flat_roundtrip(flat, views, seg, generator=gen())
+    payload = codec.flat_encode(flat, views, seg, generator=gen())
+    got = codec.flat_decode(payload, seg, out=torch.empty_like(flat))
+    assert torch.equal(got, want), (got - want).abs().max()
+    public = {"scales"} if "intsgd" in case else set()
+    sent = sum(t.numel() * t.element_size() for k, t in payload.items() if k not in public)
+    assert sent <= seg.wire_bytes(codec)
+
+
+@pytest.mark.parametrize("case", ["identity", "intsgd-fixed", "intsgd-adaptive8", "intsgd"])
+def test_summed_flat_messages_decode_to_the_mean(case):
+    """Summable codecs: the in-flight sum of n workers' integers (or floats) decodes to the mean
+    of the n decoded messages — exactly for integers; and a non-finite worker makes it NaN."""
+    from lowbit.dist.bucket import BucketCoder
+
+    opts = {**DETERMINISTIC, **STOCHASTIC}[case]
+    codec = get_compressor("intsgd", **{**opts, "n_workers": 3}) if "intsgd" in case else codec_of(case, opts)
+    ts = tensors("cpu")
+    coder = BucketCoder(codec, [t.numel() for t in ts], "cpu")
+    assert coder.summable
+    states = [codec.init_state(t) for t in ts] if codec.shared_state else None
+    flats = [flatten(tensors("cpu", seed))[0] for seed in range(3)]
+    payloads = [coder.encode(f.clone(), generator=torch.Generator().manual_seed(i), states=states)[0]
+                for i, f in enumerate(flats)]
+    got = coder.decode_sum(coder.sum_payloads(payloads), 3, torch.empty_like(flats[0]))
+    want = coder.mean_decoded(payloads, torch.empty_like(flats[0]))
+    tol = 0 if case == "identity" else 1e-6
+    assert torch.allclose(got, want, rtol=tol, atol=tol)
+    flats[1][4] = float("nan")
+    payloads[1] = coder.encode(flats[1].clone(), states=states)[0]
+    assert torch.isnan(coder.decode_sum(coder.sum_payloads(payloads), 3, torch.empty_like(flats[0]))).any()

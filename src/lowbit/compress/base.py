@@ -115,21 +115,52 @@ class Compressor(ABC):
         """The per-tensor scales s_j (a float32 vector), or None where C is elementwise (s = 1)."""
         return None
 
+    def flat_encode(self, flat: torch.Tensor, tensors, segments, *, states=None, generator=None) -> dict:
+        """The messages of every tensor g_j of ``tensors`` (views of ``flat``, the segments of
+        ``segments``) laid end to end as one payload: ``"scales"`` the per-tensor s_j (float32,
+        absent where C is elementwise), then the fields of U(g/s) over the whole buffer.  Field
+        sizes depend on the sizes only, never on the data (:meth:`batchable` codecs), so a
+        receiver knows where each field starts.  Codecs with fused kernels override this to read
+        the scales per segment inside the kernel."""
+        scales = self.tensor_scales(tensors, states)
+        if scales is None:
+            return dict(self.unit_encode(flat, generator))
+        # s = 0: an all-zero tensor, sent as zeros; NaN or inf scales make the tensor non-finite
+        s = segments.spread(scales)
+        return {"scales": scales, **self.unit_encode(flat / torch.where(s == 0, 1.0, s), generator)}
+
+    def flat_decode(self, payload: dict, segments, *, out: torch.Tensor | None = None) -> torch.Tensor:
+        """The flat buffer s_j · U⁻¹(codes) of a :meth:`flat_encode` payload (for summable codecs
+        also of the in-flight sum of several), written into ``out`` when given."""
+        scales = payload.get("scales")
+        codes = {k: v for k, v in payload.items() if k != "scales"}
+        if scales is None:
+            return self.unit_decode(codes, segments.total, out=out)
+        r = self.unit_decode(codes, segments.total) * segments.spread(scales)
+        return r if out is None else out.copy_(r)
+
+    def unit_encode(self, u: torch.Tensor, generator=None) -> dict:
+        """The payload fields of U(u), u a flat vector of scaled values."""
+        raise NotImplementedError(f"{self.name} has no elementwise unit coder")
+
+    def unit_decode(self, payload: dict, n: int, out: torch.Tensor | None = None) -> torch.Tensor:
+        """U⁻¹: the float32 values of ``n`` unit codes (written into ``out`` when given)."""
+        raise NotImplementedError(f"{self.name} has no elementwise unit coder")
+
     def unit_roundtrip(self, u: torch.Tensor, generator=None) -> torch.Tensor:
         """U(u): the elementwise part of the codec, on the flat vector of scaled values."""
-        raise NotImplementedError(f"{self.name} has no elementwise unit coder")
+        return self.unit_decode(self.unit_encode(u.reshape(-1), generator), u.numel()).reshape(u.shape).to(u.dtype)
 
     def flat_roundtrip(self, flat: torch.Tensor, tensors, segments, *, states=None, generator=None,
                        out: torch.Tensor | None = None) -> torch.Tensor:
         """s_j · U(g_j/s_j) for every tensor g_j of ``tensors`` (views of ``flat``, in order: the
         segments of ``segments``), with s_j = :meth:`tensor_scales` (none: U(g)), written into
-        ``out`` when given.  This default spreads the scales over the coordinates; codecs with
-        fused kernels override it to read them per segment inside the kernel."""
+        ``out`` when given: the values of :meth:`flat_decode` of :meth:`flat_encode`, without
+        building the codes where a codec can (the simulation's shortcut)."""
         scales = self.tensor_scales(tensors, states)
         if scales is None:
             r = self.unit_roundtrip(flat, generator)
         else:
-            # s = 0: an all-zero tensor, sent as zeros; NaN or inf scales make the tensor non-finite
             s = segments.spread(scales)
             r = self.unit_roundtrip(flat / torch.where(s == 0, 1.0, s), generator) * s
         return r if out is None else out.copy_(r)
@@ -238,3 +269,12 @@ def get_compressor(name: str | Compressor, *, error_feedback: bool = False, **op
 
         codec = ErrorFeedback(codec)
     return codec
+
+
+def into(values: torch.Tensor, out: torch.Tensor | None) -> torch.Tensor:
+    """``values``, or ``out`` holding them (nothing copied when they are ``out`` already)."""
+    if out is None:
+        return values
+    if values.data_ptr() != out.data_ptr():
+        out.copy_(values.reshape(out.shape))
+    return out

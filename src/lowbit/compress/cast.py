@@ -16,7 +16,7 @@ from ..formats import FloatFormat, get_format
 from ..packing import float_codes, int_codes, pack, unpack
 from ..quantize import quantize
 from ..scaling import ScaledFormat
-from .base import Compressor, Packet, _check_tensor, register
+from .base import Compressor, Packet, _check_tensor, into, register
 
 _NATIVE = {name: getattr(torch, name) for name in
            ("float16", "bfloat16", "float8_e4m3fn", "float8_e5m2", "float8_e4m3fnuz", "float8_e5m2fnuz")
@@ -131,6 +131,14 @@ class Cast(Compressor):
 
     def unit_roundtrip(self, u, generator=None):
         return self.roundtrip(u, generator=generator)[0]
+
+    def unit_encode(self, u, generator=None):
+        return self.encode(u, generator=generator).payload
+
+    def unit_decode(self, payload, n, out=None):
+        if out is not None and self._native is not None and "finite" not in payload and not payload["codes"].is_cuda:
+            return out.copy_(payload["codes"].view(self._native)[:n])  # converted in the copy, no temporary
+        return into(self._values(payload["codes"], n, payload.get("finite")), out)
 
     def graph_safe(self, flat, states=None) -> bool:
         return self._fused(flat)

@@ -36,7 +36,7 @@ from dataclasses import dataclass
 import torch
 
 from ..quantize import round_integer
-from .base import Compressor, Packet, _check_tensor, register
+from .base import Compressor, Packet, _check_tensor, into, register
 
 _INT_TYPES = [(8, torch.int8), (16, torch.int16), (32, torch.int32), (64, torch.int64)]
 
@@ -78,7 +78,7 @@ class IntSGD(Compressor):
     summable = True
     elementwise = True
     shared_state = True
-    reduce_ops = {"ints": "sum", "finite": "min"}
+    reduce_ops = {"ints": "sum", "finite": "min", "scales": "same"}
 
     def __init__(self, alpha: float | None = None, rounding: str = "stochastic", bits: int | None = None,
                  n_workers: int = 1, rule: str = "adaptive", beta: float = 0.0, sigma_sq: float = 1e-8):
@@ -195,6 +195,48 @@ class IntSGD(Compressor):
         v = torch.where(torch.isfinite(u).all(), v, torch.full_like(v, float("nan")))
         return v.to(u.dtype)
 
+    def unit_encode(self, u, generator=None):
+        alpha = float(self.alpha) if self.alpha is not None else 1.0
+        return self._encode_alpha(u.reshape(-1), alpha, generator, (u.numel(),), u.dtype).payload
+
+    def unit_decode(self, payload, n, out=None):
+        alpha = float(self.alpha) if self.alpha is not None else 1.0
+        return into(self.decode(Packet(payload, (n,), torch.float32, {"alpha": alpha})), out)
+
+    def _alpha_tables(self, tensors, states, device):
+        alphas = self._alphas(tensors, states)  # α_j and 1/α_j as the per-tensor kernels use them
+        table = _to_device(alphas + [1.0 / a for a in alphas], device)
+        return table[: len(alphas)], table[len(alphas):]
+
+    def flat_encode(self, flat, tensors, segments, *, states=None, generator=None):
+        """Integers Int(α_j·g_j) of every tensor and the finite flag; ``"scales"`` (1/α_j, adaptive
+        α only) is public: every worker computes it, it is not sent (``reduce_ops``: same)."""
+        from .. import kernels
+
+        if not (self.bits == 8 and kernels.fused(flat)):
+            return super().flat_encode(flat, tensors, segments, states=states, generator=generator)
+        from ..kernels.codecs_triton import int8_encode
+
+        lim, stochastic = 127 // max(1, self.n_workers), self.rounding == "stochastic"
+        if self.alpha is not None:
+            ints, finite = int8_encode(flat, float(self.alpha), lim, stochastic, generator)
+            return {"ints": ints, "finite": finite}
+        a, inv = self._alpha_tables(tensors, states, flat.device)
+        ints, finite = int8_encode(flat, a, lim, stochastic, generator, seg=segments.index)
+        return {"scales": inv, "ints": ints, "finite": finite}
+
+    def flat_decode(self, payload, segments, *, out=None):
+        from .. import kernels
+
+        ints = payload["ints"]
+        if not (ints.is_cuda and ints.dtype == torch.int8 and kernels.triton_available()):
+            return super().flat_decode(payload, segments, out=out)
+        from ..kernels.codecs_triton import int8_decode
+
+        if "scales" not in payload:
+            return int8_decode(ints, payload["finite"], float(self.alpha), out=out)
+        return int8_decode(ints, payload["finite"], None, seg=segments.index, inv_alpha=payload["scales"], out=out)
+
     def graph_safe(self, flat, states=None) -> bool:
         from .. import kernels
 
@@ -211,9 +253,7 @@ class IntSGD(Compressor):
         if self.alpha is not None:
             ints, finite = int8_encode(flat, float(self.alpha), lim, stochastic, generator)
             return int8_decode(ints, finite, float(self.alpha), out=out)
-        alphas = self._alphas(tensors, states)  # α_j and 1/α_j as the per-tensor kernels use them
-        table = _to_device(alphas + [1.0 / a for a in alphas], flat.device)
-        a, inv = table[: len(alphas)], table[len(alphas):]
+        a, inv = self._alpha_tables(tensors, states, flat.device)
         ints, finite = int8_encode(flat, a, lim, stochastic, generator, seg=segments.index)
         return int8_decode(ints, finite, None, seg=segments.index, inv_alpha=inv, out=out)
 

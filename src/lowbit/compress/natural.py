@@ -14,7 +14,7 @@ import torch
 from ..formats import FloatFormat
 from ..packing import pack, unpack
 from ..quantize import quantize
-from .base import Compressor, Packet, _check_tensor, register
+from .base import Compressor, Packet, _check_tensor, into, register
 
 _POW2 = FloatFormat(8, 0, 127, name="pow2")
 
@@ -45,6 +45,18 @@ class Natural(Compressor):
 
     def unit_roundtrip(self, u, generator=None):
         return self.roundtrip(u, generator=generator)[0]
+
+    def unit_encode(self, u, generator=None):
+        return self.encode(u, generator=generator).payload
+
+    def unit_decode(self, payload, n, out=None):
+        from .. import kernels
+
+        if payload["exponent"].is_cuda and kernels.triton_available():
+            from ..kernels.codecs_triton import natural_decode
+
+            return natural_decode(payload["exponent"], payload["sign"], n, out=out)
+        return into(self.decode(Packet(payload, (n,))), out)
 
     def graph_safe(self, flat, states=None) -> bool:
         from .. import kernels

@@ -17,7 +17,7 @@ import torch
 from ..packing import pack, unpack
 from ..quantize import round_integer
 from . import elias
-from .base import Compressor, Packet, _check_tensor, register
+from .base import Compressor, Packet, _check_tensor, into, register
 
 
 def l2norm(v: torch.Tensor) -> torch.Tensor:
@@ -84,6 +84,33 @@ class QSGD(Compressor):
 
     def unit_roundtrip(self, u, generator=None):
         return self.decode(self._encode_scaled(u, torch.ones(1, device=u.device), generator, tuple(u.shape), u.dtype))
+
+    def unit_encode(self, u, generator=None):
+        return {"codes": self._encode_scaled(u, torch.ones(1, device=u.device), generator, (u.numel(),), u.dtype).payload["codes"]}
+
+    def unit_decode(self, payload, n, out=None):
+        return into(self.decode(Packet({"norm": torch.ones(1, device=payload["codes"].device), **payload}, (n,))), out)
+
+    def _fused_flat(self, flat) -> bool:
+        from .. import kernels
+
+        return 1 + self._lbits in (2, 4, 6, 8) and kernels.fused(flat)
+
+    def flat_encode(self, flat, tensors, segments, *, states=None, generator=None):
+        if not self._fused_flat(flat):
+            return super().flat_encode(flat, tensors, segments, states=states, generator=generator)
+        from ..kernels.codecs_triton import levels_encode
+
+        norms = self.tensor_scales(tensors, states)
+        return {"scales": norms, "codes": levels_encode(flat, norms, self.levels, self._lbits, generator, seg=segments.index)}
+
+    def flat_decode(self, payload, segments, *, out=None):
+        if not (payload["codes"].is_cuda and self._fused_flat(payload["scales"])):
+            return super().flat_decode(payload, segments, out=out)
+        from ..kernels.codecs_triton import levels_decode
+
+        return levels_decode(payload["codes"], payload["scales"], self.levels, self._lbits, segments.total,
+                             seg=segments.index, out=out)
 
     def graph_safe(self, flat, states=None) -> bool:
         from .. import kernels

@@ -8,7 +8,7 @@ from __future__ import annotations
 import torch
 
 from ..packing import pack, unpack
-from .base import Compressor, Packet, _check_tensor, register
+from .base import Compressor, Packet, _check_tensor, into, register
 
 
 @register("signsgd")
@@ -35,6 +35,31 @@ class SignSGD(Compressor):
 
     def unit_roundtrip(self, u, generator=None):
         return torch.where(u >= 0, 1.0, -1.0).to(torch.float32)
+
+    def unit_encode(self, u, generator=None):
+        from .. import kernels
+
+        if kernels.fused(u):
+            from ..kernels.codecs_triton import sign_encode
+
+            return {"signs": sign_encode(u)[0]}
+        return {"signs": pack(u >= 0, 1)}
+
+    def unit_decode(self, payload, n, out=None):
+        return into(self.decode(Packet({"scale": torch.ones(1, device=payload["signs"].device), **payload}, (n,))), out)
+
+    def flat_encode(self, flat, tensors, segments, *, states=None, generator=None):
+        # sign(g/s) = sign(g) for s > 0; s = 0 or NaN make the decoded tensor 0 or NaN either way
+        return {"scales": self.tensor_scales(tensors, states), **self.unit_encode(flat)}
+
+    def flat_decode(self, payload, segments, *, out=None):
+        from .. import kernels
+
+        if not (payload["signs"].is_cuda and kernels.triton_available()):
+            return super().flat_decode(payload, segments, out=out)
+        from ..kernels.codecs_triton import sign_decode
+
+        return sign_decode(payload["signs"], payload["scales"], segments.total, seg=segments.index, out=out)
 
     def graph_safe(self, flat, states=None) -> bool:
         from .. import kernels

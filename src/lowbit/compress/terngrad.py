@@ -11,7 +11,7 @@ import torch
 
 from ..packing import pack, unpack
 from ..quantize import round_integer
-from .base import Compressor, Packet, _check_tensor, register
+from .base import Compressor, Packet, _check_tensor, into, register
 
 
 @register("terngrad")
@@ -53,6 +53,31 @@ class TernGrad(Compressor):
 
     def unit_roundtrip(self, u, generator=None):
         return self.decode(self._encode_scaled(u, torch.ones(1, device=u.device), generator, tuple(u.shape), u.dtype))
+
+    def unit_encode(self, u, generator=None):
+        return {"codes": self._encode_scaled(u, torch.ones(1, device=u.device), generator, (u.numel(),), u.dtype).payload["codes"]}
+
+    def unit_decode(self, payload, n, out=None):
+        return into(self.decode(Packet({"scale": torch.ones(1, device=payload["codes"].device), **payload}, (n,))), out)
+
+    def flat_encode(self, flat, tensors, segments, *, states=None, generator=None):
+        from .. import kernels
+
+        if not kernels.fused(flat):
+            return super().flat_encode(flat, tensors, segments, states=states, generator=generator)
+        from ..kernels.codecs_triton import levels_encode
+
+        s = self.tensor_scales(tensors, states)
+        return {"scales": s, "codes": levels_encode(flat, s, 1, 1, generator, seg=segments.index)}
+
+    def flat_decode(self, payload, segments, *, out=None):
+        from .. import kernels
+
+        if not (payload["codes"].is_cuda and kernels.fused(payload["scales"])):
+            return super().flat_decode(payload, segments, out=out)
+        from ..kernels.codecs_triton import levels_decode
+
+        return levels_decode(payload["codes"], payload["scales"], 1, 1, segments.total, seg=segments.index, out=out)
 
     def graph_safe(self, flat, states=None) -> bool:
         from .. import kernels

@@ -169,13 +169,21 @@ class SimulatedCluster:
 
 
 class SimulatedDataParallel:
-    """Data-parallel training over n simulated workers: each worker's gradient of every
-    parameter is compressed by its own worker, and the parameter's gradient becomes the mean of
-    the decoded ones — what :func:`lowbit.dist.hooks.hook_for` does in a DDP run.  Parameter j has
-    its own ``SimulatedCluster(n, codec, seed=param_seed(seed, j))`` (``seed`` given: the same
-    numbers as DDP with the same seed) or a batched one (``seed=None``)."""
+    """Data-parallel training over n simulated workers: each worker's gradients are compressed
+    by its own worker, and each parameter's gradient becomes the mean of the decoded ones — what
+    :func:`lowbit.dist.hooks.hook_for` does in a DDP run.
 
-    def __init__(self, params, n: int, compressor, *, seed: int | None = 0, generator=None):
+    * ``buckets`` (the layouts ``HookState.buckets()`` reports, [(first step, [[positions], …]),
+      …], or one fixed list of buckets): each bucket is one message per worker, coded as the DDP
+      hook codes it (:class:`lowbit.dist.bucket.BucketCoder`, worker i drawing from
+      worker_generator(bucket_seed(seed, J), i)); codecs without a multi-tensor path, and
+      ``buckets=None``, go parameter by parameter:
+    * parameter j has its own ``SimulatedCluster(n, codec, seed=param_seed(seed, j))`` (``seed``
+      given: the numbers of DDP with the same seed) or a batched one (``seed=None``)."""
+
+    def __init__(self, params, n: int, compressor, *, seed: int | None = 0, generator=None, buckets=None,
+                 exact_below: int = 0):
+        from .bucket import bucketable
         from .hooks import param_seed
 
         self.params = list(params)
@@ -184,10 +192,26 @@ class SimulatedDataParallel:
                                           generator=generator) for j in range(len(self.params))]
         self.codec = self.clusters[0].codec if self.clusters else None
         self.bits_per_worker = [0] * n
+        self.layouts = None
+        self.seed, self.exact_below, self.steps = seed, exact_below, 0
+        self.sim_buckets: dict = {}
+        if buckets is not None and self.codec is not None and bucketable(self.codec):
+            if seed is None:
+                raise ValueError("buckets reproduce a DDP run: give its seed")
+            fixed = all(isinstance(j, int) for j in buckets[0])  # one list of buckets, not (step, layout) pairs
+            self.layouts = [(0, buckets)] if fixed else [(int(s), lay) for s, lay in buckets]
+            for _, lay in self.layouts:
+                if sorted(int(j) for b in lay for j in b) != list(range(len(self.params))):
+                    raise ValueError(f"buckets must hold every parameter once, got {lay}")
+        self.param_states: dict = {}
 
     def set_grads(self, worker_grads) -> dict:
         """``worker_grads[j]``: the (n, *p_j.shape) stack of the workers' gradients of parameter j.
         Sets every ``p.grad`` to the mean of the decoded gradients; returns the bits sent."""
+        if self.layouts is not None:
+            layout = [lay for s, lay in self.layouts if s <= self.steps][-1]
+            self.steps += 1
+            return {"bits": sum(self._bucket(b).set_grads(worker_grads) for b in layout)}
         bits = 0
         for p, cl, g in zip(self.params, self.clusters, worker_grads):
             _, mean, info = cl.reduce(g.reshape(self.n, *p.shape))
@@ -197,10 +221,91 @@ class SimulatedDataParallel:
                 self.bits_per_worker[i] += b
         return {"bits": bits}
 
+    def _bucket(self, order) -> "_SimBucket":
+        from .hooks import bucket_seed, carry_memory
+
+        key = tuple(int(j) for j in order)
+        if key not in self.sim_buckets:
+            b = _SimBucket(self, list(key), bucket_seed(self.seed, key), self.exact_below)
+            for i in range(self.n):  # DDP's new layout after the first step keeps the memory
+                b.memory[i] = carry_memory({k: (o.memory[i], o.coder.sizes) for k, o in self.sim_buckets.items()},
+                                           key, b.coder.sizes, None)
+            self.sim_buckets[key] = b
+        return self.sim_buckets[key]
+
+    def observe(self, lr: float, step_sq_norm: float) -> None:
+        """Adaptive IntSGD: update α of every parameter (as ``HookState.observe``)."""
+        if getattr(self.codec, "adaptive", False):
+            for st in self.param_states.values():
+                self.codec.observe(st, lr, step_sq_norm)
+            for c in self.clusters:
+                if c.state is not None:
+                    self.codec.observe(c.state, lr, step_sq_norm)
+
     def state_dict(self) -> dict:
-        return {"clusters": [c.state_dict() for c in self.clusters], "bits_per_worker": list(self.bits_per_worker)}
+        return {"clusters": [c.state_dict() for c in self.clusters], "bits_per_worker": list(self.bits_per_worker),
+                "param_states": dict(self.param_states), "steps": self.steps,
+                "buckets": {k: b.state_dict() for k, b in self.sim_buckets.items()}}
 
     def load_state_dict(self, sd: dict) -> None:
         for c, s in zip(self.clusters, sd["clusters"]):
             c.load_state_dict(s)
         self.bits_per_worker = list(sd["bits_per_worker"])
+        self.param_states = dict(sd.get("param_states", {}))
+        self.steps = sd.get("steps", 0)
+        for k, s in (sd.get("buckets") or {}).items():
+            self._bucket(k).load_state_dict(s)
+
+
+class _SimBucket:
+    """One DDP bucket of the simulation: n workers' messages coded as the hook codes them."""
+
+    def __init__(self, owner: SimulatedDataParallel, index: list[int], seed: int, exact_below: int):
+        from .bucket import BucketCoder
+
+        self.owner, self.index, self.seed = owner, index, seed
+        ps = [owner.params[j] for j in index]
+        self.coder = BucketCoder(owner.codec, [p.numel() for p in ps], ps[0].device, exact_below=exact_below,
+                                 shapes=[tuple(p.shape) for p in ps])
+        self.generators = [worker_generator(seed, i, ps[0].device) for i in range(owner.n)]
+        self.memory = [None] * owner.n
+
+    def set_grads(self, worker_grads) -> float:
+        o, coder = self.owner, self.coder
+        ps = [o.params[j] for j in self.index]
+        states = None
+        if o.codec.shared_state:
+            for j, p in zip(self.index, ps):
+                if j not in o.param_states:
+                    o.param_states[j] = o.codec.init_state(p)
+            states = [o.param_states[j] for j in self.index]
+        flats = torch.cat([worker_grads[j].reshape(o.n, -1).float() for j in self.index], 1)
+        payloads, exacts, bits = [], [], 0.0
+        for i in range(o.n):
+            exacts.append(coder.exact_part(flats[i]))
+            p, self.memory[i] = coder.encode(flats[i].clone(), generator=self.generators[i], memory=self.memory[i],
+                                             states=states)
+            payloads.append(p)
+            b = 8 * coder.nbytes(p)
+            o.bits_per_worker[i] += b
+            bits += b
+        out = torch.empty_like(flats[0])
+        if coder.summable:
+            coder.decode_sum(coder.sum_payloads(payloads), o.n, out)
+        else:
+            coder.mean_decoded(payloads, out)
+        mean_exact = exacts[0].clone()
+        for e in exacts[1:]:
+            mean_exact += e
+        coder.join(out, mean_exact / o.n)
+        for p, v in zip(ps, torch.split(out, [p.numel() for p in ps])):
+            p.grad = v.reshape(p.shape).to(p.dtype)
+        return bits
+
+    def state_dict(self) -> dict:
+        return {"memory": self.memory, "generators": [g.get_state() for g in self.generators]}
+
+    def load_state_dict(self, sd: dict) -> None:
+        self.memory = list(sd["memory"])
+        for g, st in zip(self.generators, sd["generators"]):
+            g.set_state(st)

@@ -1,0 +1,199 @@
+"""One bucket of gradients as one message: how a DDP bucket (a flat buffer of several tensors)
+is coded, sent and decoded — by the DDP hook and, with the same code, by the simulation.
+
+A bucket holds tensors g_1 … g_m laid end to end.  One call of the codec's multi-tensor path
+(:meth:`Compressor.flat_encode`) codes them all, each with its own scale s_j (QSGD's ‖g_j‖₂, TernGrad's max|g_j|, IntSGD's 1/α_j), so every tensor keeps the
+distribution of its own per-tensor message; codes of consecutive tensors share bytes, so the
+coded part is at most Σ_j wire_bytes(d_j).  Error feedback (Seide et al.; Karimireddy et al.)
+keeps one flat memory per bucket: v = g + e, send C(v), e ← v − C(v).
+
+Tensors with at most ``exact_below`` values, or with one dimension (biases, normalization
+weights), also travel exactly as float32 when ``exact_below`` > 0, and the receivers use those
+values: the few bytes of their codes are sent too (counted), which spares a pass over the bucket.
+
+Two ways to combine the messages of n workers:
+
+* summable codecs (identity, IntSGD with a fixed width): the payload's integer (or float) fields
+  are summed in flight by one all-reduce; the finite flags travel in the same buffer as counts
+  of non-finite workers.  Overflow cannot happen: a fixed width of b bits clamps each worker's
+  integers to ⌊(2^(b−1) − 1)/n⌋, so the sum of n fits.  The clamp is the only bias — none while
+  |α_j g| ≤ ⌊(2^(b−1) − 1)/n⌋, which IntSGD's adaptive α is designed to keep (IntSGD, Sec. 3);
+  ``clamped`` counts would show it.  The mean is decode(Σ_i payload_i)/n.
+* the others: every worker's bytes are all-gathered (sizes depend on the sizes only, so no
+  header travels) and each receiver decodes the n messages and averages them in worker order.
+
+``SimulatedDataParallel(…, buckets=…)`` runs the same functions on n rows, so a DDP run and its
+simulation with the same seed and buckets give the same numbers.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from ..compress import Compressor
+from ..compress.feedback import ErrorFeedback
+from ..compress.many import segments as segments_of
+
+
+def bucketable(codec: Compressor) -> bool:
+    """Whether ``codec`` codes a whole bucket in one call (its multi-tensor path)."""
+    inner = codec.inner if isinstance(codec, ErrorFeedback) else codec
+    return inner.batchable(None) and not isinstance(inner, ErrorFeedback)
+
+
+def _align(n: int) -> int:
+    return (n + 7) // 8 * 8
+
+
+class BucketCoder:
+    """The coding of one bucket: which tensors are coded and which travel exactly, and the
+    functions that encode, combine and decode its messages."""
+
+    def __init__(self, codec: Compressor, sizes, device, *, exact_below: int = 0, shapes=None):
+        self.codec = codec
+        self.inner = codec.inner if isinstance(codec, ErrorFeedback) else codec
+        self.feedback = isinstance(codec, ErrorFeedback)
+        self.sizes = [int(s) for s in sizes]
+        self.device = torch.device(device)
+        shapes = shapes or [(s,) for s in self.sizes]
+        lossless = self.inner.omega == 0.0  # identity: everything is exact already
+        self.exact = [exact_below > 0 and not lossless and (s <= exact_below or len(sh) <= 1)
+                      for s, sh in zip(self.sizes, shapes)]
+        offs = [0]
+        for s in self.sizes:
+            offs.append(offs[-1] + s)
+        self.offsets = offs
+        self.exact_sizes = [s for s, e in zip(self.sizes, self.exact) if e]
+        self.segments = segments_of(self.sizes, self.device) if self.sizes else None
+        self.summable = bool(self.inner.summable and self.inner.reduce_ops) and not self.feedback
+        self._index = None
+
+    # -- the exact part of a flat bucket ------------------------------------------------------------
+    @property
+    def index(self) -> torch.Tensor:
+        """Positions in the bucket of the values that travel exactly."""
+        if self._index is None:
+            idx = [torch.arange(self.offsets[j], self.offsets[j + 1]) for j, e in enumerate(self.exact) if e]
+            self._index = torch.cat(idx).to(self.device) if idx else torch.zeros(0, dtype=torch.long, device=self.device)
+        return self._index
+
+    def exact_part(self, flat: torch.Tensor) -> torch.Tensor:
+        """The values of the small tensors (a few thousand at most): a copy."""
+        return flat.index_select(0, self.index) if self.exact_sizes else flat[:0]
+
+    def join(self, out: torch.Tensor, exact: torch.Tensor) -> torch.Tensor:
+        """Write the exact values into their places in the decoded bucket ``out``."""
+        if self.exact_sizes:
+            out.index_copy_(0, self.index, exact)
+        return out
+
+    def tensors(self, coded: torch.Tensor) -> list[torch.Tensor]:
+        return list(torch.split(coded, self.sizes))
+
+    # -- one worker's message ---------------------------------------------------------------------
+    def encode(self, coded: torch.Tensor, *, generator=None, memory=None, states=None) -> tuple[dict, torch.Tensor | None]:
+        """(payload, new error-feedback memory or None) of the coded part."""
+        codec, seg = self.inner, self.segments
+        if self.feedback:
+            v = coded if memory is None else coded + memory
+            payload = codec.flat_encode(v, self.tensors(v), seg, states=states, generator=generator)
+            return payload, v - codec.flat_decode(payload, seg)
+        return codec.flat_encode(coded, self.tensors(coded), seg, states=states, generator=generator), None
+
+    def public(self, key: str) -> bool:
+        """Whether payload field ``key`` is known to every receiver (not sent)."""
+        return self.summable and self.inner.reduce_ops.get(key) == "same"
+
+    def nbytes(self, payload: dict) -> int:
+        """Bytes a worker sends for this bucket: the payload's sent fields and the exact values."""
+        sent = sum(t.numel() * t.element_size() for k, t in payload.items() if not self.public(k))
+        return sent + 4 * sum(self.exact_sizes)
+
+    # -- summable codecs: one buffer summed in flight ------------------------------------------------
+    def sum_layout(self, payload: dict):
+        """(the summed fields, the flag fields, the buffer's dtype): fields with op "sum", and the
+        0/1 finite flags with op "min" carried as counts of non-finite workers."""
+        ops = self.inner.reduce_ops
+        summed = [k for k in payload if ops.get(k) == "sum"]
+        flags = [k for k in payload if ops.get(k) == "min"]
+        bad = [k for k in payload if ops.get(k) not in ("sum", "min", "same")]
+        if bad or len({payload[k].dtype for k in summed}) > 1:
+            raise TypeError(f"{self.inner.name}: fields {bad or summed} do not sum in one buffer")
+        return summed, flags, payload[summed[0]].dtype
+
+    def to_sum_buffer(self, payload: dict) -> torch.Tensor:
+        summed, flags, dt = self.sum_layout(payload)
+        parts = [payload[k].reshape(-1) for k in summed] + [(1 - payload[k].reshape(-1).to(dt)) for k in flags]
+        return parts[0] if len(parts) == 1 else torch.cat(parts)
+
+    def from_sum_buffer(self, buf: torch.Tensor, like: dict) -> dict:
+        summed, flags, _ = self.sum_layout(like)
+        out, pos = {}, 0
+        for k in summed:
+            n = like[k].numel()
+            out[k] = buf[pos : pos + n].view(like[k].shape)
+            pos += n
+        for k in flags:
+            n = like[k].numel()
+            out[k] = (buf[pos : pos + n] == 0).to(like[k].dtype).view(like[k].shape)
+            pos += n
+        for k, t in like.items():
+            if self.public(k):
+                out[k] = t
+        return {k: out[k] for k in like}
+
+    def sum_payloads(self, payloads: list[dict]) -> dict:
+        """Σ_i payload_i as the all-reduce computes it (the simulation's side)."""
+        total = self.to_sum_buffer(payloads[0]).clone()
+        for p in payloads[1:]:
+            total += self.to_sum_buffer(p)
+        return self.from_sum_buffer(total, payloads[0])
+
+    def decode_sum(self, total: dict, n: int, out: torch.Tensor) -> torch.Tensor:
+        """The mean decode(Σ_i payload_i)/n, written into ``out`` (the coded part)."""
+        self.inner.flat_decode(total, self.segments, out=out)
+        return out.div_(n)
+
+    # -- the others: bytes all-gathered ---------------------------------------------------------------
+    def byte_layout(self, payload: dict) -> list[tuple[str, int, int, torch.dtype, tuple]]:
+        """(field, offset, nbytes, dtype, shape) of each sent field, then "exact"; 8-byte aligned."""
+        rows, pos = [], 0
+        for k, t in payload.items():
+            nb = t.numel() * t.element_size()
+            rows.append((k, pos, nb, t.dtype, tuple(t.shape)))
+            pos = _align(pos + nb)
+        if self.exact_sizes:
+            nb = 4 * sum(self.exact_sizes)
+            rows.append(("exact", pos, nb, torch.float32, (sum(self.exact_sizes),)))
+        return rows
+
+    def to_bytes(self, payload: dict, exact: torch.Tensor, layout) -> torch.Tensor:
+        total = _align(layout[-1][1] + layout[-1][2]) if layout else 0
+        buf = torch.zeros(total, dtype=torch.uint8, device=self.device)
+        for k, off, nb, dt, _ in layout:
+            t = exact if k == "exact" else payload[k]
+            buf[off : off + nb] = t.reshape(-1).view(torch.uint8)
+        return buf
+
+    @staticmethod
+    def from_bytes(buf: torch.Tensor, layout) -> tuple[dict, torch.Tensor | None]:
+        payload, exact = {}, None
+        for k, off, nb, dt, shape in layout:
+            t = buf[off : off + nb].view(dt).view(shape)
+            if k == "exact":
+                exact = t
+            else:
+                payload[k] = t
+        return payload, exact
+
+    def mean_decoded(self, payloads: list[dict], out: torch.Tensor) -> torch.Tensor:
+        """(1/n)·Σ_i decode(payload_i) in worker order, written into ``out`` (the coded part)."""
+        seg = self.segments
+        self.inner.flat_decode(payloads[0], seg, out=out)
+        tmp = torch.empty_like(out) if len(payloads) > 1 else None
+        for p in payloads[1:]:
+            out += self.inner.flat_decode(p, seg, out=tmp)
+        return out.div_(len(payloads))
+
+
+__all__ = ["BucketCoder", "bucketable"]
