@@ -11,11 +11,12 @@ from __future__ import annotations
 import functools
 import math
 
+import numpy as np
 import torch
 
 from .formats import FloatFormat, IntFormat
 
-__all__ = ["pack", "unpack", "float_codes", "int_codes", "decode_lut"]
+__all__ = ["pack", "unpack", "unpack_bytes", "float_codes", "int_codes", "decode_lut"]
 
 
 def _group(w: int) -> tuple[int, int] | None:
@@ -32,14 +33,20 @@ def pack(codes: torch.Tensor, w: int) -> torch.Tensor:
     nbytes = (n * w + 7) // 8
     if w == 8:
         return codes.reshape(-1).to(torch.uint8)
-    if w in (1, 2, 4):  # whole codes per byte: uint8 arithmetic, no widening
+    if w == 1 and codes.device.type == "cpu":  # numpy's packbits: one C loop, the same bit order
+        bits = codes.reshape(-1).to(torch.bool).numpy()
+        return torch.from_numpy(np.packbits(bits, bitorder="little"))
+    if w in (1, 2, 4):  # whole codes per byte: uint8 arithmetic, no widening, one OR per slot
         per = 8 // w
         c = codes.reshape(-1).to(torch.uint8)
         pad = (-n) % per
         if pad:
             c = torch.nn.functional.pad(c, (0, pad))
-        weights = torch.tensor([1 << (w * i) for i in range(per)], dtype=torch.uint8, device=c.device)
-        return (c.reshape(-1, per) * weights).sum(1, dtype=torch.uint8)
+        c = c.view(-1, per)
+        out = c[:, 0].clone()
+        for i in range(1, per):
+            out |= c[:, i] << (w * i)
+        return out
     c = codes.reshape(-1).to(torch.int64)
     g = _group(w)
     if g is None:  # general width: expand to bits
@@ -65,10 +72,7 @@ def unpack(data: torch.Tensor, w: int, n: int) -> torch.Tensor:
     if data.numel() < need:
         raise ValueError(f"{n} codes of {w} bits need {need} bytes, got {data.numel()}")
     if w in (1, 2, 4, 8):
-        per = 8 // w
-        shifts = torch.tensor([w * i for i in range(per)], dtype=torch.uint8, device=data.device)
-        c = (data.reshape(-1)[:need, None] >> shifts) & ((1 << w) - 1)
-        return c.reshape(-1)[:n].to(torch.int64)
+        return unpack_bytes(data, w, n).to(torch.int64)
     b = data.reshape(-1)[:need].to(torch.int64)
     g = _group(w)
     if g is None:
@@ -81,6 +85,21 @@ def unpack(data: torch.Tensor, w: int, n: int) -> torch.Tensor:
     words = (b.reshape(-1, nb) << (torch.arange(nb, device=b.device) * 8)).sum(1)
     c = (words[:, None] >> (torch.arange(per, device=b.device) * w)) & ((1 << w) - 1)
     return c.reshape(-1)[:n]
+
+
+def unpack_bytes(data: torch.Tensor, w: int, n: int) -> torch.Tensor:
+    """:func:`unpack` for widths 1, 2, 4 and 8, as uint8 codes (no widening)."""
+    need = (n * w + 7) // 8
+    data = data.reshape(-1)[:need]
+    if w == 8:
+        return data[:n]
+    if w == 1 and data.device.type == "cpu":
+        return torch.from_numpy(np.unpackbits(data.numpy(), count=n, bitorder="little"))
+    per, mask = 8 // w, (1 << w) - 1
+    out = torch.empty(need, per, dtype=torch.uint8, device=data.device)
+    for i in range(per):
+        torch.bitwise_and(data >> (w * i), mask, out=out[:, i])
+    return out.reshape(-1)[:n]
 
 
 def float_codes(x: torch.Tensor, fmt: FloatFormat, *, quantized: bool = False, nan_ok: bool = False) -> torch.Tensor:

@@ -278,3 +278,12 @@ def into(values: torch.Tensor, out: torch.Tensor | None) -> torch.Tensor:
     if values.data_ptr() != out.data_ptr():
         out.copy_(values.reshape(out.shape))
     return out
+
+
+def all_finite(t: torch.Tensor) -> torch.Tensor:
+    """Whether every entry of ``t`` is finite, as a 0-d bool tensor (no host sync): one
+    min/max pass, which propagates NaN, instead of a boolean tensor of t's size."""
+    if t.numel() == 0:
+        return torch.ones((), dtype=torch.bool, device=t.device)
+    lo, hi = torch.aminmax(t.reshape(-1))
+    return torch.isfinite(lo) & torch.isfinite(hi)

@@ -10,20 +10,23 @@ slowdown reproduction's ResNet path, applied here to every parameter.
 
 from __future__ import annotations
 
+import math
+
 import torch
 
 from ..formats import FloatFormat, get_format
 from ..packing import float_codes, int_codes, pack, unpack
 from ..quantize import quantize
 from ..scaling import ScaledFormat
-from .base import Compressor, Packet, _check_tensor, into, register
+from .base import Compressor, all_finite, Packet, _check_tensor, into, register
 
 _NATIVE = {name: getattr(torch, name) for name in
            ("float16", "bfloat16", "float8_e4m3fn", "float8_e5m2", "float8_e4m3fnuz", "float8_e5m2fnuz")
            if hasattr(torch, name)}
 
 
-_FUSED_ROUNDINGS = ("nearest", "stochastic")  # the fused kernels' roundings; "zero" runs as torch code
+_FUSED_ROUNDINGS = ("nearest", "stochastic")
+_FP4 = get_format("fp4")  # the fused kernels' roundings; "zero" runs as torch code
 
 
 @register("cast")
@@ -43,6 +46,14 @@ class Cast(Compressor):
         self._native = _NATIVE.get(self.fmt.label) if isinstance(self.fmt, FloatFormat) else None
         if self._native is not None and get_format(self.fmt.label) != self.fmt:
             self._native = None
+        self._overflow = self._nan_code = self._pairs = None
+        if self._native is not None and not self.fmt.has_inf and self.fmt.has_nan:
+            # the largest |x| that rounds to a finite value: the midpoint past max, if it rounds down
+            mid = float(torch.tensor(self.fmt.max + 2.0 ** (math.floor(math.log2(self.fmt.max)) - self.fmt.man_bits) / 2))
+            finite = bool(torch.isfinite(quantize(torch.tensor([mid]), self.fmt, "nearest")).all())
+            self._overflow = mid if finite else float(torch.nextafter(torch.tensor(mid), torch.tensor(0.0)))
+            self._nan_code = int(torch.tensor([float("nan")]).to(self._native).view(torch.uint8)) & 0x7F
+
 
     def _codes(self, q: torch.Tensor) -> torch.Tensor:
         if self._native is not None:
@@ -52,6 +63,26 @@ class Cast(Compressor):
         else:
             c = int_codes(q, self.fmt, quantized=True)
         return pack(c, self.fmt.code_bits)
+
+    def _direct_codes(self, t: torch.Tensor) -> torch.Tensor | None:
+        """The codes of round-to-nearest on the CPU in a few passes, or None where this does not
+        apply: torch's own conversion for native formats (it saturates float8_e4m3fn, so values
+        that round past the largest finite one are set to NaN unless ``saturate``), and the
+        binades of fp4 (e2m1) for MX fp4.  Bit-exact with :func:`lowbit.quantize` (tested)."""
+        if self.rounding != "nearest" or t.device.type != "cpu":
+            return None
+        if self._native is not None:
+            c = t.to(self._native).view(torch.uint8)
+            if self.fmt.has_inf or self.saturate or self._overflow is None:
+                return c
+            over = (t > self._overflow) | (t < -self._overflow)  # inf too; NaN stays NaN
+            return torch.where(over, c | self._nan_code, c)
+        if self.fmt == _FP4:  # spacing 0.5 below 2, 1 below 4, 2 up to 6; ties to even codes
+            a = t.abs()
+            m = torch.where(a < 2, torch.round(a * 2), torch.where(a < 4, torch.round(a).add_(2), torch.round(a * 0.5).add_(4)))
+            m = m.clamp_(max=7).nan_to_num_(0).to(torch.uint8) | (torch.signbit(t).to(torch.uint8) << 3)
+            return pack(m, 4)
+        return None
 
     def _values(self, codes: torch.Tensor, n: int, finite=None) -> torch.Tensor:
         if codes.is_cuda and self.fmt.code_bits in (4, 8) and isinstance(self.fmt, FloatFormat):
@@ -69,6 +100,10 @@ class Cast(Compressor):
     def _native_or_table(self, codes: torch.Tensor, n: int) -> torch.Tensor:
         if self._native is not None:
             return codes.view(self._native)[:n].to(torch.float32)
+        if self.fmt.code_bits == 4 and codes.device.type == "cpu":  # one gather: byte → its two values
+            if self._pairs is None:
+                self._pairs = self.fmt.decode(torch.arange(256, dtype=torch.uint8), (512,)).reshape(256, 2)
+            return self._pairs.index_select(0, codes.reshape(-1).to(torch.int32)).reshape(-1)[:n]
         return self.fmt.decode(codes, (n,))
 
     def _fused(self, t: torch.Tensor) -> bool:
@@ -105,13 +140,15 @@ class Cast(Compressor):
                                                       generator)
             return Packet({"codes": codes, "scales": scales, "finite": finite}, tuple(tensor.shape), tensor.dtype)
         if self._scaled is None:
-            q = quantize(t, self.fmt, self.rounding, saturate=self.saturate, generator=generator)
-            payload = {"codes": self._codes(q)}
+            codes = self._direct_codes(t)
+            if codes is None:
+                codes = self._codes(quantize(t, self.fmt, self.rounding, saturate=self.saturate, generator=generator))
+            payload = {"codes": codes}
         else:
             scales, y = self._scaled._scaled_values(t, self.rounding, generator)
             payload = {"codes": self._codes(y), "scales": scales}
         if not self.fmt.has_nan or self._scaled is not None:  # one byte: was the input finite?
-            payload["finite"] = torch.isfinite(t).all().reshape(1).to(torch.uint8)
+            payload["finite"] = all_finite(t).reshape(1).to(torch.uint8)
         return Packet(payload, tuple(tensor.shape), tensor.dtype)
 
     def roundtrip(self, tensor, *, state=None, generator=None):
@@ -123,7 +160,7 @@ class Cast(Compressor):
         q = quantize(t, self.fmt, self.rounding, saturate=self.saturate, generator=generator)
         nbytes = self.fmt.nbytes(t.numel()) + (0 if self.fmt.has_nan else 1)
         if not self.fmt.has_nan:  # as decode does: NaN everywhere when the input was not finite
-            q = torch.where(torch.isfinite(t).all(), q, torch.full_like(q, float("nan")))
+            q = torch.where(all_finite(t), q, torch.full_like(q, float("nan")))
         return q.to(tensor.dtype), nbytes
 
     def batchable(self, states=None) -> bool:

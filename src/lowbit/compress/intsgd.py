@@ -36,7 +36,7 @@ from dataclasses import dataclass
 import torch
 
 from ..quantize import round_integer
-from .base import Compressor, Packet, _check_tensor, into, register
+from .base import Compressor, all_finite, Packet, _check_tensor, into, register
 
 _INT_TYPES = [(8, torch.int8), (16, torch.int16), (32, torch.int32), (64, torch.int64)]
 
@@ -142,8 +142,7 @@ class IntSGD(Compressor):
         if self.bits is not None:
             dt = dict((b, d) for b, d in _INT_TYPES)[self.bits]
             lim = (2 ** (self.bits - 1) - 1) // max(1, self.n_workers)
-            ints = ints.clamp(-lim, lim)
-            return ints.to(dt), -1
+            return ints.clamp_(-lim, lim).to(dt), -1
         m = int(torch.nan_to_num(ints.abs(), nan=0.0, posinf=0.0).max()) if ints.numel() else 0
         return ints.to(_container(m, self.n_workers)), m
 
@@ -161,8 +160,12 @@ class IntSGD(Compressor):
             ints, finite = int8_encode(t, alpha, 127 // max(1, self.n_workers), self.rounding == "stochastic", generator)
             payload = {"ints": ints, "finite": finite}
             return Packet(payload, shape, dtype, {"alpha": alpha, "max_abs": -1, "width": 8})
-        ints, m = self._pack_ints(round_integer(t * alpha, self.rounding, generator=generator))
-        payload = {"ints": ints, "finite": torch.isfinite(t).all().reshape(1).to(torch.uint8)}
+        scaled = t * alpha
+        if self.rounding == "nearest":  # torch.round: half to even, as round_integer
+            ints, m = self._pack_ints(torch.round(scaled, out=scaled))
+        else:
+            ints, m = self._pack_ints(round_integer(scaled, self.rounding, generator=generator))
+        payload = {"ints": ints, "finite": all_finite(t).reshape(1).to(torch.uint8)}
         meta = {"alpha": alpha, "max_abs": m, "width": int_width(m) if m >= 0 else self.bits}
         return Packet(payload, shape, dtype, meta)
 
@@ -192,7 +195,7 @@ class IntSGD(Compressor):
             lim = (2 ** (self.bits - 1) - 1) // max(1, self.n_workers)
             k = k.clamp(-lim, lim)
         v = k.to(torch.float32) / alpha if alpha != 1.0 else k.to(torch.float32)
-        v = torch.where(torch.isfinite(u).all(), v, torch.full_like(v, float("nan")))
+        v = torch.where(all_finite(u), v, torch.full_like(v, float("nan")))
         return v.to(u.dtype)
 
     def unit_encode(self, u, generator=None):
@@ -300,8 +303,10 @@ class IntSGD(Compressor):
 
                 v = int8_decode(ints, packet.payload["finite"], packet.meta["alpha"])
                 return v.reshape(packet.shape).to(packet.dtype)
-        v = packet.payload["ints"].to(torch.float32) / packet.meta["alpha"]
-        v = torch.where(packet.payload["finite"].bool(), v, torch.full_like(v, float("nan")))
+        v = torch.div(packet.payload["ints"], packet.meta["alpha"])  # float32: the int → float conversion in the pass
+        if v.dtype != torch.float32:
+            v = v.to(torch.float32)
+        v = v.masked_fill_(packet.payload["finite"] == 0, float("nan")) if v.numel() else v
         return v.reshape(packet.shape).to(packet.dtype)
 
     def agree_after(self, packet: Packet) -> int | None:
@@ -371,8 +376,12 @@ class HintSGD(IntSGD):
         gmax = t.abs().max() if state is None else torch.as_tensor(state, dtype=torch.float32, device=t.device)
         gmax = gmax.reshape(1).to(torch.float32)
         alpha = torch.where(gmax > 0, self.levels / gmax, torch.ones_like(gmax))
-        ints, m = self._pack_ints(round_integer(t * alpha, self.rounding, generator=generator))
-        payload = {"ints": ints, "gmax": gmax, "finite": torch.isfinite(t).all().reshape(1).to(torch.uint8)}
+        scaled = t * alpha
+        if self.rounding == "nearest":  # torch.round: half to even, as round_integer
+            ints, m = self._pack_ints(torch.round(scaled, out=scaled))
+        else:
+            ints, m = self._pack_ints(round_integer(scaled, self.rounding, generator=generator))
+        payload = {"ints": ints, "gmax": gmax, "finite": all_finite(t).reshape(1).to(torch.uint8)}
         return Packet(payload, tuple(tensor.shape), tensor.dtype,
                       {"alpha": alpha, "max_abs": m, "width": int_width(m) if m >= 0 else self.bits})
 

@@ -14,7 +14,7 @@ import math
 
 import torch
 
-from ..packing import pack, unpack
+from ..packing import pack, unpack, unpack_bytes
 from ..quantize import round_integer
 from . import elias
 from .base import Compressor, Packet, _check_tensor, into, register
@@ -66,8 +66,9 @@ class QSGD(Compressor):
             return Packet({"norm": norm, "codes": codes}, shape, dtype)
         safe = torch.where(norm > 0, norm, torch.ones_like(norm))
         level = round_integer(v.abs() / safe * self.levels, "stochastic", generator=generator)
-        level = torch.nan_to_num(level, nan=0.0).clamp(0, self.levels).to(torch.int64)
-        sign = ((v < 0) & (level > 0)).to(torch.int64)
+        small = self.levels <= 127 and self.coding == "fixed"  # codes fit a byte: no widening
+        level = torch.nan_to_num_(level, nan=0.0).clamp_(0, self.levels).to(torch.uint8 if small else torch.int64)
+        sign = ((v < 0) & (level > 0)).to(level.dtype)
         if self.coding == "fixed":
             codes = pack((sign << self._lbits) | level, 1 + self._lbits)
             return Packet({"norm": norm, "codes": codes}, shape, dtype)
@@ -143,7 +144,8 @@ class QSGD(Compressor):
                 v = levels_decode(codes, packet.payload["norm"], self.levels, self._lbits, n)
                 return v.reshape(packet.shape).to(packet.dtype)
         if self.coding == "fixed":
-            c = unpack(packet.payload["codes"], 1 + self._lbits, n)
+            w = 1 + self._lbits
+            c = unpack_bytes(packet.payload["codes"], w, n) if w in (2, 4, 8) else unpack(packet.payload["codes"], w, n)
             level, sign = c & ((1 << self._lbits) - 1), c >> self._lbits
         else:
             vals, sign = elias.decode(packet.payload["codes"], packet.meta["nbits"], n, with_tail=True)

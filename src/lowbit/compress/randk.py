@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import torch
 
-from .base import Compressor, Packet, _check_tensor, register
+from .base import Compressor, all_finite, Packet, _check_tensor, register
 from .topk import index_dtype, k_of, scatter
 
 
@@ -28,7 +28,7 @@ class RandK(Compressor):
         k = k_of(self.ratio, d)
         gdev = generator.device if generator is not None else g.device
         idx = torch.randperm(d, generator=generator, device=gdev)[:k].to(g.device)
-        finite = torch.isfinite(g).all().reshape(1).to(torch.uint8)
+        finite = all_finite(g).reshape(1).to(torch.uint8)
         return Packet({"indices": idx.to(index_dtype(d)), "values": g[idx], "finite": finite},
                       tuple(tensor.shape), tensor.dtype, {"scale": d / k})
 

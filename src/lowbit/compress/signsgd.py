@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import torch
 
-from ..packing import pack, unpack
+from ..packing import pack, unpack, unpack_bytes
 from .base import Compressor, Packet, _check_tensor, into, register
 
 
@@ -55,7 +55,11 @@ class SignSGD(Compressor):
     def flat_decode(self, payload, segments, *, out=None):
         from .. import kernels
 
-        if not (payload["signs"].is_cuda and kernels.triton_available()):
+        if not payload["signs"].is_cuda:  # ±s_j: the scales spread, negated where the sign bit is 0
+            s = segments.spread(payload["scales"])
+            plus = unpack_bytes(payload["signs"], 1, segments.total).view(torch.bool)
+            return torch.where(plus, s, torch.neg(s), out=torch.empty_like(s) if out is None else out)
+        if not kernels.triton_available():
             return super().flat_decode(payload, segments, out=out)
         from ..kernels.codecs_triton import sign_decode
 

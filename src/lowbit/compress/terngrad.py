@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import torch
 
-from ..packing import pack, unpack
+from ..packing import pack, unpack, unpack_bytes
 from ..quantize import round_integer
 from .base import Compressor, Packet, _check_tensor, into, register
 
@@ -39,8 +39,8 @@ class TernGrad(Compressor):
             return Packet({"scale": s, "codes": levels_encode(g, s, 1, 1, generator)}, shape, dtype)
         safe = torch.where(s > 0, s, torch.ones_like(s))
         b = round_integer(g.abs() / safe, "stochastic", generator=generator)
-        b = torch.nan_to_num(b, nan=0.0).clamp(0, 1).to(torch.int64)
-        code = b | ((g < 0).to(torch.int64) & b) << 1  # 0 → 0, 1 → +s, 3 → −s
+        b = torch.nan_to_num_(b, nan=0.0).clamp_(0, 1).to(torch.uint8)
+        code = b | ((g < 0).to(torch.uint8) & b) << 1  # 0 → 0, 1 → +s, 3 → −s
         return Packet({"scale": s, "codes": pack(code, 2)}, shape, dtype)
 
     def batchable(self, states=None) -> bool:
@@ -106,6 +106,6 @@ class TernGrad(Compressor):
 
             v = levels_decode(packet.payload["codes"], packet.payload["scale"], 1, 1, packet.numel)
             return v.reshape(packet.shape).to(packet.dtype)
-        c = unpack(packet.payload["codes"], 2, packet.numel)
+        c = unpack_bytes(packet.payload["codes"], 2, packet.numel)
         v = (c & 1).to(torch.float32) * (1 - (c >> 1).to(torch.float32) * 2) * packet.payload["scale"]
         return v.reshape(packet.shape).to(packet.dtype)
