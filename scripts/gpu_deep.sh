@@ -12,6 +12,8 @@
 #   momentum  intsgd-vae for 50 epochs without momentum (lr 0.01, the same effective step as 0.001
 #           with momentum 0.9): the IntSGD gap where α sees the step it rounds
 #   rounding  intsgd-vae for 50 epochs with IntSGD's stochastic rounding instead of nearest
+#   comm    GPU tests of the codecs' flat messages, the DDP hooks' cost in a training step, the
+#           codec benchmark, and rounding inside the model (with QPyTorch where its wheel is in .whl/)
 set -uo pipefail
 OUT=${OUT:-gpu-out}; mkdir -p "$OUT"
 export PYTHONPATH=$PWD/src PYTHONUNBUFFERED=1
@@ -69,6 +71,14 @@ for stage in "${@:-bench}"; do
         epochs=50 "extra_runs=[{quant.codec: identity}, {quant.codec: intsgd, quant.options: {n_workers: 8, \
         rounding: stochastic, rule: moving_avg_const, beta: 0.0, sigma_sq: 1.0e-8}}]" 2>&1 | tail -6
       keep intsgd-vae-50-stochastic ;;
-    *) echo "unknown stage $stage (bench, step, intsgd, isgq, halp, slowdown, causes, momentum, rounding)"; exit 2 ;;
+    comm)
+      if ls .whl/qtorch-*.whl >/dev/null 2>&1; then
+        python3 -m pip install -q --no-index --no-deps --target /tmp/site .whl/qtorch-*.whl && export PYTHONPATH=$PYTHONPATH:/tmp/site
+      fi
+      python3 -m pytest -q -p no:cacheprovider tests/test_many.py tests/test_compress_cuda.py 2>&1 | tail -4
+      python3 benchmarks/ddp_step.py --out "$OUT/ddp-step-h200.json" 2>&1 | tail -14
+      python3 benchmarks/compress.py --philox-rounds 10 --out "$OUT/compress-h200.json" 2>&1 | tail -24
+      python3 benchmarks/in_model.py --out "$OUT/in-model-h200.json" 2>&1 | tail -16 ;;
+    *) echo "unknown stage $stage (bench, step, intsgd, isgq, halp, slowdown, causes, momentum, rounding, comm)"; exit 2 ;;
   esac
 done

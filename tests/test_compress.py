@@ -394,3 +394,32 @@ def test_intsgd_unit_coder_equals_its_packets(opts, dtype):
         packet = codec.decode(codec._encode_alpha(u, alpha, torch.Generator().manual_seed(5), tuple(u.shape), u.dtype))
         assert fast.dtype == packet.dtype
         assert torch.equal(fast, packet) if not bad else (fast.isnan().all() and packet.isnan().all())
+
+
+@pytest.mark.parametrize("fmt,oracle", [("fp8", "float8_e4m3fn"), ("e5m2", "float8_e5m2"), ("fp4", "float4_e2m1fn"),
+                                        ("fp16", "float16"), ("bf16", "bfloat16")])
+def test_cpu_cast_codes_match_ml_dtypes_on_a_sweep_of_float32(fmt, oracle):
+    """The CPU cast codec's round-to-nearest (torch's own conversion, or fp4 by binades) decodes
+    to ml_dtypes' conversion of every float32 of a sweep over all bit patterns (every 4099th,
+    and the ties and overflow boundaries of the format), NaN where ml_dtypes gives NaN."""
+    import ml_dtypes
+    import numpy as np
+
+    from lowbit.formats import get_format
+
+    f = get_format(fmt)
+    pats = np.arange(0, 2**32, 4099, dtype=np.uint64).astype(np.uint32).view(np.float32)
+    odt = getattr(np, oracle) if hasattr(np, oracle) else getattr(ml_dtypes, oracle)
+    grid = np.arange(2 ** f.code_bits, dtype=np.uint8).view(odt).astype(np.float32) if f.code_bits <= 8 else np.zeros(0)
+    grid = np.unique(grid[np.isfinite(grid)])
+    ties = np.concatenate([(grid[:-1] + grid[1:]) / 2, np.nextafter((grid[:-1] + grid[1:]) / 2, np.inf).astype(np.float32)])
+    special = np.array([f.max, f.max * 1.03, f.max * 1.05, 1e30, np.inf, 0.0, -0.0, 1e-30], dtype=np.float32)
+    x = np.concatenate([pats, ties.astype(np.float32), special, -special]).astype(np.float32)
+    if f.code_bits == 4:  # no NaN or inf in e2m1: finite inputs (a non-finite tensor decodes to NaN)
+        x = x[np.isfinite(x)]
+    codec = get_compressor("cast", format=fmt)
+    got = codec.decode(codec.encode(torch.from_numpy(x))).numpy()
+    want = x.astype(odt).astype(np.float32)
+    both_nan = np.isnan(got) & np.isnan(want)
+    bad = ~(both_nan | (got.view(np.uint32) == want.view(np.uint32)))
+    assert not bad.any(), (x[bad][:5], got[bad][:5], want[bad][:5])
