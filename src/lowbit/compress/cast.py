@@ -175,7 +175,15 @@ class Cast(Compressor):
     def unit_decode(self, payload, n, out=None):
         if out is not None and self._native is not None and "finite" not in payload and not payload["codes"].is_cuda:
             return out.copy_(payload["codes"].view(self._native)[:n])  # converted in the copy, no temporary
-        return into(self._values(payload["codes"], n, payload.get("finite")), out)
+        codes = payload["codes"]
+        if out is not None and codes.is_cuda and self.fmt.code_bits in (4, 8) and isinstance(self.fmt, FloatFormat):
+            from .. import kernels
+
+            if kernels.triton_available() and kernels.supports(self.fmt):
+                from ..kernels.codecs_triton import cast_decode
+
+                return cast_decode(codes, self.fmt, n, payload.get("finite"), out=out)
+        return into(self._values(codes, n, payload.get("finite")), out)
 
     def graph_safe(self, flat, states=None) -> bool:
         return self._fused(flat)

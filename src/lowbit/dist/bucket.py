@@ -152,7 +152,7 @@ class BucketCoder:
     def decode_sum(self, total: dict, n: int, out: torch.Tensor) -> torch.Tensor:
         """The mean decode(Σ_i payload_i)/n, written into ``out`` (the coded part)."""
         self.inner.flat_decode(total, self.segments, out=out)
-        return out.div_(n)
+        return out.div_(n) if n > 1 else out
 
     # -- the others: bytes all-gathered ---------------------------------------------------------------
     def byte_layout(self, payload: dict) -> list[tuple[str, int, int, torch.dtype, tuple]]:
@@ -193,7 +193,7 @@ class BucketCoder:
         tmp = torch.empty_like(out) if len(payloads) > 1 else None
         for p in payloads[1:]:
             out += self.inner.flat_decode(p, seg, out=tmp)
-        return out.div_(len(payloads))
+        return out.div_(len(payloads)) if len(payloads) > 1 else out
 
 
 __all__ = ["BucketCoder", "bucketable"]

@@ -200,6 +200,9 @@ def _per_parameter(state: HookState, bucket) -> torch.futures.Future[torch.Tenso
     return fut
 
 
+_all_gather_into = getattr(dist, "all_gather_single", None) or dist.all_gather_into_tensor  # renamed in torch 2.10
+
+
 def compressed_hook(state: HookState, bucket) -> torch.futures.Future[torch.Tensor]:
     """The DDP communication hook (``register_comm_hook(state, compressed_hook)``)."""
     if not state.bucketed:
@@ -240,7 +243,7 @@ def compressed_hook(state: HookState, bucket) -> torch.futures.Future[torch.Tens
         b.layout = coder.byte_layout(payload)
     mine = coder.to_bytes(payload, exact, b.layout)
     got = torch.empty(n * mine.numel(), dtype=torch.uint8, device=mine.device)
-    work = dist.all_gather_single(got, mine, group=group, async_op=True)
+    work = _all_gather_into(got, mine, group=group, async_op=True)
 
     def gathered(_fut):
         parts = [coder.from_bytes(piece, b.layout) for piece in got.view(n, -1)]
