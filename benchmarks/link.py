@@ -72,9 +72,9 @@ def hooks(world: int):
                               min_compression_rate=2, orthogonalization_epsilon=1e-8)
         return st, ph.powerSGD_hook, None
 
-    def lowbit(make):
+    def lowbit(make, **kw):
         def build(m):
-            st, hk = hook_for(make(), model=m, seed=0)
+            st, hk = hook_for(make(), model=m, seed=0, **kw)
             return st, hk, None
         return build
 
@@ -85,6 +85,7 @@ def hooks(world: int):
         "lowbit identity": lowbit(lambda: get_compressor("identity")),
         "lowbit intsgd int8": lowbit(lambda: get_compressor("intsgd", alpha=64.0, bits=8, n_workers=world)),
         "lowbit cast fp8": lowbit(lambda: get_compressor("cast", format="fp8")),
+        "lowbit cast fp8, scatter": lowbit(lambda: get_compressor("cast", format="fp8"), mode="scatter"),
         "lowbit cast fp4": lowbit(lambda: get_compressor("cast", format="fp4")),
         "lowbit natural": lowbit(lambda: get_compressor("natural")),
         "lowbit qsgd s=16": lowbit(lambda: get_compressor("qsgd", levels=16)),
@@ -161,15 +162,88 @@ def worker(args) -> None:
     dist.destroy_process_group()
 
 
-def run_rate(rate: str, args) -> list:
+E2E = {  # label → hook options (None: DDP's fp32 all-reduce)
+    "fp32 (DDP default)": None,
+    "lowbit intsgd int8": dict(compressor="intsgd", bits=8, n_workers=2, rounding="stochastic",
+                               rule="moving_avg_const", beta=0.0, sigma_sq=1e-8),
+    "lowbit cast fp8": dict(compressor="cast", format="fp8"),
+}
+
+
+def e2e_worker(args) -> None:
+    """LeNet (ISGQ's count: 1.66 M parameters) on mnist-5k over the 2 ranks: each rank takes its
+    half of every batch; wall time (training only, both ranks) until the test accuracy, checked
+    after every epoch, first reaches ``--target``."""
+    import json
+
+    import torch
+    import torch.distributed as dist
+
+    from lowbit.data.images import load_images
+    from lowbit.dist.hooks import hook_for
+    from lowbit.models import get_model
+
+    torch.set_num_threads(args.threads)
+    rank = int(os.environ["RANK"])
+    dist.init_process_group("gloo", rank=rank, world_size=2)
+    data = load_images("mnist-5k")
+    rows = []
+    for label, opts in E2E.items():
+        torch.manual_seed(0)
+        model = get_model("lenet")
+        ddp = torch.nn.parallel.DistributedDataParallel(model)
+        state = None
+        if opts is not None:
+            state, hook = hook_for(model=model, seed=0, **opts)
+            ddp.register_comm_hook(state, hook)
+        opt = torch.optim.SGD(model.parameters(), lr=args.lr, momentum=0.9)
+        g = torch.Generator().manual_seed(1)
+        wall, reached, acc, curve, steps = 0.0, None, 0.0, [], 0
+        for epoch in range(args.epochs):
+            order = torch.randperm(data.train_x.shape[0], generator=g)
+            dist.barrier()
+            t0 = time.perf_counter()
+            for i in range(0, len(order) - args.batch + 1, args.batch):
+                idx = order[i : i + args.batch][rank::2]
+                before = [p.detach().clone() for p in model.parameters()] if state is not None else None
+                opt.zero_grad()
+                torch.nn.functional.cross_entropy(ddp(data.train_x[idx]), data.train_y[idx]).backward()
+                opt.step()
+                steps += 1
+                if before is not None:
+                    state.observe(args.lr, [float(((p.detach() - b) ** 2).sum()) for p, b in zip(model.parameters(), before)])
+            t = torch.tensor([time.perf_counter() - t0], dtype=torch.float64)
+            dist.all_reduce(t, dist.ReduceOp.MAX)
+            wall += float(t)
+            with torch.no_grad():
+                acc = float((model(data.test_x).argmax(1) == data.test_y).float().mean())
+            curve.append((round(wall, 2), acc))
+            if reached is None and acc >= args.target:
+                reached = wall
+                break
+        rows.append({"hook": label, "s_to_target": reached, "epochs": len(curve), "final_accuracy": acc,
+                     "curve": curve, "mb_sent": (state.bytes_sent if state is not None
+                                                 else 4 * steps * sum(p.numel() for p in model.parameters())) / 1e6})
+        if rank == 0:
+            print(f"  {label:24s} {reached if reached else float('nan'):7.1f} s to {args.target:.0%} "
+                  f"({len(curve)} epochs, accuracy {acc:.3f})", flush=True)
+    if rank == 0:
+        with open(args.out, "w") as f:
+            json.dump(rows, f)
+    dist.destroy_process_group()
+
+
+def run_rate(rate: str, args, e2e: bool = False) -> list:
     setup(rate)
-    out = f"/tmp/lowbit-link-{os.getpid()}-{rate}.json"
+    out = f"/tmp/lowbit-link-{os.getpid()}-{rate}{'-e2e' if e2e else ''}.json"
     procs = []
     for r in range(2):
         env = dict(os.environ, RANK=str(r), WORLD_SIZE="2", MASTER_ADDR=ADDR[0], MASTER_PORT="29611",
                    GLOO_SOCKET_IFNAME=DEV[r], OMP_NUM_THREADS=str(args.threads))
         cmd = ["ip", "netns", "exec", NS[r], sys.executable, os.path.abspath(__file__), "--worker", "--out", out,
-               "--steps", str(args.steps), "--warmup", str(args.warmup), "--threads", str(args.threads)]
+               "--steps", str(args.steps), "--warmup", str(args.warmup), "--threads", str(args.threads),
+               "--target", str(args.target), "--epochs", str(args.epochs), "--batch", str(args.batch),
+               "--lr", str(args.lr)] + (["--e2e"] if e2e else [])
         if args.only:
             cmd += ["--only", *args.only]
         procs.append(subprocess.Popen(cmd, env=env))
@@ -199,21 +273,30 @@ def main() -> None:
     ap.add_argument("--only", nargs="*", help="run the hooks whose label contains one of these")
     ap.add_argument("--timeout", type=float, default=420.0, help="seconds per link rate")
     ap.add_argument("--out", default="benchmarks/results/link.json")
+    ap.add_argument("--e2e", action="store_true", help="also train LeNet on mnist-5k at the first rate")
+    ap.add_argument("--target", type=float, default=0.95, help="end-to-end: test accuracy to reach")
+    ap.add_argument("--epochs", type=int, default=30, help="end-to-end: at most this many epochs")
+    ap.add_argument("--batch", type=int, default=128, help="end-to-end: global batch (half per rank)")
+    ap.add_argument("--lr", type=float, default=0.02, help="end-to-end: SGD stepsize (momentum 0.9)")
+    ap.add_argument("--no-table", action="store_true", help="skip the fixed-gradient table")
     ap.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.worker:
-        worker(args)
+        (e2e_worker if args.e2e else worker)(args)
         return
     if os.geteuid() != 0:
         sys.exit("link.py builds network namespaces and shapes a link with tc: run it as root")
     sys.path.insert(0, HERE)
     from common import write_results
 
-    table = {}
+    table, e2e = {}, None
     try:
-        for rate in args.rates:
+        for rate in [] if args.no_table else args.rates:
             print(f"{rate}:", flush=True)
             table[rate] = run_rate(rate, args)
+        if args.e2e:
+            print(f"LeNet on mnist-5k at {args.rates[0]}:", flush=True)
+            e2e = run_rate(args.rates[0], args, e2e=True)
     finally:
         teardown()
     rows = []
@@ -228,8 +311,20 @@ def main() -> None:
         f = lambda v: f"{v:.2f}" if v else ""  # noqa: E731
         print(f"| {r['rate']} | {r['hook']} | {r['s_per_step']:.3f} | {f(r['x_fp32'])} | {f(r['x_fp16'])} | "
               f"{r['mb_sent']:.2f} |")
+    if e2e:
+        base = next((r["s_to_target"] for r in e2e if r["hook"].startswith("fp32")), None)
+        print(f"\n| LeNet, mnist-5k, {args.rates[0]} | s to {args.target:.0%} test accuracy | × fp32 | epochs | "
+              "s / epoch | MB sent per rank per epoch |\n|---|---:|---:|---:|---:|---:|")
+        for r in e2e:
+            s_, x = r["s_to_target"], (base / r["s_to_target"]) if base and r["s_to_target"] else None
+            per = r["curve"][-1][0] / r["epochs"]
+            mb = f"{r['mb_sent'] / r['epochs']:.1f}" if r["mb_sent"] is not None else ""
+            print(f"| {r['hook']} | {f'{s_:.1f}' if s_ else 'not reached'} | {f'{x:.2f}' if x else ''} | {r['epochs']} | "
+                  f"{per:.2f} | {mb} |")
     write_results(args.out, "link", rows, steps=args.steps, warmup=args.warmup, threads_per_rank=args.threads,
-                  model="ResNet-18 parameter tensors, fixed random gradient", ranks=2)
+                  model="ResNet-18 parameter tensors, fixed random gradient", ranks=2, end_to_end=e2e,
+                  end_to_end_setup={"model": "lenet", "data": "mnist-5k", "rate": args.rates[0], "target": args.target,
+                                    "batch": args.batch, "lr": args.lr, "momentum": 0.9} if e2e else None)
 
 
 if __name__ == "__main__":

@@ -24,6 +24,8 @@ CODECS = {
     "cast-fp8": lambda n: get_compressor("cast", format="fp8"),
     "cast-fp4-stochastic-block": lambda n: get_compressor("cast", format="fp4", rounding="stochastic", scaling="block"),
     "intsgd-int8": lambda n: get_compressor("intsgd", alpha=50.0, bits=8, n_workers=n),
+    "intsgd-int16-adaptive": lambda n: get_compressor("intsgd", bits=16, n_workers=n, rule="moving_avg_const",
+                                                      sigma_sq=1e-4),  # per-tensor α_j = √d_j/σ, int16 summed as int32
     "intsgd-auto": lambda n: get_compressor("intsgd", alpha=1e4, n_workers=n),
     "hintsgd": lambda n: get_compressor("hintsgd", n_workers=n),
     "natural": lambda n: get_compressor("natural"),
@@ -37,6 +39,13 @@ CODECS = {
     "randk": lambda n: get_compressor("randk", ratio=0.25),
     "powersgd": lambda n: get_compressor("powersgd", rank=2),
     "shifted-qsgd": lambda n: Shifted(get_compressor("qsgd", levels=4)),
+}
+
+
+SCATTER = {  # the compressed reduce-scatter mode: the mean is coded twice
+    "cast-fp16": lambda n: get_compressor("cast", format="fp16"),
+    "qsgd": lambda n: get_compressor("qsgd", levels=4),
+    "ef-signsgd": lambda n: ErrorFeedback(get_compressor("signsgd")),
 }
 
 

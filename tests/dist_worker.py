@@ -36,6 +36,18 @@ def equiv(out):
             opt.step()
         res[label] = {"params": [p.detach().cpu() for p in model.parameters()], "bytes": state.bytes_sent,
                       "buckets": state.buckets()}
+    for label, make in C.SCATTER.items():  # compressed reduce-scatter + all-gather
+        model = C.make_model().to(dev)
+        ddp = torch.nn.parallel.DistributedDataParallel(model, bucket_cap_mb=C.BUCKET_MB)
+        state, hook = hook_for(make(world), model=model, seed=C.SEED, mode="scatter")
+        ddp.register_comm_hook(state, hook)
+        opt = torch.optim.SGD(model.parameters(), lr=C.LR)
+        for k in range(C.STEPS):
+            x, y = (t.to(dev) for t in C.worker_batch(rank, k))
+            opt.zero_grad()
+            C.loss_fn(ddp(x), y).backward()
+            opt.step()
+        res["scatter " + label] = {"params": [p.detach().cpu() for p in model.parameters()], "bytes": state.bytes_sent}
     split = C.diana_problem(world)
     split = type(split)(split.A.to(dev), split.y.to(dev), split.lam)
     x = torch.zeros(split.A.shape[2], dtype=torch.float64, device=dev)

@@ -96,6 +96,15 @@ def test_ddp_hooks_and_diana_match_the_simulation(world, tmp_path):
                 for a, b in zip(got["params"], params):
                     assert torch.allclose(a, b, rtol=1e-5, atol=1e-6), (label, r, (a - b).abs().max())
                 assert 8 * got["bytes"] == bits[r], (label, r, got["bytes"], bits[r] / 8)
+        exact_params, _ = _simulate("identity", world)
+        for label in C.SCATTER:
+            got = [res[r]["scatter " + label]["params"] for r in range(world)]
+            for r in range(1, world):  # every rank decodes the same chunks: the same parameters
+                assert all(torch.equal(a, b) for a, b in zip(got[0], got[r])), label
+            assert all(torch.isfinite(a).all() for a in got[0])
+            if label == "cast-fp16":  # coded twice in fp16: close to the exact mean's training
+                for a, b in zip(got[0], exact_params):
+                    assert torch.allclose(a, b, rtol=1e-2, atol=1e-3), (a - b).abs().max()
         x, sub = _simulate_diana(world)
     finally:
         torch.set_num_threads(threads)

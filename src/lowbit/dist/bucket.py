@@ -169,6 +169,9 @@ class BucketCoder:
 
     def to_bytes(self, payload: dict, exact: torch.Tensor, layout) -> torch.Tensor:
         total = _align(layout[-1][1] + layout[-1][2]) if layout else 0
+        if len(layout) == 1 and layout[0][2] == total:  # one field filling the message: itself
+            k = layout[0][0]
+            return (exact if k == "exact" else payload[k]).reshape(-1).view(torch.uint8)
         buf = torch.zeros(total, dtype=torch.uint8, device=self.device)
         for k, off, nb, dt, _ in layout:
             t = exact if k == "exact" else payload[k]

@@ -74,16 +74,27 @@ class _Bucket:
         self.memory: torch.Tensor | None = None  # error feedback, on the bucket's device
         self.bytes_sent = 0
         self.layout = None
+        self.key: tuple = ()
+        self.chunks = None  # scatter mode: the chunk coders, their layouts, the owner's generator and memory
+        self.layouts = None
+        self.generator2 = None
+        self.memory2 = None
 
 
 class HookState:
     """Per-bucket (or per-parameter) codec state of one rank, and the bytes it sent.
 
     ``exact_below``: tensors of at most this many values, and 1-D tensors, also travel exactly
-    (0: none)."""
+    (0: none).  ``mode``: how codecs that do not sum in flight travel — ``"gather"`` (every rank
+    all-gathers every message: the simulation's numbers) or ``"scatter"`` (compressed
+    reduce-scatter + all-gather, see :func:`_scatter`)."""
 
     def __init__(self, codec, *, model: "torch.nn.Module | None" = None, seed: int = 0, group=None,
-                 exact_below: int = 0):
+                 exact_below: int = 0, mode: str = "gather"):
+        if mode not in ("gather", "scatter"):
+            raise ValueError(f"mode is 'gather' (all-gather of every message) or 'scatter' (compressed "
+                             f"reduce-scatter + all-gather), got {mode!r}")
+        self.mode = mode
         self.codec = codec
         self.seed = seed
         self.group = group
@@ -116,10 +127,12 @@ class HookState:
                                 shapes=[tuple(p.shape) for p in params])
             gen = worker_generator(bucket_seed(self.seed, key), dist.get_rank(self.group), device)
             b = _Bucket(coder, gen)
+            b.key = key
             saved = self._saved_buckets.pop(key, None)  # from load_state_dict
             if saved is not None:
                 b.memory, b.bytes_sent = saved["memory"], saved["bytes_sent"]
                 b.generator.set_state(saved["generator"][1])
+                b.memory2, b.saved_generator2 = saved.get("memory2"), saved.get("generator2")
             else:
                 b.memory = carry_memory({k: (o.memory, o.coder.sizes) for k, o in self.bucket_states.items()},
                                         key, coder.sizes, None)
@@ -157,21 +170,26 @@ class HookState:
     def wire_bytes(self) -> int:
         return sum(c.wire_bytes for c in self.clusters.values()) + sum(b.bytes_sent for b in self.bucket_states.values())
 
-    def observe(self, lr: float, step_sq_norm: float) -> None:
-        """Adaptive IntSGD: update α of every parameter from the step just taken (public)."""
+    def observe(self, lr: float, step_sq_norm) -> None:
+        """Adaptive IntSGD: update α of every parameter from the step just taken (public):
+        ``step_sq_norm`` is ‖x_{k+1} − x_k‖² of the whole model, or a sequence of each parameter's
+        own (layer-wise α, as the deep runner uses), indexed by position in ``model.parameters()``."""
         if getattr(self.codec, "adaptive", False):
-            for st in self.param_states.values():
-                self.codec.observe(st, lr, step_sq_norm)
-            for c in self.clusters.values():
+            per = not isinstance(step_sq_norm, (int, float, torch.Tensor))
+            for j, st in self.param_states.items():
+                self.codec.observe(st, lr, step_sq_norm[j] if per else step_sq_norm)
+            for j, c in self.clusters.items():
                 if c.state is not None:
-                    self.codec.observe(c.state, lr, step_sq_norm)
+                    self.codec.observe(c.state, lr, step_sq_norm[j] if per else step_sq_norm)
 
     def state_dict(self) -> dict:
         return {"seed": self.seed, "steps": self.steps, "exact_below": self.exact_below, "layouts": list(self.layouts),
                 "clusters": {j: c.state_dict() for j, c in self.clusters.items()},
                 "param_states": dict(self.param_states),
                 "buckets": {k: {"memory": b.memory, "generator": (str(b.generator.device), b.generator.get_state()),
-                                "bytes_sent": b.bytes_sent} for k, b in self.bucket_states.items()}}
+                                "bytes_sent": b.bytes_sent, "memory2": b.memory2,
+                                "generator2": b.generator2.get_state() if b.generator2 is not None else None}
+                            for k, b in self.bucket_states.items()}}
 
     def load_state_dict(self, sd: dict) -> None:
         self.seed, self.steps = sd["seed"], sd["steps"]
@@ -200,6 +218,85 @@ def _per_parameter(state: HookState, bucket) -> torch.futures.Future[torch.Tenso
     return fut
 
 
+def _chunk_coders(coder: BucketCoder, n: int) -> list:
+    """(lo, hi, coder of the pieces of tensors in [lo, hi)) for n equal chunks of a bucket."""
+    d = sum(coder.sizes)
+    c = -(-d // n)
+    out = []
+    for k in range(n):
+        lo, hi = min(k * c, d), min((k + 1) * c, d)
+        pieces = [min(hi, coder.offsets[j + 1]) - max(lo, coder.offsets[j]) for j in range(len(coder.sizes))
+                  if coder.offsets[j] < hi and coder.offsets[j + 1] > lo]
+        out.append((lo, hi, BucketCoder(coder.codec, pieces, coder.device) if pieces else None))
+    return out
+
+
+def _scatter(state: "HookState", b: "_Bucket", flat, exact, n: int, finish):
+    """Compressed reduce-scatter + all-gather: rank r sends chunk k of its coded bucket to rank k
+    (one all-to-all), decodes and averages the n messages of its own chunk r, codes that partial
+    mean once more and all-gathers it; every rank decodes the n chunks.  Each rank decodes about
+    two buckets' worth whatever n, and sends about 2(n−1)/n of a message (the all-gather mode:
+    n − 1 messages).  ``bytes_sent`` counts the chunks sent to others and the re-coded chunk.  The mean is compressed twice — what CGX, DeepSpeed's compressed all-reduce and
+    Bagua do — so it does not reproduce the simulation, which the all-gather mode does; error
+    feedback keeps a second memory for the owner's re-encoding (as 1-bit Adam's server error)."""
+    group, rank = state.group, dist.get_rank(state.group)
+    if b.chunks is None:
+        b.chunks = _chunk_coders(b.coder, n)
+        b.layouts = [None] * n
+        b.generator2 = worker_generator(bucket_seed(state.seed, b.key) + 1, rank, flat.device)
+        if getattr(b, "saved_generator2", None) is not None:
+            b.generator2.set_state(b.saved_generator2)
+    msgs = []
+    for k, (lo, hi, cc) in enumerate(b.chunks):
+        if cc is None:
+            msgs.append(torch.zeros(0, dtype=torch.uint8, device=flat.device))
+            continue
+        mem = b.memory[lo:hi] if b.memory is not None else None
+        p, new = cc.encode(flat[lo:hi], generator=b.generator, memory=mem)
+        if new is not None:
+            if b.memory is None:
+                b.memory = torch.zeros_like(flat)
+            b.memory[lo:hi] = new
+        if b.layouts[k] is None:
+            b.layouts[k] = cc.byte_layout(p)
+        msgs.append(cc.to_bytes(p, flat[:0], b.layouts[k]))
+        if k != rank:  # the own chunk stays here
+            b.bytes_sent += cc.nbytes(p)
+    sizes = [m.numel() for m in msgs]
+    recv = torch.empty(n * sizes[rank], dtype=torch.uint8, device=flat.device)
+    side = dist.all_reduce(exact, group=group, async_op=True) if exact.numel() else None
+    work = dist.all_to_all_single(recv, torch.cat(msgs), [sizes[rank]] * n, sizes, group=group, async_op=True)
+    width = max(sizes)
+
+    def second(_=None):
+        lo, hi, cc = b.chunks[rank]
+        mine = torch.zeros(width, dtype=torch.uint8, device=flat.device)
+        if cc is not None:
+            parts = [cc.from_bytes(piece, b.layouts[rank])[0] for piece in recv.view(n, -1)]
+            partial = cc.mean_decoded(parts, torch.empty(hi - lo, device=flat.device))
+            p, b.memory2 = cc.encode(partial, generator=b.generator2, memory=b.memory2)
+            b.bytes_sent += cc.nbytes(p)
+            mine[: sizes[rank]] = cc.to_bytes(p, flat[:0], b.layouts[rank])
+        got = torch.empty(n * width, dtype=torch.uint8, device=flat.device)
+        return got, _all_gather_into(got, mine, group=group, async_op=True)
+
+    def last(got):
+        for k, (lo, hi, cc) in enumerate(b.chunks):
+            if cc is not None:
+                payload, _ = cc.from_bytes(got[k * width : k * width + sizes[k]], b.layouts[k])
+                cc.inner.flat_decode(payload, cc.segments, out=flat[lo:hi])
+        if side is not None:
+            side.wait()
+        return finish(exact.div_(n))
+
+    # The second collective starts from the hook, not from a callback: gloo runs callbacks on its
+    # own threads, in an order that differs between ranks when several buckets are in flight (a
+    # collective mismatch).  NCCL's wait only orders the streams; gloo's blocks until the chunks are in.
+    work.wait()
+    got, w2 = second()
+    return w2.get_future().then(lambda _f: last(got))
+
+
 _all_gather_into = getattr(dist, "all_gather_single", None) or dist.all_gather_into_tensor  # renamed in torch 2.10
 
 
@@ -218,8 +315,10 @@ def compressed_hook(state: HookState, bucket) -> torch.futures.Future[torch.Tens
     n = dist.get_world_size(group)
     flat = buf if buf.dtype == torch.float32 else buf.float()
     exact = coder.exact_part(flat)
-    payload, b.memory = coder.encode(flat, generator=b.generator, memory=b.memory, states=state.states(key, params))
-    b.bytes_sent += coder.nbytes(payload)
+    scatter = state.mode == "scatter" and not coder.summable
+    if not scatter:
+        payload, b.memory = coder.encode(flat, generator=b.generator, memory=b.memory, states=state.states(key, params))
+        b.bytes_sent += coder.nbytes(payload)
 
     def finish(mean_exact: torch.Tensor) -> torch.Tensor:
         coder.join(flat, mean_exact)
@@ -229,16 +328,20 @@ def compressed_hook(state: HookState, bucket) -> torch.futures.Future[torch.Tens
 
     if coder.summable:
         send = coder.to_sum_buffer(payload)
+        wide = send.to(torch.int32) if send.dtype == torch.int16 else send  # neither gloo nor NCCL sums int16
         side = dist.all_reduce(exact, group=group, async_op=True) if exact.numel() else None
-        work = dist.all_reduce(send, group=group, async_op=True)
+        work = dist.all_reduce(wide, group=group, async_op=True)
 
         def summed(_fut):
             if side is not None:
                 side.wait()
-            coder.decode_sum(coder.from_sum_buffer(send, payload), n, flat)
+            total = send if wide is send else wide.to(send.dtype)  # the clamp makes the sum fit
+            coder.decode_sum(coder.from_sum_buffer(total, payload), n, flat)
             return finish(exact.div_(n))
 
         return work.get_future().then(summed)
+    if scatter:
+        return _scatter(state, b, flat, exact, n, finish)
     if b.layout is None:
         b.layout = coder.byte_layout(payload)
     mine = coder.to_bytes(payload, exact, b.layout)
@@ -260,7 +363,7 @@ def compressed_hook(state: HookState, bucket) -> torch.futures.Future[torch.Tens
 
 
 def hook_for(compressor, *, model: "torch.nn.Module | None" = None, seed: int = 0, group=None, exact_below: int = 0,
-             **options):
+             mode: str = "gather", **options):
     """(state, hook) for ``DistributedDataParallel.register_comm_hook`` with a compressor (a name
     with ``options``, or a Compressor).  Pass the unwrapped ``model`` so that parameters are
     numbered as in the simulation."""
@@ -270,7 +373,7 @@ def hook_for(compressor, *, model: "torch.nn.Module | None" = None, seed: int = 
                          "sees; train it with lowbit's simulated workers (lowbit.compress.isgq.Factored)")
     if not dist.is_initialized():
         raise RuntimeError("hook_for needs torch.distributed initialized (lowbit.dist.init() under torchrun)")
-    return HookState(codec, model=model, seed=seed, group=group, exact_below=exact_below), compressed_hook
+    return HookState(codec, model=model, seed=seed, group=group, exact_below=exact_below, mode=mode), compressed_hook
 
 
 __all__ = ["HookState", "compressed_hook", "hook_for", "param_seed"]

@@ -233,14 +233,16 @@ class SimulatedDataParallel:
             self.sim_buckets[key] = b
         return self.sim_buckets[key]
 
-    def observe(self, lr: float, step_sq_norm: float) -> None:
-        """Adaptive IntSGD: update α of every parameter (as ``HookState.observe``)."""
+    def observe(self, lr: float, step_sq_norm) -> None:
+        """Adaptive IntSGD: update α of every parameter (as ``HookState.observe``: one value, or
+        each parameter's own)."""
         if getattr(self.codec, "adaptive", False):
-            for st in self.param_states.values():
-                self.codec.observe(st, lr, step_sq_norm)
-            for c in self.clusters:
+            per = not isinstance(step_sq_norm, (int, float, torch.Tensor))
+            for j, st in self.param_states.items():
+                self.codec.observe(st, lr, step_sq_norm[j] if per else step_sq_norm)
+            for j, c in enumerate(self.clusters):
                 if c.state is not None:
-                    self.codec.observe(c.state, lr, step_sq_norm)
+                    self.codec.observe(c.state, lr, step_sq_norm[j] if per else step_sq_norm)
 
     def state_dict(self) -> dict:
         return {"clusters": [c.state_dict() for c in self.clusters], "bits_per_worker": list(self.bits_per_worker),

@@ -207,9 +207,7 @@ def run_deep(cfg: RunConfig, folder: RunFolder, *, resume: bool = True, stop_aft
                 bits += sdp.set_grads([torch.stack([w[j] for w in per_worker]) for j in range(len(params))])["bits"]
                 opt.step()
                 if before is not None:  # IntSGD: layer-wise α from each parameter's own step
-                    for p, b, cl in zip(params, before, sdp.clusters):
-                        if cl.state is not None:
-                            sdp.codec.observe(cl.state, lr, float(((p.detach() - b) ** 2).sum()))
+                    sdp.observe(lr, [float(((p.detach() - b) ** 2).sum()) for p, b in zip(params, before)])
         qs, epoch_bits, places = [], 0.0, {}
         if isinstance(grads_opt, QuantizedGradients):
             new = grads_opt.log.rows()[logged:]
