@@ -49,6 +49,14 @@ SCATTER = {  # the compressed reduce-scatter mode: the mean is coded twice
 }
 
 
+RESUMED = {  # deterministic codecs: a restarted DDP lays its buckets out afresh, so a restart
+    # resumes bit for bit where the randomness does not depend on the layout
+    "ef-signsgd": lambda n: ErrorFeedback(get_compressor("signsgd")),
+    "intsgd-int16-adaptive-nearest": lambda n: get_compressor("intsgd", bits=16, n_workers=n, rounding="nearest",
+                                                              rule="moving_avg_const", sigma_sq=1e-4),
+}
+
+
 def make_model() -> torch.nn.Module:
     torch.manual_seed(SEED)
     return torch.nn.Sequential(torch.nn.Linear(12, 16), torch.nn.Tanh(), torch.nn.Linear(16, 3))

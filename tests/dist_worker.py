@@ -36,6 +36,9 @@ def equiv(out):
             opt.step()
         res[label] = {"params": [p.detach().cpu() for p in model.parameters()], "bytes": state.bytes_sent,
                       "buckets": state.buckets()}
+    for label, make in C.RESUMED.items():  # a restart from state_dict after step 0, against none
+        for restart in (None, 1):
+            res[f"resumed {label} {restart}"] = _train_resumed(make(world), rank, dev, restart)
     for label, make in C.SCATTER.items():  # compressed reduce-scatter + all-gather
         model = C.make_model().to(dev)
         ddp = torch.nn.parallel.DistributedDataParallel(model, bucket_cap_mb=C.BUCKET_MB)
@@ -61,6 +64,34 @@ def equiv(out):
         subopt.append(P.suboptimality(x))
     res["vr-intdiana"] = {"x": x.cpu(), "subopt": subopt, "bytes": cluster.bytes_sent}
     torch.save(res, f"{out}.{rank}.pt")
+
+
+def _train_resumed(codec, rank, dev, restart):
+    """C.STEPS steps with IntSGD's α observed after each; at step ``restart`` everything is rebuilt
+    from state dicts, as a new process would."""
+    model = C.make_model().to(dev)
+    opt = torch.optim.SGD(model.parameters(), lr=C.LR)
+    ddp = torch.nn.parallel.DistributedDataParallel(model, bucket_cap_mb=C.BUCKET_MB)
+    state, hook = hook_for(codec, model=model, seed=C.SEED)
+    ddp.register_comm_hook(state, hook)
+    for k in range(C.STEPS):
+        if k == restart:
+            sd_model, sd_opt, sd_hook = model.state_dict(), opt.state_dict(), state.state_dict()
+            model = C.make_model().to(dev)
+            model.load_state_dict(sd_model)
+            opt = torch.optim.SGD(model.parameters(), lr=C.LR)
+            opt.load_state_dict(sd_opt)
+            ddp = torch.nn.parallel.DistributedDataParallel(model, bucket_cap_mb=C.BUCKET_MB)
+            state, hook = hook_for(codec, model=model, seed=C.SEED)
+            state.load_state_dict(sd_hook)
+            ddp.register_comm_hook(state, hook)
+        before = [p.detach().clone() for p in model.parameters()]
+        x, y = (t.to(dev) for t in C.worker_batch(rank, k))
+        opt.zero_grad()
+        C.loss_fn(ddp(x), y).backward()
+        opt.step()
+        state.observe(C.LR, [float(((p.detach() - b) ** 2).sum()) for p, b in zip(model.parameters(), before)])
+    return [p.detach().cpu() for p in model.parameters()]
 
 
 def lowbit_codec(world):

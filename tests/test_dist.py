@@ -96,6 +96,10 @@ def test_ddp_hooks_and_diana_match_the_simulation(world, tmp_path):
                 for a, b in zip(got["params"], params):
                     assert torch.allclose(a, b, rtol=1e-5, atol=1e-6), (label, r, (a - b).abs().max())
                 assert 8 * got["bytes"] == bits[r], (label, r, got["bytes"], bits[r] / 8)
+        for label in C.RESUMED:  # a restart from state dicts (memory, α, generators) changes nothing
+            for r in range(world):
+                for a, b in zip(res[r][f"resumed {label} 1"], res[r][f"resumed {label} None"]):
+                    assert torch.equal(a, b), (label, r, (a - b).abs().max())
         exact_params, _ = _simulate("identity", world)
         for label in C.SCATTER:
             got = [res[r]["scatter " + label]["params"] for r in range(world)]
