@@ -35,6 +35,34 @@ from ..compress.feedback import ErrorFeedback
 from ..compress.many import segments as segments_of
 
 
+def param_seed(seed: int, index: int) -> int:
+    """The seed of parameter ``index``'s codec randomness in a run seeded with ``seed``."""
+    return int(seed) * 65_537 + 131 * (int(index) + 1)
+
+
+def bucket_seed(seed: int, key) -> int:
+    """The seed of the randomness of the bucket laying out parameters ``key`` in that order."""
+    s = param_seed(seed, key[0])
+    for j in key[1:]:
+        s = (s * 1_000_003 + 131 * (int(j) + 1)) % (2**61 - 1)
+    return s
+
+
+def carry_memory(old: dict, key: tuple, sizes) -> torch.Tensor | None:
+    """Error-feedback memory of a new bucket layout ``key`` from the buckets it replaces
+    (``old``: layout → (memory, sizes)); DDP lays its buckets out anew after the first step."""
+    pieces = {}
+    for k, (mem, szs) in old.items():
+        if mem is None:
+            continue
+        for j, v in zip(k, torch.split(mem, list(szs))):
+            pieces[j] = v
+    if not any(j in pieces for j in key):
+        return None
+    dev = next(iter(pieces.values())).device
+    return torch.cat([pieces[j] if j in pieces else torch.zeros(n, device=dev) for j, n in zip(key, sizes)])
+
+
 def bucketable(codec: Compressor) -> bool:
     """Whether ``codec`` codes a whole bucket in one call (its multi-tensor path)."""
     inner = codec.inner if isinstance(codec, ErrorFeedback) else codec
@@ -199,4 +227,4 @@ class BucketCoder:
         return out.div_(len(payloads)) if len(payloads) > 1 else out
 
 
-__all__ = ["BucketCoder", "bucketable"]
+__all__ = ["BucketCoder", "bucketable", "bucket_seed", "carry_memory", "param_seed"]

@@ -27,7 +27,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..compress import Factored, get_compressor
-from .hooks import param_seed
+from .bucket import param_seed
 from .simulated import SimulatedCluster, worker_generator
 
 

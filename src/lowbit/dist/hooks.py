@@ -13,11 +13,14 @@ decode, as torch's ``powerSGD_hook`` does, so communication overlaps the rest of
 Summable codecs are summed in flight in their integer or float type by one all-reduce; the
 others are all-gathered as bytes and every rank decodes and averages the n messages.
 
-Randomness and state are per bucket: the bucket holding parameters J (positions in
-``model.parameters()``) draws on rank r from :func:`~lowbit.dist.simulated.worker_generator`
-(param_seed(seed, min J), r), and keeps its error-feedback memory; IntSGD's α is per parameter.
-``state.buckets()`` lists the buckets seen, and ``SimulatedDataParallel(…, buckets=…)`` with the
-same seed gives the numbers of the DDP run.  The other codecs (top-k, rand-k, PowerSGD, Elias
+Randomness and state are per bucket: the bucket laying out parameters J (positions in
+``model.parameters()``, in DDP's order) draws on rank r from
+:func:`~lowbit.dist.simulated.worker_generator` (bucket_seed(seed, J), r), and keeps its
+error-feedback memory, which follows each parameter when DDP lays its buckets out anew (it does
+after the first step); IntSGD's α is per parameter.  ``state.buckets()`` lists the layouts seen,
+and ``SimulatedDataParallel(…, buckets=state.buckets())`` with the same seed gives the numbers of
+the DDP run.  A run restarted from ``state.state_dict()`` resumes exactly for deterministic codecs;
+stochastic ones draw the same numbers only where the new DDP lays its buckets out as before.  The other codecs (top-k, rand-k, PowerSGD, Elias
 codes, block-scaled casts, HintSGD, IntSGD with the automatic width) are exchanged parameter by
 parameter through :class:`~lowbit.dist.DistributedCluster` (parameter j seeded with
 param_seed(seed, j); ``SimulatedDataParallel`` without buckets), synchronously.
@@ -32,37 +35,9 @@ import torch
 import torch.distributed as dist
 
 from ..compress import get_compressor
-from .bucket import BucketCoder, bucketable
+from .bucket import BucketCoder, bucket_seed, bucketable, carry_memory, param_seed
 from .cluster import DistributedCluster, exchange_all
 from .simulated import worker_generator
-
-
-def param_seed(seed: int, index: int) -> int:
-    """The seed of parameter ``index``'s codec randomness in a run seeded with ``seed``."""
-    return int(seed) * 65_537 + 131 * (int(index) + 1)
-
-
-def bucket_seed(seed: int, key) -> int:
-    """The seed of the randomness of the bucket laying out parameters ``key`` in that order."""
-    s = param_seed(seed, key[0])
-    for j in key[1:]:
-        s = (s * 1_000_003 + 131 * (int(j) + 1)) % (2**61 - 1)
-    return s
-
-
-def carry_memory(old: dict, key: tuple, sizes, like: torch.Tensor | None) -> torch.Tensor | None:
-    """Error-feedback memory of a new bucket layout ``key`` from the buckets it replaces
-    (``old``: layout → (memory, sizes)); DDP lays its buckets out anew after the first step."""
-    pieces = {}
-    for k, (mem, szs) in old.items():
-        if mem is None:
-            continue
-        for j, v in zip(k, torch.split(mem, list(szs))):
-            pieces[j] = v
-    if not any(j in pieces for j in key):
-        return None
-    dev = next(iter(pieces.values())).device
-    return torch.cat([pieces[j] if j in pieces else torch.zeros(n, device=dev) for j, n in zip(key, sizes)])
 
 
 class _Bucket:
@@ -135,7 +110,7 @@ class HookState:
                 b.memory2, b.saved_generator2 = saved.get("memory2"), saved.get("generator2")
             else:
                 b.memory = carry_memory({k: (o.memory, o.coder.sizes) for k, o in self.bucket_states.items()},
-                                        key, coder.sizes, None)
+                                        key, coder.sizes)
             self.bucket_states[key] = b
         self._this_step.append(key)
         return key, self.bucket_states[key]

@@ -184,7 +184,7 @@ class SimulatedDataParallel:
     def __init__(self, params, n: int, compressor, *, seed: int | None = 0, generator=None, buckets=None,
                  exact_below: int = 0):
         from .bucket import bucketable
-        from .hooks import param_seed
+        from .bucket import param_seed
 
         self.params = list(params)
         self.n = n
@@ -222,14 +222,14 @@ class SimulatedDataParallel:
         return {"bits": bits}
 
     def _bucket(self, order) -> "_SimBucket":
-        from .hooks import bucket_seed, carry_memory
+        from .bucket import bucket_seed, carry_memory
 
         key = tuple(int(j) for j in order)
         if key not in self.sim_buckets:
             b = _SimBucket(self, list(key), bucket_seed(self.seed, key), self.exact_below)
             for i in range(self.n):  # DDP's new layout after the first step keeps the memory
                 b.memory[i] = carry_memory({k: (o.memory[i], o.coder.sizes) for k, o in self.sim_buckets.items()},
-                                           key, b.coder.sizes, None)
+                                           key, b.coder.sizes)
             self.sim_buckets[key] = b
         return self.sim_buckets[key]
 
