@@ -44,20 +44,32 @@ class Factored:
         return self.delta.T @ self.x
 
 
-def _variance(v: torch.Tensor, step: torch.Tensor, L: int) -> tuple[torch.Tensor, torch.Tensor]:
-    clipped = torch.maximum(torch.minimum(v, step * L), -step * L)
-    f = torch.frac(clipped.abs() / step)
-    return clipped, step**2 * f * (1 - f)
+def _side(v: torch.Tensor, steps: torch.Tensor, L: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """For each candidate step s (k values): v clipped to ±L·s (k × B × m) and the row sums of the
+    rounding variances s²·f(1 − f), f the fractional part of |v'|/s (k × B)."""
+    s = steps.reshape(-1, 1, 1)
+    clipped = torch.maximum(torch.minimum(v, s * L), -s * L)
+    f = torch.frac(clipped.abs() / s)
+    return clipped, (s**2 * f * (1 - f)).sum(2)
+
+
+def expected_errors(x, d, a, b, L_x, L_d, *, base=None) -> torch.Tensor:
+    """E‖Q_b(Δ)ᵀ Q_a(X) − ΔᵀX‖²_F for candidate steps a (X) and b (Δ): vectors of k values (or
+    one value, broadcast), all k in one batched product.  ``base``: ‖ΔᵀX‖²_F = Σ (ΔΔᵀ ∘ XXᵀ)
+    when known (it does not depend on the steps)."""
+    xc, sx = _side(x, torch.as_tensor(a, device=x.device).reshape(-1), L_x)
+    dc, sd = _side(d, torch.as_tensor(b, device=d.device).reshape(-1), L_d)
+    if base is None:
+        base = ((d @ d.T) * (x @ x.T)).sum()
+    gram = ((dc @ dc.transpose(1, 2)) * (xc @ xc.transpose(1, 2))).sum((1, 2))
+    cross = ((dc @ d.T) * (xc @ x.T)).sum((1, 2))
+    var = ((dc**2).sum(2) * sx + (xc**2).sum(2) * sd + sx * sd).sum(1)
+    return (gram - 2 * cross + base).clamp(min=0) + var
 
 
 def expected_error(x, d, a, b, L_x, L_d) -> torch.Tensor:
     """E‖Q_b(Δ)ᵀ Q_a(X) − ΔᵀX‖²_F for steps a (X) and b (Δ)."""
-    xc, vx = _variance(x, a, L_x)
-    dc, vd = _variance(d, b, L_d)
-    bias = ((dc @ dc.T) * (xc @ xc.T)).sum() - 2 * ((dc @ d.T) * (xc @ x.T)).sum() + ((d @ d.T) * (x @ x.T)).sum()
-    sx, sd = vx.sum(1), vd.sum(1)
-    var = ((dc**2).sum(1) * sx + (xc**2).sum(1) * sd + sx * sd).sum()
-    return bias.clamp(min=0) + var
+    return expected_errors(x, d, a, b, L_x, L_d)[0]
 
 
 @register("isgq")
@@ -77,12 +89,11 @@ class ISGQ(Compressor):
         mx = x.abs().max().clamp(min=1e-30) / Lx
         md = d.abs().max().clamp(min=1e-30) / Ld
         fracs = torch.logspace(-1.5, 0, self.grid, device=x.device)
+        base = ((d @ d.T) * (x @ x.T)).sum()
         a, b = mx, md
-        for _ in range(self.iters):
-            errs = torch.stack([expected_error(x, d, a, md * c, Lx, Ld) for c in fracs])
-            b = md * fracs[torch.argmin(errs)]
-            errs = torch.stack([expected_error(x, d, mx * c, b, Lx, Ld) for c in fracs])
-            a = mx * fracs[torch.argmin(errs)]
+        for _ in range(self.iters):  # each half: the whole grid in one batched evaluation, no host sync
+            b = md * fracs[torch.argmin(expected_errors(x, d, a, md * fracs, Lx, Ld, base=base))]
+            a = mx * fracs[torch.argmin(expected_errors(x, d, mx * fracs, b, Lx, Ld, base=base))]
         return a, b
 
     def _q(self, v: torch.Tensor, step: torch.Tensor, L: int, bits: int, generator) -> torch.Tensor:
