@@ -115,6 +115,8 @@ def test_deep_run_resumes_identically(tmp_path):
     resumed = run(cfg, tmp_path / "cut", resume=True, quiet=True)["runs"][0]["final"]
     for k in ("train_loss", "test_accuracy", "q", "bits"):
         assert resumed[k] == whole[k], k
+    layers = [k for k in whole if k.startswith("q[")]  # one column per parameter: where the shrinkage happens
+    assert len(layers) >= 4 and all(0 < whole[k] <= 1.5 for k in layers) and resumed[layers[0]] == whole[layers[0]]
 
 
 @pytest.mark.parametrize("method", ["svrg", "halp"])

@@ -246,6 +246,46 @@ def test_shrinkage_statistics_match_independent_values():
     assert float(st["flushed"]) == pytest.approx(np.mean(Gt[G != 0] == 0), rel=1e-12)
 
 
+def test_per_tensor_statistics_of_a_flat_buffer_match_independent_values():
+    """tensor_sums/from_sums (the multi-tensor path's statistics: a few passes, no host sync)
+    against numpy in float64, per tensor and for the whole group; and QuantizedGradients records
+    the same per-layer q on the flat path as parameter by parameter."""
+    from lowbit.compress.many import segments
+    from lowbit.optim.stats import from_sums, tensor_sums
+
+    rng = np.random.default_rng(5)
+    g = [rng.standard_normal(300), rng.standard_normal((6, 7)) * 1e-3, np.zeros(9), rng.standard_normal(40)]
+    gt = [np.where(np.abs(v) < 0.4, 0.0, np.round(v * 4) / 4) for v in g]
+    flat = torch.tensor(np.concatenate([v.ravel() for v in g]), dtype=torch.float32)
+    out = torch.tensor(np.concatenate([v.ravel() for v in gt]), dtype=torch.float32)
+    g = [v.astype(np.float32).astype(np.float64).ravel() for v in g]
+    gt = [v.astype(np.float32).astype(np.float64).ravel() for v in gt]
+    sums = tensor_sums(flat, out, segments([v.size for v in g], "cpu"))
+    per = from_sums(sums, per_tensor=True)
+    for j, (a, b) in enumerate(zip(g, gt)):
+        na = np.linalg.norm(a)
+        q = np.linalg.norm(b) / na if na > 0 else 1.0
+        assert float(per["q"][j]) == pytest.approx(q, rel=1e-9)
+        assert float(per["error"][j]) == pytest.approx(np.linalg.norm(b - a), rel=1e-6, abs=1e-12)
+        assert float(per["residual"][j]) == pytest.approx(np.linalg.norm(b - q * a), rel=1e-5, abs=1e-9)
+        assert float(per["flushed"][j]) == pytest.approx(np.mean(b[a != 0] == 0) if (a != 0).any() else 0.0)
+    G, Gt = np.concatenate(g), np.concatenate(gt)
+    whole = from_sums(sums)
+    assert float(whole["q"]) == pytest.approx(np.linalg.norm(Gt) / np.linalg.norm(G), rel=1e-9)
+    assert float(whole["flushed"]) == pytest.approx(np.mean(Gt[G != 0] == 0), rel=1e-12)
+
+    def recorded(multi):
+        ps = [torch.nn.Parameter(torch.zeros(v.shape)) for v in (g[0], g[1], g[3])]
+        opt = QuantizedGradients(torch.optim.SGD(ps, lr=0.1), "fp8", multi_tensor=multi)
+        for p, v in zip(ps, (g[0], g[1], g[3])):
+            p.grad = torch.tensor(v, dtype=torch.float32)
+        opt.step()
+        return opt.stats[0]
+    flat_row, each_row = recorded(True), recorded(False)
+    assert flat_row["q_layers"] == pytest.approx(each_row["q_layers"], rel=1e-9)
+    assert flat_row["q"] == pytest.approx(each_row["q"], rel=1e-9)
+
+
 def test_quantized_gradients_records_and_compensates():
     x = torch.nn.Parameter(torch.tensor([0.3, 0.1, 2.0, -0.05]))
     opt = QuantizedGradients(torch.optim.SGD([x], lr=0.1), "fp4", compensate="fixed", q_min=0.5)

@@ -160,6 +160,7 @@ def run_deep(cfg: RunConfig, folder: RunFolder, *, resume: bool = True, stop_aft
         m = data.test_x.shape[0]
         return total / m if is_vae else right / m
 
+    layer_names = [name for name, p in model.named_parameters() if p.requires_grad]
     for epoch in range(start, epochs):
         lr = dc.lr * dc.lr_decay ** sum(epoch >= m for m in dc.milestones) * dc.epoch_decay ** epoch
         for g in opt.param_groups:
@@ -212,6 +213,10 @@ def run_deep(cfg: RunConfig, folder: RunFolder, *, resume: bool = True, stop_aft
         if isinstance(grads_opt, QuantizedGradients):
             new = grads_opt.log.rows()[logged:]
             qs = [r["q"] for r in new]
+            layered = [r["q_layers"] for r in new if r.get("group") == 0 and "q_layers" in r]
+            if layered and len(layered[0]) == len(layer_names):  # q of each parameter, mean over the epoch
+                for name, col in zip(layer_names, zip(*layered)):
+                    places[f"q[{name}]"] = sum(col) / len(col)
             epoch_bits = sum(r["bits"] for r in new)
             bits += epoch_bits
         if isinstance(opt, LowPrecision):  # the share of each weight update that the weights' format keeps

@@ -17,7 +17,7 @@ import torch
 
 from ..compress import Compressor, compressor_names, get_compressor
 from ..compress.many import flatten, foreach_norms, roundtrip_flat, segments, sizes_of, unflatten
-from .stats import StatsLog, shrinkage
+from .stats import StatsLog, from_sums, shrinkage, tensor_sums
 from .wrapper import OptimizerWrapper
 
 
@@ -196,8 +196,9 @@ class QuantizedGradients(OptimizerWrapper):
                     # the gradients are views of it, so they now hold them
                     _, out, _, nbytes = roundtrip_flat(self.codec, tensors, states=states, generator=self.generator,
                                                        flat=flat, out=None if want_stats else flat)
-                if want_stats:
-                    st = shrinkage([(flat, out)])  # queued before flat is overwritten
+                if want_stats:  # queued before flat is overwritten; per tensor, then for the group
+                    sums = tensor_sums(flat, out, segments(sizes_of(tensors), flat.device))
+                    st = {**from_sums(sums), "q_layers": from_sums(sums, per_tensor=True)["q"]}
                     flat.copy_(out)
                 else:
                     st = {}
@@ -209,7 +210,9 @@ class QuantizedGradients(OptimizerWrapper):
                     outs.append(gt.to(g.dtype))
                     pairs.append((g, gt))
                     nbytes += nb
-                st = shrinkage(pairs) if want_stats and ps else {}
+                st = {}
+                if want_stats and ps:
+                    st = {**shrinkage(pairs), "q_layers": torch.stack([shrinkage([pr])["q"] for pr in pairs])}
             bits = 8 * nbytes
             for p, gt in zip(ps, outs or ()):
                 p.grad = gt

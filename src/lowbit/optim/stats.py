@@ -8,8 +8,10 @@ For a gradient g and its quantized version g̃ (all tensors of a parameter group
     flushed  = #{i : g_i ≠ 0, g̃_i = 0} / #{i : g_i ≠ 0}
     bits     = bits sent (the codec's packets)
 
-:func:`shrinkage` returns them as 0-d tensors (no host sync); :class:`StatsLog` collects them per
-step and per group and converts to floats only when read.
+:func:`shrinkage` returns them as 0-d tensors (no host sync); :func:`tensor_sums` gives the sums
+behind them for every tensor of a flat buffer at once (per-layer q), :func:`from_sums` the
+statistics; :class:`StatsLog` collects them per step and per group and converts to floats only
+when read.
 """
 
 from __future__ import annotations
@@ -17,25 +19,57 @@ from __future__ import annotations
 import torch
 
 
+def _derive(gg, qq, ee, nz, fl) -> dict[str, torch.Tensor]:
+    """q, ‖g‖, ‖g̃ − g‖, ‖g̃ − q·g‖ and the flushed share from the sums ‖g‖², ‖g̃‖², ‖g̃ − g‖²
+    and the counts of non-zero and flushed entries (scalars, or one value per tensor)."""
+    gnorm = gg.sqrt()
+    q = torch.where(gnorm > 0, qq.sqrt() / gnorm.clamp(min=1e-300), torch.ones_like(gnorm))
+    gq = (gg + qq - ee) / 2  # ⟨g, g̃⟩
+    resid = (qq - 2 * q * gq + q * q * gg).clamp(min=0).sqrt()
+    flushed = fl.double() / nz.double().clamp(min=1)
+    return {"q": q, "grad_norm": gnorm, "error": ee.clamp(min=0).sqrt(), "residual": resid, "flushed": flushed}
+
+
+def tensor_sums(flat: torch.Tensor, out: torch.Tensor, segments) -> dict[str, torch.Tensor]:
+    """Per tensor of a flat buffer (the segments of ``segments``): ‖g‖², ‖g̃‖², ‖g̃ − g‖²
+    (float64 accumulation) and the counts of entries with g ≠ 0 and of those flushed (g̃ = 0),
+    as device tensors of one value per tensor — a few multi-tensor passes, no host sync."""
+    sizes = segments.sizes
+    g, gt = torch.split(flat.detach(), sizes), torch.split(out.detach(), sizes)
+    diff = torch.split(out.detach() - flat.detach(), sizes)
+    norms = [torch.stack(torch._foreach_norm(list(t), 2, dtype=torch.float64)) for t in (g, gt, diff)]
+    nonzero = flat != 0
+    flushed = (nonzero & (out == 0)).to(torch.int32)
+    m = len(sizes)
+    nz = torch.zeros(m, dtype=torch.int32, device=flat.device).index_add_(0, segments.index, nonzero.to(torch.int32))
+    fl = torch.zeros(m, dtype=torch.int32, device=flat.device).index_add_(0, segments.index, flushed)
+    return {"gg": norms[0] ** 2, "qq": norms[1] ** 2, "ee": norms[2] ** 2, "nz": nz, "fl": fl}
+
+
+def from_sums(sums: dict[str, torch.Tensor], *, per_tensor: bool = False) -> dict[str, torch.Tensor]:
+    """The statistics of the concatenated vector (``per_tensor``: of each tensor) from :func:`tensor_sums`."""
+    if per_tensor:
+        return _derive(sums["gg"], sums["qq"], sums["ee"], sums["nz"], sums["fl"])
+    return _derive(*(sums[k].sum() for k in ("gg", "qq", "ee", "nz", "fl")))
+
+
 def shrinkage(pairs) -> dict[str, torch.Tensor]:
     """Statistics of [(g, g̃), …] taken as one concatenated vector (float64 accumulation)."""
-    gg = qq = gq = 0
+    gg = qq = ee = 0
     nz = fl = 0
     for g, gt in pairs:
         g64, q64 = g.detach().double().reshape(-1), gt.detach().double().reshape(-1)
         gg = gg + (g64 * g64).sum()
         qq = qq + (q64 * q64).sum()
-        gq = gq + (g64 * q64).sum()
+        ee = ee + ((q64 - g64) ** 2).sum()
         nonzero = g64 != 0
         nz = nz + nonzero.sum()
         fl = fl + (nonzero & (q64 == 0)).sum()
-    gg, qq, gq = (torch.as_tensor(v, dtype=torch.float64) for v in (gg, qq, gq))
-    gnorm = gg.sqrt()
-    q = torch.where(gnorm > 0, qq.sqrt() / gnorm, torch.ones_like(gnorm))
-    err = (qq - 2 * gq + gg).clamp(min=0).sqrt()
-    resid = (qq - 2 * q * gq + q * q * gg).clamp(min=0).sqrt()
-    flushed = torch.as_tensor(fl, dtype=torch.float64) / torch.as_tensor(nz, dtype=torch.float64).clamp(min=1)
-    return {"q": q, "grad_norm": gnorm, "error": err, "residual": resid, "flushed": flushed}
+    return _derive(*(torch.as_tensor(v, dtype=torch.float64) for v in (gg, qq, ee, nz, fl)))
+
+
+def _plain(v: torch.Tensor):
+    return float(v) if v.numel() == 1 and v.dim() == 0 else [float(x) for x in v.reshape(-1).tolist()]
 
 
 class StatsLog:
@@ -53,7 +87,7 @@ class StatsLog:
 
     def rows(self) -> list[dict]:
         for i in range(self._done, len(self._rows)):
-            self._rows[i] = {k: (float(v) if isinstance(v, torch.Tensor) else v) for k, v in self._rows[i].items()}
+            self._rows[i] = {k: (_plain(v) if isinstance(v, torch.Tensor) else v) for k, v in self._rows[i].items()}
         self._done = len(self._rows)
         return self._rows
 
