@@ -297,3 +297,33 @@ def test_codec_kernels_in_interpreter_match_the_torch_paths():
     env = dict(os.environ, TRITON_INTERPRET="1")
     r = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True, timeout=600)
     assert r.returncode == 0 and r.stdout.strip().endswith("ok"), r.stderr[-3000:]
+
+
+def test_statistics_kernel_in_interpreter_matches_float64():
+    """The one-read statistics kernel (Σg², Σg̃², Σ(g̃ − g)², non-zero and flushed counts per tensor
+    of a flat buffer) against numpy in float64, with an empty tensor and tensors smaller than
+    and spanning several blocks (Triton's interpreter on the CPU)."""
+    pytest.importorskip("triton")
+    script = textwrap.dedent(
+        """
+        import numpy as np, torch
+        from lowbit.compress.many import Segments
+        from lowbit.kernels import codecs_triton as K
+        g = torch.Generator().manual_seed(0)
+        sizes = [5000, 3, 0, 9000, 64, 4096]
+        x = torch.randn(sum(sizes), generator=g) * 1e-3
+        x[10:20] = 0.0
+        y = torch.round(x * 4000) / 4000
+        t = K.tensor_sums(x, y, Segments(sizes, "cpu").block_plan(K.BLOCK)).numpy()
+        X, Y, off = x.double().numpy(), y.double().numpy(), 0
+        for j, s in enumerate(sizes):
+            a, b = X[off:off + s], Y[off:off + s]
+            want = [np.sum(a * a), np.sum(b * b), np.sum((b - a) ** 2), np.sum(a != 0), np.sum((a != 0) & (b == 0))]
+            assert np.allclose(t[j], want, rtol=1e-12, atol=0), (j, t[j], want)
+            off += s
+        print("ok")
+        """
+    )
+    env = dict(os.environ, TRITON_INTERPRET="1")
+    r = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True, timeout=600)
+    assert r.returncode == 0 and r.stdout.strip().endswith("ok"), r.stderr[-3000:]

@@ -87,6 +87,31 @@ class Segments:
             self._index = torch.repeat_interleave(ids, torch.as_tensor(self.sizes)).to(self.device)
         return self._index
 
+    def block_plan(self, block: int):
+        """(starts, lengths, blocks per segment) of blocks of at most ``block`` values that each lie
+        inside one segment (int64 starts and int32 lengths on the device), kept per block size."""
+        if not hasattr(self, "_plans"):
+            self._plans = {}
+        if block not in self._plans:
+            starts, lengths, per, off = [], [], [], 0
+            for s in self.sizes:
+                k = -(-s // block)
+                starts += [off + i * block for i in range(k)]
+                lengths += [min(block, s - i * block) for i in range(k)]
+                per.append(k)
+                off += s
+            self._plans[block] = (torch.tensor(starts, dtype=torch.int64).to(self.device),
+                                  torch.tensor(lengths, dtype=torch.int32).to(self.device),
+                                  torch.tensor(per, dtype=torch.int64).to(self.device))
+        return self._plans[block]
+
+    @property
+    def ends(self) -> torch.Tensor:
+        """The running total of the sizes (int64, on the device): where each segment ends."""
+        if getattr(self, "_ends", None) is None:
+            self._ends = torch.cumsum(torch.as_tensor(self.sizes, dtype=torch.int64), 0).to(self.device)
+        return self._ends
+
     def spread(self, values: torch.Tensor) -> torch.Tensor:
         """values[j] at every coordinate of tensor j."""
         return values.index_select(0, self.index)

@@ -708,3 +708,33 @@ def int8_decode(c: torch.Tensor, finite: torch.Tensor, alpha, seg=None, inv_alph
     _int8_decode_kernel[(triton.cdiv(n, BLOCK),)](c, finite, out, n, inv, segp if segp is not None else c, SEG=mode,
                                                   BLOCK=BLOCK, num_warps=WARPS)
     return out
+
+
+@triton.jit
+def _stats_kernel(g_ptr, q_ptr, start_ptr, len_ptr, part_ptr, BLOCK: tl.constexpr):
+    p = tl.program_id(0)
+    start = tl.load(start_ptr + p)
+    length = tl.load(len_ptr + p)
+    o = tl.arange(0, BLOCK)
+    m = o < length
+    g = tl.load(g_ptr + start + o, mask=m, other=0.0).to(tl.float64)
+    q = tl.load(q_ptr + start + o, mask=m, other=0.0).to(tl.float64)
+    d = q - g
+    nz = (g != 0) & m
+    tl.store(part_ptr + p * 5 + 0, tl.sum(g * g, axis=0))
+    tl.store(part_ptr + p * 5 + 1, tl.sum(q * q, axis=0))
+    tl.store(part_ptr + p * 5 + 2, tl.sum(d * d, axis=0))
+    tl.store(part_ptr + p * 5 + 3, tl.sum(nz.to(tl.float64), axis=0))
+    tl.store(part_ptr + p * 5 + 4, tl.sum((nz & (q == 0)).to(tl.float64), axis=0))
+
+
+def tensor_sums(g: torch.Tensor, q: torch.Tensor, plan) -> torch.Tensor:
+    """Per tensor of a flat buffer: Σg², Σg̃², Σ(g̃ − g)², #{g ≠ 0}, #{g ≠ 0, g̃ = 0} (float64,
+    m × 5) in one read of g and g̃.  ``plan``: (starts, lengths, blocks per tensor) of blocks that
+    each lie inside one tensor; the blocks' partial sums are added per tensor in a fixed order
+    (deterministic)."""
+    starts, lengths, per = plan
+    part = torch.empty(starts.numel(), 5, dtype=torch.float64, device=g.device)
+    if starts.numel():
+        _stats_kernel[(starts.numel(),)](g, q, starts, lengths, part, BLOCK=BLOCK, num_warps=WARPS)
+    return torch.segment_reduce(part, "sum", lengths=per, axis=0, unsafe=True)

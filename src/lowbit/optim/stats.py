@@ -34,16 +34,31 @@ def tensor_sums(flat: torch.Tensor, out: torch.Tensor, segments) -> dict[str, to
     """Per tensor of a flat buffer (the segments of ``segments``): ‖g‖², ‖g̃‖², ‖g̃ − g‖²
     (float64 accumulation) and the counts of entries with g ≠ 0 and of those flushed (g̃ = 0),
     as device tensors of one value per tensor — a few multi-tensor passes, no host sync."""
+    from .. import kernels
+
+    if kernels.fused(flat) and out.dtype == torch.float32:  # one read of g and g̃ (a Triton kernel)
+        from ..kernels.codecs_triton import BLOCK
+        from ..kernels.codecs_triton import tensor_sums as fused_sums
+
+        t = fused_sums(flat.detach(), out.detach(), segments.block_plan(BLOCK))
+        return {"gg": t[:, 0], "qq": t[:, 1], "ee": t[:, 2], "nz": t[:, 3], "fl": t[:, 4]}
     sizes = segments.sizes
     g, gt = torch.split(flat.detach(), sizes), torch.split(out.detach(), sizes)
     diff = torch.split(out.detach() - flat.detach(), sizes)
     norms = [torch.stack(torch._foreach_norm(list(t), 2, dtype=torch.float64)) for t in (g, gt, diff)]
     nonzero = flat != 0
-    flushed = (nonzero & (out == 0)).to(torch.int32)
-    m = len(sizes)
-    nz = torch.zeros(m, dtype=torch.int32, device=flat.device).index_add_(0, segments.index, nonzero.to(torch.int32))
-    fl = torch.zeros(m, dtype=torch.int32, device=flat.device).index_add_(0, segments.index, flushed)
-    return {"gg": norms[0] ** 2, "qq": norms[1] ** 2, "ee": norms[2] ** 2, "nz": nz, "fl": fl}
+    ends = segments.ends
+    return {"gg": norms[0] ** 2, "qq": norms[1] ** 2, "ee": norms[2] ** 2,
+            "nz": _segment_counts(nonzero, ends), "fl": _segment_counts(nonzero & (out == 0), ends)}
+
+
+def _segment_counts(mask: torch.Tensor, ends: torch.Tensor) -> torch.Tensor:
+    """The number of true entries of ``mask`` in each segment (``ends``: each segment's end, the
+    running total of the sizes), by one running sum read at the ends — no atomics: an index_add
+    into a few counters serializes on the GPU."""
+    c = torch.cumsum(mask.reshape(-1), 0, dtype=torch.int64)
+    at = c.index_select(0, (ends - 1).clamp(min=0)) * (ends > 0)
+    return torch.diff(at, prepend=at.new_zeros(1))
 
 
 def from_sums(sums: dict[str, torch.Tensor], *, per_tensor: bool = False) -> dict[str, torch.Tensor]:
