@@ -88,8 +88,8 @@ class Segments:
         return self._index
 
     def block_plan(self, block: int):
-        """(starts, lengths, blocks per segment) of blocks of at most ``block`` values that each lie
-        inside one segment (int64 starts and int32 lengths on the device), kept per block size."""
+        """(starts, lengths, blocks per segment, first block of each segment) of blocks of at most
+        ``block`` values that each lie inside one segment (on the device), kept per block size."""
         if not hasattr(self, "_plans"):
             self._plans = {}
         if block not in self._plans:
@@ -100,9 +100,13 @@ class Segments:
                 lengths += [min(block, s - i * block) for i in range(k)]
                 per.append(k)
                 off += s
+            first = [0]
+            for k in per[:-1]:
+                first.append(first[-1] + k)
             self._plans[block] = (torch.tensor(starts, dtype=torch.int64).to(self.device),
                                   torch.tensor(lengths, dtype=torch.int32).to(self.device),
-                                  torch.tensor(per, dtype=torch.int64).to(self.device))
+                                  torch.tensor(per, dtype=torch.int64).to(self.device),
+                                  torch.tensor(first, dtype=torch.int64).to(self.device))
         return self._plans[block]
 
     @property
