@@ -6,7 +6,9 @@ the cluster's codec and returns what the receiver decodes, with the bits sent.  
 * batched (the default): one encode of the stacked rows when the codec is elementwise
   (identity, cast without scaling, intsgd, natural, and error feedback around them: a shared
   public scale and per-coordinate rounding make the stacked call identical to n separate ones in
-  distribution), one call per worker otherwise; one generator for all workers.
+  distribution), one multi-tensor call with a scale per row for the other codecs that have one
+  (QSGD, TernGrad, signSGD: :meth:`Compressor.flat_roundtrip`), one call per worker otherwise;
+  one generator for all workers.
 * per worker (``seed=s``): worker i encodes its own row with its own generator
   :func:`worker_generator` (s, i), exactly as rank i of a real ``torch.distributed`` run with the
   same seed does (:class:`lowbit.dist.DistributedCluster`, :mod:`lowbit.dist.hooks`), so both
@@ -83,6 +85,16 @@ class SimulatedCluster:
             if "ints" in pk.payload:
                 info.update(self._width_bits(pk.payload["ints"], d))
             return codec.decode(pk).to(vectors.dtype), info
+        if self.seed is None and codec.batchable(None) and vectors.dtype == torch.float32:
+            # per-row scales (QSGD's norms, TernGrad's max, signSGD's mean |g|): the rows are the
+            # tensors of one flat multi-tensor call, each still its own message
+            from ..compress.many import segments
+
+            flat = vectors.contiguous().reshape(-1)
+            rows = list(flat.split(d))
+            out = codec.flat_roundtrip(flat, rows, segments([d] * self.n, flat.device), generator=self.generator)
+            per = 8 * codec.wire_bytes(d)
+            return out.reshape(vectors.shape), {"bits": per * self.n, "bits_per_worker": [per] * self.n}
         packets, info = self._per_worker(vectors)
         return torch.stack([codec.decode(p).to(vectors.dtype) for p in packets]), info
 
