@@ -36,12 +36,13 @@ CODECS = {
 }
 
 
-def run(label, make, x, y, steps, warmup):
+def make_step(codec, x, y):
+    """One training step of ResNet-18 under DDP with ``codec``'s hook (None: DDP's default)."""
     torch.manual_seed(0)
     model = get_model("resnet18").cuda().to(memory_format=torch.channels_last)
     ddp = nn.parallel.DistributedDataParallel(model)
-    if make is not None:
-        state, hook = hook_for(make(), model=model, seed=0)
+    if codec is not None:
+        state, hook = hook_for(codec, model=model, seed=0)
         ddp.register_comm_hook(state, hook)
     opt = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9)
 
@@ -52,6 +53,11 @@ def run(label, make, x, y, steps, warmup):
         loss.backward()
         opt.step()
 
+    return step
+
+
+def run(label, make, x, y, steps, warmup):
+    step = make_step(make() if make is not None else None, x, y)
     for _ in range(warmup):
         step()
     torch.cuda.synchronize()

@@ -306,7 +306,7 @@ def main() -> None:
         for r in rs:
             rows.append({"rate": rate, **r, "x_fp32": fp32 / r["s_per_step"] if fp32 else None,
                          "x_fp16": fp16 / r["s_per_step"] if fp16 else None})
-    print(f"\n| link | hook | s/step | × fp32 | × torch fp16 | MB sent per rank |\n|---|---|---:|---:|---:|---:|")
+    print("\n| link | hook | s/step | × fp32 | × torch fp16 | MB sent per rank |\n|---|---|---:|---:|---:|---:|")
     for r in rows:
         f = lambda v: f"{v:.2f}" if v else ""  # noqa: E731
         print(f"| {r['rate']} | {r['hook']} | {r['s_per_step']:.3f} | {f(r['x_fp32'])} | {f(r['x_fp16'])} | "

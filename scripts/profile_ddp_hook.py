@@ -11,12 +11,10 @@ import sys
 
 import torch
 import torch.distributed as dist
-from torch import nn
 
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "benchmarks"))
+from ddp_step import make_step  # noqa: E402
 from lowbit import get_compressor  # noqa: E402
-from lowbit.dist.hooks import hook_for  # noqa: E402
-from lowbit.models import get_model  # noqa: E402
 
 
 def main():
@@ -28,22 +26,10 @@ def main():
     os.environ.setdefault("MASTER_ADDR", "127.0.0.1")
     os.environ.setdefault("MASTER_PORT", "29678")
     dist.init_process_group("nccl", rank=0, world_size=1)
-    model = get_model("resnet18").cuda().to(memory_format=torch.channels_last)
-    ddp = nn.parallel.DistributedDataParallel(model)
     opts = {"format": a.format} if a.format else {}
-    if a.codec != "none":
-        state, hook = hook_for(get_compressor(a.codec, **opts), model=model)
-        ddp.register_comm_hook(state, hook)
-    opt = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9)
     x = torch.randn(512, 3, 32, 32, device="cuda").to(memory_format=torch.channels_last)
     y = torch.randint(0, 10, (512,), device="cuda")
-
-    def step():
-        opt.zero_grad(set_to_none=True)
-        with torch.autocast("cuda", dtype=torch.bfloat16):
-            loss = nn.functional.cross_entropy(ddp(x), y)
-        loss.backward()
-        opt.step()
+    step = make_step(get_compressor(a.codec, **opts) if a.codec != "none" else None, x, y)
 
     for _ in range(10):
         step()

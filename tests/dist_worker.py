@@ -24,32 +24,14 @@ def equiv(out):
     dev = C.device(rank)
     res = {}
     for label, make in C.CODECS.items():
-        model = C.make_model().to(dev)
-        ddp = torch.nn.parallel.DistributedDataParallel(model, bucket_cap_mb=C.BUCKET_MB)
-        state, hook = hook_for(make(world), model=model, seed=C.SEED, exact_below=C.EXACT.get(label, 0))
-        ddp.register_comm_hook(state, hook)
-        opt = torch.optim.SGD(model.parameters(), lr=C.LR)
-        for k in range(C.STEPS):
-            x, y = (t.to(dev) for t in C.worker_batch(rank, k))
-            opt.zero_grad()
-            C.loss_fn(ddp(x), y).backward()
-            opt.step()
+        model, state = _train(make(world), rank, dev, exact_below=C.EXACT.get(label, 0))
         res[label] = {"params": [p.detach().cpu() for p in model.parameters()], "bytes": state.bytes_sent,
                       "buckets": state.buckets()}
     for label, make in C.RESUMED.items():  # a restart from state_dict after step 0, against none
         for restart in (None, 1):
             res[f"resumed {label} {restart}"] = _train_resumed(make(world), rank, dev, restart)
     for label, make in C.SCATTER.items():  # compressed reduce-scatter + all-gather
-        model = C.make_model().to(dev)
-        ddp = torch.nn.parallel.DistributedDataParallel(model, bucket_cap_mb=C.BUCKET_MB)
-        state, hook = hook_for(make(world), model=model, seed=C.SEED, mode="scatter")
-        ddp.register_comm_hook(state, hook)
-        opt = torch.optim.SGD(model.parameters(), lr=C.LR)
-        for k in range(C.STEPS):
-            x, y = (t.to(dev) for t in C.worker_batch(rank, k))
-            opt.zero_grad()
-            C.loss_fn(ddp(x), y).backward()
-            opt.step()
+        model, state = _train(make(world), rank, dev, mode="scatter")
         res["scatter " + label] = {"params": [p.detach().cpu() for p in model.parameters()], "bytes": state.bytes_sent}
     split = C.diana_problem(world)
     split = type(split)(split.A.to(dev), split.y.to(dev), split.lam)
@@ -64,6 +46,21 @@ def equiv(out):
         subopt.append(P.suboptimality(x))
     res["vr-intdiana"] = {"x": x.cpu(), "subopt": subopt, "bytes": cluster.bytes_sent}
     torch.save(res, f"{out}.{rank}.pt")
+
+
+def _train(codec, rank, dev, **hook_options):
+    """C.STEPS steps of DDP with the codec's hook: (model, hook state)."""
+    model = C.make_model().to(dev)
+    ddp = torch.nn.parallel.DistributedDataParallel(model, bucket_cap_mb=C.BUCKET_MB)
+    state, hook = hook_for(codec, model=model, seed=C.SEED, **hook_options)
+    ddp.register_comm_hook(state, hook)
+    opt = torch.optim.SGD(model.parameters(), lr=C.LR)
+    for k in range(C.STEPS):
+        x, y = (t.to(dev) for t in C.worker_batch(rank, k))
+        opt.zero_grad()
+        C.loss_fn(ddp(x), y).backward()
+        opt.step()
+    return model, state
 
 
 def _train_resumed(codec, rank, dev, restart):

@@ -15,7 +15,7 @@ import math
 import torch
 
 from ..formats import FloatFormat, get_format
-from ..packing import float_codes, int_codes, pack, unpack
+from ..packing import float_codes, int_codes, pack
 from ..quantize import quantize
 from ..scaling import ScaledFormat
 from .base import Compressor, all_finite, Packet, _check_tensor, into, register
@@ -126,7 +126,6 @@ class Cast(Compressor):
     def encode(self, tensor, *, state=None, generator=None) -> Packet:
         _check_tensor(tensor)
         t = tensor.detach().reshape(-1).to(torch.float32)
-        n = t.numel()
         if self._fused(t):
             from ..kernels.codecs_triton import cast_encode
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import torch
 
-from ..packing import pack, unpack, unpack_bytes
+from ..packing import pack, unpack_bytes
 from ..quantize import round_integer
 from .base import Compressor, Packet, _check_tensor, into, register
 
