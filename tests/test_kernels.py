@@ -327,3 +327,28 @@ def test_statistics_kernel_in_interpreter_matches_float64():
     env = dict(os.environ, TRITON_INTERPRET="1")
     r = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True, timeout=600)
     assert r.returncode == 0 and r.stdout.strip().endswith("ok"), r.stderr[-3000:]
+
+
+def test_stochastic_integer_rounding_kernel_is_unbiased_in_interpreter():
+    """IntSGD's one-pass Int(α·x) kernel: every draw is ⌊αx⌋ or ⌈αx⌉, integers ≥ 2^23, ±inf and NaN
+    pass through, and the mean of 600 draws of 256 values lies within 6 standard errors of α·x
+    (a Bernoulli's variance is at most 1/4; 6σ over 256 values fails with probability below 1e-6)."""
+    pytest.importorskip("triton")
+    script = textwrap.dedent(
+        """
+        import torch
+        from lowbit.kernels.codecs_triton import round_stochastic
+        x = torch.rand(256, generator=torch.Generator().manual_seed(0)) * 10 - 5
+        draws = torch.stack([round_stochastic(x, 3.0, torch.Generator().manual_seed(i)) for i in range(600)])
+        t = x * 3.0
+        assert ((draws == torch.floor(t)) | (draws == torch.ceil(t))).all()
+        assert ((draws.mean(0) - t).abs() <= 6 * 0.5 / 600 ** 0.5).all()
+        special = torch.tensor([2.0 ** 24 + 2, float("inf"), -float("inf"), float("nan")])
+        r = round_stochastic(special, 1.0, torch.Generator().manual_seed(1))
+        assert r[0] == 2.0 ** 24 + 2 and r[1] == float("inf") and r[2] == -float("inf") and torch.isnan(r[3])
+        print("ok")
+        """
+    )
+    env = dict(os.environ, TRITON_INTERPRET="1")
+    r = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True, timeout=600)
+    assert r.returncode == 0 and r.stdout.strip().endswith("ok"), r.stderr[-3000:]

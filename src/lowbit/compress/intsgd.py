@@ -146,6 +146,22 @@ class IntSGD(Compressor):
         m = int(torch.nan_to_num(ints.abs(), nan=0.0, posinf=0.0).max()) if ints.numel() else 0
         return ints.to(_container(m, self.n_workers)), m
 
+    def _round(self, t: torch.Tensor, alpha, generator) -> torch.Tensor:
+        """Int(α·t) as floats: half to even (``nearest``, torch.round), or stochastic — on CUDA
+        in one Triton pass (probabilities in multiples of 2^-23, a Philox stream), else
+        :func:`lowbit.quantize.round_integer`."""
+        from .. import kernels
+
+        if self.rounding == "nearest":
+            scaled = t * alpha
+            return torch.round(scaled, out=scaled)
+        if kernels.fused(t) and isinstance(alpha, float):
+            from ..kernels.codecs_triton import round_stochastic
+
+            return round_stochastic(t, alpha, generator)
+        return round_integer(t * alpha if not (isinstance(alpha, float) and alpha == 1.0) else t, self.rounding,
+                             generator=generator)
+
     def encode(self, tensor, *, state=None, generator=None) -> Packet:
         _check_tensor(tensor)
         t = tensor.detach().reshape(-1).to(torch.float32)
@@ -160,11 +176,7 @@ class IntSGD(Compressor):
             ints, finite = int8_encode(t, alpha, 127 // max(1, self.n_workers), self.rounding == "stochastic", generator)
             payload = {"ints": ints, "finite": finite}
             return Packet(payload, shape, dtype, {"alpha": alpha, "max_abs": -1, "width": 8})
-        scaled = t * alpha
-        if self.rounding == "nearest":  # torch.round: half to even, as round_integer
-            ints, m = self._pack_ints(torch.round(scaled, out=scaled))
-        else:
-            ints, m = self._pack_ints(round_integer(scaled, self.rounding, generator=generator))
+        ints, m = self._pack_ints(self._round(t, alpha, generator))
         payload = {"ints": ints, "finite": all_finite(t).reshape(1).to(torch.uint8)}
         meta = {"alpha": alpha, "max_abs": m, "width": int_width(m) if m >= 0 else self.bits}
         return Packet(payload, shape, dtype, meta)
@@ -190,7 +202,7 @@ class IntSGD(Compressor):
         alpha = float(self.alpha) if self.alpha is not None else 1.0
         if self.bits == 8 and kernels.fused(u):
             return self.decode(self._encode_alpha(u, alpha, generator, tuple(u.shape), u.dtype))
-        k = round_integer(u * alpha if alpha != 1.0 else u, self.rounding, generator=generator)
+        k = self._round(u.reshape(-1), alpha, generator).reshape(u.shape)
         if self.bits is not None:
             lim = (2 ** (self.bits - 1) - 1) // max(1, self.n_workers)
             k = k.clamp(-lim, lim)

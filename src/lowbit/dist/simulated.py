@@ -30,6 +30,9 @@ import torch
 from ..compress import Compressor
 
 
+CHUNK = 1 << 26  # values coded per call in batched mode (temporaries stay a few hundred MB)
+
+
 def worker_generator(seed: int, worker: int, device="cpu") -> torch.Generator:
     """The generator of worker ``worker`` in a run seeded with ``seed`` (simulated or real)."""
     return torch.Generator(device=device).manual_seed((int(seed) * 1_000_003 + 7919 * (int(worker) + 1)) % (2**63))
@@ -53,10 +56,11 @@ class SimulatedCluster:
         self._states: list | None = None
 
     def _width_bits(self, ints: torch.Tensor, d: int) -> dict:
-        rows = ints.reshape(self.n, -1).long()
-        m = rows.abs().amax(1).double()
+        rows = ints.reshape(self.n, -1)
+        lo, hi = torch.aminmax(rows, dim=1)  # max |Int| of each worker without a copy of the rows
+        m = torch.maximum(lo.double().abs(), hi.double())
         w = torch.where(m > 0, 1 + torch.ceil(torch.log2(m + 1)), torch.ones_like(m))
-        s = rows.sum(0).abs().max().double()
+        s = rows.sum(0, dtype=torch.int64).abs().max().double()
         ws = 1 + torch.ceil(torch.log2(s + 1)) if s > 0 else torch.ones((), dtype=torch.float64)
         return {"width_bits": float((w * d).sum()), "sum_width_bits": float(ws * d)}
 
@@ -77,24 +81,39 @@ class SimulatedCluster:
         if vectors.shape[0] != self.n:
             raise ValueError(f"expected {self.n} rows (one per worker), got {vectors.shape[0]}")
         codec, d = self.codec, vectors[0].numel()
+        fixed = self.seed is None and codec.batchable(None) and vectors.dtype == torch.float32
+        if fixed and codec.elementwise:  # sizes known, one scale for all: rows in chunks, no packing
+            if self.state is None:
+                self.state = codec.init_state(vectors[0])
+            out = torch.empty_like(vectors)
+            step = max(1, CHUNK // max(1, d))  # temporaries of one chunk only: memory ≈ 2 × the rows
+            for i in range(0, self.n, step):
+                out[i : i + step] = codec.roundtrip(vectors[i : i + step], state=self.state,
+                                                    generator=self.generator)[0].reshape(out[i : i + step].shape)
+            per = 8 * codec.wire_bytes(d)
+            return out, {"bits": per * self.n, "bits_per_worker": [per] * self.n}
         if self.seed is None and codec.elementwise:
             if self.state is None:
-                self.state = codec.init_state(vectors)
+                self.state = codec.init_state(vectors[0])
             pk = codec.encode(vectors, state=self.state, generator=self.generator)
             info = {"bits": 8 * pk.nbytes}
             if "ints" in pk.payload:
                 info.update(self._width_bits(pk.payload["ints"], d))
             return codec.decode(pk).to(vectors.dtype), info
-        if self.seed is None and codec.batchable(None) and vectors.dtype == torch.float32:
+        if fixed:
             # per-row scales (QSGD's norms, TernGrad's max, signSGD's mean |g|): the rows are the
-            # tensors of one flat multi-tensor call, each still its own message
+            # tensors of a flat multi-tensor call, each still its own message; in chunks of rows
             from ..compress.many import segments
 
-            flat = vectors.contiguous().reshape(-1)
-            rows = list(flat.split(d))
-            out = codec.flat_roundtrip(flat, rows, segments([d] * self.n, flat.device), generator=self.generator)
+            out = torch.empty_like(vectors)
+            step = max(1, CHUNK // max(1, d))
+            for i in range(0, self.n, step):
+                flat = vectors[i : i + step].contiguous().reshape(-1)
+                k = flat.numel() // max(1, d)
+                codec.flat_roundtrip(flat, list(flat.split(d)), segments([d] * k, flat.device), generator=self.generator,
+                                     out=out[i : i + step].reshape(-1))
             per = 8 * codec.wire_bytes(d)
-            return out.reshape(vectors.shape), {"bits": per * self.n, "bits_per_worker": [per] * self.n}
+            return out, {"bits": per * self.n, "bits_per_worker": [per] * self.n}
         packets, info = self._per_worker(vectors)
         return torch.stack([codec.decode(p).to(vectors.dtype) for p in packets]), info
 

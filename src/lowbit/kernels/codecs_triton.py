@@ -755,3 +755,31 @@ def tensor_sums(g: torch.Tensor, q: torch.Tensor, plan) -> torch.Tensor:
     if per.numel():
         _rows_sum_kernel[(per.numel(),)](part, first, per, out, R=64, num_warps=2)
     return out
+
+
+@triton.jit
+def _round_stochastic_kernel(x_ptr, out_ptr, n, alpha, seed_ptr, ROUNDS: tl.constexpr, BLOCK: tl.constexpr):
+    """Int(α·x) = ⌊t⌋ + Bernoulli(t − ⌊t⌋) as float32 integers, every t (for |t| ≥ 2^23, t − ⌊t⌋ = 0:
+    t itself; NaN and ±inf stay), p a multiple of 2^-23 as in the int8 kernel."""
+    Q: tl.constexpr = BLOCK // 4
+    pid = tl.program_id(0).to(tl.int64)
+    offs = tl.arange(0, Q)
+    x0, x1, x2, x3 = _load4(x_ptr, pid * BLOCK, n, Q, 0.0)
+    r0, r1, r2, r3 = tl.randint4x(tl.load(seed_ptr), (pid * Q + offs).to(tl.int32), ROUNDS)
+    for j in tl.static_range(4):
+        o = pid * BLOCK + j * Q + offs
+        t = _pick(j, x0, x1, x2, x3) * alpha
+        fl = tl.floor(t)
+        r = _pick(j, r0, r1, r2, r3)
+        p = (((r.to(tl.int32, bitcast=True) >> 9) & 0x7FFFFF) | 0x3F800000).to(tl.float32, bitcast=True) - 1.0
+        tl.store(out_ptr + o, fl + tl.where(p < t - fl, 1.0, 0.0), mask=o < n)
+
+
+def round_stochastic(x: torch.Tensor, alpha: float = 1.0, generator=None, out=None) -> torch.Tensor:
+    """IntSGD's Int(α·x) on a CUDA float32 tensor in one pass (float32 integers)."""
+    x = x.contiguous().reshape(-1)
+    n = x.numel()
+    out = torch.empty_like(x) if out is None else out.reshape(-1)
+    _round_stochastic_kernel[(triton.cdiv(n, BLOCK),)](x, out, n, float(alpha), _seed(x, generator),
+                                                        ROUNDS=PHILOX_ROUNDS, BLOCK=BLOCK, num_warps=WARPS)
+    return out
