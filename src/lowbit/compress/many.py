@@ -88,8 +88,9 @@ class Segments:
         return self._index
 
     def block_plan(self, block: int):
-        """(starts, lengths, blocks per segment, first block of each segment) of blocks of at most
-        ``block`` values that each lie inside one segment (on the device), kept per block size."""
+        """(starts, lengths, blocks per segment, first block of each segment, the most blocks of one
+        segment) of blocks of at most ``block`` values that each lie inside one segment (tensors on
+        the device), kept per block size."""
         if not hasattr(self, "_plans"):
             self._plans = {}
         if block not in self._plans:
@@ -106,7 +107,7 @@ class Segments:
             self._plans[block] = (torch.tensor(starts, dtype=torch.int64).to(self.device),
                                   torch.tensor(lengths, dtype=torch.int32).to(self.device),
                                   torch.tensor(per, dtype=torch.int64).to(self.device),
-                                  torch.tensor(first, dtype=torch.int64).to(self.device))
+                                  torch.tensor(first, dtype=torch.int64).to(self.device), max(per, default=0))
         return self._plans[block]
 
     @property

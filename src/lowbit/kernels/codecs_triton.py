@@ -729,14 +729,14 @@ def _stats_kernel(g_ptr, q_ptr, start_ptr, len_ptr, part_ptr, BLOCK: tl.constexp
 
 
 @triton.jit
-def _rows_sum_kernel(part_ptr, first_ptr, count_ptr, out_ptr, R: tl.constexpr):
+def _rows_sum_kernel(part_ptr, first_ptr, count_ptr, out_ptr, most, R: tl.constexpr):
     j = tl.program_id(0)
     first = tl.load(first_ptr + j)
     end = first + tl.load(count_ptr + j)
     k = tl.arange(0, 8)[None, :]
     acc = tl.zeros((8,), dtype=tl.float64)
-    for r0 in range(first, end, R):  # R of the tensor's blocks at a time, in order: a fixed summation order
-        rows = r0 + tl.arange(0, R)[:, None]
+    for i in range(0, most, R):  # R of the tensor's blocks at a time, in order: a fixed summation order
+        rows = first + i + tl.arange(0, R)[:, None]
         acc += tl.sum(tl.load(part_ptr + rows * 5 + k, mask=(rows < end) & (k < 5), other=0.0), axis=0)
     k1 = tl.arange(0, 8)
     tl.store(out_ptr + j * 5 + k1, acc, mask=k1 < 5)
@@ -745,15 +745,15 @@ def _rows_sum_kernel(part_ptr, first_ptr, count_ptr, out_ptr, R: tl.constexpr):
 def tensor_sums(g: torch.Tensor, q: torch.Tensor, plan) -> torch.Tensor:
     """Per tensor of a flat buffer: Σg², Σg̃², Σ(g̃ − g)², #{g ≠ 0}, #{g ≠ 0, g̃ = 0} (float64,
     m × 5) in one read of g and g̃.  ``plan``: (starts, lengths, blocks per tensor, first block of
-    each tensor) of blocks that each lie inside one tensor; the blocks' partial sums are added per
+    each tensor, the most blocks of one tensor) of blocks that each lie inside one tensor; the blocks' partial sums are added per
     tensor in a fixed order (deterministic)."""
-    starts, lengths, per, first = plan
+    starts, lengths, per, first, most = plan
     part = torch.empty(starts.numel(), 5, dtype=torch.float64, device=g.device)
     out = torch.empty(per.numel(), 5, dtype=torch.float64, device=g.device)
     if starts.numel():
         _stats_kernel[(starts.numel(),)](g, q, starts, lengths, part, BLOCK=BLOCK, num_warps=WARPS)
     if per.numel():
-        _rows_sum_kernel[(per.numel(),)](part, first, per, out, R=64, num_warps=2)
+        _rows_sum_kernel[(per.numel(),)](part, first, per, out, most, R=64, num_warps=2)
     return out
 
 
