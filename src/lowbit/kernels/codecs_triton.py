@@ -729,13 +729,13 @@ def _stats_kernel(g_ptr, q_ptr, start_ptr, len_ptr, part_ptr, BLOCK: tl.constexp
 
 
 @triton.jit
-def _rows_sum_kernel(part_ptr, first_ptr, count_ptr, out_ptr, most, R: tl.constexpr):
+def _rows_sum_kernel(part_ptr, first_ptr, count_ptr, out_ptr, MOST: tl.constexpr, R: tl.constexpr):
     j = tl.program_id(0)
     first = tl.load(first_ptr + j)
     end = first + tl.load(count_ptr + j)
     k = tl.arange(0, 8)[None, :]
     acc = tl.zeros((8,), dtype=tl.float64)
-    for i in range(0, most, R):  # R of the tensor's blocks at a time, in order: a fixed summation order
+    for i in range(0, MOST, R):  # R of the tensor's blocks at a time, in order: a fixed summation order
         rows = first + i + tl.arange(0, R)[:, None]
         acc += tl.sum(tl.load(part_ptr + rows * 5 + k, mask=(rows < end) & (k < 5), other=0.0), axis=0)
     k1 = tl.arange(0, 8)
@@ -753,7 +753,7 @@ def tensor_sums(g: torch.Tensor, q: torch.Tensor, plan) -> torch.Tensor:
     if starts.numel():
         _stats_kernel[(starts.numel(),)](g, q, starts, lengths, part, BLOCK=BLOCK, num_warps=WARPS)
     if per.numel():
-        _rows_sum_kernel[(per.numel(),)](part, first, per, out, most, R=64, num_warps=2)
+        _rows_sum_kernel[(per.numel(),)](part, first, per, out, MOST=most, R=64, num_warps=2)
     return out
 
 
