@@ -2,9 +2,10 @@
 is coded, sent and decoded — by the DDP hook and, with the same code, by the simulation.
 
 A bucket holds tensors g_1 … g_m laid end to end.  One call of the codec's multi-tensor path
-(:meth:`Compressor.flat_encode`) codes them all, each with its own scale s_j (QSGD's ‖g_j‖₂, TernGrad's max|g_j|, IntSGD's 1/α_j), so every tensor keeps the
-distribution of its own per-tensor message; codes of consecutive tensors share bytes, so the
-coded part is at most Σ_j wire_bytes(d_j).  Error feedback (Seide et al.; Karimireddy et al.)
+(:meth:`Compressor.flat_encode`) codes them all, each with its own scale s_j (QSGD's ‖g_j‖₂,
+TernGrad's max|g_j|, IntSGD's 1/α_j), so every tensor keeps the distribution of its own
+per-tensor message; codes of consecutive tensors share bytes, so the coded part is at most
+Σ_j wire_bytes(d_j).  Error feedback (Seide et al.; Karimireddy et al.)
 keeps one flat memory per bucket: v = g + e, send C(v), e ← v − C(v).
 
 Tensors with at most ``exact_below`` values, or with one dimension (biases, normalization
@@ -17,10 +18,12 @@ Two ways to combine the messages of n workers:
   are summed in flight by one all-reduce; the finite flags travel in the same buffer as counts
   of non-finite workers.  Overflow cannot happen: a fixed width of b bits clamps each worker's
   integers to ⌊(2^(b−1) − 1)/n⌋, so the sum of n fits.  The clamp is the only bias — none while
-  |α_j g| ≤ ⌊(2^(b−1) − 1)/n⌋, which IntSGD's adaptive α is designed to keep (IntSGD, Sec. 3);
-  ``clamped`` counts would show it.  The mean is decode(Σ_i payload_i)/n.
+  |α_j g| ≤ ⌊(2^(b−1) − 1)/n⌋, which IntSGD's adaptive α is designed to keep (IntSGD, Sec. 3).
+  The mean is decode(Σ_i payload_i)/n.
 * the others: every worker's bytes are all-gathered (sizes depend on the sizes only, so no
-  header travels) and each receiver decodes the n messages and averages them in worker order.
+  header travels) and each receiver decodes the n messages and averages them in worker order;
+  or, in the hook's ``mode="scatter"``, a compressed reduce-scatter and all-gather of chunks
+  (:func:`lowbit.dist.hooks._scatter`).
 
 ``SimulatedDataParallel(…, buckets=…)`` runs the same functions on n rows, so a DDP run and its
 simulation with the same seed and buckets give the same numbers.
