@@ -37,6 +37,7 @@ def equiv(out):
     split = type(split)(split.A.to(dev), split.y.to(dev), split.lam)
     x = torch.zeros(split.A.shape[2], dtype=torch.float64, device=dev)
     cluster = ld.DistributedCluster(lowbit_codec(world), seed=C.SEED)
+    assert isinstance(cluster, ld.Cluster)  # the protocol the DIANA family takes
     opt = C.diana_optimizer(split, x, cluster)
     mine = split.workers(slice(rank, rank + 1))
     subopt = []

@@ -26,6 +26,13 @@ def test_batched_exchange_equals_per_worker(name, opts):
     assert mean.shape == (300,)
 
 
+def test_the_simulated_cluster_is_a_cluster():
+    from lowbit.dist import Cluster
+
+    assert isinstance(SimulatedCluster(3, get_compressor("identity")), Cluster)
+    assert not isinstance(object(), Cluster)
+
+
 def test_integer_width_counts():
     cl = SimulatedCluster(3, get_compressor("intsgd", alpha=1.0, rounding="nearest", n_workers=3))
     v = torch.tensor([[1.0, -3.0], [0.0, 7.0], [2.0, 2.0]])

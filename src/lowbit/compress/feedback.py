@@ -85,3 +85,12 @@ class Shifted(_Wrapper):
 
     def decode(self, packet: Packet) -> torch.Tensor:
         return (packet.meta["shift"] + self.inner.decode(packet).to(torch.float32)).to(packet.dtype)
+
+    def decode_mirrored(self, packet: Packet, mirror: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor]:
+        """A receiver's side when the shift does not travel (a real exchange): with its copy h_i of
+        sender i's shift (None: zeros), ĝ_i = h_i + C⁻¹(packet) and h_i ← h_i + γ·C⁻¹(packet).
+        Returns (ĝ_i, the new h_i)."""
+        delta = self.inner.decode(packet).to(torch.float32)
+        if mirror is None:
+            mirror = torch.zeros_like(delta)
+        return (mirror + delta).to(packet.dtype), mirror + self.gamma * delta

@@ -1,10 +1,25 @@
-"""Distributed training: the simulated n-worker cluster, and the same exchange over
-torch.distributed (one worker per process; DDP communication hooks for every compressor), and
-ISGQ's factored exchange of layer inputs and errors (simulated workers)."""
+"""Distributed training, in layers:
+
+* :mod:`~lowbit.dist.protocol` — the :class:`Cluster` protocol (``reduce``, ``mean``,
+  ``state_dict``) that the DIANA family takes;
+* :mod:`~lowbit.dist.simulated` — n workers in one process (:class:`SimulatedCluster`,
+  :class:`SimulatedDataParallel`) and the workers' seeding (:func:`worker_generator`);
+* :mod:`~lowbit.dist.bucket` — how a bucket of tensors is coded, combined and decoded, shared by
+  the DDP hooks and the simulation;
+* :mod:`~lowbit.dist.hooks` — DDP communication hooks for every compressor (the bucket path, or
+  per parameter);
+* :mod:`~lowbit.dist.cluster` and :mod:`~lowbit.dist.wire` — one worker per process for the
+  DIANA family (:class:`DistributedCluster`) and its packets on the wire;
+* :mod:`~lowbit.dist.process_group` — the process group, its heartbeat and the errors that name
+  a lost rank;
+* :mod:`~lowbit.dist.factored` — ISGQ's exchange of layer inputs and errors (simulated workers).
+"""
 
 from .cluster import DistributedCluster
 from .factored import FactoredDataParallel
 from .process_group import RankLostError, init, shutdown
+from .protocol import Cluster
 from .simulated import SimulatedCluster, SimulatedDataParallel, worker_generator
 
-__all__ = ["SimulatedCluster", "SimulatedDataParallel", "FactoredDataParallel", "DistributedCluster", "RankLostError", "init", "shutdown", "worker_generator"]
+__all__ = ["Cluster", "SimulatedCluster", "SimulatedDataParallel", "FactoredDataParallel", "DistributedCluster",
+           "RankLostError", "init", "shutdown", "worker_generator"]

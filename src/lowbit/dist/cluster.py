@@ -8,7 +8,7 @@ shared quantities (an all-reduce of one scalar), and sends its packet — summed
 that a run over real processes gives the numbers of the per-worker simulation with the same seed.
 
 For ``Shifted`` (DIANA-style) codecs each rank mirrors every sender's shift h_i, as the
-simulation's packets carry it: decode_i = h_i + C⁻¹(packet_i), h_i ← h_i + γ·C⁻¹(packet_i).
+simulation's packets carry it (:meth:`lowbit.compress.Shifted.decode_mirrored`).
 """
 
 from __future__ import annotations
@@ -62,12 +62,9 @@ class DistributedCluster:
         if not isinstance(self.codec, Shifted):
             return self.codec.decode(packet)
         if self.mirrors is None:
-            self.mirrors = [torch.zeros(packet.shape, dtype=torch.float32, device=packet.payload[next(iter(
-                packet.payload))].device) for _ in range(self.n)]
-        delta = self.codec.inner.decode(packet).to(torch.float32)
-        out = self.mirrors[i] + delta
-        self.mirrors[i] = self.mirrors[i] + self.codec.gamma * delta
-        return out.to(packet.dtype)
+            self.mirrors = [None] * self.n
+        out, self.mirrors[i] = self.codec.decode_mirrored(packet, self.mirrors[i])
+        return out
 
     def mean(self, v: torch.Tensor) -> tuple[torch.Tensor, dict]:
         _, mean, info = self.exchange(v.reshape(-1))
