@@ -14,7 +14,7 @@ DEVICES = ["cpu", pytest.param("cuda", marks=needs_cuda)]
 
 DETERMINISTIC = {
     "identity": {}, "cast-fp8": {"format": "fp8"}, "cast-fp4": {"format": "fp4"}, "cast-bf16": {"format": "bf16"},
-    "cast-int8": {"format": "int8"}, "signsgd": {},
+    "cast-int8": {"format": "int8"}, "signsgd": {}, "onebit": {},
     "intsgd-fixed": {"alpha": 100.0, "bits": 8, "rounding": "nearest"},
     "intsgd-adaptive": {"bits": 16, "rounding": "nearest", "sigma_sq": 1e-4},
     "intsgd-adaptive8": {"bits": 8, "rounding": "nearest", "sigma_sq": 25.0},  # α_j = √d_j/5: one α per tensor
@@ -111,7 +111,7 @@ def test_codecs_with_data_dependent_sizes_go_tensor_by_tensor(case):
     assert nbytes > 0
 
 
-@pytest.mark.parametrize("case", ["qsgd", "terngrad", "signsgd", "cast-fp8", "intsgd-fixed", "natural"])
+@pytest.mark.parametrize("case", ["qsgd", "terngrad", "signsgd", "cast-fp8", "intsgd-fixed", "natural", "onebit"])
 def test_non_finite_input_stays_non_finite(case):
     opts = {**DETERMINISTIC, **STOCHASTIC}[case]
     codec = codec_of(case, opts)

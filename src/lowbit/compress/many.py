@@ -111,6 +111,13 @@ class Segments:
         return self._plans[block]
 
     @property
+    def lengths(self) -> torch.Tensor:
+        """The sizes as an int64 tensor on the device (``torch.segment_reduce``'s lengths)."""
+        if getattr(self, "_lengths", None) is None:
+            self._lengths = torch.as_tensor(self.sizes, dtype=torch.int64).to(self.device)
+        return self._lengths
+
+    @property
     def ends(self) -> torch.Tensor:
         """The running total of the sizes (int64, on the device): where each segment ends."""
         if getattr(self, "_ends", None) is None:
@@ -133,6 +140,26 @@ def segments(sizes, device) -> Segments:
             _SEGMENTS.pop(next(iter(_SEGMENTS)))
         _SEGMENTS[key] = Segments(sizes, device)
     return _SEGMENTS[key]
+
+
+def segment_sums(values: torch.Tensor, seg: Segments) -> torch.Tensor:
+    """Σ of each segment of a flat buffer: ``torch.segment_reduce`` on the GPU; on the CPU one
+    sum per segment (its CPU kernel is serial: 20× slower there)."""
+    if values.is_cuda:
+        return torch.segment_reduce(values, "sum", lengths=seg.lengths)
+    return torch.stack([v.sum() for v in values.split(seg.sizes)]) if seg.sizes else values.new_zeros(0)
+
+
+def per_segment_where(mask: torch.Tensor, a: torch.Tensor, b: torch.Tensor, seg: Segments, out=None) -> torch.Tensor:
+    """a_j where ``mask`` is set, b_j elsewhere, for every coordinate of segment j: on the GPU
+    through the spread values; on the CPU segment by segment (no per-coordinate index reads)."""
+    if mask.is_cuda:
+        v = torch.where(mask, seg.spread(a), seg.spread(b))
+        return v if out is None else out.copy_(v)
+    out = torch.empty(mask.shape, dtype=a.dtype) if out is None else out
+    for m, o, aj, bj in zip(mask.split(seg.sizes), out.split(seg.sizes), a, b):
+        torch.where(m, aj, bj, out=o)
+    return out
 
 
 def foreach_norms(tensors, ord) -> torch.Tensor:

@@ -11,8 +11,9 @@ from __future__ import annotations
 
 import torch
 
-from ..packing import pack, unpack
+from ..packing import pack, unpack, unpack_bytes
 from .base import Compressor, Packet, _check_tensor, register
+from .many import per_segment_where, segment_sums
 
 
 @register("onebit")
@@ -40,6 +41,41 @@ class OneBit(Compressor):
         b = torch.where(nonfinite, float("nan"), b)
         return Packet({"means": torch.stack([a, b], 1).reshape(-1), "signs": pack(pos.reshape(-1), 1)},
                       tuple(tensor.shape), tensor.dtype, {"rows": x.shape[0]})
+
+    # multi-tensor path (per-tensor granularity): every tensor keeps its own two means
+    def batchable(self, states=None) -> bool:
+        return self.granularity == "tensor"
+
+    def wire_bytes(self, numel: int) -> int:
+        return 8 + (numel + 7) // 8
+
+    def flat_encode(self, flat, tensors, segments, *, states=None, generator=None):
+        """Sign bits of the whole buffer and, per tensor j, a_j = mean{x ≥ 0}, b_j = mean{x < 0}
+        from segment sums (NaN for a tensor whose sums are not finite, as a non-finite input)."""
+        pos = flat >= 0
+        if flat.is_cuda:
+            npos = segment_sums(pos.to(flat.dtype), segments)
+            spos = segment_sums(torch.where(pos, flat, 0.0), segments)
+            sneg = segment_sums(torch.where(pos, 0.0, flat), segments)
+        else:  # S± = (Σx ± Σ|x|)/2 in float64, tensor by tensor: reads only, no temporaries
+            vs, ps = flat.split(segments.sizes), pos.split(segments.sizes)
+            tot = torch.stack([v.sum(dtype=torch.float64) for v in vs])
+            mag = torch.stack([torch.linalg.vector_norm(v, 1, dtype=torch.float64) for v in vs])
+            npos = torch.stack([p.sum() for p in ps]).to(torch.float64)
+            spos, sneg = (tot + mag) / 2, (tot - mag) / 2
+        a = spos / npos.clamp(min=1)
+        b = sneg / (segments.lengths.to(npos.dtype) - npos).clamp(min=1)
+        bad = ~torch.isfinite(spos + sneg)
+        a, b = torch.where(bad, float("nan"), a), torch.where(bad, float("nan"), b)
+        return {"means": torch.stack([a, b], 1).reshape(-1).to(torch.float32), "signs": pack(pos, 1)}
+
+    def flat_decode(self, payload, segments, *, out=None):
+        ab = payload["means"].reshape(-1, 2)
+        bits = unpack_bytes(payload["signs"], 1, segments.total).view(torch.bool)
+        return per_segment_where(bits, ab[:, 0].contiguous(), ab[:, 1].contiguous(), segments, out)
+
+    def flat_roundtrip(self, flat, tensors, segments, *, states=None, generator=None, out=None):
+        return self.flat_decode(self.flat_encode(flat, tensors, segments), segments, out=out)
 
     def decode(self, packet: Packet) -> torch.Tensor:
         rows = packet.meta["rows"]

@@ -55,10 +55,11 @@ class SignSGD(Compressor):
     def flat_decode(self, payload, segments, *, out=None):
         from .. import kernels
 
-        if not payload["signs"].is_cuda:  # ±s_j: the scales spread, negated where the sign bit is 0
-            s = segments.spread(payload["scales"])
+        if not payload["signs"].is_cuda:  # ±s_j, segment by segment
+            from .many import per_segment_where
+
             plus = unpack_bytes(payload["signs"], 1, segments.total).view(torch.bool)
-            return torch.where(plus, s, torch.neg(s), out=torch.empty_like(s) if out is None else out)
+            return per_segment_where(plus, payload["scales"], -payload["scales"], segments, out)
         if not kernels.triton_available():
             return super().flat_decode(payload, segments, out=out)
         from ..kernels.codecs_triton import sign_decode

@@ -5,8 +5,8 @@
     ddp.register_comm_hook(state, hook)
 
 Codecs with a multi-tensor path (identity, casts without scaling, IntSGD with a fixed width,
-natural compression, QSGD with fixed-width codes, TernGrad, signSGD, and error feedback around
-any of them) code DDP's whole bucket in one call (:mod:`lowbit.dist.bucket`): each parameter
+natural compression, QSGD with fixed-width codes, TernGrad, signSGD, 1-bit SGD, and error
+feedback around any of them) code DDP's whole bucket in one call (:mod:`lowbit.dist.bucket`): each parameter
 keeps its own scale (QSGD's norm, TernGrad's max, IntSGD's α are per layer, as in the papers),
 no value is read on the host, and the hook returns the collective's future chained with the
 decode, as torch's ``powerSGD_hook`` does, so communication overlaps the rest of backward.
