@@ -188,3 +188,15 @@ def test_lowbit_run_under_torchrun_matches_the_simulation_and_resumes_after_a_re
         assert (a["bits"] == b["bits"]).all() and (a["grad_computations"] == b["grad_computations"]).all()
     sub = tmp_path / "real" / "runs" / "method=vr-intdiana"
     assert (sub / "checkpoint.rank0.pt").exists() and (sub / "checkpoint.rank1.pt").exists()  # one per rank
+
+
+def test_hook_modes_are_checked():
+    from lowbit import get_compressor
+    from lowbit.compress import ErrorFeedback
+    from lowbit.dist.hooks import HookState
+
+    with pytest.raises(ValueError, match="gather"):
+        HookState(get_compressor("qsgd"), mode="reduce")
+    with pytest.raises(ValueError, match="per parameter"):
+        HookState(ErrorFeedback(get_compressor("intsgd", bits=8)), mode="scatter")
+    assert HookState(get_compressor("qsgd"), mode="scatter").mode == "scatter"

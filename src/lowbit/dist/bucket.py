@@ -112,6 +112,13 @@ class BucketCoder:
         """The values of the small tensors (a few thousand at most): a copy."""
         return flat.index_select(0, self.index) if self.exact_sizes else flat[:0]
 
+    def mean_exact(self, exacts: list) -> torch.Tensor:
+        """(1/n)·Σ_i of the workers' exact values, summed in worker order."""
+        total = exacts[0].clone()
+        for e in exacts[1:]:
+            total += e
+        return total.div_(len(exacts))
+
     def join(self, out: torch.Tensor, exact: torch.Tensor) -> torch.Tensor:
         """Write the exact values into their places in the decoded bucket ``out``."""
         if self.exact_sizes:

@@ -69,6 +69,10 @@ class HookState:
         if mode not in ("gather", "scatter"):
             raise ValueError(f"mode is 'gather' (all-gather of every message) or 'scatter' (compressed "
                              f"reduce-scatter + all-gather), got {mode!r}")
+        inner = getattr(codec, "inner", codec)
+        if mode == "scatter" and (codec.shared_state or inner.shared_state):
+            raise ValueError(f"{codec.name} keeps a public state per parameter (IntSGD's α), which the scatter "
+                             "mode's chunks cut across; use mode='gather' (IntSGD sums in flight anyway)")
         self.mode = mode
         self.codec = codec
         self.seed = seed
@@ -326,13 +330,7 @@ def compressed_hook(state: HookState, bucket) -> torch.futures.Future[torch.Tens
     def gathered(_fut):
         parts = [coder.from_bytes(piece, b.layout) for piece in got.view(n, -1)]
         coder.mean_decoded([p for p, _ in parts], flat)
-        mean_exact = exact
-        if exact.numel():
-            mean_exact = parts[0][1].clone()
-            for _, e in parts[1:]:
-                mean_exact += e
-            mean_exact /= n
-        return finish(mean_exact)
+        return finish(coder.mean_exact([e for _, e in parts]) if exact.numel() else exact)
 
     return work.get_future().then(gathered)
 

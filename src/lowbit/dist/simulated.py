@@ -327,10 +327,7 @@ class _SimBucket:
             coder.decode_sum(coder.sum_payloads(payloads), o.n, out)
         else:
             coder.mean_decoded(payloads, out)
-        mean_exact = exacts[0].clone()
-        for e in exacts[1:]:
-            mean_exact += e
-        coder.join(out, mean_exact / o.n)
+        coder.join(out, coder.mean_exact(exacts))
         for p, v in zip(ps, torch.split(out, [p.numel() for p in ps])):
             p.grad = v.reshape(p.shape).to(p.dtype)
         return bits
