@@ -17,7 +17,7 @@ import torch
 
 from ..compress import Compressor, compressor_names, get_compressor
 from ..compress.many import flatten, foreach_norms, roundtrip_flat, segments, sizes_of, unflatten
-from .stats import StatsLog, from_sums, shrinkage, tensor_sums
+from .stats import StatsLog, from_sums, pair_sums, tensor_sums
 from .wrapper import OptimizerWrapper
 
 
@@ -212,7 +212,8 @@ class QuantizedGradients(OptimizerWrapper):
                     nbytes += nb
                 st = {}
                 if want_stats and ps:
-                    st = {**shrinkage(pairs), "q_layers": torch.stack([shrinkage([pr])["q"] for pr in pairs])}
+                    sums = pair_sums(pairs)
+                    st = {**from_sums(sums), "q_layers": from_sums(sums, per_tensor=True)["q"]}
             bits = 8 * nbytes
             for p, gt in zip(ps, outs or ()):
                 p.grad = gt

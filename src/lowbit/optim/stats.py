@@ -68,19 +68,23 @@ def from_sums(sums: dict[str, torch.Tensor], *, per_tensor: bool = False) -> dic
     return _derive(*(sums[k].sum() for k in ("gg", "qq", "ee", "nz", "fl")))
 
 
-def shrinkage(pairs) -> dict[str, torch.Tensor]:
-    """Statistics of [(g, g̃), …] taken as one concatenated vector (float64 accumulation)."""
-    gg = qq = ee = 0
-    nz = fl = 0
+def pair_sums(pairs) -> dict[str, torch.Tensor]:
+    """:func:`tensor_sums` of [(g, g̃), …] given tensor by tensor (float64, one value per pair)."""
+    rows = {"gg": [], "qq": [], "ee": [], "nz": [], "fl": []}
     for g, gt in pairs:
         g64, q64 = g.detach().double().reshape(-1), gt.detach().double().reshape(-1)
-        gg = gg + (g64 * g64).sum()
-        qq = qq + (q64 * q64).sum()
-        ee = ee + ((q64 - g64) ** 2).sum()
         nonzero = g64 != 0
-        nz = nz + nonzero.sum()
-        fl = fl + (nonzero & (q64 == 0)).sum()
-    return _derive(*(torch.as_tensor(v, dtype=torch.float64) for v in (gg, qq, ee, nz, fl)))
+        rows["gg"].append((g64 * g64).sum())
+        rows["qq"].append((q64 * q64).sum())
+        rows["ee"].append(((q64 - g64) ** 2).sum())
+        rows["nz"].append(nonzero.sum().double())
+        rows["fl"].append((nonzero & (q64 == 0)).sum().double())
+    return {k: torch.stack(v) if v else torch.zeros(0, dtype=torch.float64) for k, v in rows.items()}
+
+
+def shrinkage(pairs) -> dict[str, torch.Tensor]:
+    """Statistics of [(g, g̃), …] taken as one concatenated vector (float64 accumulation)."""
+    return from_sums(pair_sums(list(pairs)))
 
 
 def _plain(v: torch.Tensor):
