@@ -1,7 +1,9 @@
 """Step time of ResNet-18 (CIFAR-10 shapes, synthetic data) with fp32 gradients against each
 codec applied through QuantizedGradients (the multi-tensor path with the codec's kernels replayed
-from a CUDA graph; two rows launching them one by one, two per parameter, and one with the
-shrinkage statistics and the NaN check that training runs keep on), and images per
+from a CUDA graph; two rows launching them one by one, two per parameter, and, for cast fp8,
+rows with the shrinkage statistics and the NaN check that training runs keep on: with plain SGD,
+whose check reads the host, and with fused SGD, which skips a non-finite step on the device, each
+against the same codec and launch mode without them), and images per
 second of a whole epoch in lowbit's on-device loop against the same model fed by a plain
 PyTorch DataLoader.
 
@@ -77,15 +79,24 @@ def main(argv=None) -> int:
     variants = [(label, make, {"cuda_graph": True}) for label, make in CODECS.items()]
     variants += [("cast fp8, eager launches", CODECS["cast fp8"], {}),
                  ("qsgd s=16, eager launches", CODECS["qsgd s=16"], {}),
-                 ("cast fp8, q + NaN check", CODECS["cast fp8"], {"record": True, "check_finite": True}),
+                 ("cast fp8, q + NaN check (host read)", CODECS["cast fp8"], {"record": True, "check_finite": True}),
+                 # fused SGD skips a non-finite step on the device: no host read for the check
+                 ("cast fp8, fused SGD", CODECS["cast fp8"], {"cuda_graph": True, "fused": True}),
+                 ("cast fp8, fused SGD, q + NaN check", CODECS["cast fp8"],
+                  {"cuda_graph": True, "fused": True, "record": True, "check_finite": True}),
+                 ("cast fp8, fused SGD, eager launches", CODECS["cast fp8"], {"fused": True}),
+                 ("cast fp8, fused SGD, eager launches, q + NaN check", CODECS["cast fp8"],
+                  {"fused": True, "record": True, "check_finite": True}),
                  ("cast fp8, per parameter", CODECS["cast fp8"], {"multi_tensor": False}),
                  ("qsgd s=16, per parameter", CODECS["qsgd s=16"], {"multi_tensor": False})]
     opts = [("fp32 gradients", torch.optim.SGD(model.parameters(), lr=1e-3, momentum=0.9))]
     models[id(opts[0][1])] = model
     for label, make, extra in variants:
         m = copy.deepcopy(model)
-        opts.append((label, QuantizedGradients(torch.optim.SGD(m.parameters(), lr=1e-3, momentum=0.9), make(),
-                                               **{"record": False, "check_finite": False, **extra})))
+        extra = dict(extra)
+        fused = extra.pop("fused", None)
+        base = torch.optim.SGD(m.parameters(), lr=1e-3, momentum=0.9, fused=fused)
+        opts.append((label, QuantizedGradients(base, make(), **{"record": False, "check_finite": False, **extra})))
         models[id(opts[-1][1])] = m
     for _, opt in opts:  # warm-up: compilation, autotuning, allocator
         for _ in range(3):
@@ -207,6 +218,19 @@ def main(argv=None) -> int:
     for r in rows:
         if r.get("codec_kernels"):
             print(f"  {r['name']}: " + "; ".join(f"{k} {ms:.3f} ms" for k, ms in r["codec_kernels"]))
+    # what the statistics and the finite check cost over the same codec and launch mode without them
+    by_name = {r["name"]: r for r in rows if "seconds" in r}
+    costs = []
+    for base in ("cast fp8, fused SGD", "cast fp8, fused SGD, eager launches"):
+        a, b = by_name[base], by_name[base + ", q + NaN check"]
+        c = {"name": f"cost of q + NaN check: {base}", "wall_best": b["best_s"] / a["best_s"] - 1,
+             "wall_median": b["seconds"] / a["seconds"] - 1}
+        if "device_s" in a:
+            c["device"] = b["device_s"] / a["device_s"] - 1
+        costs.append(c)
+        print(f"{c['name']}: wall {100 * c['wall_best']:+.1f}% (best round), {100 * c['wall_median']:+.1f}% (median)"
+              + (f", device {100 * c['device']:+.1f}%" if "device" in c else ""))
+    rows += costs
     print(f"\nfull epoch of {n:,} images: lowbit {ours:,.0f} img/s, DataLoader {peer:,.0f} img/s "
           f"({ours / peer:.2f}x)")
     write_results(args.out, "train_step", rows, device=name, batch=B)

@@ -153,12 +153,12 @@ def test_quantized_gradients_multi_tensor_equals_per_parameter(codec):
         assert ra["q"] == pytest.approx(rb["q"], rel=1e-6)
 
 
-def _train_cuda(codec, cuda_graph, steps=5):
+def _train_cuda(codec, cuda_graph, steps=5, record=False, fused=None):
     torch.manual_seed(0)
     model = torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3), torch.nn.ReLU(), torch.nn.Flatten(),
                                 torch.nn.Linear(64, 5)).cuda().to(memory_format=torch.channels_last)
-    opt = QuantizedGradients(torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9), codec, record=False,
-                             check_finite=False, cuda_graph=cuda_graph)
+    opt = QuantizedGradients(torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9, fused=fused), codec,
+                             record=record, check_finite=record, cuda_graph=cuda_graph)
     x, y = torch.randn(16, 3, 6, 6, device="cuda"), torch.randint(0, 5, (16,), device="cuda")
     for _ in range(steps):
         opt.zero_grad()
@@ -176,6 +176,20 @@ def test_cuda_graph_replay_equals_eager_launches(make):
     assert len(opt._graphs) == 1  # captured once (at the second step), replayed after
     for a, b in zip(pa, pb):
         assert torch.equal(a, b)
+
+
+@needs_cuda
+def test_cuda_graph_replay_with_statistics_and_device_finite_check():
+    """The statistics' kernels and the finite check captured with the codec's: the same weights
+    and the same statistics as eager launches, with no host read of the check (fused SGD)."""
+    make = lambda: get_compressor("cast", format="fp8")
+    pa, oa = _train_cuda(make(), True, record=True, fused=True)
+    pb, ob = _train_cuda(make(), False, record=True, fused=True)
+    assert len(oa._graphs) == 1
+    for a, b in zip(pa, pb):
+        assert torch.equal(a, b)
+    for ra, rb in zip(oa.stats, ob.stats):
+        assert ra["q"] == rb["q"] and ra["q_layers"] == rb["q_layers"] and ra["bits"] == rb["bits"]
 
 
 @needs_cuda

@@ -306,6 +306,42 @@ def test_quantized_gradients_records_and_compensates():
         QuantizedGradients(torch.optim.SGD([x], lr=0.1), "fp4", compensate="fixed")
 
 
+@pytest.mark.parametrize("record", [True, False])
+@pytest.mark.parametrize("multi_tensor", [True, False])
+@pytest.mark.parametrize("make", [lambda p: torch.optim.SGD(p, lr=0.1, momentum=0.9, fused=True),
+                                  lambda p: torch.optim.Adam(p, lr=0.1, fused=True)])
+def test_non_finite_gradient_is_skipped_on_the_device_by_fused_optimizers(make, multi_tensor, record):
+    """With a fused optimizer the check reads nothing on the host: the step with a NaN gradient
+    and every later one leave the weights and the optimizer state as after the last good step
+    (compared with a run stopped there), and the next read raises, naming the step."""
+    def run(bad_at, steps):
+        torch.manual_seed(0)
+        ps = [torch.nn.Parameter(torch.randn(7, 3)), torch.nn.Parameter(torch.randn(5))]
+        opt = QuantizedGradients(make(ps), "fp8", multi_tensor=multi_tensor, record=record)
+        for k in range(steps):
+            for p in ps:
+                p.grad = torch.randn_like(p)
+            if k == bad_at:
+                ps[1].grad[2] = float("nan")
+            opt.step()
+        return ps, opt
+
+    good, ref = run(None, 2)
+    ps, opt = run(2, 4)  # a NaN at step 2, then a finite step 3
+    for a, b in zip(ps, good):
+        assert torch.equal(a.detach(), b.detach())
+    for a, b in zip(opt.optimizer.state.values(), ref.optimizer.state.values()):
+        for k in a:
+            assert torch.equal(a[k], b[k]), k
+    for read in (opt.raise_if_nonfinite, lambda: opt.stats, opt.state_dict):
+        with pytest.raises(FloatingPointError, match="at step 2; that step and the 1 after"):
+            read()
+    assert not hasattr(opt.optimizer, "found_inf")
+    _, clean = run(None, 3)
+    clean.raise_if_nonfinite()
+    assert len(clean.stats) == (3 if record else 0)
+
+
 def test_quantized_gradients_wraps_adam_and_momentum():
     for make in (lambda p: torch.optim.Adam(p, lr=1e-2), lambda p: torch.optim.SGD(p, lr=1e-2, momentum=0.9)):
         x = torch.nn.Parameter(torch.randn(20))

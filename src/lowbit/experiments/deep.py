@@ -76,7 +76,10 @@ def run_deep(cfg: RunConfig, folder: RunFolder, *, resume: bool = True, stop_aft
               backward=pc.errors, rounding=pc.rounding, backward_rounding=pc.error_rounding, record=True,
               generator=torch.Generator(device=dev).manual_seed(cfg.seed + 2))
     params = [p for p in model.parameters()]
-    base = torch.optim.SGD(params, lr=dc.lr, momentum=dc.momentum, weight_decay=dc.weight_decay)
+    # fused on CUDA: one kernel per step, and a step skipped on the device for a non-finite
+    # gradient (QuantizedGradients' check then reads nothing on the host until the epoch's end)
+    base = torch.optim.SGD(params, lr=dc.lr, momentum=dc.momentum, weight_decay=dc.weight_decay,
+                           fused=dev.type == "cuda")
     codec = None
     if q.codec not in ("fp32", "float32", "none"):
         codec = get_compressor(q.codec, **q.options) if q.options else resolve_codec(q.codec, q.rounding)
@@ -211,6 +214,7 @@ def run_deep(cfg: RunConfig, folder: RunFolder, *, resume: bool = True, stop_aft
                     sdp.observe(lr, [float(((p.detach() - b) ** 2).sum()) for p, b in zip(params, before)])
         qs, epoch_bits, places = [], 0.0, {}
         if isinstance(grads_opt, QuantizedGradients):
+            grads_opt.raise_if_nonfinite()
             new = grads_opt.log.rows()[logged:]
             qs = [r["q"] for r in new]
             layered = [r["q_layers"] for r in new if r.get("group") == 0 and "q_layers" in r]

@@ -17,7 +17,7 @@ import torch
 
 from ..compress import Compressor, compressor_names, get_compressor
 from ..compress.many import flatten, foreach_norms, roundtrip_flat, segments, sizes_of, unflatten
-from .stats import StatsLog, from_sums, pair_sums, tensor_sums
+from .stats import SUM_KEYS, StatsLog, from_sums, pair_sums, stack_sums, tensor_sums
 from .wrapper import OptimizerWrapper
 
 
@@ -34,8 +34,15 @@ class QuantizedGradients(OptimizerWrapper):
     """Wrap ``optimizer`` so that each ``step`` first replaces every gradient by
     decode(encode(gradient)) of ``codec`` (a Compressor, a compressor name, or a format name).
 
-    Non-finite gradients raise FloatingPointError before anything is changed (``check_finite``;
-    one host sync per step), so a run never steps on NaN.
+    Non-finite gradients never reach the weights (``check_finite``).  Where the wrapped optimizer
+    can skip a step on the device (torch's fused optimizers, ``fused=True``: they read a
+    ``found_inf`` flag, as under GradScaler) the check costs no host synchronization: a step with
+    a non-finite gradient, and every step after it, leaves the weights and the optimizer's state
+    unchanged, and FloatingPointError is raised at the next read of the host — the statistics,
+    :meth:`state_dict`, or :meth:`raise_if_nonfinite` — naming the step.  (The codec's own state,
+    e.g. error-feedback memory, has then seen the non-finite gradient; :meth:`state_dict` raises
+    before it could be saved.)  With any other optimizer the check reads one value on the host
+    each step and raises before anything is changed.
 
     With ``multi_tensor`` (default: on CUDA, where kernel launches dominate) a group's gradients
     are coded in one flat call when the codec allows it (:mod:`lowbit.compress.many`: each gradient stays its own message, with its
@@ -47,10 +54,14 @@ class QuantizedGradients(OptimizerWrapper):
     decode kernel writes the decoded values back into it (through one copy when statistics are
     recorded).
 
-    ``cuda_graph=True`` (CUDA, multi-tensor path, statistics off, codecs that are
+    The statistics are kept as their raw per-tensor sums (one small copy per step) and derived
+    when the log is read.
+
+    ``cuda_graph=True`` (CUDA, multi-tensor path, codecs that are
     :meth:`~lowbit.compress.Compressor.graph_safe`): the codec's kernels are captured once in a
     CUDA graph and replayed each step, so the host launches one graph instead of a handful of
-    kernels — what matters when the host, not the device, limits the step.  Stochastic codecs
+    kernels — what matters when the host, not the device, limits the step; the statistics' kernels
+    and the finite check are captured with them.  Stochastic codecs
     draw fresh numbers at every replay (the generator's offset advances, as in eager mode).
     """
 
@@ -71,8 +82,9 @@ class QuantizedGradients(OptimizerWrapper):
         self.check_finite = check_finite
         self.generator = generator
         self.multi_tensor = multi_tensor
-        self.log = StatsLog()
+        self.log = StatsLog(check=self.raise_if_nonfinite)
         self.steps = 0
+        self._skipped = None  # device counter of steps skipped since a non-finite gradient
         self._ema = [0.0 for _ in optimizer.param_groups]
         self._codec_state: dict[int, object] = {}
         self._buffers: dict[int, tuple] = {}  # group → (flat gradient buffer, [(param, view)])
@@ -116,22 +128,33 @@ class QuantizedGradients(OptimizerWrapper):
         self._reused[gi] = False
         return self._buffers[gi]
 
-    def _replay(self, gi: int, flat: torch.Tensor, tensors: list, states: list) -> int:
-        """Code the buffer in place by replaying a CUDA graph of the codec's kernels, captured on
-        first use (after one eager run outside the capture that compiles the kernels and builds
-        the segment index); returns the bytes sent."""
-        key = (gi, flat.data_ptr(), flat.numel())
+    def _replay(self, gi: int, flat: torch.Tensor, tensors: list, states: list, stats: bool):
+        """Code the buffer in place by replaying a CUDA graph of the codec's kernels (and, with
+        ``stats``, of the statistics' kernels), captured on first use after one eager run outside
+        the capture that compiles the kernels and builds the segment index; returns the bytes sent
+        and the graph's tensor of stacked sums (overwritten by the next replay) or None."""
+        key = (gi, flat.data_ptr(), flat.numel(), stats)
         entry = self._graphs.get(key)
         if entry is None:
             for k in [k for k in self._graphs if k[0] == gi]:  # the group's buffer moved: drop its old graph
                 del self._graphs[k]
             seg = segments(sizes_of(tensors), flat.device)  # kept with the graph: it reads seg.index
+
+            def run():
+                _, out, _, nbytes = roundtrip_flat(self.codec, tensors, states=states, generator=self.generator,
+                                                   flat=flat, out=None if stats else flat)
+                if not stats:
+                    return nbytes, None
+                sums = stack_sums(tensor_sums(flat, out, seg))
+                flat.copy_(out)
+                return nbytes, sums
+
             saved = flat.clone()
             here = torch.cuda.current_stream(flat.device)
             side = torch.cuda.Stream(flat.device)
             side.wait_stream(here)
             with torch.cuda.stream(side):
-                roundtrip_flat(self.codec, tensors, states=states, generator=self.generator, flat=flat, out=flat)
+                run()
                 _ = seg.index
                 flat.copy_(saved)
             here.wait_stream(side)
@@ -139,11 +162,24 @@ class QuantizedGradients(OptimizerWrapper):
             if self.generator is not None:
                 graph.register_generator_state(self.generator)
             with torch.cuda.graph(graph):
-                _, _, _, nbytes = roundtrip_flat(self.codec, tensors, states=states, generator=self.generator,
-                                                 flat=flat, out=flat)
-            entry = self._graphs[key] = (graph, nbytes, seg)
+                nbytes, sums = run()
+            entry = self._graphs[key] = (graph, nbytes, sums, seg)
         entry[0].replay()
-        return entry[1]
+        return entry[1], entry[2]
+
+    def _device_skip(self) -> bool:
+        """Whether the wrapped optimizer skips a step on the device when told (``found_inf``)."""
+        return self.check_finite and bool(getattr(self.optimizer, "_step_supports_amp_scaling", False))
+
+    def raise_if_nonfinite(self) -> None:
+        """Raise FloatingPointError if a step was skipped on the device for a non-finite gradient
+        (one host read; see the class docstring)."""
+        if self._skipped is None:
+            return
+        k = int(self._skipped)
+        if k:
+            raise FloatingPointError(f"non-finite gradient at step {self.steps - k}; that step and the {k - 1} "
+                                     "after it were skipped (weights and optimizer state unchanged)")
 
     @property
     def stats(self) -> list[dict]:
@@ -169,10 +205,12 @@ class QuantizedGradients(OptimizerWrapper):
         if closure is not None:
             with torch.enable_grad():
                 loss = closure()
-        if self.check_finite:
+        device_skip = self._device_skip()
+        if self.check_finite and not device_skip:
             self._check()
         factors = []
         rows = []
+        bad = []  # per group: a device flag, was its gradient non-finite (device_skip only)
         want_stats = self.record or self.compensate == "adaptive"
         for gi, group in enumerate(self.param_groups):
             ps = [p for p in group["params"] if p.grad is not None]
@@ -181,27 +219,28 @@ class QuantizedGradients(OptimizerWrapper):
                     self._codec_state[id(p)] = self.codec.init_state(p.grad)
             grads = [p.grad for p in ps]
             states = [self._codec_state[id(p)] for p in ps]
+            if device_skip and ps and not want_stats:
+                bad.append(~torch.isfinite(foreach_norms(grads, 2).sum()))
             devices = {g.device for g in grads}
             multi = self.multi_tensor if self.multi_tensor is not None else all(d.type == "cuda" for d in devices)
+            sums = None
             if (ps and multi and self.codec.batchable(states) and len(devices) == 1
                     and all(g.dtype == torch.float32 for g in grads)):
                 flat, views = self._flat_grads(gi, ps)
                 tensors = [v for _, v in views]
-                if (self.cuda_graph and not want_stats and self._reused[gi] and flat.is_cuda
+                if (self.cuda_graph and self._reused[gi] and flat.is_cuda
                         and self.codec.graph_safe(flat, states)
                         and (self.generator is None or self.generator.device.type == "cuda")):
-                    nbytes = self._replay(gi, flat, tensors, states)
+                    nbytes, sums = self._replay(gi, flat, tensors, states, want_stats)
+                    sums = None if sums is None else sums.clone()  # the graph's next replay overwrites it
                 else:
                     # without statistics the decoded values are written straight into the buffer;
                     # the gradients are views of it, so they now hold them
                     _, out, _, nbytes = roundtrip_flat(self.codec, tensors, states=states, generator=self.generator,
                                                        flat=flat, out=None if want_stats else flat)
-                if want_stats:  # queued before flat is overwritten; per tensor, then for the group
-                    sums = tensor_sums(flat, out, segments(sizes_of(tensors), flat.device))
-                    st = {**from_sums(sums), "q_layers": from_sums(sums, per_tensor=True)["q"]}
-                    flat.copy_(out)
-                else:
-                    st = {}
+                    if want_stats:  # queued before flat is overwritten; per tensor, then for the group
+                        sums = stack_sums(tensor_sums(flat, out, segments(sizes_of(tensors), flat.device)))
+                        flat.copy_(out)
                 outs = None  # the gradients already are the views of the buffer
             else:  # parameter by parameter (also for non-float32 gradients)
                 outs, pairs, nbytes = [], [], 0
@@ -210,10 +249,10 @@ class QuantizedGradients(OptimizerWrapper):
                     outs.append(gt.to(g.dtype))
                     pairs.append((g, gt))
                     nbytes += nb
-                st = {}
                 if want_stats and ps:
-                    sums = pair_sums(pairs)
-                    st = {**from_sums(sums), "q_layers": from_sums(sums, per_tensor=True)["q"]}
+                    sums = stack_sums(pair_sums(pairs))
+            if device_skip and sums is not None:  # ‖g‖² of a non-finite gradient is not finite
+                bad.append(~torch.isfinite(sums[0].sum()))
             bits = 8 * nbytes
             for p, gt in zip(ps, outs or ()):
                 p.grad = gt
@@ -221,26 +260,41 @@ class QuantizedGradients(OptimizerWrapper):
             if self.compensate == "fixed":
                 factor = 1.0 / self.q_min
             elif self.compensate == "adaptive" and ps:
-                self._ema[gi] = self.beta * self._ema[gi] + (1 - self.beta) * float(st["q"])
+                q = from_sums(dict(zip(SUM_KEYS, sums)))["q"]
+                self._ema[gi] = self.beta * self._ema[gi] + (1 - self.beta) * float(q)
                 qh = self._ema[gi] / (1 - self.beta ** (self.steps + 1))
                 factor = 1.0 / max(qh, 1e-12)
             factors.append(factor)
             if self.record:
-                rows.append({"step": self.steps, "group": gi, **st, "bits": bits, "lr": group["lr"] * factor})
+                row = {"step": self.steps, "group": gi}
+                if sums is not None:
+                    row["_sums"] = sums
+                rows.append({**row, "bits": bits, "lr": group["lr"] * factor})
         saved = [g["lr"] for g in self.param_groups]
         for g, f in zip(self.param_groups, factors):
             g["lr"] = g["lr"] * f
+        told = device_skip and bool(bad)
+        if told:
+            # sticky: once a gradient was non-finite, every later step is skipped too, until raised
+            now = torch.stack(bad).any()
+            if self._skipped is None:
+                self._skipped = torch.zeros((), dtype=torch.int64, device=now.device)
+            self._skipped += ((self._skipped > 0) | now).to(torch.int64)
+            self.optimizer.found_inf = (self._skipped > 0).to(torch.float32)
         try:
             self.optimizer.step()
         finally:
             for g, lr in zip(self.param_groups, saved):
                 g["lr"] = lr
+            if told:
+                del self.optimizer.found_inf
         for r in rows:
             self.log.append(r)
         self.steps += 1
         return loss
 
     def state_dict(self) -> dict:
+        self.raise_if_nonfinite()
         params = [p for g in self.param_groups for p in g["params"]]
         return {
             "optimizer": self.optimizer.state_dict(),
@@ -254,6 +308,7 @@ class QuantizedGradients(OptimizerWrapper):
     def load_state_dict(self, sd: dict) -> None:
         self.optimizer.load_state_dict(sd["optimizer"])
         self.steps = sd["steps"]
+        self._skipped = None
         self._ema = list(sd["ema"])
         params = [p for g in self.param_groups for p in g["params"]]
         self._codec_state = {id(p): s for p, s in zip(params, sd["codec_state"]) if s is not None}

@@ -91,12 +91,35 @@ def _plain(v: torch.Tensor):
     return float(v) if v.numel() == 1 and v.dim() == 0 else [float(x) for x in v.reshape(-1).tolist()]
 
 
-class StatsLog:
-    """Rows of statistics, one per (step, group); floats on demand, a pandas DataFrame if asked."""
+SUM_KEYS = ("gg", "qq", "ee", "nz", "fl")
 
-    def __init__(self):
+
+def stack_sums(sums: dict[str, torch.Tensor]) -> torch.Tensor:
+    """The sums of :func:`tensor_sums` as one float64 tensor of 5 rows (one kernel, kept for later)."""
+    return torch.stack([sums[k].to(torch.float64) for k in SUM_KEYS])
+
+
+def _expand(row: dict) -> dict:
+    """A row with ``_sums`` (:func:`stack_sums`) replaced by the statistics of the group and its
+    per-tensor q (``q_layers``)."""
+    if "_sums" not in row:
+        return row
+    row = dict(row)
+    sums = dict(zip(SUM_KEYS, row.pop("_sums")))
+    return {**row, **from_sums(sums), "q_layers": from_sums(sums, per_tensor=True)["q"]}
+
+
+class StatsLog:
+    """Rows of statistics, one per (step, group); floats on demand, a pandas DataFrame if asked.
+
+    A row may hold the raw per-tensor sums (``_sums``) instead of the statistics: they are derived
+    when the rows are read, so a step queues one small copy and nothing else.  ``check``: called
+    before every read (QuantizedGradients raises there for a step it skipped on the device)."""
+
+    def __init__(self, check=None):
         self._rows: list[dict] = []
         self._done = 0  # rows before this index are already plain floats
+        self._check = check
 
     def append(self, row: dict) -> None:
         self._rows.append(row)
@@ -105,8 +128,11 @@ class StatsLog:
         return len(self._rows)
 
     def rows(self) -> list[dict]:
+        if self._check is not None:
+            self._check()
         for i in range(self._done, len(self._rows)):
-            self._rows[i] = {k: (_plain(v) if isinstance(v, torch.Tensor) else v) for k, v in self._rows[i].items()}
+            row = _expand(self._rows[i])
+            self._rows[i] = {k: (_plain(v) if isinstance(v, torch.Tensor) else v) for k, v in row.items()}
         self._done = len(self._rows)
         return self._rows
 
