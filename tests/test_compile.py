@@ -71,3 +71,46 @@ def test_lowering_after_compiling_another_instance_still_rounds():
     # an fp4 boundary: the compiled output is near the quantized model's and far from the plain one
     near, far = (compiled - eager).abs().max(), (compiled - plain(x)).abs().max()
     assert near < 0.05 * far, (float(near), float(far))
+
+
+@pytest.mark.parametrize("device", ["cpu", pytest.param("cuda", marks=pytest.mark.skipif(
+    not torch.cuda.is_available(), reason="no CUDA device present"))])
+@pytest.mark.parametrize("fmt", ["fp8", "float8_e5m2"])
+def test_float8_rounding_compiles_to_fusable_operations_with_the_eager_values(fmt, device):
+    """Under torch.compile, float8 rounding to nearest is torch's conversion plus lowbit's overflow
+    rule (no opaque operator: inductor fuses it), equal to the eager kernel bit for bit on values
+    around every boundary: ties, the largest value's rounding boundary, subnormals, ±0, ±inf, NaN."""
+    from lowbit.formats import get_format
+
+    f = get_format(fmt)
+    edge = f.max + 2.0 ** (f.emax - f.man_bits - 1)  # the overflow boundary
+    special = torch.tensor([edge, -edge, edge * (1 - 2**-20), edge * (1 + 2**-20), f.max, 2 * f.max, -0.0, 0.0,
+                            float("inf"), float("-inf"), float("nan"), f.min_subnormal if hasattr(f, "min_subnormal")
+                            else 2.0**-9, 1.0 + 2.0 ** -(f.man_bits + 1), 3.0 * 2.0 ** -(f.man_bits + 1)])
+    g = torch.Generator().manual_seed(0)
+    x = torch.cat([special, torch.randn(4096, generator=g) * torch.logspace(-12, 6, 4096, base=2.0)]).to(device)
+    graph = torch.compile(lambda t: lowbit.quantize(t, fmt) * 2, fullgraph=True)
+    torch.testing.assert_close(graph(x), lowbit.quantize(x, fmt) * 2, rtol=0, atol=0, equal_nan=True)
+    got = torch.compile(lambda t: lowbit.quantize(t, fmt), fullgraph=True)(x)
+    want = lowbit.quantize(x, fmt)
+    assert torch.equal(torch.signbit(got[~want.isnan()]), torch.signbit(want[~want.isnan()]))  # −0 stays −0
+    gm = torch._dynamo.export(lambda t: lowbit.quantize(t, fmt))(x).graph_module
+    assert "lowbit" not in gm.code  # no opaque operator left for inductor
+
+
+def test_a_compiled_float8_quantizer_rounds_both_ways_as_eager():
+    """forward fp8, backward e5m2 through the fused path: the rounded activations and the rounded,
+    straight-through-masked errors equal eager's bit for bit."""
+    q = lowbit.nn.Quantizer(forward="fp8", backward="float8_e5m2")
+    x0 = torch.randn(512, generator=torch.Generator().manual_seed(1)) * 100
+    x0[:3] = torch.tensor([500.0, float("inf"), -1e-4])  # beyond fp8's max: no gradient
+    w = torch.randn(512, generator=torch.Generator().manual_seed(2)) * 3e4
+    outs = []
+    for fn in (q, torch.compile(q, fullgraph=True)):
+        x = x0.clone().requires_grad_(True)
+        y = fn(x)
+        (y.nan_to_num(0.0) * w).sum().backward()
+        outs.append((y.detach(), x.grad))
+    torch.testing.assert_close(outs[1][0], outs[0][0], rtol=0, atol=0, equal_nan=True)
+    torch.testing.assert_close(outs[1][1], outs[0][1], rtol=0, atol=0, equal_nan=True)
+    assert outs[0][1][0] == 0 and outs[0][1][1] == 0

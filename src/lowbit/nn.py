@@ -23,7 +23,7 @@ import torch
 from torch import nn
 
 from .formats import get_format
-from .quantize import ROUNDINGS, _keep, quantize, straight_through
+from .quantize import ROUNDINGS, FusedRound, _fusable, _keep, quantize, straight_through
 
 __all__ = ["Quantizer", "lower", "quantizers"]
 
@@ -120,6 +120,9 @@ class Quantizer(nn.Module):
                 raise RuntimeError("a compiled Quantizer takes record=False and no generator (statistics and "
                                    "generators are eager-mode features)")
             f, b = self.forward_spec, self.backward_spec
+            fusable = [s.fmt is None or _fusable(s.fmt, s.rounding, s.scaling) for s in (f, b)]
+            if all(fusable) and x.dtype == torch.float32 and (f.fmt or b.fmt) is not None:  # torch operations both ways, fused by inductor
+                return FusedRound.apply(x, f.fmt and f.fmt.name, b.fmt and b.fmt.name)
             if b.fmt is not None:
                 x = torch.ops.lowbit.round_grad(x, b.fmt.name, b.rounding, b.scaling or "", b.block)
             if f.fmt is None:

@@ -326,7 +326,12 @@ def quantize(
     if grad not in GRADS:
         raise ValueError(f"grad must be one of {GRADS}, got {grad!r}")
     fmt = get_format(fmt)
-    if generator is None and torch.compiler.is_compiling():  # one opaque operator in the graph
+    if generator is None and torch.compiler.is_compiling():
+        if _fusable(fmt, rounding, scaling, saturate) and x.dtype == torch.float32:  # fused by inductor
+            if grad == "ste":
+                return FusedRound.apply(x, fmt.name, None)
+            return fused_round(x.detach(), fmt.name)
+        # one opaque operator in the graph
         name = fmt.name if get_format(fmt.name) is fmt else None
         if name is None:
             raise ValueError(f"under torch.compile, quantize takes a registered format name; {fmt!r} is not one")
@@ -335,6 +340,60 @@ def quantize(
     if grad == "ste" and x.requires_grad and torch.is_grad_enabled():
         return _StraightThrough.apply(x, fmt, rounding, saturate, generator, scaling, block)
     return _quantize(x.detach(), fmt, rounding, saturate, generator, scaling, block)
+
+
+# -- under torch.compile: float8 rounding as torch operations that inductor fuses -----------------------
+# Rounding to nearest onto a float8 format is torch's own dtype conversion plus lowbit's overflow
+# rule, so a compiled model gets it fused into the neighbouring kernels (a batch norm's loads, say)
+# instead of a separate pass over memory.  Only float8: inductor drops a float16/bfloat16 round trip
+# (it computes in float32), so those keep the opaque operator below.
+# The fnuz variants are left out: Triton converts them in software on NVIDIA GPUs, not bit for bit.
+_FUSABLE = {name: getattr(torch, name) for name in ("float8_e4m3fn", "float8_e5m2") if hasattr(torch, name)}
+
+
+def _fusable(fmt, rounding: str, scaling, saturate: bool = False) -> bool:
+    return fmt is not None and getattr(fmt, "name", None) in _FUSABLE and rounding == "nearest" and scaling is None \
+        and not saturate and get_format(fmt.name) is fmt
+
+
+def fused_round(x: torch.Tensor, name: str) -> torch.Tensor:
+    """x (float32) rounded to nearest-even onto the float8 format ``name`` by torch's conversion,
+    with the format's overflow rule: |x| past the largest value's rounding boundary (ties to the
+    even neighbour; ±inf too) gives ±inf where the format has infinities, else NaN — conversions may
+    saturate instead (the GPU's ``cvt …satfinite``).  Bit for bit :func:`quantize` (tested)."""
+    fmt = get_format(name)
+    half = 2.0 ** (fmt.emax - fmt.man_bits - 1)  # half a step at the top binade
+    top_even = round((fmt.max / 2.0**fmt.emax - 1) * 2**fmt.man_bits) % 2 == 0
+    a = x.abs()
+    over = a > fmt.max + half if top_even else a >= fmt.max + half  # false for NaN
+    q = x.to(_FUSABLE[name]).to(x.dtype)
+    wide = torch.copysign(torch.full_like(x, float("inf")), x) if fmt.has_inf else torch.full_like(x, float("nan"))
+    return torch.where(over, wide, q)
+
+
+class FusedRound(torch.autograd.Function):
+    """Forward: x rounded onto the float8 format ``fwd`` (or left as it is: None); backward: the
+    gradient through the straight-through estimator (zero where |x| > max of ``fwd``), then rounded
+    onto ``bwd`` (or None).  Torch operations both ways (:func:`fused_round`), so that
+    torch.compile traces them and inductor fuses them into the neighbouring kernels; the values
+    are those of :func:`quantize` and :class:`lowbit.nn.Quantizer`."""
+
+    @staticmethod
+    def forward(ctx, x, fwd, bwd):
+        ctx.fwd, ctx.bwd = fwd, bwd
+        if fwd is None:
+            return x.clone()
+        ctx.save_for_backward(x)
+        return fused_round(x, fwd)
+
+    @staticmethod
+    def backward(ctx, grad):
+        if ctx.fwd is not None:
+            (x,) = ctx.saved_tensors
+            grad = torch.where(x.abs() <= get_format(ctx.fwd).max, grad, torch.zeros_like(grad))
+        if ctx.bwd is not None:
+            grad = fused_round(grad, ctx.bwd)
+        return grad, None, None
 
 
 # -- the operator torch.compile sees: lowbit::quantize, with a fake kernel and the same gradient ----------
