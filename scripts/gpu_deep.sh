@@ -14,6 +14,9 @@
 #   rounding  intsgd-vae for 50 epochs with IntSGD's stochastic rounding instead of nearest
 #   comm    GPU tests of the codecs' flat messages, the DDP hooks' cost in a training step, the
 #           codec benchmark, and rounding inside the model (with QPyTorch where its wheel is in .whl/)
+#   tune    launch shapes of the stochastic cast encode (bit-exact check, then timing)
+#   model   GPU tests of compiled rounding, the q statistics with CUDA graphs and the kernels'
+#           interpreter tests, then rounding inside the model (with QPyTorch where its wheel is in .whl/)
 set -uo pipefail
 OUT=${OUT:-gpu-out}; mkdir -p "$OUT"
 export PYTHONPATH=$PWD/src PYTHONUNBUFFERED=1
@@ -79,6 +82,15 @@ for stage in "${@:-bench}"; do
       python3 benchmarks/ddp_step.py --out "$OUT/ddp-step-h200.json" 2>&1 | tail -14
       python3 benchmarks/compress.py --philox-rounds 10 --out "$OUT/compress-h200.json" 2>&1 | tail -24
       python3 benchmarks/in_model.py --out "$OUT/in-model-h200.json" 2>&1 | tail -16 ;;
-    *) echo "unknown stage $stage (bench, step, intsgd, isgq, halp, slowdown, causes, momentum, rounding, comm)"; exit 2 ;;
+    tune)
+      python3 scripts/tune_stochastic.py --out "$OUT/tune-stochastic-h200.json" 2>&1 | tail -60 ;;
+    model)
+      if ls .whl/qtorch-*.whl >/dev/null 2>&1; then
+        python3 -m pip install -q --no-index --no-deps --target /tmp/site .whl/qtorch-*.whl && export PYTHONPATH=$PYTHONPATH:/tmp/site
+      fi
+      python3 -m pytest -q -p no:cacheprovider tests/test_compile.py tests/test_many.py tests/test_optim.py \
+        tests/test_kernels.py -k "compile or float8 or graph or non_finite or interpreter" 2>&1 | tail -8
+      python3 benchmarks/in_model.py --out "$OUT/in-model-h200.json" 2>&1 | tail -16 ;;
+    *) echo "unknown stage $stage (bench, step, intsgd, isgq, halp, slowdown, causes, momentum, rounding, comm, tune, model)"; exit 2 ;;
   esac
 done
