@@ -106,8 +106,10 @@ def run_deep(cfg: RunConfig, folder: RunFolder, *, resume: bool = True, stop_aft
         opt = base
     elif codec is not None:
         comp = None if q.compensate == "none" else q.compensate
+        # on CUDA the codec's and the statistics' kernels replay from one CUDA graph per step
         opt = QuantizedGradients(base, codec, compensate=comp, q_min=q.q_min, rounding=q.rounding,
-                                 generator=torch.Generator(device=dev).manual_seed(cfg.seed + 1))
+                                 generator=torch.Generator(device=dev).manual_seed(cfg.seed + 1),
+                                 cuda_graph=dev.type == "cuda")
     else:
         opt = base
     if pc.low_precision_optimizer:
