@@ -114,3 +114,57 @@ def test_a_compiled_float8_quantizer_rounds_both_ways_as_eager():
     torch.testing.assert_close(outs[1][0], outs[0][0], rtol=0, atol=0, equal_nan=True)
     torch.testing.assert_close(outs[1][1], outs[0][1], rtol=0, atol=0, equal_nan=True)
     assert outs[0][1][0] == 0 and outs[0][1][1] == 0
+
+
+_cuda = pytest.param("cuda", marks=pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device present"))
+_DETERMINISTIC = [("cast", {"format": "fp8"}), ("cast", {"format": "fp4"}), ("cast", {"format": "fp4", "scaling": "block"}),
+                  ("identity", {}), ("signsgd", {}), ("onebit", {}), ("topk", {"ratio": 0.05}),
+                  ("intsgd", {"alpha": 100.0, "bits": 8, "rounding": "nearest"})]
+
+
+@pytest.mark.parametrize("device", ["cpu", _cuda])
+@pytest.mark.parametrize("name,options", _DETERMINISTIC)
+def test_codecs_are_registered_operators_that_compile(name, options, device):
+    """lowbit::encode gives the packet's fields back to back (exactly its nbytes), lowbit::decode the
+    codec's decoded tensor bit for bit, and codec(x) compiles with fullgraph=True to the same."""
+    from lowbit.compress import ops
+
+    codec = lowbit.get_compressor(name, **options)
+    x = (torch.randn(24, 40, generator=torch.Generator().manual_seed(3)) * 5).to(device)
+    packet = codec.encode(x)
+    buf = ops.encode(x, codec)
+    rows, total, _ = ops.layout(codec.spec(), x.shape, x.device)
+    assert buf.dtype == torch.uint8 and buf.numel() == total == packet.nbytes
+    for field, off, nb, dt, shape in rows:
+        assert torch.equal(buf[off : off + nb].view(dt).view(shape), packet.payload[field])
+    want = codec(x)
+    assert torch.equal(ops.decode(buf, codec, x.shape), want)
+    got = torch.compile(lambda t: codec(t) * 1.0, fullgraph=True)(x)
+    assert torch.equal(got, want)
+
+
+@pytest.mark.parametrize("name,options", [("natural", {}), ("qsgd", {"levels": 16}), ("terngrad", {})])
+def test_compiled_stochastic_codecs_draw_from_the_global_generator(name, options):
+    """Under compilation a stochastic codec draws from torch's global generator: the same seed,
+    the same draws as the operators called eagerly; another seed, other draws."""
+    from lowbit.compress import ops
+
+    codec = lowbit.get_compressor(name, **options)
+    x = torch.randn(4096, generator=torch.Generator().manual_seed(4))
+    f = torch.compile(lambda t: codec(t), fullgraph=True)
+    torch.manual_seed(7)
+    a = f(x)
+    torch.manual_seed(7)
+    b = ops.decode(ops.encode(x, codec), codec, x.shape)
+    torch.manual_seed(8)
+    c = f(x)
+    assert torch.equal(a, b) and not torch.equal(a, c)
+
+
+@pytest.mark.parametrize("name,options", [("qsgd", {"levels": 4, "coding": "elias"}), ("hintsgd", {"bits": 8})])
+def test_codecs_whose_sizes_depend_on_the_data_are_refused_as_operators(name, options):
+    from lowbit.compress import ops
+
+    codec = lowbit.get_compressor(name, **options)
+    with pytest.raises(ValueError, match="depend on the data"):
+        ops.encode(torch.randn(1000), codec)

@@ -11,6 +11,7 @@ from . import (  # noqa: F401  (each module registers its codec)
     isgq,
     natural,
     onebit,
+    ops,
     powersgd,
     qsgd,
     randk,

@@ -21,7 +21,9 @@ training loop detects it once per step.
 from __future__ import annotations
 
 import difflib
+import functools
 import inspect
+import json
 import math
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
@@ -90,7 +92,13 @@ class Compressor(ABC):
         """The tensor a receiver reconstructs from ``packet``."""
 
     def __call__(self, tensor: torch.Tensor, *, state: Any = None, generator=None) -> torch.Tensor:
-        """decode(encode(tensor)): the tensor the receiver sees."""
+        """decode(encode(tensor)): the tensor the receiver sees.  Under torch.compile (no state, no
+        generator) through the registered operators ``lowbit::encode`` / ``lowbit::decode``
+        (:mod:`lowbit.compress.ops`)."""
+        spec = getattr(self, "_spec", None)
+        if state is None and generator is None and spec is not None and torch.compiler.is_compiling():
+            buf = torch.ops.lowbit.encode(tensor, spec)
+            return torch.ops.lowbit.decode(buf, spec, list(tensor.shape)).to(tensor.dtype)
         return self.decode(self.encode(tensor, state=state, generator=generator))
 
     def roundtrip(self, tensor: torch.Tensor, *, state: Any = None, generator=None) -> tuple[torch.Tensor, int]:
@@ -209,6 +217,11 @@ class Compressor(ABC):
         """``packet`` made consistent with the maximum ``agreed`` of :meth:`agree_after`."""
         return packet
 
+    def spec(self) -> str | None:
+        """A JSON string of the name and the options, what the registered operators take (set when
+        a registered codec is made; None where an option is not plain data)."""
+        return getattr(self, "_spec", None)
+
     def options(self) -> dict:
         sig = inspect.signature(type(self).__init__)
         return {k: getattr(self, k) for k in sig.parameters if k != "self" and hasattr(self, k)}
@@ -232,6 +245,18 @@ def register(name: str):
     def deco(cls):
         cls.name = name
         _CODECS[name] = cls
+        init = cls.__init__
+
+        @functools.wraps(init)
+        def __init__(self, *args, **kwargs):
+            init(self, *args, **kwargs)
+            if type(self) is cls:  # a plain attribute: torch.compile guards on its value
+                try:
+                    self._spec = json.dumps([name, self.options()], sort_keys=True)
+                except TypeError:
+                    self._spec = None
+
+        cls.__init__ = __init__
         return cls
 
     return deco
