@@ -2,6 +2,7 @@
 with ml_dtypes (the independent oracle for the formats)."""
 
 import copy
+import math
 
 import ml_dtypes
 import numpy as np
@@ -97,3 +98,31 @@ def test_bad_rounding_is_an_error():
     w = torch.nn.Parameter(torch.zeros(2))
     with pytest.raises(ValueError, match="rounding must be one of"):
         LowPrecision(torch.optim.SGD([w], lr=0.1), rounding="up")
+
+
+def _readme_run(**quantizers):
+    """The README's model: fp8 activations and errors, bf16 weights and momentum, 50 steps."""
+    import lowbit
+    from torch import nn
+
+    torch.manual_seed(0)
+    model = lowbit.nn.lower(nn.Sequential(nn.Linear(64, 128), nn.ReLU(), nn.Linear(128, 10)), nn.Linear,
+                            **quantizers)
+    opt = LowPrecision(torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9), weight="bf16",
+                       state={"momentum_buffer": "bf16"})
+    x, y = torch.randn(256, 64), torch.randint(0, 10, (256,))
+    losses = []
+    for _ in range(50):
+        opt.zero_grad()
+        loss = nn.functional.cross_entropy(model(x), y)
+        loss.backward()
+        opt.step()
+        losses.append(float(loss.detach()))
+    return losses
+
+
+def test_the_readme_low_precision_model_trains_and_unscaled_fp8_errors_diverge():
+    scaled = _readme_run(forward="fp8", backward="fp8", backward_scaling="tensor")
+    assert scaled[0] > 2.0 and scaled[-1] < 0.2  # fits the 256 samples as fp32 does (0.09)
+    unscaled = _readme_run(forward="fp8", backward="fp8")
+    assert not math.isfinite(unscaled[-1]) or unscaled[-1] > 1.0, unscaled[-1]
