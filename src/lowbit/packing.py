@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import functools
 import math
+import sys
 
 import numpy as np
 import torch
@@ -36,6 +37,13 @@ def pack(codes: torch.Tensor, w: int) -> torch.Tensor:
     if w == 1 and codes.device.type == "cpu":  # numpy's packbits: one C loop, the same bit order
         bits = codes.reshape(-1).to(torch.bool).numpy()
         return torch.from_numpy(np.packbits(bits, bitorder="little"))
+    if w == 4 and codes.device.type == "cpu" and sys.byteorder == "little":
+        # two codes as one little-endian int16 c0 + 256·c1: its low byte after w | w >> 4 is c0 | c1 << 4
+        c = codes.reshape(-1).to(torch.uint8)
+        if n % 2:
+            c = torch.nn.functional.pad(c, (0, 1))
+        pair = c.view(torch.int16)
+        return (pair | (pair >> 4)).to(torch.uint8)
     if w in (1, 2, 4):  # whole codes per byte: uint8 arithmetic, no widening, one OR per slot
         per = 8 // w
         c = codes.reshape(-1).to(torch.uint8)

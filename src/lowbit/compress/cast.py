@@ -10,6 +10,7 @@ slowdown reproduction's ResNet path, applied here to every parameter.
 
 from __future__ import annotations
 
+import functools
 import math
 
 import torch
@@ -27,6 +28,34 @@ _NATIVE = {name: getattr(torch, name) for name in
 
 _FUSED_ROUNDINGS = ("nearest", "stochastic")
 _FP4 = get_format("fp4")  # the fused kernels' roundings; "zero" runs as torch code
+
+
+@functools.lru_cache(maxsize=None)
+def _byte_values(dtype: torch.dtype) -> torch.Tensor:
+    """The float32 value of each of the 256 codes of an 8-bit torch dtype: decoding on the CPU is
+    one gather (torch's own conversion loop is slower)."""
+    return torch.arange(256, dtype=torch.uint8).view(dtype).to(torch.float32)
+
+
+@functools.lru_cache(maxsize=None)
+def _fp4_table() -> torch.Tensor:
+    """The fp4 (e2m1) code of every float32 whose top 16 bits are i, with bit 0 of i also set when
+    any of the low 16 bits is (the sticky bit): every fp4 rounding decision lies at bit 21 or above,
+    so values that share i round alike; the codes are those of the binade formula, bit for bit."""
+    i = torch.arange(1 << 16, dtype=torch.int32)
+    x = (i << 16).view(torch.float32)
+    a = x.abs()
+    m = torch.where(a < 2, torch.round(a * 2), torch.where(a < 4, torch.round(a).add_(2), torch.round(a * 0.5).add_(4)))
+    return m.clamp_(max=7).nan_to_num_(0).to(torch.uint8) | (torch.signbit(x).to(torch.uint8) << 3)
+
+
+def _fp4_codes(t: torch.Tensor) -> torch.Tensor:
+    """fp4 codes (one per byte) of float32 ``t`` rounded to nearest, ties to even: a gather from
+    :func:`_fp4_table` indexed by the top 16 bits and the sticky bit of the low 16."""
+    v = t.reshape(-1).view(torch.int32)
+    idx = torch.bitwise_right_shift(v, 16).bitwise_and_(0xFFFF)
+    idx.bitwise_or_(v.bitwise_and(0xFFFF).ne_(0))  # in place: stays int32, 0 or 1
+    return _fp4_table().index_select(0, idx)
 
 
 @register("cast")
@@ -75,13 +104,13 @@ class Cast(Compressor):
             c = t.to(self._native).view(torch.uint8)
             if self.fmt.has_inf or self.saturate or self._overflow is None:
                 return c
+            lo, hi = torch.aminmax(t)  # one fast pass; the fix-up below only where something overflows
+            if -self._overflow <= float(lo) and float(hi) <= self._overflow:
+                return c
             over = (t > self._overflow) | (t < -self._overflow)  # inf too; NaN stays NaN
             return torch.where(over, c | self._nan_code, c)
-        if self.fmt == _FP4:  # spacing 0.5 below 2, 1 below 4, 2 up to 6; ties to even codes
-            a = t.abs()
-            m = torch.where(a < 2, torch.round(a * 2), torch.where(a < 4, torch.round(a).add_(2), torch.round(a * 0.5).add_(4)))
-            m = m.clamp_(max=7).nan_to_num_(0).to(torch.uint8) | (torch.signbit(t).to(torch.uint8) << 3)
-            return pack(m, 4)
+        if self.fmt == _FP4 and t.dtype == torch.float32:
+            return pack(_fp4_codes(t), 4)
         return None
 
     def _values(self, codes: torch.Tensor, n: int, finite=None) -> torch.Tensor:
@@ -94,10 +123,16 @@ class Cast(Compressor):
                 return cast_decode(codes, self.fmt, n, finite)
         v = self._native_or_table(codes, n)
         if finite is not None:
-            v = torch.where(finite.bool(), v, torch.full_like(v, float("nan")))
+            if finite.device.type == "cpu":  # read on the host: free here, and no pass when finite
+                if not bool(finite.all()):
+                    v = torch.full_like(v, float("nan"))
+            else:
+                v = torch.where(finite.bool(), v, torch.full_like(v, float("nan")))
         return v
 
     def _native_or_table(self, codes: torch.Tensor, n: int) -> torch.Tensor:
+        if self._native is not None and codes.device.type == "cpu" and torch.finfo(self._native).bits == 8:
+            return _byte_values(self._native).index_select(0, codes.reshape(-1)[:n].to(torch.int32))
         if self._native is not None:
             return codes.view(self._native)[:n].to(torch.float32)
         if self.fmt.code_bits == 4 and codes.device.type == "cpu":  # one gather: byte → its two values

@@ -11,6 +11,10 @@ from ..packing import pack, unpack, unpack_bytes
 from .base import Compressor, Packet, _check_tensor, into, register
 
 
+# bit j of byte b (numpy's little-endian bit order, as pack writes them): is coordinate 8i + j ≥ 0
+_BITS = ((torch.arange(256)[:, None] >> torch.arange(8)) & 1).bool()
+
+
 @register("signsgd")
 class SignSGD(Compressor):
     def encode(self, tensor, *, state=None, generator=None) -> Packet:
@@ -92,5 +96,10 @@ class SignSGD(Compressor):
 
             v = sign_decode(packet.payload["signs"], packet.payload["scale"], packet.numel)
             return v.reshape(packet.shape).to(packet.dtype)
-        s = unpack(packet.payload["signs"], 1, packet.numel).to(torch.float32) * 2 - 1
-        return (s * packet.payload["scale"]).reshape(packet.shape).to(packet.dtype)
+        signs, scale, n = packet.payload["signs"], packet.payload["scale"], packet.numel
+        if signs.device.type == "cpu" and scale.numel() == 1:  # one gather: byte → its eight values ±s
+            s = scale.reshape(()).to(torch.float32)
+            rows = torch.where(_BITS, s, -s).index_select(0, signs.reshape(-1)[: (n + 7) // 8].to(torch.int32))
+            return rows.reshape(-1)[:n].reshape(packet.shape).to(packet.dtype)
+        s = unpack(signs, 1, n).to(torch.float32) * 2 - 1
+        return (s * scale).reshape(packet.shape).to(packet.dtype)
