@@ -72,3 +72,23 @@ def test_batched_rows_with_their_own_scales():
     tern = SimulatedCluster(5, get_compressor("terngrad"), generator=torch.Generator().manual_seed(2)).exchange(v)[0]
     scale = v.abs().amax(1, keepdim=True)  # each row's own TernGrad scale: entries are 0 or ±max|v_i|
     assert ((tern == 0) | torch.isclose(tern.abs(), scale.expand_as(tern))).all() and (tern != 0).any(1).all()
+
+
+@pytest.mark.parametrize("name,options,seed", [("natural", {}, None), ("intsgd", {"alpha": 50.0, "bits": 8}, None),
+                                               ("qsgd", {"levels": 4}, None), ("signsgd", {}, None),
+                                               ("qsgd", {"levels": 4}, 3), ("intsgd", {"alpha": 50.0}, 3)])
+def test_reduce_in_place_writes_the_same_decoded_rows_over_the_input(name, options, seed):
+    from lowbit import get_compressor
+    from lowbit.dist import SimulatedCluster
+
+    rows = torch.randn(6, 500, generator=torch.Generator().manual_seed(2))
+
+    def make():
+        gen = None if seed is not None else torch.Generator().manual_seed(5)
+        return SimulatedCluster(6, get_compressor(name, **options), generator=gen, seed=seed)
+
+    out, mean, info = make().reduce(rows)
+    work = rows.clone()
+    out2, mean2, info2 = make().reduce(work, inplace=True)
+    assert out2 is work and torch.equal(work, out) and torch.equal(mean2, mean) and info2["bits"] == info["bits"]
+    assert not torch.equal(out, rows)

@@ -76,8 +76,17 @@ class SimulatedCluster:
             self._states[i] = codec.init_state(v)
         return self._states[i]
 
-    def exchange(self, vectors: torch.Tensor) -> tuple[torch.Tensor, dict]:
-        """Compress each worker's row of ``vectors`` (n × d); (decoded rows, {"bits": …})."""
+    def exchange(self, vectors: torch.Tensor, *, inplace: bool = False) -> tuple[torch.Tensor, dict]:
+        """Compress each worker's row of ``vectors`` (n × d); (decoded rows, {"bits": …}).
+        ``inplace``: the decoded rows overwrite ``vectors`` (codecs of fixed size code them chunk by
+        chunk, so the memory beyond the rows is one chunk's temporaries)."""
+        out, info = self._exchange(vectors, inplace)
+        if inplace and out is not vectors:
+            vectors.copy_(out)
+            out = vectors
+        return out, info
+
+    def _exchange(self, vectors: torch.Tensor, inplace: bool) -> tuple[torch.Tensor, dict]:
         if vectors.shape[0] != self.n:
             raise ValueError(f"expected {self.n} rows (one per worker), got {vectors.shape[0]}")
         codec, d = self.codec, vectors[0].numel()
@@ -85,7 +94,7 @@ class SimulatedCluster:
         if fixed and codec.elementwise:  # sizes known, one scale for all: rows in chunks, no packing
             if self.state is None:
                 self.state = codec.init_state(vectors[0])
-            out = torch.empty_like(vectors)
+            out = vectors if inplace else torch.empty_like(vectors)
             step = max(1, CHUNK // max(1, d))  # temporaries of one chunk only: memory ≈ 2 × the rows
             for i in range(0, self.n, step):
                 out[i : i + step] = codec.roundtrip(vectors[i : i + step], state=self.state,
@@ -105,9 +114,9 @@ class SimulatedCluster:
             # tensors of a flat multi-tensor call, each still its own message; in chunks of rows
             from ..compress.many import segments
 
-            out = torch.empty_like(vectors)
+            out = vectors if inplace else torch.empty_like(vectors)
             step = max(1, CHUNK // max(1, d))
-            for i in range(0, self.n, step):
+            for i in range(0, self.n, step):  # each chunk is encoded whole before its decode writes
                 flat = vectors[i : i + step].contiguous().reshape(-1)
                 k = flat.numel() // max(1, d)
                 codec.flat_roundtrip(flat, list(flat.split(d)), segments([d] * k, flat.device), generator=self.generator,
@@ -142,10 +151,12 @@ class SimulatedCluster:
         _, mean, info = self.reduce(vectors)
         return mean, info
 
-    def reduce(self, rows: torch.Tensor, *, exact: bool = False) -> tuple[torch.Tensor, torch.Tensor, dict]:
+    def reduce(self, rows: torch.Tensor, *, exact: bool = False,
+               inplace: bool = False) -> tuple[torch.Tensor, torch.Tensor, dict]:
         """(decoded rows of this process's workers, mean over all workers, info): the interface
         the DIANA family uses, shared with :class:`lowbit.dist.DistributedCluster`.  ``exact``
-        sends float values uncompressed (32 bits per coordinate)."""
+        sends float values uncompressed (32 bits per coordinate); ``inplace`` writes the decoded
+        rows over ``rows`` (see :meth:`exchange`)."""
         if exact:
             return rows, rows.mean(0), {"bits": 32 * rows.numel()}
         if self.seed is not None and self.codec.summable:  # summed in flight, as an all-reduce does
@@ -154,8 +165,10 @@ class SimulatedCluster:
             for p in packets[1:]:
                 total = self.codec.add(total, p)
             out = torch.stack([self.codec.decode(p).to(rows.dtype) for p in packets])
+            if inplace:
+                out = rows.copy_(out)
             return out, self.codec.decode(total).to(rows.dtype) / self.n, info
-        out, info = self.exchange(rows)
+        out, info = self.exchange(rows, inplace=inplace)
         return out, out.mean(0), info
 
     def reduce_runs(self, rows: torch.Tensor, *, exact: bool = False):
