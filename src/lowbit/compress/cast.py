@@ -208,7 +208,10 @@ class Cast(Compressor):
 
     def unit_decode(self, payload, n, out=None):
         if out is not None and self._native is not None and "finite" not in payload and not payload["codes"].is_cuda:
-            return out.copy_(payload["codes"].view(self._native)[:n])  # converted in the copy, no temporary
+            codes = payload["codes"].reshape(-1)
+            if torch.finfo(self._native).bits == 8:  # one gather from the 256 values, into out
+                return torch.index_select(_byte_values(self._native), 0, codes[:n].to(torch.int32), out=out.reshape(-1)).view(out.shape)
+            return out.copy_(codes.view(self._native)[:n])  # converted in the copy, no temporary
         codes = payload["codes"]
         if out is not None and codes.is_cuda and self.fmt.code_bits in (4, 8) and isinstance(self.fmt, FloatFormat):
             from .. import kernels
