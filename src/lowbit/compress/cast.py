@@ -19,7 +19,7 @@ from ..formats import FloatFormat, get_format
 from ..packing import float_codes, int_codes, pack
 from ..quantize import quantize
 from ..scaling import ScaledFormat
-from .base import Compressor, all_finite, Packet, _check_tensor, into, register
+from .base import Compressor, all_finite, Packet, _check_tensor, into, register, scratch
 
 _NATIVE = {name: getattr(torch, name) for name in
            ("float16", "bfloat16", "float8_e4m3fn", "float8_e5m2", "float8_e4m3fnuz", "float8_e5m2fnuz")
@@ -53,9 +53,14 @@ def _fp4_codes(t: torch.Tensor) -> torch.Tensor:
     """fp4 codes (one per byte) of float32 ``t`` rounded to nearest, ties to even: a gather from
     :func:`_fp4_table` indexed by the top 16 bits and the sticky bit of the low 16."""
     v = t.reshape(-1).view(torch.int32)
-    idx = torch.bitwise_right_shift(v, 16).bitwise_and_(0xFFFF)
-    idx.bitwise_or_(v.bitwise_and(0xFFFF).ne_(0))  # in place: stays int32, 0 or 1
+    idx = torch.bitwise_right_shift(v, 16, out=scratch(v.numel(), torch.int32)).bitwise_and_(0xFFFF)
+    idx.bitwise_or_(torch.bitwise_and(v, 0xFFFF, out=scratch(v.numel(), torch.int32, 1)).ne_(0))  # stays int32
     return _fp4_table().index_select(0, idx)
+
+
+def _int_index(codes: torch.Tensor) -> torch.Tensor:
+    """uint8 codes as an int32 index for a gather, in a reused buffer (see :func:`scratch`)."""
+    return scratch(codes.numel(), torch.int32).copy_(codes)
 
 
 @register("cast")
@@ -132,13 +137,13 @@ class Cast(Compressor):
 
     def _native_or_table(self, codes: torch.Tensor, n: int) -> torch.Tensor:
         if self._native is not None and codes.device.type == "cpu" and torch.finfo(self._native).bits == 8:
-            return _byte_values(self._native).index_select(0, codes.reshape(-1)[:n].to(torch.int32))
+            return _byte_values(self._native).index_select(0, _int_index(codes.reshape(-1)[:n]))
         if self._native is not None:
             return codes.view(self._native)[:n].to(torch.float32)
         if self.fmt.code_bits == 4 and codes.device.type == "cpu":  # one gather: byte → its two values
             if self._pairs is None:
                 self._pairs = self.fmt.decode(torch.arange(256, dtype=torch.uint8), (512,)).reshape(256, 2)
-            return self._pairs.index_select(0, codes.reshape(-1).to(torch.int32)).reshape(-1)[:n]
+            return self._pairs.index_select(0, _int_index(codes.reshape(-1))).reshape(-1)[:n]
         return self.fmt.decode(codes, (n,))
 
     def _fused(self, t: torch.Tensor) -> bool:
@@ -210,9 +215,16 @@ class Cast(Compressor):
         if out is not None and self._native is not None and "finite" not in payload and not payload["codes"].is_cuda:
             codes = payload["codes"].reshape(-1)
             if torch.finfo(self._native).bits == 8:  # one gather from the 256 values, into out
-                return torch.index_select(_byte_values(self._native), 0, codes[:n].to(torch.int32), out=out.reshape(-1)).view(out.shape)
+                return torch.index_select(_byte_values(self._native), 0, _int_index(codes[:n]),
+                                          out=out.reshape(-1)).view(out.shape)
             return out.copy_(codes.view(self._native)[:n])  # converted in the copy, no temporary
         codes = payload["codes"]
+        fin = payload.get("finite")
+        if (out is not None and not codes.is_cuda and self.fmt.code_bits == 4 and n == 2 * codes.numel()
+                and out.is_contiguous() and (fin is None or bool(fin.all()))):  # byte → two values, into out
+            self._native_or_table(codes[:1], 2)  # builds the table once
+            torch.index_select(self._pairs, 0, _int_index(codes.reshape(-1)), out=out.view(-1, 2))
+            return out
         if out is not None and codes.is_cuda and self.fmt.code_bits in (4, 8) and isinstance(self.fmt, FloatFormat):
             from .. import kernels
 

@@ -8,7 +8,7 @@ from __future__ import annotations
 import torch
 
 from ..packing import pack, unpack
-from .base import Compressor, Packet, _check_tensor, into, register
+from .base import Compressor, Packet, _check_tensor, into, register, scratch
 
 
 # bit j of byte b (numpy's little-endian bit order, as pack writes them): is coordinate 8i + j ≥ 0
@@ -65,7 +65,8 @@ class SignSGD(Compressor):
             out = torch.empty(n, dtype=torch.float32) if out is None else out
             o, full = out.reshape(-1), n // 8
             if full:
-                torch.index_select(_UNIT, 0, signs[:full].to(torch.int32), out=o[: 8 * full].view(full, 8))
+                idx = scratch(full, torch.int32).copy_(signs[:full])
+                torch.index_select(_UNIT, 0, idx, out=o[: 8 * full].view(full, 8))
             if n > 8 * full:
                 o[8 * full :] = _UNIT[int(signs[full])][: n - 8 * full]
             for part, s in zip(o.split(segments.sizes), payload["scales"]):
@@ -106,7 +107,8 @@ class SignSGD(Compressor):
         signs, scale, n = packet.payload["signs"], packet.payload["scale"], packet.numel
         if signs.device.type == "cpu" and scale.numel() == 1:  # one gather: byte → its eight values ±s
             s = scale.reshape(()).to(torch.float32)
-            rows = torch.where(_BITS, s, -s).index_select(0, signs.reshape(-1)[: (n + 7) // 8].to(torch.int32))
+            nb = (n + 7) // 8
+            rows = torch.where(_BITS, s, -s).index_select(0, scratch(nb, torch.int32).copy_(signs.reshape(-1)[:nb]))
             return rows.reshape(-1)[:n].reshape(packet.shape).to(packet.dtype)
         s = unpack(signs, 1, n).to(torch.float32) * 2 - 1
         return (s * scale).reshape(packet.shape).to(packet.dtype)
