@@ -74,3 +74,28 @@ def test_stochastic_of_representable_values_is_exact():
     t = lowbit.get_format("fp8").decode(torch.arange(256, dtype=torch.uint8), (256,))
     t = t[torch.isfinite(t)]
     assert torch.equal(lowbit.quantize(t, "fp8", "stochastic"), t)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_in_place_stochastic_integers_equal_the_reference_formula(dtype):
+    """The CPU's in-place stochastic integer rounding is bit for bit the formula of
+    _round_fixed (step 2^0) with the sign and |x| ≥ 2^p rules, drawing the same random numbers,
+    over 80 binades and the special values."""
+    import importlib
+
+    Q = importlib.import_module("lowbit.quantize")
+    bits = Q._Bits(dtype)
+    x = torch.randn(200_000, dtype=dtype, generator=torch.Generator().manual_seed(0))
+    x *= torch.logspace(-40, 40, x.numel(), base=2.0, dtype=dtype)
+    x[:8] = torch.tensor([0.0, -0.0, float("inf"), float("-inf"), float("nan"), 2.0**24 + 1, -(2.0**30), 0.5], dtype=dtype)
+
+    def reference(v, gen):
+        a = v.view(bits.it) & bits.abs_mask
+        e = a >> bits.p
+        k = Q._round_fixed(a, e, bits, 0, "stochastic", Q._random_bits(v, bits, gen)).to(v.dtype)
+        return torch.where(e >= bits.eb + bits.p, v, torch.where(v < 0, -k, k))
+
+    for v in (x, x[8:]):  # with and without values that are integers already (or not finite)
+        g1, g2 = torch.Generator().manual_seed(3), torch.Generator().manual_seed(3)
+        assert torch.equal(Q._stochastic_integers(v, bits, g1).view(bits.it), reference(v, g2).view(bits.it))
+        assert torch.equal(g1.get_state(), g2.get_state())

@@ -242,7 +242,35 @@ def round_integer(x: torch.Tensor, rounding: str = "stochastic", *, generator=No
         big = e >= bits.eb + bits.p  # |x| >= 2^p: already an integer (or inf/NaN)
         return torch.where(big, v, out)
 
+    if rounding == "stochastic" and x.device.type == "cpu":
+        return _elementwise(x, rounding, generator, lambda v, gen: _stochastic_integers(v, bits, gen))
     return _elementwise(x, rounding, generator, fn)
+
+
+def _stochastic_integers(v: torch.Tensor, bits: _Bits, generator) -> torch.Tensor:
+    """:func:`round_integer`'s stochastic rounding of a 1-D chunk, bit for bit its formula
+    (:func:`_round_fixed` with step 2^0: k = (sig ≫ extra + (r mod 2^sh)) ≫ sh, the sign applied
+    after, |x| ≥ 2^p kept) with the same random draws, computed in place in four buffers instead
+    of a fresh tensor per operation: on the CPU each temporary costs as much as the pass."""
+    b = v.view(bits.it)
+    a = b & bits.abs_mask
+    big = int(a.max()) >= (bits.eb + bits.p) << bits.p if a.numel() else False  # |x| ≥ 2^p, inf or NaN
+    keep = (a >= (bits.eb + bits.p) << bits.p) if big else None
+    e = a >> bits.p
+    rnd = _random_bits(v, bits, generator)
+    h = e.clamp(max=1).bitwise_left_shift_(bits.p)  # the hidden bit of normal numbers
+    sig = a.bitwise_and_(bits.man_mask).bitwise_or_(h)
+    sh = torch.clamp(e, min=1, out=h).neg_().add_(bits.eb + bits.p)
+    extra = torch.sub(sh, bits.cap, out=e).clamp_(min=0)
+    sh.clamp_(1, bits.cap)
+    sig.bitwise_right_shift_(extra)
+    mask = extra.fill_(1).bitwise_left_shift_(sh).sub_(1)
+    k = rnd.bitwise_and_(mask).add_(sig).bitwise_right_shift_(sh)
+    out = k.to(v.dtype)
+    torch.where(v < 0, torch.neg(out), out, out=out)
+    if keep is not None:
+        torch.where(keep, v, out, out=out)
+    return out
 
 
 def _quantize_int(x, fmt: IntFormat, rounding, generator):
