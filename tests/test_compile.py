@@ -168,3 +168,24 @@ def test_codecs_whose_sizes_depend_on_the_data_are_refused_as_operators(name, op
     codec = lowbit.get_compressor(name, **options)
     with pytest.raises(ValueError, match="depend on the data"):
         ops.encode(torch.randn(1000), codec)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device present")
+@pytest.mark.parametrize("fmt,rounding", [("fp4", "nearest"), ("bf16", "nearest"), ("fp6", "zero")])
+def test_cuda_rounding_compiles_to_the_triton_operator(fmt, rounding):
+    """On CUDA, compiled rounding other than float8 nearest calls the quantize kernel as a Triton
+    operator (lowbit::quantize_triton): eager's values and straight-through gradient."""
+    x0 = torch.randn(3000, device="cuda", generator=torch.Generator(device="cuda").manual_seed(0)) * 4
+    x0[:3] = torch.tensor([1e6, float("inf"), float("nan")])
+    w = torch.arange(3000.0, device="cuda")
+    f = lambda t: (lowbit.quantize(t, fmt, rounding).nan_to_num(0.0) * w).sum()  # noqa: E731
+    gm = torch._dynamo.export(lambda t: lowbit.quantize(t, fmt, rounding))(x0).graph_module
+    assert "quantize_triton" in gm.code
+    grads = []
+    for fn in (f, torch.compile(f, fullgraph=True)):
+        x = x0.clone().requires_grad_(True)
+        fn(x).backward()
+        grads.append(x.grad)
+    torch.testing.assert_close(grads[1], grads[0], rtol=0, atol=0)
+    got = torch.compile(lambda t: lowbit.quantize(t, fmt, rounding), fullgraph=True)(x0)
+    torch.testing.assert_close(got, lowbit.quantize(x0, fmt, rounding), rtol=0, atol=0, equal_nan=True)

@@ -28,11 +28,12 @@ and is zero elsewhere); ``grad="cut"`` makes the result a constant instead.  Nev
 
 from __future__ import annotations
 
-import torch
-
 import threading
 from concurrent.futures import ThreadPoolExecutor
 
+import torch
+
+from . import kernels
 from .formats import FloatFormat, IntFormat, get_format
 
 __all__ = ["quantize", "round_integer", "straight_through", "ROUNDINGS", "GRADS"]
@@ -359,6 +360,8 @@ def quantize(
             if grad == "ste":
                 return FusedRound.apply(x, fmt.name, None)
             return fused_round(x.detach(), fmt.name)
+        if _triton_op(x, fmt, rounding, scaling):  # the Triton kernel itself as the operator
+            return torch.ops.lowbit.quantize_triton(x if grad == "ste" else x.detach(), fmt.name, rounding, saturate)
         # one opaque operator in the graph
         name = fmt.name if get_format(fmt.name) is fmt else None
         if name is None:
@@ -397,6 +400,16 @@ def fused_round(x: torch.Tensor, name: str) -> torch.Tensor:
     q = x.to(_FUSABLE[name]).to(x.dtype)
     wide = torch.copysign(torch.full_like(x, float("inf")), x) if fmt.has_inf else torch.full_like(x, float("nan"))
     return torch.where(over, wide, q)
+
+
+if torch.cuda.is_available() and kernels.triton_available():
+    from .kernels import quantize_triton as _registers_the_triton_op  # noqa: F401  (lowbit::quantize_triton)
+
+
+def _triton_op(x: torch.Tensor, fmt, rounding: str, scaling) -> bool:
+    """Whether compiled code calls the quantize kernel as a Triton operator (``lowbit::quantize_triton``)."""
+    return (x.is_cuda and x.dtype == torch.float32 and scaling is None and rounding in ("nearest", "zero")
+            and kernels.supports(fmt) and get_format(fmt.name) is fmt)
 
 
 class FusedRound(torch.autograd.Function):
@@ -496,8 +509,6 @@ def _quantize(x, fmt, rounding, saturate, generator, scaling, block) -> torch.Te
             return _bfloat16_round_trip(x)
         return _elementwise(x, rounding, generator, lambda v, g: v.to(native).to(torch.float32))
     if x.is_cuda and x.dtype == torch.float32:
-        from . import kernels
-
         if kernels.supports(fmt):
             return kernels.quantize(x, fmt, rounding, saturate, generator)
     return _elementwise(x, rounding, generator, lambda v, g: _quantize_float(v, fmt, rounding, saturate, g))

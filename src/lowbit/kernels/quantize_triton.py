@@ -149,3 +149,33 @@ def quantize_triton(x: torch.Tensor, fmt: FloatFormat, rounding: str, saturate: 
     _quantize_kernel[grid](xc, y, n, seed, **_constants(fmt, rounding, saturate), BLOCK=BLOCK,
                            num_warps=NUM_WARPS)
     return y.reshape(x.shape)
+
+
+@torch.library.triton_op("lowbit::quantize_triton", mutates_args={})
+def quantize_op(x: torch.Tensor, fmt: str, rounding: str, saturate: bool) -> torch.Tensor:
+    """The kernel as a registered Triton operator (nearest or toward-zero rounding of a CUDA
+    float32 tensor): torch.compile sees the kernel itself, not a Python wrapper around it."""
+    from ..formats import get_format
+
+    xc = x.contiguous()
+    y = torch.empty_like(xc)
+    n = xc.numel()
+    torch.library.wrap_triton(_quantize_kernel)[(triton.cdiv(n, BLOCK),)](
+        xc, y, n, xc, **_constants(get_format(fmt), rounding, saturate), BLOCK=BLOCK, num_warps=NUM_WARPS)
+    return y
+
+
+def _op_setup(ctx, inputs, output):
+    ctx.save_for_backward(inputs[0])
+    ctx.fmt = inputs[1]
+
+
+def _op_backward(ctx, grad):
+    from ..formats import get_format
+    from ..quantize import straight_through
+
+    (x,) = ctx.saved_tensors
+    return straight_through(grad, x, get_format(ctx.fmt)), None, None, None
+
+
+quantize_op.register_autograd(_op_backward, setup_context=_op_setup)
