@@ -26,6 +26,10 @@ def _group(w: int) -> tuple[int, int] | None:
     return (bits // w, bits // 8) if bits <= 63 or w == 32 else None
 
 
+# BYTE_BITS[b, j]: bit j of byte b in pack's little-endian bit order (code 8i + j of a 1-bit pack)
+BYTE_BITS = ((torch.arange(256)[:, None] >> torch.arange(8)) & 1).bool()
+
+
 def pack(codes: torch.Tensor, w: int) -> torch.Tensor:
     """Pack integer codes in [0, 2^w) into a flat uint8 tensor of ceil(n·w/8) bytes."""
     if not 1 <= w <= 32:
@@ -107,6 +111,22 @@ def unpack_bytes(data: torch.Tensor, w: int, n: int) -> torch.Tensor:
     out = torch.empty(need, per, dtype=torch.uint8, device=data.device)
     for i in range(per):
         torch.bitwise_and(data >> (w * i), mask, out=out[:, i])
+    return out.reshape(-1)[:n]
+
+
+def unpack_sixes(data: torch.Tensor, n: int) -> torch.Tensor:
+    """:func:`unpack` for 6-bit codes, as uint8 codes: each 3 bytes, read as one little-endian
+    24-bit word, hold four codes, the first in the low bits (no widening to int64)."""
+    need = (n * 6 + 7) // 8
+    groups = (n + 3) // 4
+    b = data.reshape(-1)[:need]
+    if b.numel() < 3 * groups:
+        b = torch.nn.functional.pad(b, (0, 3 * groups - b.numel()))
+    b = b.view(groups, 3).to(torch.int32)
+    word = b[:, 0] | (b[:, 1] << 8) | (b[:, 2] << 16)
+    out = torch.empty(groups, 4, dtype=torch.uint8, device=data.device)
+    for k in range(4):
+        torch.bitwise_and(word >> (6 * k), 63, out=out[:, k])
     return out.reshape(-1)[:n]
 
 

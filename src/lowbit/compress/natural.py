@@ -12,11 +12,13 @@ from __future__ import annotations
 import torch
 
 from ..formats import FloatFormat
-from ..packing import pack, unpack
+from ..packing import BYTE_BITS, pack, unpack
 from ..quantize import quantize
-from .base import Compressor, Packet, _check_tensor, into, register
+from .base import Compressor, Packet, _check_tensor, into, register, scratch
 
 _POW2 = FloatFormat(8, 0, 127, name="pow2")
+_EXPONENT_VALUES = (torch.arange(256, dtype=torch.int32) << 23).view(torch.float32)  # field e → 2^(e − 127), 0, inf
+_SIGN_FACTORS = torch.where(BYTE_BITS, -1.0, 1.0)  # a set sign bit: negative
 
 
 @register("natural")
@@ -56,6 +58,15 @@ class Natural(Compressor):
             from ..kernels.codecs_triton import natural_decode
 
             return natural_decode(payload["exponent"], payload["sign"], n, out=out)
+        if out is not None and out.dtype == torch.float32 and out.is_contiguous():
+            # 2^(e − 127) by one gather per value, times ±1 by one gather per sign byte (exact)
+            o, e = out.reshape(-1), payload["exponent"].reshape(-1)[:n]
+            torch.index_select(_EXPONENT_VALUES, 0, scratch(n, torch.int32).copy_(e), out=o)
+            nb = (n + 7) // 8
+            signs = scratch(8 * nb, torch.float32)
+            torch.index_select(_SIGN_FACTORS, 0, scratch(nb, torch.int32, 1).copy_(payload["sign"].reshape(-1)[:nb]),
+                               out=signs.view(nb, 8))
+            return o.mul_(signs[:n]).view(out.shape)
         return into(self.decode(Packet(payload, (n,))), out)
 
     def graph_safe(self, flat, states=None) -> bool:

@@ -14,10 +14,10 @@ import math
 
 import torch
 
-from ..packing import pack, unpack, unpack_bytes
+from ..packing import pack, unpack, unpack_bytes, unpack_sixes
 from ..quantize import round_integer
 from . import elias
-from .base import Compressor, Packet, _check_tensor, into, register
+from .base import Compressor, Packet, _check_tensor, into, register, scratch
 
 
 def l2norm(v: torch.Tensor) -> torch.Tensor:
@@ -143,6 +143,15 @@ class QSGD(Compressor):
 
                 v = levels_decode(codes, packet.payload["norm"], self.levels, self._lbits, n)
                 return v.reshape(packet.shape).to(packet.dtype)
+        if self.coding == "fixed" and not codes.is_cuda and 1 + self._lbits in (2, 4, 6, 8):
+            # each code's value from a table of the 2^w codes (the same products), one gather
+            w = 1 + self._lbits
+            c = unpack_sixes(codes, n) if w == 6 else unpack_bytes(codes, w, n)
+            k = torch.arange(1 << w)
+            lvl = (k & ((1 << self._lbits) - 1)).to(torch.float32) * (packet.payload["norm"] / self.levels)
+            table = torch.where((k >> self._lbits).bool(), -lvl, lvl)
+            v = torch.index_select(table, 0, scratch(n, torch.int32).copy_(c))
+            return v.reshape(packet.shape).to(packet.dtype)
         if self.coding == "fixed":
             w = 1 + self._lbits
             c = unpack_bytes(packet.payload["codes"], w, n) if w in (2, 4, 8) else unpack(packet.payload["codes"], w, n)

@@ -7,12 +7,11 @@ from __future__ import annotations
 
 import torch
 
-from ..packing import pack, unpack
+from ..packing import BYTE_BITS, pack, unpack
 from .base import Compressor, Packet, _check_tensor, into, register, scratch
 
 
-# bit j of byte b (numpy's little-endian bit order, as pack writes them): is coordinate 8i + j ≥ 0
-_BITS = ((torch.arange(256)[:, None] >> torch.arange(8)) & 1).bool()
+_BITS = BYTE_BITS  # bit j of byte b: is coordinate 8i + j ≥ 0
 _UNIT = torch.where(_BITS, 1.0, -1.0)  # the eight signs of each byte as ±1.0
 
 

@@ -11,7 +11,10 @@ import torch
 
 from ..packing import pack, unpack_bytes
 from ..quantize import round_integer
-from .base import Compressor, Packet, _check_tensor, into, register
+from .base import Compressor, Packet, _check_tensor, into, register, scratch
+
+
+_BYTE_CODES = (torch.arange(256)[:, None] >> (2 * torch.arange(4))) & 3  # the four 2-bit codes of each byte
 
 
 @register("terngrad")
@@ -105,6 +108,14 @@ class TernGrad(Compressor):
             from ..kernels.codecs_triton import levels_decode
 
             v = levels_decode(packet.payload["codes"], packet.payload["scale"], 1, 1, packet.numel)
+            return v.reshape(packet.shape).to(packet.dtype)
+        if not packet.payload["codes"].is_cuda:  # the same products, from a byte → four values table
+            n = packet.numel
+            nb = (n + 3) // 4
+            k = torch.arange(4)
+            values = (k & 1).to(torch.float32) * (1 - (k >> 1).to(torch.float32) * 2) * packet.payload["scale"]
+            idx = scratch(nb, torch.int32).copy_(packet.payload["codes"].reshape(-1)[:nb])
+            v = torch.index_select(values[_BYTE_CODES], 0, idx).reshape(-1)[:n]
             return v.reshape(packet.shape).to(packet.dtype)
         c = unpack_bytes(packet.payload["codes"], 2, packet.numel)
         v = (c & 1).to(torch.float32) * (1 - (c >> 1).to(torch.float32) * 2) * packet.payload["scale"]
