@@ -8,6 +8,7 @@ import ml_dtypes
 import numpy as np
 import pytest
 import torch
+from loops import cross_entropy_losses
 
 from lowbit.optim import LowPrecision, QuantizedGradients
 
@@ -110,15 +111,7 @@ def _readme_run(**quantizers):
                             **quantizers)
     opt = LowPrecision(torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9), weight="bf16",
                        state={"momentum_buffer": "bf16"})
-    x, y = torch.randn(256, 64), torch.randint(0, 10, (256,))
-    losses = []
-    for _ in range(50):
-        opt.zero_grad()
-        loss = nn.functional.cross_entropy(model(x), y)
-        loss.backward()
-        opt.step()
-        losses.append(float(loss.detach()))
-    return losses
+    return cross_entropy_losses(model, opt, torch.randn(256, 64), torch.randint(0, 10, (256,)), 50)
 
 
 def test_the_readme_low_precision_model_trains_and_unscaled_fp8_errors_diverge():

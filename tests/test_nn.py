@@ -5,6 +5,7 @@ import math
 
 import pytest
 import torch
+from loops import cross_entropy_losses
 from torch import nn
 
 import lowbit
@@ -84,12 +85,5 @@ def test_a_model_trains_with_low_precision_activations_and_errors():
     y = (X[:, 0] - 2 * X[:, 1] > 0).long()
     model = lower(nn.Sequential(nn.Linear(10, 32), nn.ReLU(), nn.Linear(32, 2)), nn.Linear,
                   forward="fp8", backward="fp8", backward_rounding="stochastic")
-    opt = torch.optim.SGD(model.parameters(), lr=0.5)
-    losses = []
-    for _ in range(60):
-        opt.zero_grad()
-        loss = nn.functional.cross_entropy(model(X), y)
-        loss.backward()
-        opt.step()
-        losses.append(float(loss.detach()))
+    losses = cross_entropy_losses(model, torch.optim.SGD(model.parameters(), lr=0.5), X, y, 60)
     assert losses[-1] < 0.5 * losses[0]

@@ -118,32 +118,44 @@ class Cast(Compressor):
             return pack(_fp4_codes(t), 4)
         return None
 
-    def _values(self, codes: torch.Tensor, n: int, finite=None) -> torch.Tensor:
+    def _values(self, codes: torch.Tensor, n: int, finite=None, out=None) -> torch.Tensor:
+        """The n decoded values (NaN everywhere when ``finite`` says the input was not), written
+        into ``out`` (flat, contiguous float32) where that saves a copy."""
+        if out is not None and not (out.is_contiguous() and out.dtype == torch.float32):
+            out = None
         if codes.is_cuda and self.fmt.code_bits in (4, 8) and isinstance(self.fmt, FloatFormat):
             from .. import kernels
 
             if kernels.triton_available() and kernels.supports(self.fmt):
                 from ..kernels.codecs_triton import cast_decode
 
-                return cast_decode(codes, self.fmt, n, finite)
-        v = self._native_or_table(codes, n)
+                return cast_decode(codes, self.fmt, n, finite, out=out)
+        if finite is not None and finite.device.type == "cpu":  # read on the host: free here
+            if not bool(finite.all()):
+                return torch.full((n,), float("nan")) if out is None else out.fill_(float("nan"))
+            finite = None
+        v = self._native_or_table(codes, n, out)
         if finite is not None:
-            if finite.device.type == "cpu":  # read on the host: free here, and no pass when finite
-                if not bool(finite.all()):
-                    v = torch.full_like(v, float("nan"))
-            else:
-                v = torch.where(finite.bool(), v, torch.full_like(v, float("nan")))
+            v = torch.where(finite.bool(), v, torch.full_like(v, float("nan")))
         return v
 
-    def _native_or_table(self, codes: torch.Tensor, n: int) -> torch.Tensor:
-        if self._native is not None and codes.device.type == "cpu" and torch.finfo(self._native).bits == 8:
-            return _byte_values(self._native).index_select(0, _int_index(codes.reshape(-1)[:n]))
+    def _native_or_table(self, codes: torch.Tensor, n: int, out=None) -> torch.Tensor:
+        """Codes → values: on the CPU one gather from a table (8-bit: the 256 values; fp4: each
+        byte's two values), into ``out`` when given; else the native conversion or the format."""
+        flat = None if out is None else out.reshape(-1)
+        cpu = codes.device.type == "cpu"
+        if self._native is not None and cpu and torch.finfo(self._native).bits == 8:
+            return torch.index_select(_byte_values(self._native), 0, _int_index(codes.reshape(-1)[:n]), out=flat)
         if self._native is not None:
-            return codes.view(self._native)[:n].to(torch.float32)
-        if self.fmt.code_bits == 4 and codes.device.type == "cpu":  # one gather: byte → its two values
+            v = codes.reshape(-1).view(self._native)[:n]
+            return v.to(torch.float32) if flat is None else flat.copy_(v)  # converted in the copy
+        if self.fmt.code_bits == 4 and cpu:
             if self._pairs is None:
                 self._pairs = self.fmt.decode(torch.arange(256, dtype=torch.uint8), (512,)).reshape(256, 2)
-            return self._pairs.index_select(0, _int_index(codes.reshape(-1))).reshape(-1)[:n]
+            idx = _int_index(codes.reshape(-1))
+            if flat is not None and n == 2 * idx.numel():
+                return torch.index_select(self._pairs, 0, idx, out=flat.view(-1, 2)).view(-1)
+            return self._pairs.index_select(0, idx).reshape(-1)[:n]
         return self.fmt.decode(codes, (n,))
 
     def _fused(self, t: torch.Tensor) -> bool:
@@ -212,27 +224,7 @@ class Cast(Compressor):
         return self.encode(u, generator=generator).payload
 
     def unit_decode(self, payload, n, out=None):
-        if out is not None and self._native is not None and "finite" not in payload and not payload["codes"].is_cuda:
-            codes = payload["codes"].reshape(-1)
-            if torch.finfo(self._native).bits == 8:  # one gather from the 256 values, into out
-                return torch.index_select(_byte_values(self._native), 0, _int_index(codes[:n]),
-                                          out=out.reshape(-1)).view(out.shape)
-            return out.copy_(codes.view(self._native)[:n])  # converted in the copy, no temporary
-        codes = payload["codes"]
-        fin = payload.get("finite")
-        if (out is not None and not codes.is_cuda and self.fmt.code_bits == 4 and n == 2 * codes.numel()
-                and out.is_contiguous() and (fin is None or bool(fin.all()))):  # byte → two values, into out
-            self._native_or_table(codes[:1], 2)  # builds the table once
-            torch.index_select(self._pairs, 0, _int_index(codes.reshape(-1)), out=out.view(-1, 2))
-            return out
-        if out is not None and codes.is_cuda and self.fmt.code_bits in (4, 8) and isinstance(self.fmt, FloatFormat):
-            from .. import kernels
-
-            if kernels.triton_available() and kernels.supports(self.fmt):
-                from ..kernels.codecs_triton import cast_decode
-
-                return cast_decode(codes, self.fmt, n, payload.get("finite"), out=out)
-        return into(self._values(codes, n, payload.get("finite")), out)
+        return into(self._values(payload["codes"], n, payload.get("finite"), out=out), out)
 
     def graph_safe(self, flat, states=None) -> bool:
         return self._fused(flat)

@@ -15,6 +15,19 @@ _BITS = BYTE_BITS  # bit j of byte b: is coordinate 8i + j ≥ 0
 _UNIT = torch.where(_BITS, 1.0, -1.0)  # the eight signs of each byte as ±1.0
 
 
+def _gather_signs(signs: torch.Tensor, n: int, table: torch.Tensor, out=None) -> torch.Tensor:
+    """The n values of packed sign bits, each byte's eight from ``table`` (256 × 8), by one gather
+    per byte, written into ``out`` (contiguous) when given."""
+    signs = signs.reshape(-1)
+    o = torch.empty(n, dtype=table.dtype) if out is None or not out.is_contiguous() else out.reshape(-1)
+    full = n // 8
+    if full:
+        torch.index_select(table, 0, scratch(full, torch.int32).copy_(signs[:full]), out=o[: 8 * full].view(full, 8))
+    if n > 8 * full:
+        o[8 * full :] = table[int(signs[full])][: n - 8 * full]
+    return o
+
+
 @register("signsgd")
 class SignSGD(Compressor):
     def encode(self, tensor, *, state=None, generator=None) -> Packet:
@@ -50,6 +63,8 @@ class SignSGD(Compressor):
         return {"signs": pack(u >= 0, 1)}
 
     def unit_decode(self, payload, n, out=None):
+        if not payload["signs"].is_cuda:
+            return into(_gather_signs(payload["signs"], n, _UNIT, out), out)
         return into(self.decode(Packet({"scale": torch.ones(1, device=payload["signs"].device), **payload}, (n,))), out)
 
     def flat_encode(self, flat, tensors, segments, *, states=None, generator=None):
@@ -59,18 +74,8 @@ class SignSGD(Compressor):
     def flat_decode(self, payload, segments, *, out=None):
         from .. import kernels
 
-        if not payload["signs"].is_cuda:  # ±1 by one gather per byte, then × s_j segment by segment
-            n, signs = segments.total, payload["signs"].reshape(-1)
-            out = torch.empty(n, dtype=torch.float32) if out is None else out
-            o, full = out.reshape(-1), n // 8
-            if full:
-                idx = scratch(full, torch.int32).copy_(signs[:full])
-                torch.index_select(_UNIT, 0, idx, out=o[: 8 * full].view(full, 8))
-            if n > 8 * full:
-                o[8 * full :] = _UNIT[int(signs[full])][: n - 8 * full]
-            for part, s in zip(o.split(segments.sizes), payload["scales"]):
-                part.mul_(s)
-            return out
+        if not payload["signs"].is_cuda:  # ±1 into out (unit_decode), then × s_j segment by segment
+            return super().flat_decode(payload, segments, out=out)
         if not kernels.triton_available():
             return super().flat_decode(payload, segments, out=out)
         from ..kernels.codecs_triton import sign_decode
@@ -106,8 +111,6 @@ class SignSGD(Compressor):
         signs, scale, n = packet.payload["signs"], packet.payload["scale"], packet.numel
         if signs.device.type == "cpu" and scale.numel() == 1:  # one gather: byte → its eight values ±s
             s = scale.reshape(()).to(torch.float32)
-            nb = (n + 7) // 8
-            rows = torch.where(_BITS, s, -s).index_select(0, scratch(nb, torch.int32).copy_(signs.reshape(-1)[:nb]))
-            return rows.reshape(-1)[:n].reshape(packet.shape).to(packet.dtype)
+            return _gather_signs(signs, n, torch.where(_BITS, s, -s)).reshape(packet.shape).to(packet.dtype)
         s = unpack(signs, 1, n).to(torch.float32) * 2 - 1
         return (s * scale).reshape(packet.shape).to(packet.dtype)
