@@ -14,7 +14,8 @@
 #   rounding  intsgd-vae for 50 epochs with IntSGD's stochastic rounding instead of nearest
 #   comm    GPU tests of the codecs' flat messages, the DDP hooks' cost in a training step, the
 #           codec benchmark, and rounding inside the model (with QPyTorch where its wheel is in .whl/)
-#   tune    launch shapes of the stochastic cast encode (bit-exact check, then timing)
+#   tune    GPU tests of the kernels and codecs, stochastic rounding against the copy floor (and the
+#           previous kernels, same run), then the codec benchmark
 #   model   GPU tests of compiled rounding, the q statistics with CUDA graphs and the kernels'
 #           interpreter tests, then rounding inside the model (with QPyTorch where its wheel is in .whl/)
 set -uo pipefail
@@ -83,7 +84,9 @@ for stage in "${@:-bench}"; do
       python3 benchmarks/compress.py --philox-rounds 10 --out "$OUT/compress-h200.json" 2>&1 | tail -24
       python3 benchmarks/in_model.py --out "$OUT/in-model-h200.json" 2>&1 | tail -16 ;;
     tune)
-      python3 scripts/tune_stochastic.py --out "$OUT/tune-stochastic-h200.json" 2>&1 | tail -60 ;;
+      python3 -m pytest -q -p no:cacheprovider tests/test_kernels.py tests/test_compress_cuda.py tests/test_many.py 2>&1 | tail -6
+      python3 scripts/tune_stochastic.py --out "$OUT/tune-stochastic-h200.json" 2>&1 | tail -24
+      python3 benchmarks/compress.py --out "$OUT/compress-h200.json" 2>&1 | tail -24 ;;
     model)
       if ls .whl/qtorch-*.whl >/dev/null 2>&1; then
         python3 -m pip install -q --no-index --no-deps --target /tmp/site .whl/qtorch-*.whl && export PYTHONPATH=$PYTHONPATH:/tmp/site

@@ -13,9 +13,11 @@ Each kernel reads its input once and writes its output once:
   |g| (summed in a fixed order: deterministic), and the scaled decode.
 * ``int8_encode`` / ``int8_decode``: IntSGD's Int(α·g) into int8, saturating at ±lim.
 
-Stochastic rounding draws from Philox-4x32 (``PHILOX_ROUNDS`` rounds, seeded from the caller's
-generator); its probabilities are exact to 2^−23 (float32 mantissa bits; IntSGD's uniform u is a
-multiple of 2^−23).  Per-tensor quantities of a flat buffer of many tensors (scales, α) are read
+Stochastic rounding draws from Philox-4x32 (:mod:`.philox`, ``PHILOX_ROUNDS`` rounds, seeded from
+the caller's generator; value j·Q + i of a program's block of 4·Q takes word j of counter pid·Q + i);
+its probabilities are exact to 2^−23 (float32 mantissa bits; IntSGD's uniform u is a multiple of
+2^−23).  The encoders index their block with 32-bit offsets from a 64-bit base (fewer integer
+instructions in kernels bound by their integer work).  Per-tensor quantities of a flat buffer of many tensors (scales, α) are read
 through its segment index (``SEG = TABLE``), so no per-coordinate copy of them is made.
 """
 
@@ -26,14 +28,12 @@ import triton
 import triton.language as tl
 
 from ..formats import FloatFormat
+from .philox import PHILOX_ROUNDS, block_words
+from .blocks import _load4, _pick, _rem, _store
 from .quantize_triton import _constants
 
 BLOCK = 4096
 WARPS = 8
-# Philox-4x32 with 7 rounds: Salmon et al. ("Parallel random numbers: as easy as 1, 2, 3", SC'11)
-# find 7 rounds free of BigCrush failures (10, cuRAND's choice, adds a safety margin); the
-# stochastic kernels are compute-bound and 7 rounds make them ~15% faster (BENCHMARKS.md).
-PHILOX_ROUNDS = 7
 
 
 VALUE, POINTER, TABLE = 0, 1, 2  # how a kernel gets a per-tensor quantity (the SEG argument)
@@ -147,29 +147,30 @@ def _random_words(seed_ptr, pid, Q: tl.constexpr, ROUNDS: tl.constexpr):
 
 
 @triton.jit
-def _pick(j: tl.constexpr, v0, v1, v2, v3):
-    """The j-th of four values (j a compile-time constant)."""
-    if j == 0:
-        return v0
-    elif j == 1:
-        return v1
-    elif j == 2:
-        return v2
-    else:
-        return v3
-
-
-@triton.jit
-def _load4(ptr, base, n, Q: tl.constexpr, other):
-    """The four quarters of a program's BLOCK = 4·Q values, all loads issued before any use: the
-    kernels below store between quarters, and a load after a store (the pointers may alias) would
-    otherwise wait for it, leaving one load in flight per thread instead of four."""
-    o = base + tl.arange(0, Q)
-    v0 = tl.load(ptr + o, mask=o < n, other=other)
-    v1 = tl.load(ptr + o + Q, mask=o + Q < n, other=other)
-    v2 = tl.load(ptr + o + 2 * Q, mask=o + 2 * Q < n, other=other)
-    v3 = tl.load(ptr + o + 3 * Q, mask=o + 3 * Q < n, other=other)
-    return v0, v1, v2, v3
+def _cast_encode_block(x_ptr, out_ptr, seed_ptr, pid, rem, S: tl.constexpr, EMIN_FIELD: tl.constexpr,
+                       SUB: tl.constexpr, MAX_CODE: tl.constexpr, MODE: tl.constexpr, FNUZ: tl.constexpr,
+                       M: tl.constexpr, EF: tl.constexpr, OVER_CODE: tl.constexpr, INF_CODE: tl.constexpr,
+                       NAN_CODE: tl.constexpr, WIDTH: tl.constexpr, ROUNDS: tl.constexpr, BLOCK: tl.constexpr,
+                       FULL: tl.constexpr):
+    """One program's codes; returns the largest |x| pattern (≥ 0x7F800000: a non-finite input)."""
+    Q: tl.constexpr = BLOCK // 4
+    offs = tl.arange(0, Q)
+    x0, x1, x2, x3 = _load4(x_ptr + pid * BLOCK, rem, Q, 0.0, FULL)
+    if MODE == 1:
+        r0, r1, r2, r3 = block_words(seed_ptr, pid, Q, ROUNDS)
+    amax = tl.zeros((Q,), tl.int32)
+    for j in tl.static_range(4):
+        b = _pick(j, x0, x1, x2, x3).to(tl.int32, bitcast=True)
+        rnd = (_pick(j, r0, r1, r2, r3) & 0x7FFFFFFF) if MODE == 1 else b
+        c = _round_code(b, rnd, S, EMIN_FIELD, SUB, MAX_CODE, MODE, FNUZ, M, EF, OVER_CODE, INF_CODE, NAN_CODE)
+        amax = tl.maximum(amax, b & 0x7FFFFFFF)
+        if WIDTH == 8:
+            _store(out_ptr + pid * BLOCK, c.to(tl.uint8), j * Q + offs, rem, FULL)
+        else:
+            lo, hi = tl.split(tl.reshape(c, (Q // 2, 2)))
+            _store(out_ptr + pid * (BLOCK // 2), (lo | (hi << 4)).to(tl.uint8), j * (Q // 2) + tl.arange(0, Q // 2),
+                   (rem + 1) // 2, FULL)
+    return tl.max(amax, axis=0)
 
 
 @triton.jit
@@ -178,22 +179,19 @@ def _cast_encode_kernel(x_ptr, out_ptr, fin_ptr, n, seed_ptr, S: tl.constexpr, E
                         M: tl.constexpr, EF: tl.constexpr, OVER_CODE: tl.constexpr, INF_CODE: tl.constexpr,
                         NAN_CODE: tl.constexpr, FLAG: tl.constexpr, WIDTH: tl.constexpr, ROUNDS: tl.constexpr,
                         BLOCK: tl.constexpr):
-    """8-bit codes one per byte; 4-bit codes four to a 16-bit word (``out_ptr`` then points at
-    int16), the four neighbours packed in registers.  FLAG: a byte per program, were all inputs
-    finite."""
+    """8-bit codes one per byte; 4-bit codes two to a byte (low nibble first), neighbours packed in
+    registers.  The block is read as four quarters, each drawing one word of every Philox counter
+    of the program.  FLAG: a byte per program, were all inputs finite."""
     pid = tl.program_id(0).to(tl.int64)
-    o = pid * BLOCK + tl.arange(0, BLOCK // 4)[:, None] * 4 + tl.arange(0, 4)[None, :]
-    b = tl.load(x_ptr + o, mask=o < n, other=0).to(tl.int32, bitcast=True)
-    rnd = tl.reshape(_random_words(seed_ptr, pid, BLOCK // 4, ROUNDS), (BLOCK // 4, 4)) if MODE == 1 else b
-    c = _round_code(b, rnd, S, EMIN_FIELD, SUB, MAX_CODE, MODE, FNUZ, M, EF, OVER_CODE, INF_CODE, NAN_CODE)
-    if WIDTH == 8:
-        tl.store(out_ptr + o, c.to(tl.uint8), mask=o < n)
+    rem = _rem(n, pid, BLOCK)
+    if rem == BLOCK:
+        amax = _cast_encode_block(x_ptr, out_ptr, seed_ptr, pid, rem, S, EMIN_FIELD, SUB, MAX_CODE, MODE, FNUZ, M, EF,
+                                  OVER_CODE, INF_CODE, NAN_CODE, WIDTH, ROUNDS, BLOCK, True)
     else:
-        word = tl.sum(c << (tl.arange(0, 4) * 4)[None, :], axis=1)
-        ow = pid * (BLOCK // 4) + tl.arange(0, BLOCK // 4)
-        tl.store(out_ptr + ow, word.to(tl.int16), mask=ow < (n + 3) // 4)
+        amax = _cast_encode_block(x_ptr, out_ptr, seed_ptr, pid, rem, S, EMIN_FIELD, SUB, MAX_CODE, MODE, FNUZ, M, EF,
+                                  OVER_CODE, INF_CODE, NAN_CODE, WIDTH, ROUNDS, BLOCK, False)
     if FLAG:  # only formats without a NaN code send whether the input was finite
-        tl.store(fin_ptr + pid, (tl.max(b & 0x7FFFFFFF, axis=None) < 0x7F800000).to(tl.uint8))
+        tl.store(fin_ptr + pid, (amax < 0x7F800000).to(tl.uint8))
 
 
 @triton.jit
@@ -302,24 +300,33 @@ def _mx_encode_kernel(x_ptr, out_ptr, scale_ptr, fin_ptr, n, nblocks, nbytes, se
 
 
 @triton.jit
-def _natural_encode_kernel(x_ptr, exp_ptr, sign_ptr, n, seed_ptr, ROUNDS: tl.constexpr, BLOCK: tl.constexpr):
+def _natural_encode_block(x_ptr, exp_ptr, sign_ptr, seed_ptr, pid, rem, ROUNDS: tl.constexpr, BLOCK: tl.constexpr,
+                          FULL: tl.constexpr):
     Q: tl.constexpr = BLOCK // 4
-    pid = tl.program_id(0).to(tl.int64)
     offs = tl.arange(0, Q)
-    x0, x1, x2, x3 = _load4(x_ptr, pid * BLOCK, n, Q, 0.0)
-    r0, r1, r2, r3 = tl.randint4x(tl.load(seed_ptr), (pid * Q + offs).to(tl.int32), ROUNDS)
+    x0, x1, x2, x3 = _load4(x_ptr + pid * BLOCK, rem, Q, 0.0, FULL)
+    r0, r1, r2, r3 = block_words(seed_ptr, pid, Q, ROUNDS)
     for j in tl.static_range(4):
         r = _pick(j, r0, r1, r2, r3)
-        o = pid * BLOCK + j * Q + offs
         b = _pick(j, x0, x1, x2, x3).to(tl.int32, bitcast=True)
         a = b & 0x7FFFFFFF
-        e = ((a + (r.to(tl.int32, bitcast=True) & 0x7FFFFF)) >> 23) & 0xFF  # up with probability frac
+        e = ((a + (r & 0x7FFFFF)) >> 23) & 0xFF  # up with probability frac
         e = tl.where(a >= 0x7F800000, 255, e)
-        tl.store(exp_ptr + o, e.to(tl.uint8), mask=o < n)
+        _store(exp_ptr + pid * BLOCK, e.to(tl.uint8), j * Q + offs, rem, FULL)
         sb = tl.reshape((b >> 31) & 1, (Q // 8, 8))
         byte = tl.sum(sb << tl.arange(0, 8)[None, :], axis=1)
-        ob = (pid * BLOCK + j * Q) // 8 + tl.arange(0, Q // 8)
-        tl.store(sign_ptr + ob, byte.to(tl.uint8), mask=ob < (n + 7) // 8)
+        _store(sign_ptr + pid * (BLOCK // 8), byte.to(tl.uint8), j * (Q // 8) + tl.arange(0, Q // 8), (rem + 7) // 8,
+               FULL)
+
+
+@triton.jit
+def _natural_encode_kernel(x_ptr, exp_ptr, sign_ptr, n, seed_ptr, ROUNDS: tl.constexpr, BLOCK: tl.constexpr):
+    pid = tl.program_id(0).to(tl.int64)
+    rem = _rem(n, pid, BLOCK)
+    if rem == BLOCK:
+        _natural_encode_block(x_ptr, exp_ptr, sign_ptr, seed_ptr, pid, rem, ROUNDS, BLOCK, True)
+    else:
+        _natural_encode_block(x_ptr, exp_ptr, sign_ptr, seed_ptr, pid, rem, ROUNDS, BLOCK, False)
 
 
 @triton.jit
@@ -357,34 +364,49 @@ def _sign_decode_kernel(sign_ptr, scale_ptr, seg_ptr, out_ptr, n, SEG: tl.conste
 
 
 @triton.jit
+def _int8_encode_block(x_ptr, out_ptr, alpha, seg_ptr, lim, seed_ptr, pid, rem, STOCHASTIC: tl.constexpr,
+                       SEG: tl.constexpr, ROUNDS: tl.constexpr, BLOCK: tl.constexpr, FULL: tl.constexpr):
+    """One program's integers; returns max |x| as a pattern (NaN-propagating: ≥ 0x7F800000 where
+    an input is not finite)."""
+    Q: tl.constexpr = BLOCK // 4
+    MAGIC: tl.constexpr = 12582912.0
+    offs = tl.arange(0, Q)
+    x0, x1, x2, x3 = _load4(x_ptr + pid * BLOCK, rem, Q, 0.0, FULL)
+    if STOCHASTIC:
+        r0, r1, r2, r3 = block_words(seed_ptr, pid, Q, ROUNDS)
+    amax = tl.zeros((Q,), tl.float32)  # max |x|, NaN if any is NaN
+    for j in tl.static_range(4):
+        o = j * Q + offs
+        x = _pick(j, x0, x1, x2, x3)
+        amax = tl.maximum(amax, tl.abs(x), propagate_nan=tl.PropagateNan.ALL)
+        t = tl.minimum(tl.maximum(x * _segment_value(alpha, seg_ptr + pid * BLOCK, o, rem, SEG), -lim), lim)
+        u = t + MAGIC  # the pattern's low byte is the nearest integer to t as an int8
+        if STOCHASTIC:  # ⌊t⌋ + Bernoulli(t − ⌊t⌋), p a multiple of 2^-23 in [0, 1)
+            k = u - MAGIC
+            r = _pick(j, r0, r1, r2, r3)
+            fl = k - tl.where(k > t, 1.0, 0.0)
+            p = (((r >> 9) & 0x7FFFFF) | 0x3F800000).to(tl.float32, bitcast=True) - 1.0
+            u = (fl + tl.where(p < t - fl, 1.0, 0.0)) + MAGIC
+        _store(out_ptr + pid * BLOCK, u.to(tl.int32, bitcast=True).to(tl.int8), o, rem, FULL)
+    return tl.max(amax.to(tl.int32, bitcast=True), axis=0)
+
+
+@triton.jit
 def _int8_encode_kernel(x_ptr, out_ptr, fin_ptr, n, alpha, seg_ptr, lim, seed_ptr, STOCHASTIC: tl.constexpr,
                         SEG: tl.constexpr, ROUNDS: tl.constexpr, BLOCK: tl.constexpr):
     """Int(α·x) saturated at ±lim, with full-rate float adds only: t is clamped first (rounding
     is monotone, lim an integer), then M = 1.5·2^23 rounds |t| < 2^22 to the nearest integer k,
     ties to even, in t + M, whose pattern's low byte is k as an int8.
     SEG: ``alpha`` points at one α per segment, ``seg_ptr`` at each coordinate's segment."""
-    Q: tl.constexpr = BLOCK // 4
-    MAGIC: tl.constexpr = 12582912.0
     pid = tl.program_id(0).to(tl.int64)
-    offs = tl.arange(0, Q)
-    x0, x1, x2, x3 = _load4(x_ptr, pid * BLOCK, n, Q, 0.0)
-    if STOCHASTIC:
-        r0, r1, r2, r3 = tl.randint4x(tl.load(seed_ptr), (pid * Q + offs).to(tl.int32), ROUNDS)
-    amax = tl.zeros((Q,), tl.float32)  # max |x|, NaN if any is NaN
-    for j in tl.static_range(4):
-        o = pid * BLOCK + j * Q + offs
-        x = _pick(j, x0, x1, x2, x3)
-        amax = tl.maximum(amax, tl.abs(x), propagate_nan=tl.PropagateNan.ALL)
-        t = tl.minimum(tl.maximum(x * _segment_value(alpha, seg_ptr, o, n, SEG), -lim), lim)
-        u = t + MAGIC  # the pattern's low byte is the nearest integer to t as an int8
-        if STOCHASTIC:  # ⌊t⌋ + Bernoulli(t − ⌊t⌋), p a multiple of 2^-23 in [0, 1)
-            k = u - MAGIC
-            r = _pick(j, r0, r1, r2, r3)
-            fl = k - tl.where(k > t, 1.0, 0.0)
-            p = (((r.to(tl.int32, bitcast=True) >> 9) & 0x7FFFFF) | 0x3F800000).to(tl.float32, bitcast=True) - 1.0
-            u = (fl + tl.where(p < t - fl, 1.0, 0.0)) + MAGIC
-        tl.store(out_ptr + o, u.to(tl.int32, bitcast=True).to(tl.int8), mask=o < n)
-    tl.store(fin_ptr + pid, (tl.max(amax.to(tl.int32, bitcast=True), axis=0) < 0x7F800000).to(tl.uint8))
+    rem = _rem(n, pid, BLOCK)
+    if rem == BLOCK:
+        amax = _int8_encode_block(x_ptr, out_ptr, alpha, seg_ptr, lim, seed_ptr, pid, rem, STOCHASTIC, SEG, ROUNDS,
+                                  BLOCK, True)
+    else:
+        amax = _int8_encode_block(x_ptr, out_ptr, alpha, seg_ptr, lim, seed_ptr, pid, rem, STOCHASTIC, SEG, ROUNDS,
+                                  BLOCK, False)
+    tl.store(fin_ptr + pid, (amax < 0x7F800000).to(tl.uint8))
 
 
 @triton.jit
@@ -468,33 +490,47 @@ def _load_packed(in_ptr, base, nbytes, W: tl.constexpr, Q: tl.constexpr):
 
 
 @triton.jit
+def _levels_encode_block(x_ptr, out_ptr, nbytes, inv_ptr, seg_ptr, levels, seed_ptr, pid, rem, LBITS: tl.constexpr,
+                         W: tl.constexpr, SEG: tl.constexpr, ROUNDS: tl.constexpr, BLOCK: tl.constexpr,
+                         FULL: tl.constexpr):
+    Q: tl.constexpr = BLOCK // 4
+    offs = tl.arange(0, Q)
+    r0, r1, r2, r3 = block_words(seed_ptr, pid, Q, ROUNDS)
+    if SEG == 1:
+        scale = tl.load(inv_ptr)
+        inv1 = tl.where(scale > 0, levels / scale, 0.0)
+    x0, x1, x2, x3 = _load4(x_ptr + pid * BLOCK, rem, Q, 0.0, FULL)
+    for j in tl.static_range(4):
+        r = _pick(j, r0, r1, r2, r3)
+        o = j * Q + offs
+        x = _pick(j, x0, x1, x2, x3)
+        if SEG == 1:
+            t = tl.abs(x) * inv1
+        else:
+            t = tl.abs(x) * _segment_value(inv_ptr, seg_ptr + pid * BLOCK, o, rem, SEG)
+        fl = tl.floor(t)
+        lev = fl + tl.where(_uniform24(r) < t - fl, 1.0, 0.0)
+        lev = tl.minimum(tl.where(lev == lev, lev, 0.0), levels).to(tl.int32)  # NaN → 0 (the scale is NaN then)
+        c = (((x < 0) & (lev > 0)).to(tl.int32) << LBITS) | lev
+        if not FULL:
+            c = tl.where(o < rem, c, 0)
+        _store_packed(out_ptr, c, pid * BLOCK + j * Q, nbytes, W, Q)
+
+
+@triton.jit
 def _levels_encode_kernel(x_ptr, out_ptr, n, nbytes, inv_ptr, seg_ptr, levels, seed_ptr, LBITS: tl.constexpr,
                           W: tl.constexpr, SEG: tl.constexpr, ROUNDS: tl.constexpr, BLOCK: tl.constexpr):
     """QSGD and TernGrad: level = ⌊s·|x|/scale⌋ + Bernoulli(frac), code = sign << LBITS | level.
     ``inv_ptr``: the scale (POINTER), or a table of s/scale per segment (TABLE, 0 where the scale is
     0 or not finite)."""
-    Q: tl.constexpr = BLOCK // 4
     pid = tl.program_id(0).to(tl.int64)
-    offs = tl.arange(0, Q)
-    r0, r1, r2, r3 = tl.randint4x(tl.load(seed_ptr), (pid * Q + offs).to(tl.int32), ROUNDS)
-    if SEG == 1:
-        scale = tl.load(inv_ptr)
-        inv1 = tl.where(scale > 0, levels / scale, 0.0)
-    x0, x1, x2, x3 = _load4(x_ptr, pid * BLOCK, n, Q, 0.0)
-    for j in tl.static_range(4):
-        r = _pick(j, r0, r1, r2, r3)
-        o = pid * BLOCK + j * Q + offs
-        x = _pick(j, x0, x1, x2, x3)
-        if SEG == 1:
-            t = tl.abs(x) * inv1
-        else:
-            t = tl.abs(x) * _segment_value(inv_ptr, seg_ptr, o, n, SEG)
-        fl = tl.floor(t)
-        lev = fl + tl.where(_uniform24(r) < t - fl, 1.0, 0.0)
-        lev = tl.minimum(tl.where(lev == lev, lev, 0.0), levels).to(tl.int32)  # NaN → 0 (the scale is NaN then)
-        c = (((x < 0) & (lev > 0)).to(tl.int32) << LBITS) | lev
-        c = tl.where(o < n, c, 0)
-        _store_packed(out_ptr, c, pid * BLOCK + j * Q, nbytes, W, Q)
+    rem = _rem(n, pid, BLOCK)
+    if rem == BLOCK:
+        _levels_encode_block(x_ptr, out_ptr, nbytes, inv_ptr, seg_ptr, levels, seed_ptr, pid, rem, LBITS, W, SEG,
+                             ROUNDS, BLOCK, True)
+    else:
+        _levels_encode_block(x_ptr, out_ptr, nbytes, inv_ptr, seg_ptr, levels, seed_ptr, pid, rem, LBITS, W, SEG,
+                             ROUNDS, BLOCK, False)
 
 
 @triton.jit
@@ -595,15 +631,15 @@ def cast_encode(x: torch.Tensor, fmt: FloatFormat, rounding: str, saturate: bool
     x = x.contiguous().reshape(-1)
     n, w = x.numel(), fmt.code_bits
     nbytes = (n * w + 7) // 8
-    out = torch.empty(nbytes if w == 8 else 2 * triton.cdiv(n, 4), dtype=torch.uint8, device=x.device)
+    out = torch.empty(nbytes, dtype=torch.uint8, device=x.device)
     flag = not fmt.has_nan
     fin = torch.empty(triton.cdiv(n, BLOCK) if flag else 1, dtype=torch.uint8, device=x.device)
     k = _code_constants(fmt, rounding, saturate, flagged=flag)
     seed = _seed(x, generator) if rounding == "stochastic" else x
     _cast_encode_kernel[(triton.cdiv(n, BLOCK),)](
-        x, out if w == 8 else out.view(torch.int16), fin, n, seed, **k, FLAG=flag, WIDTH=w, ROUNDS=PHILOX_ROUNDS,
+        x, out, fin, n, seed, **k, FLAG=flag, WIDTH=w, ROUNDS=PHILOX_ROUNDS,
         BLOCK=BLOCK, num_warps=WARPS)
-    return out[:nbytes], (fin.amin().reshape(1) if flag else None)
+    return out, (fin.amin().reshape(1) if flag else None)
 
 
 def block_fusable(fmt, block: int) -> bool:
@@ -758,21 +794,30 @@ def tensor_sums(g: torch.Tensor, q: torch.Tensor, plan) -> torch.Tensor:
 
 
 @triton.jit
-def _round_stochastic_kernel(x_ptr, out_ptr, n, alpha, seed_ptr, ROUNDS: tl.constexpr, BLOCK: tl.constexpr):
-    """Int(α·x) = ⌊t⌋ + Bernoulli(t − ⌊t⌋) as float32 integers, every t (for |t| ≥ 2^23, t − ⌊t⌋ = 0:
-    t itself; NaN and ±inf stay), p a multiple of 2^-23 as in the int8 kernel."""
+def _round_stochastic_block(x_ptr, out_ptr, alpha, seed_ptr, pid, rem, ROUNDS: tl.constexpr, BLOCK: tl.constexpr,
+                            FULL: tl.constexpr):
     Q: tl.constexpr = BLOCK // 4
-    pid = tl.program_id(0).to(tl.int64)
     offs = tl.arange(0, Q)
-    x0, x1, x2, x3 = _load4(x_ptr, pid * BLOCK, n, Q, 0.0)
-    r0, r1, r2, r3 = tl.randint4x(tl.load(seed_ptr), (pid * Q + offs).to(tl.int32), ROUNDS)
+    x0, x1, x2, x3 = _load4(x_ptr + pid * BLOCK, rem, Q, 0.0, FULL)
+    r0, r1, r2, r3 = block_words(seed_ptr, pid, Q, ROUNDS)
     for j in tl.static_range(4):
-        o = pid * BLOCK + j * Q + offs
         t = _pick(j, x0, x1, x2, x3) * alpha
         fl = tl.floor(t)
         r = _pick(j, r0, r1, r2, r3)
-        p = (((r.to(tl.int32, bitcast=True) >> 9) & 0x7FFFFF) | 0x3F800000).to(tl.float32, bitcast=True) - 1.0
-        tl.store(out_ptr + o, fl + tl.where(p < t - fl, 1.0, 0.0), mask=o < n)
+        p = (((r >> 9) & 0x7FFFFF) | 0x3F800000).to(tl.float32, bitcast=True) - 1.0
+        _store(out_ptr + pid * BLOCK, fl + tl.where(p < t - fl, 1.0, 0.0), j * Q + offs, rem, FULL)
+
+
+@triton.jit
+def _round_stochastic_kernel(x_ptr, out_ptr, n, alpha, seed_ptr, ROUNDS: tl.constexpr, BLOCK: tl.constexpr):
+    """Int(α·x) = ⌊t⌋ + Bernoulli(t − ⌊t⌋) as float32 integers, every t (for |t| ≥ 2^23, t − ⌊t⌋ = 0:
+    t itself; NaN and ±inf stay), p a multiple of 2^-23 as in the int8 kernel."""
+    pid = tl.program_id(0).to(tl.int64)
+    rem = _rem(n, pid, BLOCK)
+    if rem == BLOCK:
+        _round_stochastic_block(x_ptr, out_ptr, alpha, seed_ptr, pid, rem, ROUNDS, BLOCK, True)
+    else:
+        _round_stochastic_block(x_ptr, out_ptr, alpha, seed_ptr, pid, rem, ROUNDS, BLOCK, False)
 
 
 def round_stochastic(x: torch.Tensor, alpha: float = 1.0, generator=None, out=None) -> torch.Tensor:

@@ -3,7 +3,8 @@
 One pass: each element is read once (4 bytes) and written once (4 bytes); the rounding is integer
 arithmetic on the bit pattern, identical to the torch path in :mod:`lowbit.quantize`
 (``_quantize_float``), so nearest rounding gives the same bits.  Stochastic rounding draws its
-bits from Philox (``tl.randint4x``: four 32-bit words per call), seeded from the caller's torch
+bits from Philox-4x32 (:mod:`.philox`, ``PHILOX_ROUNDS`` rounds: value j·Q + i of a program's block
+of 4·Q takes word j of counter pid·Q + i, as in every lowbit kernel), seeded from the caller's torch
 generator, so a fixed seed gives identical output on the same device.
 """
 
@@ -14,6 +15,8 @@ import triton
 import triton.language as tl
 
 from ..formats import FloatFormat
+from .blocks import _load4, _pick, _rem, _store
+from .philox import PHILOX_ROUNDS, block_words
 
 BLOCK = 4096
 NUM_WARPS = 8
@@ -70,42 +73,35 @@ def _round_bits(b, rnd, S: tl.constexpr, EMIN_FIELD: tl.constexpr, LOW: tl.const
 
 
 @triton.jit
+def _quantize_block(x_ptr, y_ptr, seed_ptr, pid, rem, S: tl.constexpr, EMIN_FIELD: tl.constexpr, LOW: tl.constexpr,
+                    LOW_EXP: tl.constexpr, MAX_BITS: tl.constexpr, OVER_BITS: tl.constexpr, INF_OUT: tl.constexpr,
+                    FNUZ: tl.constexpr, MODE: tl.constexpr, ROUNDS: tl.constexpr, BLOCK: tl.constexpr,
+                    FULL: tl.constexpr):
+    Q: tl.constexpr = BLOCK // 4
+    offs = tl.arange(0, Q)
+    x0, x1, x2, x3 = _load4(x_ptr + pid * BLOCK, rem, Q, 0.0, FULL)
+    if MODE == 1:
+        r0, r1, r2, r3 = block_words(seed_ptr, pid, Q, ROUNDS)
+    for j in tl.static_range(4):
+        b = _pick(j, x0, x1, x2, x3).to(tl.int32, bitcast=True)
+        rnd = (_pick(j, r0, r1, r2, r3) & 0x7FFFFFFF) if MODE == 1 else b
+        y = _round_bits(b, rnd, S, EMIN_FIELD, LOW, LOW_EXP, MAX_BITS, OVER_BITS, INF_OUT, FNUZ, MODE)
+        _store(y_ptr + pid * BLOCK, y.to(tl.float32, bitcast=True), j * Q + offs, rem, FULL)
+
+
+@triton.jit
 def _quantize_kernel(x_ptr, y_ptr, n, seed_ptr, S: tl.constexpr, EMIN_FIELD: tl.constexpr,
                      LOW: tl.constexpr, LOW_EXP: tl.constexpr, MAX_BITS: tl.constexpr,
                      OVER_BITS: tl.constexpr, INF_OUT: tl.constexpr, FNUZ: tl.constexpr,
-                     MODE: tl.constexpr, BLOCK: tl.constexpr):
-    Q: tl.constexpr = BLOCK // 4
+                     MODE: tl.constexpr, ROUNDS: tl.constexpr, BLOCK: tl.constexpr):
     pid = tl.program_id(0).to(tl.int64)
-    base = pid * BLOCK
-    offs = tl.arange(0, Q)
-    o0 = base + offs
-    o1 = o0 + Q
-    o2 = o1 + Q
-    o3 = o2 + Q
-    b0 = tl.load(x_ptr + o0, mask=o0 < n, other=0).to(tl.int32, bitcast=True)
-    b1 = tl.load(x_ptr + o1, mask=o1 < n, other=0).to(tl.int32, bitcast=True)
-    b2 = tl.load(x_ptr + o2, mask=o2 < n, other=0).to(tl.int32, bitcast=True)
-    b3 = tl.load(x_ptr + o3, mask=o3 < n, other=0).to(tl.int32, bitcast=True)
-    if MODE == 1:
-        seed = tl.load(seed_ptr)
-        r0, r1, r2, r3 = tl.randint4x(seed, (pid * Q + offs).to(tl.int32))
-        r0 = r0.to(tl.int32, bitcast=True) & 0x7FFFFFFF
-        r1 = r1.to(tl.int32, bitcast=True) & 0x7FFFFFFF
-        r2 = r2.to(tl.int32, bitcast=True) & 0x7FFFFFFF
-        r3 = r3.to(tl.int32, bitcast=True) & 0x7FFFFFFF
+    rem = _rem(n, pid, BLOCK)
+    if rem == BLOCK:
+        _quantize_block(x_ptr, y_ptr, seed_ptr, pid, rem, S, EMIN_FIELD, LOW, LOW_EXP, MAX_BITS, OVER_BITS, INF_OUT,
+                        FNUZ, MODE, ROUNDS, BLOCK, True)
     else:
-        r0 = b0
-        r1 = b1
-        r2 = b2
-        r3 = b3
-    y0 = _round_bits(b0, r0, S, EMIN_FIELD, LOW, LOW_EXP, MAX_BITS, OVER_BITS, INF_OUT, FNUZ, MODE)
-    y1 = _round_bits(b1, r1, S, EMIN_FIELD, LOW, LOW_EXP, MAX_BITS, OVER_BITS, INF_OUT, FNUZ, MODE)
-    y2 = _round_bits(b2, r2, S, EMIN_FIELD, LOW, LOW_EXP, MAX_BITS, OVER_BITS, INF_OUT, FNUZ, MODE)
-    y3 = _round_bits(b3, r3, S, EMIN_FIELD, LOW, LOW_EXP, MAX_BITS, OVER_BITS, INF_OUT, FNUZ, MODE)
-    tl.store(y_ptr + o0, y0.to(tl.float32, bitcast=True), mask=o0 < n)
-    tl.store(y_ptr + o1, y1.to(tl.float32, bitcast=True), mask=o1 < n)
-    tl.store(y_ptr + o2, y2.to(tl.float32, bitcast=True), mask=o2 < n)
-    tl.store(y_ptr + o3, y3.to(tl.float32, bitcast=True), mask=o3 < n)
+        _quantize_block(x_ptr, y_ptr, seed_ptr, pid, rem, S, EMIN_FIELD, LOW, LOW_EXP, MAX_BITS, OVER_BITS, INF_OUT,
+                        FNUZ, MODE, ROUNDS, BLOCK, False)
 
 
 def _constants(fmt: FloatFormat, rounding: str, saturate: bool) -> dict:
@@ -146,7 +142,7 @@ def quantize_triton(x: torch.Tensor, fmt: FloatFormat, rounding: str, saturate: 
     else:
         seed = xc  # unused
     grid = (triton.cdiv(n, BLOCK),)
-    _quantize_kernel[grid](xc, y, n, seed, **_constants(fmt, rounding, saturate), BLOCK=BLOCK,
+    _quantize_kernel[grid](xc, y, n, seed, **_constants(fmt, rounding, saturate), ROUNDS=PHILOX_ROUNDS, BLOCK=BLOCK,
                            num_warps=NUM_WARPS)
     return y.reshape(x.shape)
 
@@ -161,7 +157,8 @@ def quantize_op(x: torch.Tensor, fmt: str, rounding: str, saturate: bool) -> tor
     y = torch.empty_like(xc)
     n = xc.numel()
     torch.library.wrap_triton(_quantize_kernel)[(triton.cdiv(n, BLOCK),)](
-        xc, y, n, xc, **_constants(get_format(fmt), rounding, saturate), BLOCK=BLOCK, num_warps=NUM_WARPS)
+        xc, y, n, xc, **_constants(get_format(fmt), rounding, saturate), ROUNDS=PHILOX_ROUNDS, BLOCK=BLOCK,
+        num_warps=NUM_WARPS)
     return y
 
 
