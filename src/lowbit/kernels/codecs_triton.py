@@ -161,7 +161,7 @@ def _cast_encode_block(x_ptr, out_ptr, seed_ptr, pid, rem, S: tl.constexpr, EMIN
     amax = tl.zeros((Q,), tl.int32)
     for j in tl.static_range(4):
         b = _pick(j, x0, x1, x2, x3).to(tl.int32, bitcast=True)
-        rnd = (_pick(j, r0, r1, r2, r3) & 0x7FFFFFFF) if MODE == 1 else b
+        rnd = _pick(j, r0, r1, r2, r3) if MODE == 1 else b  # _integer_code uses its low 30 bits at most
         c = _round_code(b, rnd, S, EMIN_FIELD, SUB, MAX_CODE, MODE, FNUZ, M, EF, OVER_CODE, INF_CODE, NAN_CODE)
         amax = tl.maximum(amax, b & 0x7FFFFFFF)
         if WIDTH == 8:

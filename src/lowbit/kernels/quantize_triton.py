@@ -28,8 +28,14 @@ _NEAREST, _STOCHASTIC, _ZERO = 0, 1, 2
 def _grid_count(a, e, rnd, LOW_EXP: tl.constexpr, MODE: tl.constexpr):
     """k = |x| / 2^LOW_EXP rounded to an integer (the fixed grid below the smallest normal), for
     |x| given by its float32 bits ``a`` and exponent field ``e``."""
-    sig = (a & 0x7FFFFF) | ((e > 0).to(tl.int32) << 23)
-    sh = (150 + LOW_EXP) - tl.maximum(e, 1)
+    if MODE == 1 and 120 + LOW_EXP >= 24:
+        # every |x| < 2^-126 lies 24+ bits below the grid step (the shift below leaves 0 of it),
+        # so float32's own subnormals need neither their exponent of 1 nor the missing hidden bit
+        sig = (a & 0x7FFFFF) | 0x800000
+        sh = (150 + LOW_EXP) - e
+    else:
+        sig = (a & 0x7FFFFF) | ((e > 0).to(tl.int32) << 23)
+        sh = (150 + LOW_EXP) - tl.maximum(e, 1)
     if MODE == 1:
         extra = tl.maximum(sh - 30, 0)
         sh = tl.minimum(tl.maximum(sh, 1), 30)
@@ -63,13 +69,16 @@ def _round_bits(b, rnd, S: tl.constexpr, EMIN_FIELD: tl.constexpr, LOW: tl.const
         k = _grid_count(a, e, rnd, LOW_EXP, MODE)
         low = (k.to(tl.float32) * (2.0 ** LOW_EXP)).to(tl.int32, bitcast=True)
         res = tl.where(e < EMIN_FIELD, low, res)
-    finite = e < 255
-    res = tl.where((res > MAX_BITS) & finite, OVER_BITS, res)
-    res = tl.where(a == 0x7F800000, INF_OUT, res)
+    # overflow of a finite x; then ±inf → INF_OUT and NaN → itself, which replace any res of theirs
+    if OVER_BITS == MAX_BITS:
+        res = tl.minimum(res, MAX_BITS)
+    else:
+        res = tl.where(res > MAX_BITS, OVER_BITS, res)
+    res = tl.where(a >= 0x7F800000, tl.where(a == 0x7F800000, INF_OUT, a), res)
     sign = b & (-2147483648)
     if FNUZ:
         sign = tl.where(res == 0, 0, sign)
-    return tl.where(a > 0x7F800000, b, res | sign)
+    return res | sign
 
 
 @triton.jit
@@ -84,7 +93,7 @@ def _quantize_block(x_ptr, y_ptr, seed_ptr, pid, rem, S: tl.constexpr, EMIN_FIEL
         r0, r1, r2, r3 = block_words(seed_ptr, pid, Q, ROUNDS)
     for j in tl.static_range(4):
         b = _pick(j, x0, x1, x2, x3).to(tl.int32, bitcast=True)
-        rnd = (_pick(j, r0, r1, r2, r3) & 0x7FFFFFFF) if MODE == 1 else b
+        rnd = _pick(j, r0, r1, r2, r3) if MODE == 1 else b  # the formulas use its low 30 bits at most
         y = _round_bits(b, rnd, S, EMIN_FIELD, LOW, LOW_EXP, MAX_BITS, OVER_BITS, INF_OUT, FNUZ, MODE)
         _store(y_ptr + pid * BLOCK, y.to(tl.float32, bitcast=True), j * Q + offs, rem, FULL)
 
