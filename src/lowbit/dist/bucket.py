@@ -34,6 +34,7 @@ from __future__ import annotations
 import torch
 
 from ..compress import Compressor
+from ..compress.base import scratch
 from ..compress.feedback import ErrorFeedback
 from ..compress.many import segments as segments_of
 
@@ -70,6 +71,9 @@ def bucketable(codec: Compressor) -> bool:
     """Whether ``codec`` codes a whole bucket in one call (its multi-tensor path)."""
     inner = codec.inner if isinstance(codec, ErrorFeedback) else codec
     return inner.batchable(None) and not isinstance(inner, ErrorFeedback)
+
+
+_MEAN_SLOT = 7  # scratch slot of the running sum's addend (the codecs' own decodes use the low slots)
 
 
 def _align(n: int) -> int:
@@ -131,12 +135,20 @@ class BucketCoder:
     # -- one worker's message ---------------------------------------------------------------------
     def encode(self, coded: torch.Tensor, *, generator=None, memory=None, states=None) -> tuple[dict, torch.Tensor | None]:
         """(payload, new error-feedback memory or None) of the coded part."""
+        payload, memory, _ = self.encode_decoded(coded, generator=generator, memory=memory, states=states)
+        return payload, memory
+
+    def encode_decoded(self, coded: torch.Tensor, *, generator=None, memory=None, states=None):
+        """(payload, new error-feedback memory or None, the payload decoded or None): with error
+        feedback the sender decodes its own message anyway (e ← v − C(v)), and a receiver that is
+        also the sender can use that decode instead of a second one (``mean_decoded(known=…)``)."""
         codec, seg = self.inner, self.segments
         if self.feedback:
             v = coded if memory is None else coded + memory
             payload = codec.flat_encode(v, self.tensors(v), seg, states=states, generator=generator)
-            return payload, v - codec.flat_decode(payload, seg)
-        return codec.flat_encode(coded, self.tensors(coded), seg, states=states, generator=generator), None
+            decoded = codec.flat_decode(payload, seg)
+            return payload, v - decoded, decoded
+        return codec.flat_encode(coded, self.tensors(coded), seg, states=states, generator=generator), None, None
 
     def public(self, key: str) -> bool:
         """Whether payload field ``key`` is known to every receiver (not sent)."""
@@ -227,13 +239,22 @@ class BucketCoder:
                 payload[k] = t
         return payload, exact
 
-    def mean_decoded(self, payloads: list[dict], out: torch.Tensor) -> torch.Tensor:
-        """(1/n)·Σ_i decode(payload_i) in worker order, written into ``out`` (the coded part)."""
-        seg = self.segments
-        self.inner.flat_decode(payloads[0], seg, out=out)
-        tmp = torch.empty_like(out) if len(payloads) > 1 else None
-        for p in payloads[1:]:
-            out += self.inner.flat_decode(p, seg, out=tmp)
+    def mean_decoded(self, payloads: list[dict], out: torch.Tensor, known: dict | None = None) -> torch.Tensor:
+        """(1/n)·Σ_i decode(payload_i) in worker order, written into ``out`` (the coded part);
+        ``known``: {i: decode(payload_i)} already at hand (the same values, not decoded again)."""
+        seg, known = self.segments, known or {}
+
+        def decoded(i, into):
+            if i in known:
+                return known[i] if into is None else into.copy_(known[i])
+            return self.inner.flat_decode(payloads[i], seg, out=into)
+
+        decoded(0, out)
+        if len(payloads) > 1:
+            # a reused buffer on the CPU: a fresh one costs its page faults on every step
+            tmp = scratch(out.numel(), torch.float32, _MEAN_SLOT) if out.device.type == "cpu" else torch.empty_like(out)
+            for i in range(1, len(payloads)):
+                out += decoded(i, None) if i in known else decoded(i, tmp)
         return out.div_(len(payloads)) if len(payloads) > 1 else out
 
 

@@ -296,7 +296,8 @@ def compressed_hook(state: HookState, bucket) -> torch.futures.Future[torch.Tens
     exact = coder.exact_part(flat)
     scatter = state.mode == "scatter" and not coder.summable
     if not scatter:
-        payload, b.memory = coder.encode(flat, generator=b.generator, memory=b.memory, states=state.states(key, params))
+        payload, b.memory, own = coder.encode_decoded(flat, generator=b.generator, memory=b.memory,
+                                                      states=state.states(key, params))
         b.bytes_sent += coder.nbytes(payload)
 
     def finish(mean_exact: torch.Tensor) -> torch.Tensor:
@@ -329,7 +330,8 @@ def compressed_hook(state: HookState, bucket) -> torch.futures.Future[torch.Tens
 
     def gathered(_fut):
         parts = [coder.from_bytes(piece, b.layout) for piece in got.view(n, -1)]
-        coder.mean_decoded([p for p, _ in parts], flat)
+        known = {dist.get_rank(group): own} if own is not None else None  # error feedback decoded it already
+        coder.mean_decoded([p for p, _ in parts], flat, known)
         return finish(coder.mean_exact([e for _, e in parts]) if exact.numel() else exact)
 
     return work.get_future().then(gathered)
