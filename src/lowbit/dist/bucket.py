@@ -102,6 +102,7 @@ class BucketCoder:
         self.segments = segments_of(self.sizes, self.device) if self.sizes else None
         self.summable = bool(self.inner.summable and self.inner.reduce_ops) and not self.feedback
         self._index = None
+        self._decoded = None  # error feedback: the sender's decode of its own message, reused
 
     # -- the exact part of a flat bucket ------------------------------------------------------------
     @property
@@ -134,7 +135,8 @@ class BucketCoder:
 
     # -- one worker's message ---------------------------------------------------------------------
     def encode(self, coded: torch.Tensor, *, generator=None, memory=None, states=None) -> tuple[dict, torch.Tensor | None]:
-        """(payload, new error-feedback memory or None) of the coded part."""
+        """(payload, new error-feedback memory or None) of the coded part; ``memory`` is updated in
+        place (and returned)."""
         payload, memory, _ = self.encode_decoded(coded, generator=generator, memory=memory, states=states)
         return payload, memory
 
@@ -144,10 +146,14 @@ class BucketCoder:
         also the sender can use that decode instead of a second one (``mean_decoded(known=…)``)."""
         codec, seg = self.inner, self.segments
         if self.feedback:
-            v = coded if memory is None else coded + memory
+            # v = g + e in e's own buffer (the same sums as a new tensor), then e ← v − C(v) in place:
+            # on the CPU two fresh bucket-sized tensors per step cost more than the passes
+            v = coded if memory is None else memory.add_(coded)
             payload = codec.flat_encode(v, self.tensors(v), seg, states=states, generator=generator)
-            decoded = codec.flat_decode(payload, seg)
-            return payload, v - decoded, decoded
+            if self._decoded is None or self._decoded.device != v.device:
+                self._decoded = torch.empty_like(v)
+            decoded = codec.flat_decode(payload, seg, out=self._decoded)
+            return payload, (v - decoded if memory is None else v.sub_(decoded)), decoded
         return codec.flat_encode(coded, self.tensors(coded), seg, states=states, generator=generator), None, None
 
     def public(self, key: str) -> bool:

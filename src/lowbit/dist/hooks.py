@@ -109,9 +109,9 @@ class HookState:
             b.key = key
             saved = self._saved_buckets.pop(key, None)  # from load_state_dict
             if saved is not None:
-                b.memory, b.bytes_sent = saved["memory"], saved["bytes_sent"]
+                b.memory, b.bytes_sent = _copy(saved["memory"]), saved["bytes_sent"]
                 b.generator.set_state(saved["generator"][1])
-                b.memory2, b.saved_generator2 = saved.get("memory2"), saved.get("generator2")
+                b.memory2, b.saved_generator2 = _copy(saved.get("memory2")), saved.get("generator2")
             else:
                 b.memory = carry_memory({k: (o.memory, o.coder.sizes) for k, o in self.bucket_states.items()},
                                         key, coder.sizes)
@@ -165,8 +165,8 @@ class HookState:
         return {"seed": self.seed, "steps": self.steps, "exact_below": self.exact_below, "layouts": list(self.layouts),
                 "clusters": {j: c.state_dict() for j, c in self.clusters.items()},
                 "param_states": dict(self.param_states),
-                "buckets": {k: {"memory": b.memory, "generator": (str(b.generator.device), b.generator.get_state()),
-                                "bytes_sent": b.bytes_sent, "memory2": b.memory2,
+                "buckets": {k: {"memory": _copy(b.memory), "generator": (str(b.generator.device), b.generator.get_state()),
+                                "bytes_sent": b.bytes_sent, "memory2": _copy(b.memory2),
                                 "generator2": b.generator2.get_state() if b.generator2 is not None else None}
                             for k, b in self.bucket_states.items()}}
 
@@ -182,6 +182,11 @@ class HookState:
         self.param_states = dict(sd.get("param_states", {}))
         self._saved_buckets = dict(sd.get("buckets", {}))  # restored when DDP shows each bucket again
         self.bucket_states = {}
+
+
+def _copy(t):
+    """A snapshot of an error-feedback memory, which later steps update in place."""
+    return t.clone() if t is not None else None
 
 
 def _per_parameter(state: HookState, bucket) -> torch.futures.Future[torch.Tensor]:

@@ -346,9 +346,10 @@ class _SimBucket:
         return bits
 
     def state_dict(self) -> dict:
-        return {"memory": self.memory, "generators": [g.get_state() for g in self.generators]}
+        return {"memory": [m.clone() if m is not None else None for m in self.memory],  # updated in place later
+                "generators": [g.get_state() for g in self.generators]}
 
     def load_state_dict(self, sd: dict) -> None:
-        self.memory = list(sd["memory"])
+        self.memory = [m.clone() if m is not None else None for m in sd["memory"]]
         for g, st in zip(self.generators, sd["generators"]):
             g.set_state(st)
