@@ -423,3 +423,37 @@ def test_cpu_cast_codes_match_ml_dtypes_on_a_sweep_of_float32(fmt, oracle):
     both_nan = np.isnan(got) & np.isnan(want)
     bad = ~(both_nan | (got.view(np.uint32) == want.view(np.uint32)))
     assert not bad.any(), (x[bad][:5], got[bad][:5], want[bad][:5])
+
+
+def test_compiled_fp4_encode_gives_the_eager_codes_and_falls_back(monkeypatch):
+    """The CPU fp4 encode compiled by torch.compile (one loop) against the eager passes, on
+    float32 bit patterns of every kind (subnormals, ties, ±inf, NaN, huge); odd lengths and
+    a compiler failure take the eager path (the latter with a warning)."""
+    from lowbit.compress import compiled
+
+    g = np.random.default_rng(3)
+    bits = g.integers(0, 2**32, size=40_000, dtype=np.uint64).astype(np.uint32).view(np.float32)
+    ties = np.array([0.25, 0.75, 1.25, 2.5, 3.5, 5.0, -0.25, -5.0, 7.0, 1e-40, np.inf, -np.inf, np.nan, 0.0],
+                    dtype=np.float32)
+    x = torch.from_numpy(np.concatenate([bits, ties, np.float32(1.5) * ties]).astype(np.float32))
+    codec = get_compressor("cast", format="fp4")
+    monkeypatch.setenv("LOWBIT_CPU_COMPILE", "0")
+    want = codec.encode(x).payload["codes"]
+    monkeypatch.setenv("LOWBIT_CPU_COMPILE", "1")
+    monkeypatch.setattr(compiled, "MIN_VALUES", 2)
+    calls = []
+    real = compiled.call
+    monkeypatch.setattr(compiled, "call", lambda fn, *a: calls.append(fn.__name__) or real(fn, *a))
+    assert torch.equal(codec.encode(x).payload["codes"], want)
+    assert calls == ["fp4_pack"]
+    assert torch.equal(codec.encode(x[:-1]).payload["codes"], get_compressor("cast", format="fp4").encode(x[:-1]).payload["codes"])
+    assert calls == ["fp4_pack"]  # an odd length runs eagerly
+
+    def broken(fn):
+        raise RuntimeError("no compiler")
+
+    monkeypatch.setattr(compiled, "call", real)
+    monkeypatch.setattr(compiled, "_broken", set())
+    monkeypatch.setattr(compiled, "_compiled", broken)
+    with pytest.warns(RuntimeWarning, match="running it eagerly"):
+        assert torch.equal(codec.encode(x).payload["codes"], want)
