@@ -156,12 +156,14 @@ class Cast(Compressor):
             v = codes.reshape(-1).view(self._native)[:n]
             return v.to(torch.float32) if flat is None else flat.copy_(v)  # converted in the copy
         if self.fmt.code_bits == 4 and cpu:
-            if self._pairs is None:
-                self._pairs = self.fmt.decode(torch.arange(256, dtype=torch.uint8), (512,)).reshape(256, 2)
+            if self._pairs is None:  # each byte's two values as one 8-byte word: a 1-D gather, 4× a (256, 2) one
+                pairs = self.fmt.decode(torch.arange(256, dtype=torch.uint8), (512,)).reshape(256, 2)
+                self._pairs = pairs.contiguous().view(torch.int64).reshape(-1)
             idx = _int_index(codes.reshape(-1))
-            if flat is not None and n == 2 * idx.numel():
-                return torch.index_select(self._pairs, 0, idx, out=flat.view(-1, 2)).view(-1)
-            return self._pairs.index_select(0, idx).reshape(-1)[:n]
+            if flat is not None and n == 2 * idx.numel() and flat.storage_offset() % 2 == 0:
+                torch.index_select(self._pairs, 0, idx, out=flat.view(torch.int64))
+                return flat
+            return self._pairs.index_select(0, idx).view(torch.float32)[:n]
         return self.fmt.decode(codes, (n,))
 
     def _fused(self, t: torch.Tensor) -> bool:
