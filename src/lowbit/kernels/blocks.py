@@ -9,6 +9,8 @@ from __future__ import annotations
 import triton
 import triton.language as tl
 
+from .philox import block_words
+
 
 @triton.jit
 def _rem(n, pid, BLOCK: tl.constexpr):
@@ -58,3 +60,20 @@ def _store(ptr, v, o, rem, FULL: tl.constexpr):
         tl.store(ptr + o, v)
     else:
         tl.store(ptr + o, v, mask=o < rem)
+
+
+@triton.jit
+def _load_block(x_ptr, seed_ptr, pid, rem, Q: tl.constexpr, FULL: tl.constexpr, STOCHASTIC: tl.constexpr,
+                ROUNDS: tl.constexpr):
+    """Program ``pid``'s four quarters of x and, when STOCHASTIC, their random words (value j·Q + i
+    takes word j of counter pid·Q + i, :func:`~lowbit.kernels.philox.block_words`); otherwise the
+    words are the values' bit patterns, unused."""
+    x0, x1, x2, x3 = _load4(x_ptr + pid * (4 * Q), rem, Q, 0.0, FULL)
+    if STOCHASTIC:
+        r0, r1, r2, r3 = block_words(seed_ptr, pid, Q, ROUNDS)
+    else:
+        r0 = x0.to(tl.int32, bitcast=True)
+        r1 = x1.to(tl.int32, bitcast=True)
+        r2 = x2.to(tl.int32, bitcast=True)
+        r3 = x3.to(tl.int32, bitcast=True)
+    return x0, x1, x2, x3, r0, r1, r2, r3

@@ -29,7 +29,7 @@ import triton.language as tl
 
 from ..formats import FloatFormat
 from .philox import PHILOX_ROUNDS, block_words
-from .blocks import _load4, _pick, _rem, _store
+from .blocks import _load4, _load_block, _pick, _rem, _store
 from .quantize_triton import _constants
 
 BLOCK = 4096
@@ -155,9 +155,7 @@ def _cast_encode_block(x_ptr, out_ptr, seed_ptr, pid, rem, S: tl.constexpr, EMIN
     """One program's codes; returns the largest |x| pattern (≥ 0x7F800000: a non-finite input)."""
     Q: tl.constexpr = BLOCK // 4
     offs = tl.arange(0, Q)
-    x0, x1, x2, x3 = _load4(x_ptr + pid * BLOCK, rem, Q, 0.0, FULL)
-    if MODE == 1:
-        r0, r1, r2, r3 = block_words(seed_ptr, pid, Q, ROUNDS)
+    x0, x1, x2, x3, r0, r1, r2, r3 = _load_block(x_ptr, seed_ptr, pid, rem, Q, FULL, MODE == 1, ROUNDS)
     amax = tl.zeros((Q,), tl.int32)
     for j in tl.static_range(4):
         b = _pick(j, x0, x1, x2, x3).to(tl.int32, bitcast=True)
@@ -304,8 +302,7 @@ def _natural_encode_block(x_ptr, exp_ptr, sign_ptr, seed_ptr, pid, rem, ROUNDS: 
                           FULL: tl.constexpr):
     Q: tl.constexpr = BLOCK // 4
     offs = tl.arange(0, Q)
-    x0, x1, x2, x3 = _load4(x_ptr + pid * BLOCK, rem, Q, 0.0, FULL)
-    r0, r1, r2, r3 = block_words(seed_ptr, pid, Q, ROUNDS)
+    x0, x1, x2, x3, r0, r1, r2, r3 = _load_block(x_ptr, seed_ptr, pid, rem, Q, FULL, True, ROUNDS)
     for j in tl.static_range(4):
         r = _pick(j, r0, r1, r2, r3)
         b = _pick(j, x0, x1, x2, x3).to(tl.int32, bitcast=True)
@@ -371,9 +368,7 @@ def _int8_encode_block(x_ptr, out_ptr, alpha, seg_ptr, lim, seed_ptr, pid, rem, 
     Q: tl.constexpr = BLOCK // 4
     MAGIC: tl.constexpr = 12582912.0
     offs = tl.arange(0, Q)
-    x0, x1, x2, x3 = _load4(x_ptr + pid * BLOCK, rem, Q, 0.0, FULL)
-    if STOCHASTIC:
-        r0, r1, r2, r3 = block_words(seed_ptr, pid, Q, ROUNDS)
+    x0, x1, x2, x3, r0, r1, r2, r3 = _load_block(x_ptr, seed_ptr, pid, rem, Q, FULL, STOCHASTIC, ROUNDS)
     amax = tl.zeros((Q,), tl.float32)  # max |x|, NaN if any is NaN
     for j in tl.static_range(4):
         o = j * Q + offs
@@ -495,6 +490,7 @@ def _levels_encode_block(x_ptr, out_ptr, nbytes, inv_ptr, seg_ptr, levels, seed_
                          FULL: tl.constexpr):
     Q: tl.constexpr = BLOCK // 4
     offs = tl.arange(0, Q)
+    # the words first: with the loads first, TernGrad's table variant compiles to 19% more instructions
     r0, r1, r2, r3 = block_words(seed_ptr, pid, Q, ROUNDS)
     if SEG == 1:
         scale = tl.load(inv_ptr)
@@ -798,8 +794,7 @@ def _round_stochastic_block(x_ptr, out_ptr, alpha, seed_ptr, pid, rem, ROUNDS: t
                             FULL: tl.constexpr):
     Q: tl.constexpr = BLOCK // 4
     offs = tl.arange(0, Q)
-    x0, x1, x2, x3 = _load4(x_ptr + pid * BLOCK, rem, Q, 0.0, FULL)
-    r0, r1, r2, r3 = block_words(seed_ptr, pid, Q, ROUNDS)
+    x0, x1, x2, x3, r0, r1, r2, r3 = _load_block(x_ptr, seed_ptr, pid, rem, Q, FULL, True, ROUNDS)
     for j in tl.static_range(4):
         t = _pick(j, x0, x1, x2, x3) * alpha
         fl = tl.floor(t)

@@ -15,8 +15,8 @@ import triton
 import triton.language as tl
 
 from ..formats import FloatFormat
-from .blocks import _load4, _pick, _rem, _store
-from .philox import PHILOX_ROUNDS, block_words
+from .blocks import _load_block, _pick, _rem, _store
+from .philox import PHILOX_ROUNDS
 
 BLOCK = 4096
 NUM_WARPS = 8
@@ -88,9 +88,7 @@ def _quantize_block(x_ptr, y_ptr, seed_ptr, pid, rem, S: tl.constexpr, EMIN_FIEL
                     FULL: tl.constexpr):
     Q: tl.constexpr = BLOCK // 4
     offs = tl.arange(0, Q)
-    x0, x1, x2, x3 = _load4(x_ptr + pid * BLOCK, rem, Q, 0.0, FULL)
-    if MODE == 1:
-        r0, r1, r2, r3 = block_words(seed_ptr, pid, Q, ROUNDS)
+    x0, x1, x2, x3, r0, r1, r2, r3 = _load_block(x_ptr, seed_ptr, pid, rem, Q, FULL, MODE == 1, ROUNDS)
     for j in tl.static_range(4):
         b = _pick(j, x0, x1, x2, x3).to(tl.int32, bitcast=True)
         rnd = _pick(j, r0, r1, r2, r3) if MODE == 1 else b  # the formulas use its low 30 bits at most
