@@ -425,11 +425,52 @@ def test_cpu_cast_codes_match_ml_dtypes_on_a_sweep_of_float32(fmt, oracle):
     assert not bad.any(), (x[bad][:5], got[bad][:5], want[bad][:5])
 
 
+@pytest.mark.parametrize("name,options", [
+    ("intsgd", dict(alpha=64.0, bits=8, n_workers=2)), ("intsgd", dict(alpha=3e4, bits=16, n_workers=4)),
+    ("intsgd", dict(bits=8, n_workers=1)), ("natural", {}), ("qsgd", dict(levels=7)), ("terngrad", {}),
+    ("cast", dict(format="fp8", rounding="stochastic"))])
+def test_compiled_cpu_stochastic_codecs_give_the_eager_payloads(name, options, monkeypatch):
+    """The stochastic codecs' CPU encodes through the compiled loops (random words drawn eagerly
+    from the same streams) send the eager passes' payloads bit for bit — integers clamped to the
+    fixed width, a NaN and ±inf included — per tensor and through the multi-tensor path."""
+    from lowbit.compress.many import segments
+    from lowbit.kernels import cpu
+
+    g = torch.Generator().manual_seed(8)
+    sizes = [3 * 2**17 + 5, 4_099, 2**16]
+    flat = torch.randn(sum(sizes), generator=g) * torch.logspace(-6, 1, sum(sizes))
+    flat[[7, 11, 13]] = torch.tensor([float("inf"), -float("inf"), 1e30])
+    nan = flat.clone()
+    nan[5] = float("nan")
+    seg = segments(sizes, "cpu")
+
+    def payloads():
+        codec = get_compressor(name, **options)
+        out = [codec.encode(x, generator=torch.Generator().manual_seed(1)).payload for x in (flat, nan)]
+        tensors = list(torch.split(flat, sizes))
+        return out + [codec.flat_encode(flat, tensors, seg, generator=torch.Generator().manual_seed(2))]
+
+    monkeypatch.setenv("LOWBIT_CPU_COMPILE", "0")
+    want = payloads()
+    monkeypatch.setenv("LOWBIT_CPU_COMPILE", "1")
+    monkeypatch.setattr(cpu, "MIN_VALUES", 2)
+    calls = []
+    real = cpu.call
+    monkeypatch.setattr(cpu, "call", lambda fn, *a: calls.append(fn.__name__) or real(fn, *a))
+    got = payloads()
+    assert calls, "the compiled loops were not used"
+    for p, q in zip(got, want):
+        assert p.keys() == q.keys()
+        for k in p:
+            bits = lambda t: t.contiguous().reshape(-1).view(torch.uint8)  # noqa: E731 - NaN equals NaN
+            assert p[k].dtype == q[k].dtype and torch.equal(bits(p[k]), bits(q[k])), (k, p[k].dtype)
+
+
 def test_compiled_fp4_encode_gives_the_eager_codes_and_falls_back(monkeypatch):
     """The CPU fp4 encode compiled by torch.compile (one loop) against the eager passes, on
     float32 bit patterns of every kind (subnormals, ties, ±inf, NaN, huge); odd lengths and
     a compiler failure take the eager path (the latter with a warning)."""
-    from lowbit.compress import compiled
+    from lowbit.kernels import cpu as compiled
 
     g = np.random.default_rng(3)
     bits = g.integers(0, 2**32, size=40_000, dtype=np.uint64).astype(np.uint32).view(np.float32)

@@ -99,3 +99,65 @@ def test_in_place_stochastic_integers_equal_the_reference_formula(dtype):
         g1, g2 = torch.Generator().manual_seed(3), torch.Generator().manual_seed(3)
         assert torch.equal(Q._stochastic_integers(v, bits, g1).view(bits.it), reference(v, g2).view(bits.it))
         assert torch.equal(g1.get_state(), g2.get_state())
+
+
+@pytest.mark.parametrize("n", [5_003, 3 * 2**17 + 7])  # one chunk (the caller's generator) and several
+def test_compiled_cpu_stochastic_rounding_equals_the_eager_passes(n, monkeypatch):
+    """On large CPU buffers stochastic rounding runs as one loop compiled by torch.compile, the
+    random words drawn eagerly from the same streams: bit for bit the eager passes' values (the
+    statistical tests above hold for those) and the generator left in the same state, for
+    integers and formats with and without subnormals, inf and NaN codes, and saturation, over
+    random bit patterns, 80 binades and the special values."""
+    from lowbit.kernels import cpu
+
+    bits = np.random.default_rng(5).integers(0, 2**32, size=n, dtype=np.uint64).astype(np.uint32).view(np.float32)
+    x = torch.from_numpy(bits.copy())
+    x[: n // 2] = torch.randn(n // 2, generator=torch.Generator().manual_seed(0)) * torch.logspace(-40, 40, n // 2, base=2.0)
+    x[:9] = torch.tensor([0.0, -0.0, float("inf"), float("-inf"), float("nan"), 2.0**24 + 1, -(2.0**30), 0.5, 1e-45])
+    cases = [("int", None, False)] + [(f, f, s) for f in ("fp8", "fp8_e5m2", "fp4", "fp16", "float8_e4m3fnuz",
+                                                            "float6_e2m3fn", "slowdown_fp8") for s in (False, True)]
+
+    def run(name, saturate, gen):
+        if name is None:
+            return lowbit.round_integer(x, "stochastic", generator=gen)
+        return lowbit.quantize(x, name, "stochastic", saturate=saturate, generator=gen)
+
+    calls = []
+    real = cpu.call
+    for label, name, saturate in cases:
+        monkeypatch.setenv("LOWBIT_CPU_COMPILE", "0")
+        g1 = torch.Generator().manual_seed(11)
+        want = run(name, saturate, g1)
+        monkeypatch.setenv("LOWBIT_CPU_COMPILE", "1")
+        monkeypatch.setattr(cpu, "MIN_VALUES", 2)
+        monkeypatch.setattr(cpu, "call", lambda fn, *a: calls.append(fn.__name__) or real(fn, *a))
+        g2 = torch.Generator().manual_seed(11)
+        got = run(name, saturate, g2)
+        monkeypatch.setattr(cpu, "call", real)
+        assert torch.equal(got.view(torch.int32), want.view(torch.int32)), (label, saturate)
+        assert torch.equal(g1.get_state(), g2.get_state())
+    assert calls == ["stochastic_integers"] + ["stochastic_float"] * (len(cases) - 1)
+
+
+def test_stochastic_rounding_without_a_compiler_gives_the_same_values(monkeypatch):
+    """Where torch.compile fails, the words already drawn are rounded by the eager formula: the
+    same values as with the compiler off, and one warning."""
+    from lowbit.kernels import cpu
+
+    x = torch.randn(3 * 2**17 + 7, generator=torch.Generator().manual_seed(2)) * 40
+    monkeypatch.setenv("LOWBIT_CPU_COMPILE", "0")
+    want = [lowbit.round_integer(x, generator=torch.Generator().manual_seed(4)),
+            lowbit.quantize(x, "fp8", "stochastic", generator=torch.Generator().manual_seed(4))]
+    monkeypatch.setenv("LOWBIT_CPU_COMPILE", "1")
+    monkeypatch.setattr(cpu, "_broken", set())
+    monkeypatch.setattr(cpu, "MIN_VALUES", 2)
+
+    def broken(fn):
+        raise RuntimeError("no compiler")
+
+    monkeypatch.setattr(cpu, "_compiled", broken)
+    with pytest.warns(RuntimeWarning, match="running it eagerly"):
+        got = [lowbit.round_integer(x, generator=torch.Generator().manual_seed(4)),
+               lowbit.quantize(x, "fp8", "stochastic", generator=torch.Generator().manual_seed(4))]
+    for a, b in zip(got, want):
+        assert torch.equal(a, b)

@@ -28,12 +28,14 @@ and is zero elsewhere); ``grad="cut"`` makes the result a constant instead.  Nev
 
 from __future__ import annotations
 
+import functools
 import threading
 from concurrent.futures import ThreadPoolExecutor
 
 import torch
 
 from . import kernels
+from .kernels import cpu
 from .formats import FloatFormat, IntFormat, get_format
 
 __all__ = ["quantize", "round_integer", "straight_through", "ROUNDINGS", "GRADS"]
@@ -91,6 +93,12 @@ def _pool() -> ThreadPoolExecutor:
         return _POOL
 
 
+def _chunk_generators(generator):
+    """i ↦ the generator of chunk i: seeded from one base seed drawn from ``generator``."""
+    base = int(torch.randint(0, 2**62, (), generator=generator))
+    return lambda i: torch.Generator().manual_seed((base + i * 0x9E3779B97F4A7C15) % 2**63)
+
+
 def _elementwise(x: torch.Tensor, rounding: str, generator, fn) -> torch.Tensor:
     """Apply ``fn(flat_chunk, chunk_generator)`` over x; returns a tensor of x's shape."""
     flat = x.contiguous().reshape(-1)
@@ -99,15 +107,7 @@ def _elementwise(x: torch.Tensor, rounding: str, generator, fn) -> torch.Tensor:
     n = flat.numel()
     if n <= CHUNK:
         return fn(flat, generator).reshape(x.shape)
-    base = None
-    if rounding == "stochastic":
-        base = int(torch.randint(0, 2**62, (), generator=generator))
-
-    def chunk_gen(i: int):
-        if base is None:
-            return None
-        return torch.Generator().manual_seed((base + i * 0x9E3779B97F4A7C15) % 2**63)
-
+    chunk_gen = _chunk_generators(generator) if rounding == "stochastic" else lambda i: None
     out = torch.empty_like(flat)
 
     def work(i: int) -> None:
@@ -116,6 +116,22 @@ def _elementwise(x: torch.Tensor, rounding: str, generator, fn) -> torch.Tensor:
 
     list(_pool().map(work, range((n + CHUNK - 1) // CHUNK)))
     return out.reshape(x.shape)
+
+
+def _random_words(n: int, generator) -> torch.Tensor:
+    """The int32 random words in [0, 2^31) that :func:`_elementwise`'s chunks of a CPU float32
+    vector of n values draw (the same stream), in one reused buffer."""
+    words = cpu.scratch(n, torch.int32, 5)
+    if n <= CHUNK:
+        return words.random_(0, 2**31, generator=generator)
+    chunk_gen = _chunk_generators(generator)
+
+    def work(i: int) -> None:
+        lo = i * CHUNK
+        words[lo : lo + CHUNK].random_(0, 2**31, generator=chunk_gen(i))
+
+    list(_pool().map(work, range((n + CHUNK - 1) // CHUNK)))
+    return words
 
 
 def _round_fixed(a, e, bits: _Bits, step_exp: int, rounding: str, rnd):
@@ -136,21 +152,29 @@ def _round_fixed(a, e, bits: _Bits, step_exp: int, rounding: str, rnd):
 
 def _quantize_float(x: torch.Tensor, fmt: FloatFormat, rounding: str, saturate: bool, generator):
     """Round a contiguous 1-D float32/float64 tensor onto a FloatFormat (torch, any device)."""
+    rnd = _random_bits(x, _Bits(x.dtype), generator) if rounding == "stochastic" else None
+    return _round_float(x, fmt, rounding, saturate, rnd)
+
+
+def _round_float(x: torch.Tensor, fmt: FloatFormat, rounding: str, saturate: bool, rnd, skip_empty: bool = True,
+                 max_bits: int | None = None):
+    """:func:`_quantize_float` given its random words ``rnd`` (or None); ``skip_empty=False``
+    computes the subnormal branch even where no value needs it (the same result, no host read:
+    the form ``torch.compile`` fuses into one loop, given ``max_bits`` = fmt.max_bits(x.dtype))."""
     bits = _Bits(x.dtype)
     b = x.view(bits.it)
     a = b & bits.abs_mask
-    rnd = _random_bits(x, bits, generator) if rounding == "stochastic" else None
 
     # Normal range of the format: round the bit pattern at bit s (the carry runs into the exponent).
     s = bits.p - fmt.man_bits
     if s == 0:
         res = a.clone()
     elif rounding == "nearest":
-        res = ((a >> s) & 1).add_((1 << (s - 1)) - 1).add_(a).bitwise_and_(~((1 << s) - 1))
+        res = ((a >> s) & 1).add_((1 << (s - 1)) - 1).add_(a).bitwise_and_(-(1 << s))
     elif rounding == "stochastic":
-        res = (rnd & ((1 << s) - 1)).add_(a).bitwise_and_(~((1 << s) - 1))
+        res = (rnd & ((1 << s) - 1)).add_(a).bitwise_and_(-(1 << s))
     else:
-        res = a & ~((1 << s) - 1)
+        res = a & -(1 << s)
 
     # Below the smallest normal: a fixed grid of step Q = 2^(e_min − M) (or {0, 2^e_min} without
     # subnormals); also reached by input subnormals when the format's e_min is above the dtype's.
@@ -158,7 +182,7 @@ def _quantize_float(x: torch.Tensor, fmt: FloatFormat, rounding: str, saturate: 
     m2 = fmt.man_bits if fmt.subnormals else 0
     if emin_field >= 2 or not fmt.subnormals:
         low_mask = a < (emin_field << bits.p)
-        if bool(low_mask.any()):
+        if not skip_empty or bool(low_mask.any()):
             if rounding == "stochastic":
                 k = _round_fixed(a, a >> bits.p, bits, fmt.emin - m2, rounding, rnd).to(x.dtype)
             else:  # |x|·2^(M−e_min) is exact; round (half to even) or truncate it
@@ -169,7 +193,7 @@ def _quantize_float(x: torch.Tensor, fmt: FloatFormat, rounding: str, saturate: 
 
     # Overflow. An input ±inf arrives here as the inf bit pattern (above max too) and then takes
     # the format's own rule: ±inf where it has inf, else ±max if saturating, else NaN.
-    max_bits = fmt.max_bits(x.dtype)
+    max_bits = fmt.max_bits(x.dtype) if max_bits is None else max_bits
     if saturate or rounding == "zero" or fmt.overflow == "saturate":
         over_val = max_bits
     else:
@@ -244,11 +268,32 @@ def round_integer(x: torch.Tensor, rounding: str = "stochastic", *, generator=No
         return torch.where(big, v, out)
 
     if rounding == "stochastic" and x.device.type == "cpu":
+        if x.dtype == torch.float32 and cpu.wanted(x):
+            flat = x.contiguous().reshape(-1)
+            words = _random_words(flat.numel(), generator)
+            k = cpu.call(cpu.stochastic_integers, flat, words)
+            if k is None:  # no compiler: the same formula eagerly, on the words already drawn
+                k = _stochastic_integers(flat, bits, None, words)
+            return k.reshape(x.shape)
         return _elementwise(x, rounding, generator, lambda v, gen: _stochastic_integers(v, bits, gen))
     return _elementwise(x, rounding, generator, fn)
 
 
-def _stochastic_integers(v: torch.Tensor, bits: _Bits, generator) -> torch.Tensor:
+def clamped_stochastic_integers(x: torch.Tensor, alpha: float, lim: int, dtype: torch.dtype, *, generator=None):
+    """``round_integer(x·α, "stochastic").clamp(−lim, lim).to(dtype)`` of a CPU float32 vector,
+    the same values and draws, in one compiled loop where :func:`lowbit.kernels.cpu.wanted`
+    (else None: the caller runs its own passes)."""
+    if not (x.dtype == torch.float32 and x.dim() == 1 and x.is_contiguous() and cpu.wanted(x)):
+        return None
+    words = _random_words(x.numel(), generator)
+    a = torch.tensor(alpha, dtype=torch.float32)
+    k = cpu.call(cpu.clamped_integers, x, a, words, lim, dtype)
+    if k is None:  # no compiler: the eager passes, on the words already drawn
+        k = _stochastic_integers(x * alpha, _Bits(torch.float32), None, words).clamp_(-lim, lim).to(dtype)
+    return k
+
+
+def _stochastic_integers(v: torch.Tensor, bits: _Bits, generator, rnd=None) -> torch.Tensor:
     """:func:`round_integer`'s stochastic rounding of a 1-D chunk, bit for bit its formula
     (:func:`_round_fixed` with step 2^0: k = (sig ≫ extra + (r mod 2^sh)) ≫ sh, the sign applied
     after, |x| ≥ 2^p kept) with the same random draws, computed in place in four buffers instead
@@ -258,7 +303,7 @@ def _stochastic_integers(v: torch.Tensor, bits: _Bits, generator) -> torch.Tenso
     big = int(a.max()) >= (bits.eb + bits.p) << bits.p if a.numel() else False  # |x| ≥ 2^p, inf or NaN
     keep = (a >= (bits.eb + bits.p) << bits.p) if big else None
     e = a >> bits.p
-    rnd = _random_bits(v, bits, generator)
+    rnd = _random_bits(v, bits, generator) if rnd is None else rnd
     h = e.clamp(max=1).bitwise_left_shift_(bits.p)  # the hidden bit of normal numbers
     sig = a.bitwise_and_(bits.man_mask).bitwise_or_(h)
     sh = torch.clamp(e, min=1, out=h).neg_().add_(bits.eb + bits.p)
@@ -511,4 +556,24 @@ def _quantize(x, fmt, rounding, saturate, generator, scaling, block) -> torch.Te
     if x.is_cuda and x.dtype == torch.float32:
         if kernels.supports(fmt):
             return kernels.quantize(x, fmt, rounding, saturate, generator)
+    if rounding == "stochastic" and x.dtype == torch.float32 and cpu.wanted(x):
+        flat = x.contiguous().reshape(-1)
+        words = _random_words(flat.numel(), generator)
+        q = cpu.call(_stochastic_float(fmt, saturate), flat, words)
+        if q is None:  # no compiler: the same formula eagerly, on the words already drawn
+            q = _round_float(flat, fmt, "stochastic", saturate, words)
+        return q.reshape(x.shape)
     return _elementwise(x, rounding, generator, lambda v, g: _quantize_float(v, fmt, rounding, saturate, g))
+
+
+@functools.lru_cache(maxsize=None)
+def _stochastic_float(fmt: FloatFormat, saturate: bool):
+    """Stochastic rounding onto ``fmt`` of a CPU float32 vector given its random words, as one
+    loop for :func:`lowbit.kernels.cpu.call` (the formula of :func:`_round_float`)."""
+
+    max_bits = fmt.max_bits(torch.float32)
+
+    def stochastic_float(v, rnd):
+        return _round_float(v, fmt, "stochastic", saturate, rnd, skip_empty=False, max_bits=max_bits)
+
+    return stochastic_float

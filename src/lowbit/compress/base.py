@@ -23,7 +23,6 @@ from __future__ import annotations
 import difflib
 import functools
 import inspect
-import threading
 import json
 import math
 from abc import ABC, abstractmethod
@@ -31,6 +30,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import torch
+
+from ..kernels.cpu import scratch  # noqa: F401  (re-exported: the codecs import it from here)
 
 __all__ = ["Packet", "Compressor", "register", "get_compressor", "compressor_names"]
 
@@ -310,21 +311,6 @@ def into(values: torch.Tensor, out: torch.Tensor | None) -> torch.Tensor:
     if values.data_ptr() != out.data_ptr():
         out.copy_(values.reshape(out.shape))
     return out
-
-
-_SCRATCH = threading.local()
-
-
-def scratch(n: int, dtype: torch.dtype, slot: int = 0) -> torch.Tensor:
-    """A CPU buffer of ``n`` values of ``dtype`` for a temporary, kept per thread and reused: a
-    fresh large allocation costs its page faults on every call, often more than the pass that
-    fills it (the contents are overwritten by the caller; one buffer per dtype, slot and thread)."""
-    key = f"{dtype}/{slot}"
-    buf = getattr(_SCRATCH, key, None)
-    if buf is None or buf.numel() < n:
-        buf = torch.empty(max(n, 1), dtype=dtype)
-        setattr(_SCRATCH, key, buf)
-    return buf[:n]
 
 
 def all_finite(t: torch.Tensor) -> torch.Tensor:

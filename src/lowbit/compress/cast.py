@@ -19,7 +19,7 @@ from ..formats import FloatFormat, get_format
 from ..packing import float_codes, int_codes, pack
 from ..quantize import quantize
 from ..scaling import ScaledFormat
-from . import compiled
+from ..kernels import cpu as compiled
 from .base import Compressor, all_finite, Packet, _check_tensor, into, register, scratch
 
 _NATIVE = {name: getattr(torch, name) for name in

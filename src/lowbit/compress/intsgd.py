@@ -35,7 +35,7 @@ from dataclasses import dataclass
 
 import torch
 
-from ..quantize import round_integer
+from ..quantize import clamped_stochastic_integers, round_integer
 from .base import Compressor, all_finite, Packet, _check_tensor, into, register
 
 _INT_TYPES = [(8, torch.int8), (16, torch.int16), (32, torch.int32), (64, torch.int64)]
@@ -176,7 +176,14 @@ class IntSGD(Compressor):
             ints, finite = int8_encode(t, alpha, 127 // max(1, self.n_workers), self.rounding == "stochastic", generator)
             payload = {"ints": ints, "finite": finite}
             return Packet(payload, shape, dtype, {"alpha": alpha, "max_abs": -1, "width": 8})
-        ints, m = self._pack_ints(self._round(t, alpha, generator))
+        ints = None
+        if self.bits is not None and self.rounding == "stochastic" and isinstance(alpha, float):
+            lim, dt = (2 ** (self.bits - 1) - 1) // max(1, self.n_workers), dict(_INT_TYPES)[self.bits]
+            ints = clamped_stochastic_integers(t, alpha, lim, dt, generator=generator)  # CPU: one loop
+        if ints is None:
+            ints, m = self._pack_ints(self._round(t, alpha, generator))
+        else:
+            m = -1
         payload = {"ints": ints, "finite": all_finite(t).reshape(1).to(torch.uint8)}
         meta = {"alpha": alpha, "max_abs": m, "width": int_width(m) if m >= 0 else self.bits}
         return Packet(payload, shape, dtype, meta)

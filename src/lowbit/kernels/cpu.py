@@ -1,0 +1,92 @@
+"""The CPU's fast paths: reused scratch buffers, and passes compiled by ``torch.compile``
+(inductor's C++ loops) for buffers large enough that one fused loop pays for a one-time
+compilation (seconds, once per process; inductor caches the code on disk).
+
+Each compiled pass has an eager twin that is the reference and the fallback: the results are the
+same bits (tested).  ``LOWBIT_CPU_COMPILE=0`` turns them off; where compilation fails (no C++
+compiler, say) the eager path runs, with one warning.  Random words are always drawn eagerly, from
+the caller's generator, so a compiled pass consumes exactly the stream of its eager twin."""
+
+from __future__ import annotations
+
+import functools
+import os
+import threading
+import warnings
+
+import torch
+
+_SCRATCH = threading.local()
+
+
+def scratch(n: int, dtype: torch.dtype, slot: int = 0) -> torch.Tensor:
+    """A CPU buffer of ``n`` values of ``dtype`` for a temporary, kept per thread and reused: a
+    fresh large allocation costs its page faults on every call, often more than the pass that
+    fills it (the contents are overwritten by the caller; one buffer per dtype, slot and thread).
+    Slots: 0–1 codec decodes, 5 random words, 7 the bucket mean's addend."""
+    key = f"{dtype}/{slot}"
+    buf = getattr(_SCRATCH, key, None)
+    if buf is None or buf.numel() < n:
+        buf = torch.empty(max(n, 1), dtype=dtype)
+        setattr(_SCRATCH, key, buf)
+    return buf[:n]
+
+
+MIN_VALUES = 1 << 20  # below this the eager passes are cheap enough
+_broken: set[str] = set()
+
+
+def wanted(t: torch.Tensor) -> bool:
+    """Whether a CPU buffer is large enough for the compiled passes (and they are on)."""
+    return t.device.type == "cpu" and t.numel() >= MIN_VALUES and os.environ.get("LOWBIT_CPU_COMPILE", "1") != "0"
+
+
+@functools.lru_cache(maxsize=None)
+def _compiled(fn):
+    return torch.compile(fn, dynamic=True)
+
+
+def call(fn, *args):
+    """``fn(*args)`` compiled, or None where compilation is unavailable (the caller then runs its
+    eager path)."""
+    if fn.__name__ in _broken:
+        return None
+    try:
+        return _compiled(fn)(*args)
+    except Exception as e:  # noqa: BLE001 - any compiler failure means: run eagerly
+        _broken.add(fn.__name__)
+        warnings.warn(f"lowbit: torch.compile of {fn.__name__} on the CPU failed ({type(e).__name__}: {e}); "
+                      "running it eagerly", RuntimeWarning, stacklevel=2)
+        return None
+
+
+def fp4_pack(x: torch.Tensor, table: torch.Tensor) -> torch.Tensor:
+    """Packed fp4 (e2m1) codes of a float32 vector of even length, two per byte, low nibble
+    first: each code is the table's entry at x's top 16 bits with the sticky bit of its low 16
+    (``lowbit.compress.cast._fp4_table``), in one loop instead of six passes."""
+    i = x.view(torch.int32)
+    idx = ((i >> 16) & 0xFFFF) | ((i & 0xFFFF) != 0).to(torch.int32)
+    c = table[idx.long()].view(-1, 2)
+    return (c[:, 0] | (c[:, 1] << 4)).to(torch.uint8)
+
+
+def stochastic_integers(v: torch.Tensor, rnd: torch.Tensor) -> torch.Tensor:
+    """``lowbit.quantize.round_integer(v, "stochastic")`` of a float32 vector given its random
+    words ``rnd`` (int32 in [0, 2^31)): k = (sig ≫ extra + (r mod 2^sh)) ≫ sh with the sign
+    applied after and |v| ≥ 2^23, ±inf and NaN kept — the eager formula, in one loop."""
+    a = v.view(torch.int32) & 0x7FFFFFFF
+    e = a >> 23
+    sig = (a & 0x7FFFFF) | (e.clamp(max=1) << 23)
+    sh = 150 - e.clamp(min=1)
+    extra = (sh - 30).clamp(0, 31)  # sig < 2^24: a shift by 31 gives 0 as any larger one would
+    sh = sh.clamp(1, 30)
+    k = (((sig >> extra) + (rnd & ((1 << sh) - 1))) >> sh).to(torch.float32)
+    k = torch.where(v < 0, -k, k)
+    return torch.where(a >= (150 << 23), v, k)
+
+
+def clamped_integers(t: torch.Tensor, alpha: torch.Tensor, rnd: torch.Tensor, lim: int, dtype: torch.dtype) -> torch.Tensor:
+    """IntSGD's fixed-width integers: ``round_integer(t·α, "stochastic")`` clamped to ±lim and
+    stored as ``dtype`` (NaN as 0, as torch's conversion gives), in one loop; α a 0-d float32."""
+    k = stochastic_integers(t * alpha, rnd).clamp(-lim, lim)
+    return torch.where(k == k, k, 0.0).to(dtype)
