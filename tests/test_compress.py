@@ -432,7 +432,8 @@ def test_cpu_cast_codes_match_ml_dtypes_on_a_sweep_of_float32(fmt, oracle):
 def test_compiled_cpu_stochastic_codecs_give_the_eager_payloads(name, options, monkeypatch):
     """The stochastic codecs' CPU encodes through the compiled loops (random words drawn eagerly
     from the same streams) send the eager passes' payloads bit for bit — integers clamped to the
-    fixed width, a NaN and ±inf included — per tensor and through the multi-tensor path."""
+    fixed width, a NaN and ±inf included — per tensor and through the multi-tensor path, and
+    decode (IntSGD's k/α compiled too) to the same values."""
     from lowbit.compress.many import segments
     from lowbit.kernels import cpu
 
@@ -448,7 +449,8 @@ def test_compiled_cpu_stochastic_codecs_give_the_eager_payloads(name, options, m
         codec = get_compressor(name, **options)
         out = [codec.encode(x, generator=torch.Generator().manual_seed(1)).payload for x in (flat, nan)]
         tensors = list(torch.split(flat, sizes))
-        return out + [codec.flat_encode(flat, tensors, seg, generator=torch.Generator().manual_seed(2))]
+        p = codec.flat_encode(flat, tensors, seg, generator=torch.Generator().manual_seed(2))
+        return out + [p, {"decoded": codec.flat_decode(p, seg, out=torch.empty_like(flat))}]
 
     monkeypatch.setenv("LOWBIT_CPU_COMPILE", "0")
     want = payloads()
@@ -464,6 +466,30 @@ def test_compiled_cpu_stochastic_codecs_give_the_eager_payloads(name, options, m
         for k in p:
             bits = lambda t: t.contiguous().reshape(-1).view(torch.uint8)  # noqa: E731 - NaN equals NaN
             assert p[k].dtype == q[k].dtype and torch.equal(bits(p[k]), bits(q[k])), (k, p[k].dtype)
+
+
+@pytest.mark.parametrize("n", [2, 3])
+def test_compiled_mean_of_8_bit_messages_equals_decoding_and_adding(n, monkeypatch):
+    """A bucket's mean of n fp8 messages on the CPU in one compiled loop: the values of decoding
+    each and adding them in worker order, then dividing by n (all 256 codes, NaN included)."""
+    from lowbit.dist.bucket import BucketCoder
+    from lowbit.kernels import cpu
+
+    sizes = [70_001, 3, 60_000]
+    codec = get_compressor("cast", format="fp8")
+    coder = BucketCoder(codec, sizes, "cpu")
+    g = torch.Generator().manual_seed(4)
+    payloads = [{"codes": torch.randint(0, 256, (sum(sizes),), dtype=torch.uint8, generator=g)} for _ in range(n)]
+    monkeypatch.setenv("LOWBIT_CPU_COMPILE", "0")
+    want = coder.mean_decoded(payloads, torch.empty(sum(sizes)))
+    monkeypatch.setenv("LOWBIT_CPU_COMPILE", "1")
+    monkeypatch.setattr(cpu, "MIN_VALUES", 2)
+    calls = []
+    real = cpu.call
+    monkeypatch.setattr(cpu, "call", lambda fn, *a: calls.append(fn.__name__) or real(fn, *a))
+    got = coder.mean_decoded(payloads, torch.empty(sum(sizes)))
+    assert calls == ["table_mean"]
+    assert torch.equal(got.view(torch.int32), want.view(torch.int32))
 
 
 def test_compiled_fp4_encode_gives_the_eager_codes_and_falls_back(monkeypatch):

@@ -161,3 +161,46 @@ def test_stochastic_rounding_without_a_compiler_gives_the_same_values(monkeypatc
                lowbit.quantize(x, "fp8", "stochastic", generator=torch.Generator().manual_seed(4))]
     for a, b in zip(got, want):
         assert torch.equal(a, b)
+
+
+def test_words_drawn_ahead_give_the_same_roundings_and_generator_states(monkeypatch):
+    """draw_ahead draws the next rounding's words on a copy of the generator: used when the
+    generator is still where they were drawn from (the same values and end state as drawing
+    then), dropped when anything else moved it or the size changed (drawn anew: the same values
+    again), and the generator itself untouched until they are used."""
+    import importlib
+
+    from lowbit.kernels import cpu
+    from lowbit.quantize import draw_ahead
+
+    Q = importlib.import_module("lowbit.quantize")
+    monkeypatch.setattr(cpu, "MIN_VALUES", 2)
+    fresh = []  # draws made at the time of rounding (not ahead)
+    real = Q._draw_words
+    monkeypatch.setattr(Q, "_draw_words", lambda w, g, parallel=True: (parallel and fresh.append(g)) or real(w, g, parallel))
+    x = torch.randn(2 * 2**17 + 3, generator=torch.Generator().manual_seed(1)) * 30
+    rounders = [lambda g: lowbit.round_integer(x, generator=g),
+                lambda g: lowbit.quantize(x, "fp8", "stochastic", generator=g)]
+    for rnd in rounders:
+        ref, ahead = torch.Generator().manual_seed(9), torch.Generator().manual_seed(9)
+        draw_ahead(ahead)  # nothing drawn yet from it: nothing to draw ahead
+        assert ahead not in Q._AHEAD
+        for step in range(4):
+            if step == 2:  # someone else draws from the generator in between: the words are stale
+                torch.randint(0, 5, (3,), generator=ref)
+                torch.randint(0, 5, (3,), generator=ahead)
+            want = rnd(ref)
+            fresh.clear()
+            got = rnd(ahead)
+            assert fresh == ([] if step in (1, 3) else [ahead]), step  # the words drawn ahead were used
+            assert torch.equal(got.view(torch.int32), want.view(torch.int32)), step
+            assert torch.equal(ahead.get_state(), ref.get_state())
+            before = ahead.get_state()
+            draw_ahead(ahead)
+            Q._AHEAD[ahead].result()
+            assert torch.equal(ahead.get_state(), before)  # drawn on a copy
+        used = Q._AHEAD[ahead]
+        small = lowbit.round_integer(x[:1000], generator=ahead)
+        assert torch.equal(small, lowbit.round_integer(x[:1000], generator=ref))
+        assert ahead not in Q._AHEAD and used.done()
+        assert torch.equal(ahead.get_state(), ref.get_state())

@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import functools
 import threading
+import weakref
 from concurrent.futures import ThreadPoolExecutor
 
 import torch
@@ -118,10 +119,8 @@ def _elementwise(x: torch.Tensor, rounding: str, generator, fn) -> torch.Tensor:
     return out.reshape(x.shape)
 
 
-def _random_words(n: int, generator) -> torch.Tensor:
-    """The int32 random words in [0, 2^31) that :func:`_elementwise`'s chunks of a CPU float32
-    vector of n values draw (the same stream), in one reused buffer."""
-    words = cpu.scratch(n, torch.int32, 5)
+def _draw_words(words: torch.Tensor, generator, parallel: bool = True) -> torch.Tensor:
+    n = words.numel()
     if n <= CHUNK:
         return words.random_(0, 2**31, generator=generator)
     chunk_gen = _chunk_generators(generator)
@@ -130,8 +129,69 @@ def _random_words(n: int, generator) -> torch.Tensor:
         lo = i * CHUNK
         words[lo : lo + CHUNK].random_(0, 2**31, generator=chunk_gen(i))
 
-    list(_pool().map(work, range((n + CHUNK - 1) // CHUNK)))
+    chunks = range((n + CHUNK - 1) // CHUNK)
+    if parallel:
+        list(_pool().map(work, chunks))
+    else:
+        for i in chunks:
+            work(i)
     return words
+
+
+def _random_words(n: int, generator) -> torch.Tensor:
+    """The int32 random words in [0, 2^31) that :func:`_elementwise`'s chunks of a CPU float32
+    vector of n values draw (the same stream), in one reused buffer — or the words
+    :func:`draw_ahead` drew already from this generator's present state (then the generator is
+    moved on exactly as the draw would have)."""
+    ahead = _AHEAD.pop(generator, None) if generator is not None else None
+    if generator is not None and generator.device.type == "cpu":
+        _LAST_DRAW[generator] = n
+    if ahead is not None:
+        words, before, after = ahead.result()
+        if words.numel() == n and torch.equal(generator.get_state(), before):
+            generator.set_state(after)
+            return words
+    return _draw_words(cpu.scratch(n, torch.int32, 5), generator)
+
+
+# Words drawn ahead: generator → future of (words, the generator's state before, after the draw).
+_AHEAD: "weakref.WeakKeyDictionary" = weakref.WeakKeyDictionary()
+_AHEAD_BUFFERS: "weakref.WeakKeyDictionary" = weakref.WeakKeyDictionary()
+_LAST_DRAW: "weakref.WeakKeyDictionary" = weakref.WeakKeyDictionary()
+_AHEAD_THREAD: ThreadPoolExecutor | None = None
+
+
+def draw_ahead(generator: torch.Generator, n: int | None = None) -> None:
+    """Start drawing, on a background thread, the random words that the next CPU stochastic
+    rounding of n float32 values from ``generator`` will use — while the caller waits for a
+    network, say (a DDP hook between its encode and the next step's); n defaults to the size of
+    the last such rounding from this generator (nothing is drawn if there was none, or if it ran
+    on the eager passes, which draw in their own order).  The draw runs on a copy of
+    the generator: ``generator`` itself is untouched, and the words are used only if, when they
+    are asked for, the generator is still in the state they were drawn from and n is the same;
+    otherwise they are dropped and drawn anew.  Either way the values are those of drawing then."""
+    global _AHEAD_THREAD
+    if generator is None or generator.device.type != "cpu":
+        return
+    n = _LAST_DRAW.get(generator) if n is None else n
+    if not n:
+        return
+    with _POOL_LOCK:
+        if _AHEAD_THREAD is None:
+            _AHEAD_THREAD = ThreadPoolExecutor(1, thread_name_prefix="lowbit-ahead")
+    before = generator.get_state()
+    buf = _AHEAD_BUFFERS.get(generator)
+    if buf is None or buf.numel() != n:
+        buf = torch.empty(n, dtype=torch.int32)
+        _AHEAD_BUFFERS[generator] = buf
+
+    def draw():
+        copy = torch.Generator().manual_seed(0)
+        copy.set_state(before)
+        _draw_words(buf, copy, parallel=False)  # the pool may be busy with the caller's own work
+        return buf, before, copy.get_state()
+
+    _AHEAD[generator] = _AHEAD_THREAD.submit(draw)
 
 
 def _round_fixed(a, e, bits: _Bits, step_exp: int, rounding: str, rnd):

@@ -155,6 +155,12 @@ class Compressor(ABC):
         r = self.unit_decode(codes, segments.total) * segments.spread(scales)
         return r if out is None else out.copy_(r)
 
+    def flat_mean(self, payloads: list, segments, out: torch.Tensor) -> torch.Tensor | None:
+        """(1/n)·Σ_i of the :meth:`flat_decode` of n payloads, summed in list order, written into
+        ``out`` — where a codec has a faster way than decoding each and adding (the same
+        values), else None."""
+        return None
+
     def unit_encode(self, u: torch.Tensor, generator=None) -> dict:
         """The payload fields of U(u), u a flat vector of scaled values."""
         raise NotImplementedError(f"{self.name} has no elementwise unit coder")

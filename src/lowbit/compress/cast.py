@@ -234,6 +234,17 @@ class Cast(Compressor):
     def unit_decode(self, payload, n, out=None):
         return into(self._values(payload["codes"], n, payload.get("finite"), out=out), out)
 
+    def flat_mean(self, payloads, segments, out):
+        """(1/n)·Σ_i decode(payload_i) into ``out`` in one compiled loop — CPU, 8-bit native codes
+        without finite flags (formats with NaN), n > 1 — or None (the caller decodes and adds)."""
+        n = segments.total
+        if not (len(payloads) > 1 and self._native is not None and torch.finfo(self._native).bits == 8
+                and all(p.keys() == {"codes"} for p in payloads) and out.is_contiguous() and compiled.wanted(out)):
+            return None
+        codes = [p["codes"].reshape(-1)[:n] for p in payloads]
+        k = torch.tensor(float(len(payloads)))
+        return compiled.call(compiled.table_mean, _byte_values(self._native), codes, k, out.reshape(-1))
+
     def graph_safe(self, flat, states=None) -> bool:
         return self._fused(flat)
 

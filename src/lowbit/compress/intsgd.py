@@ -35,6 +35,7 @@ from dataclasses import dataclass
 
 import torch
 
+from ..kernels import cpu
 from ..quantize import clamped_stochastic_integers, round_integer
 from .base import Compressor, all_finite, Packet, _check_tensor, into, register
 
@@ -225,7 +226,9 @@ class IntSGD(Compressor):
         alpha = float(self.alpha) if self.alpha is not None else 1.0
         ints = payload["ints"]
         if out is not None and not ints.is_cuda and out.dtype == torch.float32 and out.is_contiguous():
-            torch.div(ints.reshape(-1), alpha, out=out.reshape(-1))  # decode's division, straight into out
+            flat = out.reshape(-1)
+            if not (cpu.wanted(flat) and cpu.call(cpu.divided_into, ints.reshape(-1), torch.tensor(alpha), flat) is not None):
+                torch.div(ints.reshape(-1), alpha, out=flat)  # decode's division, straight into out
             if not bool((payload["finite"] != 0).all()):  # a one-byte flag, read on the host
                 out.fill_(float("nan"))
             return out

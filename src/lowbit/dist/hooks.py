@@ -35,6 +35,7 @@ import torch
 import torch.distributed as dist
 
 from ..compress import get_compressor
+from ..quantize import draw_ahead
 from .bucket import BucketCoder, bucket_seed, bucketable, carry_memory, param_seed
 from .cluster import DistributedCluster, exchange_all
 from .simulated import worker_generator
@@ -304,6 +305,9 @@ def compressed_hook(state: HookState, bucket) -> torch.futures.Future[torch.Tens
         payload, b.memory, own = coder.encode_decoded(flat, generator=b.generator, memory=b.memory,
                                                       states=state.states(key, params))
         b.bytes_sent += coder.nbytes(payload)
+        # CPU stochastic codecs: next step's random words are drawn while this bucket is on the
+        # wire (the same words, drawn earlier; see lowbit.quantize.draw_ahead)
+        draw_ahead(b.generator)
 
     def finish(mean_exact: torch.Tensor) -> torch.Tensor:
         coder.join(flat, mean_exact)

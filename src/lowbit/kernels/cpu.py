@@ -90,3 +90,19 @@ def clamped_integers(t: torch.Tensor, alpha: torch.Tensor, rnd: torch.Tensor, li
     stored as ``dtype`` (NaN as 0, as torch's conversion gives), in one loop; α a 0-d float32."""
     k = stochastic_integers(t * alpha, rnd).clamp(-lim, lim)
     return torch.where(k == k, k, 0.0).to(dtype)
+
+
+def divided_into(ints: torch.Tensor, alpha: torch.Tensor, out: torch.Tensor) -> torch.Tensor:
+    """``torch.div(ints, α, out=out)`` for integers into float32 (α a 0-d float32): IntSGD's
+    decode k/α, the same IEEE division per value in one vectorized loop."""
+    return out.copy_(ints.to(torch.float32) / alpha)
+
+
+def table_mean(table: torch.Tensor, codes: list, n: torch.Tensor, out: torch.Tensor) -> torch.Tensor:
+    """(Σ_i table[codes_i]) / n into ``out``, summed in list order: the mean of n messages of
+    8-bit codes decoded by a 256-value table (the eager decode-and-add, in one loop; n a 0-d
+    float32 so the division stays a division)."""
+    acc = table[codes[0].to(torch.int32)]
+    for c in codes[1:]:
+        acc = acc + table[c.to(torch.int32)]
+    return out.copy_(acc / n)
