@@ -24,7 +24,8 @@ def equiv(out):
     dev = C.device(rank)
     res = {}
     for label, make in C.CODECS.items():
-        model, state = _train(make(world), rank, dev, exact_below=C.EXACT.get(label, 0))
+        # messages of more than 512 bytes travel as several all-gathers (the CPU's chunked path)
+        model, state = _train(make(world), rank, dev, exact_below=C.EXACT.get(label, 0), gather_chunk=512)
         res[label] = {"params": [p.detach().cpu() for p in model.parameters()], "bytes": state.bytes_sent,
                       "buckets": state.buckets()}
     for label, make in C.RESUMED.items():  # a restart from state_dict after step 0, against none

@@ -55,6 +55,7 @@ class _Bucket:
         self.layouts = None
         self.generator2 = None
         self.memory2 = None
+        self.recv = None  # the all-gather's receive buffer, reused
 
 
 class HookState:
@@ -63,10 +64,12 @@ class HookState:
     ``exact_below``: tensors of at most this many values, and 1-D tensors, also travel exactly
     (0: none).  ``mode``: how codecs that do not sum in flight travel — ``"gather"`` (every rank
     all-gathers every message: the simulation's numbers) or ``"scatter"`` (compressed
-    reduce-scatter + all-gather, see :func:`_scatter`)."""
+    reduce-scatter + all-gather, see :func:`_scatter`).  ``gather_chunk``: on the CPU (gloo), an
+    all-gathered message is sent as several all-gathers of at most this many bytes, all in flight
+    at once (0: one), see :func:`_all_gather_chunks`."""
 
     def __init__(self, codec, *, model: "torch.nn.Module | None" = None, seed: int = 0, group=None,
-                 exact_below: int = 0, mode: str = "gather"):
+                 exact_below: int = 0, mode: str = "gather", gather_chunk: int = 1 << 20):
         if mode not in ("gather", "scatter"):
             raise ValueError(f"mode is 'gather' (all-gather of every message) or 'scatter' (compressed "
                              f"reduce-scatter + all-gather), got {mode!r}")
@@ -75,6 +78,7 @@ class HookState:
             raise ValueError(f"{codec.name} keeps a public state per parameter (IntSGD's α), which the scatter "
                              "mode's chunks cut across; use mode='gather' (IntSGD sums in flight anyway)")
         self.mode = mode
+        self.gather_chunk = int(gather_chunk)
         self.codec = codec
         self.seed = seed
         self.group = group
@@ -334,8 +338,16 @@ def compressed_hook(state: HookState, bucket) -> torch.futures.Future[torch.Tens
     if b.layout is None:
         b.layout = coder.byte_layout(payload)
     mine = coder.to_bytes(payload, exact, b.layout)
-    got = torch.empty(n * mine.numel(), dtype=torch.uint8, device=mine.device)
-    work = _all_gather_into(got, mine, group=group, async_op=True)
+    if mine.device.type != "cpu":
+        got = torch.empty(n * mine.numel(), dtype=torch.uint8, device=mine.device)
+    else:  # a fresh buffer costs its page faults every step; DDP decodes it before the bucket comes again
+        if b.recv is None or b.recv.numel() != n * mine.numel():
+            b.recv = torch.empty(n * mine.numel(), dtype=torch.uint8)
+        got = b.recv
+    if mine.device.type == "cpu" and 0 < state.gather_chunk < mine.numel():
+        fut = _all_gather_chunks(got, mine, n, state.gather_chunk, group)
+    else:
+        fut = _all_gather_into(got, mine, group=group, async_op=True).get_future()
 
     def gathered(_fut):
         parts = [coder.from_bytes(piece, b.layout) for piece in got.view(n, -1)]
@@ -343,11 +355,23 @@ def compressed_hook(state: HookState, bucket) -> torch.futures.Future[torch.Tens
         coder.mean_decoded([p for p, _ in parts], flat, known)
         return finish(coder.mean_exact([e for _, e in parts]) if exact.numel() else exact)
 
-    return work.get_future().then(gathered)
+    return fut.then(gathered)
+
+
+def _all_gather_chunks(got: torch.Tensor, mine: torch.Tensor, n: int, chunk: int, group) -> torch.futures.Future:
+    """All-gather ``mine`` of every rank into ``got`` (rank r's at [r·m, (r+1)·m)) as several
+    all-gathers of at most ``chunk`` bytes, all in flight, joined in one future.  Over gloo and a
+    slow link one large all-gather runs well below the link's rate (2 ranks, 1 Gbit/s, 11.2 MB:
+    0.15 s, where an all-reduce of the same bytes takes 0.10 s); chunks of 1 MiB reach it."""
+    m = mine.numel()
+    works = [dist.all_gather([got[r * m + lo : r * m + min(m, lo + chunk)] for r in range(n)],
+                             mine[lo : min(m, lo + chunk)], group=group, async_op=True)
+             for lo in range(0, m, chunk)]
+    return torch.futures.collect_all([w.get_future() for w in works])
 
 
 def hook_for(compressor, *, model: "torch.nn.Module | None" = None, seed: int = 0, group=None, exact_below: int = 0,
-             mode: str = "gather", **options):
+             mode: str = "gather", gather_chunk: int = 1 << 20, **options):
     """(state, hook) for ``DistributedDataParallel.register_comm_hook`` with a compressor (a name
     with ``options``, or a Compressor).  Pass the unwrapped ``model`` so that parameters are
     numbered as in the simulation."""
@@ -357,7 +381,9 @@ def hook_for(compressor, *, model: "torch.nn.Module | None" = None, seed: int = 
                          "sees; train it with lowbit's simulated workers (lowbit.compress.isgq.Factored)")
     if not dist.is_initialized():
         raise RuntimeError("hook_for needs torch.distributed initialized (lowbit.dist.init() under torchrun)")
-    return HookState(codec, model=model, seed=seed, group=group, exact_below=exact_below, mode=mode), compressed_hook
+    state = HookState(codec, model=model, seed=seed, group=group, exact_below=exact_below, mode=mode,
+                      gather_chunk=gather_chunk)
+    return state, compressed_hook
 
 
 __all__ = ["HookState", "compressed_hook", "hook_for", "param_seed"]
