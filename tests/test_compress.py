@@ -427,7 +427,8 @@ def test_cpu_cast_codes_match_ml_dtypes_on_a_sweep_of_float32(fmt, oracle):
 
 @pytest.mark.parametrize("name,options", [
     ("intsgd", dict(alpha=64.0, bits=8, n_workers=2)), ("intsgd", dict(alpha=3e4, bits=16, n_workers=4)),
-    ("intsgd", dict(bits=8, n_workers=1)), ("natural", {}), ("qsgd", dict(levels=7)), ("terngrad", {}),
+    ("intsgd", dict(bits=8, n_workers=1)), ("natural", {}), ("qsgd", dict(levels=7)), ("qsgd", dict(levels=1)),
+    ("qsgd", dict(levels=100)), ("qsgd", dict(levels=16)), ("terngrad", {}),
     ("cast", dict(format="fp8", rounding="stochastic"))])
 def test_compiled_cpu_stochastic_codecs_give_the_eager_payloads(name, options, monkeypatch):
     """The stochastic codecs' CPU encodes through the compiled loops (random words drawn eagerly

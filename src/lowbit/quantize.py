@@ -138,7 +138,7 @@ def _draw_words(words: torch.Tensor, generator, parallel: bool = True) -> torch.
     return words
 
 
-def _random_words(n: int, generator) -> torch.Tensor:
+def random_words(n: int, generator) -> torch.Tensor:
     """The int32 random words in [0, 2^31) that :func:`_elementwise`'s chunks of a CPU float32
     vector of n values draw (the same stream), in one reused buffer — or the words
     :func:`draw_ahead` drew already from this generator's present state (then the generator is
@@ -330,7 +330,7 @@ def round_integer(x: torch.Tensor, rounding: str = "stochastic", *, generator=No
     if rounding == "stochastic" and x.device.type == "cpu":
         if x.dtype == torch.float32 and cpu.wanted(x):
             flat = x.contiguous().reshape(-1)
-            words = _random_words(flat.numel(), generator)
+            words = random_words(flat.numel(), generator)
             k = cpu.call(cpu.stochastic_integers, flat, words)
             if k is None:  # no compiler: the same formula eagerly, on the words already drawn
                 k = _stochastic_integers(flat, bits, None, words)
@@ -345,9 +345,9 @@ def clamped_stochastic_integers(x: torch.Tensor, alpha: float, lim: int, dtype: 
     (else None: the caller runs its own passes)."""
     if not (x.dtype == torch.float32 and x.dim() == 1 and x.is_contiguous() and cpu.wanted(x)):
         return None
-    words = _random_words(x.numel(), generator)
-    a = torch.tensor(alpha, dtype=torch.float32)
-    k = cpu.call(cpu.clamped_integers, x, a, words, lim, dtype)
+    words = random_words(x.numel(), generator)
+    a_lim = torch.tensor([alpha, float(lim)], dtype=torch.float32)
+    k = cpu.call(cpu.clamped_integers, x, a_lim[0], words, a_lim[1], dtype)
     if k is None:  # no compiler: the eager passes, on the words already drawn
         k = _stochastic_integers(x * alpha, _Bits(torch.float32), None, words).clamp_(-lim, lim).to(dtype)
     return k
@@ -618,7 +618,7 @@ def _quantize(x, fmt, rounding, saturate, generator, scaling, block) -> torch.Te
             return kernels.quantize(x, fmt, rounding, saturate, generator)
     if rounding == "stochastic" and x.dtype == torch.float32 and cpu.wanted(x):
         flat = x.contiguous().reshape(-1)
-        words = _random_words(flat.numel(), generator)
+        words = random_words(flat.numel(), generator)
         q = cpu.call(_stochastic_float(fmt, saturate), flat, words)
         if q is None:  # no compiler: the same formula eagerly, on the words already drawn
             q = _round_float(flat, fmt, "stochastic", saturate, words)

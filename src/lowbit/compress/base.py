@@ -136,6 +136,11 @@ class Compressor(ABC):
         if scales is None:
             return dict(self.unit_encode(flat, generator))
         # s = 0: an all-zero tensor, sent as zeros; NaN or inf scales make the tensor non-finite
+        if flat.device.type == "cpu" and flat.dtype == torch.float32:  # tensor by tensor, a reused buffer, no spread
+            u = scratch(flat.numel(), torch.float32, 2)
+            for part, o, s in zip(flat.split(segments.sizes), u.split(segments.sizes), torch.where(scales == 0, 1.0, scales)):
+                torch.div(part, s, out=o)
+            return {"scales": scales, **self.unit_encode(u, generator)}
         s = segments.spread(scales)
         return {"scales": scales, **self.unit_encode(flat / torch.where(s == 0, 1.0, s), generator)}
 
@@ -317,6 +322,31 @@ def into(values: torch.Tensor, out: torch.Tensor | None) -> torch.Tensor:
     if values.data_ptr() != out.data_ptr():
         out.copy_(values.reshape(out.shape))
     return out
+
+
+def byte_table_decode(codes: torch.Tensor, table: torch.Tensor, n: int, out: torch.Tensor | None = None) -> torch.Tensor:
+    """The n values of packed codes whose every byte holds k = table.shape[1] of them: byte b
+    gives the k values table[b] (a 256 × k float32 table), by one gather per byte (a compiled
+    loop for large buffers), written into ``out`` (flat, contiguous float32) when given."""
+    from ..kernels import cpu
+
+    codes = codes.reshape(-1)
+    k = table.shape[1]
+    o = out.reshape(-1) if out is not None and out.is_contiguous() else torch.empty(n, dtype=table.dtype)
+    full = n // k
+    if full:
+        rows = o[: k * full].view(full, k)
+        if not (cpu.wanted(o) and cpu.call(cpu.rows_into, table, codes[:full], rows) is not None):
+            torch.index_select(table, 0, scratch(full, torch.int32).copy_(codes[:full]), out=rows)
+    if n > k * full:
+        o[k * full :] = table[int(codes[full])][: n - k * full]
+    return o
+
+
+@functools.lru_cache(maxsize=None)
+def byte_codes(w: int) -> torch.Tensor:
+    """The 8/w codes of w bits in each of the 256 bytes (256 × 8/w, the first in the low bits)."""
+    return (torch.arange(256)[:, None] >> (w * torch.arange(8 // w))) & ((1 << w) - 1)
 
 
 def all_finite(t: torch.Tensor) -> torch.Tensor:

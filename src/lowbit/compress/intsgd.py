@@ -178,7 +178,7 @@ class IntSGD(Compressor):
             payload = {"ints": ints, "finite": finite}
             return Packet(payload, shape, dtype, {"alpha": alpha, "max_abs": -1, "width": 8})
         ints = None
-        if self.bits is not None and self.rounding == "stochastic" and isinstance(alpha, float):
+        if self.bits in (8, 16) and self.rounding == "stochastic" and isinstance(alpha, float):
             lim, dt = (2 ** (self.bits - 1) - 1) // max(1, self.n_workers), dict(_INT_TYPES)[self.bits]
             ints = clamped_stochastic_integers(t, alpha, lim, dt, generator=generator)  # CPU: one loop
         if ints is None:

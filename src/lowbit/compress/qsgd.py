@@ -15,9 +15,10 @@ import math
 import torch
 
 from ..packing import pack, unpack, unpack_bytes, unpack_sixes
-from ..quantize import round_integer
+from ..kernels import cpu
+from ..quantize import _Bits, _stochastic_integers, random_words, round_integer
 from . import elias
-from .base import Compressor, Packet, _check_tensor, into, register, scratch
+from .base import Compressor, Packet, _check_tensor, byte_codes, byte_table_decode, into, register, scratch
 
 
 def l2norm(v: torch.Tensor) -> torch.Tensor:
@@ -34,6 +35,22 @@ def l2norm(v: torch.Tensor) -> torch.Tensor:
     amax = v.abs().max() if v.numel() else torch.zeros((), device=v.device)
     safe = torch.where(amax > 0, amax, torch.ones_like(amax))
     return torch.linalg.vector_norm(v / safe) * amax
+
+
+def level_codes(v: torch.Tensor, safe: torch.Tensor, levels: int, lbits: int, generator) -> torch.Tensor | None:
+    """The packed fixed-width codes sign << lbits | Int(|v|/safe · levels) of a large CPU float32
+    vector, the codes in one compiled loop (the eager passes' values and draws), for codes of at
+    most 8 bits; else None."""
+    if not (lbits < 8 and v.dtype == torch.float32 and v.dim() == 1 and cpu.wanted(v)):
+        return None
+    words = random_words(v.numel(), generator)
+    levels_sign = torch.tensor([float(levels), float(1 << lbits)])
+    codes = cpu.call(cpu.level_codes, v, safe.reshape(()), words, levels_sign[0], levels_sign[1])
+    if codes is None:  # no compiler: the eager passes on the words already drawn
+        level = _stochastic_integers(v.abs() / safe * levels, _Bits(torch.float32), None, words)
+        level = torch.nan_to_num_(level, nan=0.0).clamp_(0, levels).to(torch.uint8)
+        codes = (((v < 0) & (level > 0)).to(torch.uint8) << lbits) | level
+    return pack(codes, 1 + lbits)
 
 
 @register("qsgd")
@@ -65,6 +82,10 @@ class QSGD(Compressor):
             codes = levels_encode(v, norm, self.levels, self._lbits, generator)
             return Packet({"norm": norm, "codes": codes}, shape, dtype)
         safe = torch.where(norm > 0, norm, torch.ones_like(norm))
+        if self.coding == "fixed":
+            codes = level_codes(v, safe, self.levels, self._lbits, generator)
+            if codes is not None:
+                return Packet({"norm": norm, "codes": codes}, shape, dtype)
         level = round_integer(v.abs() / safe * self.levels, "stochastic", generator=generator)
         small = self.levels <= 127 and self.coding == "fixed"  # codes fit a byte: no widening
         level = torch.nan_to_num_(level, nan=0.0).clamp_(0, self.levels).to(torch.uint8 if small else torch.int64)
@@ -90,7 +111,20 @@ class QSGD(Compressor):
         return {"codes": self._encode_scaled(u, torch.ones(1, device=u.device), generator, (u.numel(),), u.dtype).payload["codes"]}
 
     def unit_decode(self, payload, n, out=None):
-        return into(self.decode(Packet({"norm": torch.ones(1, device=payload["codes"].device), **payload}, (n,))), out)
+        codes = payload["codes"]
+        if self.coding == "fixed" and not codes.is_cuda and 1 + self._lbits in (2, 4, 8):
+            return byte_table_decode(codes, self._byte_table(torch.ones(1)), n, out)
+        return into(self.decode(Packet({"norm": torch.ones(1, device=codes.device), **payload}, (n,))), out)
+
+    def _code_values(self, norm: torch.Tensor) -> torch.Tensor:
+        """The value of each of the 2^w fixed-width codes: ±level · (norm/s)."""
+        k = torch.arange(1 << (1 + self._lbits))
+        lvl = (k & ((1 << self._lbits) - 1)).to(torch.float32) * (norm / self.levels)
+        return torch.where((k >> self._lbits).bool(), -lvl, lvl)
+
+    def _byte_table(self, norm: torch.Tensor) -> torch.Tensor:
+        """Each byte's 8/w values (256 × 8/w) for codes of w = 2, 4 or 8 bits."""
+        return self._code_values(norm)[byte_codes(1 + self._lbits)]
 
     def _fused_flat(self, flat) -> bool:
         from .. import kernels
@@ -143,14 +177,13 @@ class QSGD(Compressor):
 
                 v = levels_decode(codes, packet.payload["norm"], self.levels, self._lbits, n)
                 return v.reshape(packet.shape).to(packet.dtype)
-        if self.coding == "fixed" and not codes.is_cuda and 1 + self._lbits in (2, 4, 6, 8):
-            # each code's value from a table of the 2^w codes (the same products), one gather
-            w = 1 + self._lbits
-            c = unpack_sixes(codes, n) if w == 6 else unpack_bytes(codes, w, n)
-            k = torch.arange(1 << w)
-            lvl = (k & ((1 << self._lbits) - 1)).to(torch.float32) * (packet.payload["norm"] / self.levels)
-            table = torch.where((k >> self._lbits).bool(), -lvl, lvl)
-            v = torch.index_select(table, 0, scratch(n, torch.int32).copy_(c))
+        if self.coding == "fixed" and not codes.is_cuda and 1 + self._lbits in (2, 4, 8):
+            # each byte's values from a table of the codes' values (the same products), one gather
+            v = byte_table_decode(codes, self._byte_table(packet.payload["norm"].reshape(1)), n)
+            return v.reshape(packet.shape).to(packet.dtype)
+        if self.coding == "fixed" and not codes.is_cuda and 1 + self._lbits == 6:
+            table = self._code_values(packet.payload["norm"])
+            v = torch.index_select(table, 0, scratch(n, torch.int32).copy_(unpack_sixes(codes, n)))
             return v.reshape(packet.shape).to(packet.dtype)
         if self.coding == "fixed":
             w = 1 + self._lbits

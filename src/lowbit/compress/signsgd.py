@@ -8,7 +8,7 @@ from __future__ import annotations
 import torch
 
 from ..packing import BYTE_BITS, pack, unpack
-from .base import Compressor, Packet, _check_tensor, into, register, scratch
+from .base import Compressor, Packet, _check_tensor, byte_table_decode, into, register
 
 
 _BITS = BYTE_BITS  # bit j of byte b: is coordinate 8i + j ≥ 0
@@ -18,14 +18,7 @@ _UNIT = torch.where(_BITS, 1.0, -1.0)  # the eight signs of each byte as ±1.0
 def _gather_signs(signs: torch.Tensor, n: int, table: torch.Tensor, out=None) -> torch.Tensor:
     """The n values of packed sign bits, each byte's eight from ``table`` (256 × 8), by one gather
     per byte, written into ``out`` (contiguous) when given."""
-    signs = signs.reshape(-1)
-    o = torch.empty(n, dtype=table.dtype) if out is None or not out.is_contiguous() else out.reshape(-1)
-    full = n // 8
-    if full:
-        torch.index_select(table, 0, scratch(full, torch.int32).copy_(signs[:full]), out=o[: 8 * full].view(full, 8))
-    if n > 8 * full:
-        o[8 * full :] = table[int(signs[full])][: n - 8 * full]
-    return o
+    return byte_table_decode(signs, table, n, out)
 
 
 @register("signsgd")

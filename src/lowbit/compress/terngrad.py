@@ -11,10 +11,10 @@ import torch
 
 from ..packing import pack, unpack_bytes
 from ..quantize import round_integer
-from .base import Compressor, Packet, _check_tensor, into, register, scratch
+from .qsgd import level_codes
+from .base import Compressor, Packet, _check_tensor, byte_codes, byte_table_decode, into, register
 
 
-_BYTE_CODES = (torch.arange(256)[:, None] >> (2 * torch.arange(4))) & 3  # the four 2-bit codes of each byte
 
 
 @register("terngrad")
@@ -41,6 +41,9 @@ class TernGrad(Compressor):
 
             return Packet({"scale": s, "codes": levels_encode(g, s, 1, 1, generator)}, shape, dtype)
         safe = torch.where(s > 0, s, torch.ones_like(s))
+        codes = level_codes(g, safe, 1, 1, generator)  # CPU: one compiled loop, the same codes
+        if codes is not None:
+            return Packet({"scale": s, "codes": codes}, shape, dtype)
         b = round_integer(g.abs() / safe, "stochastic", generator=generator)
         b = torch.nan_to_num_(b, nan=0.0).clamp_(0, 1).to(torch.uint8)
         code = b | ((g < 0).to(torch.uint8) & b) << 1  # 0 → 0, 1 → +s, 3 → −s
@@ -61,7 +64,16 @@ class TernGrad(Compressor):
         return {"codes": self._encode_scaled(u, torch.ones(1, device=u.device), generator, (u.numel(),), u.dtype).payload["codes"]}
 
     def unit_decode(self, payload, n, out=None):
+        if not payload["codes"].is_cuda:
+            return byte_table_decode(payload["codes"], self._byte_table(torch.ones(1)), n, out)
         return into(self.decode(Packet({"scale": torch.ones(1, device=payload["codes"].device), **payload}, (n,))), out)
+
+    @staticmethod
+    def _byte_table(scale: torch.Tensor) -> torch.Tensor:
+        """Each byte's four values (256 × 4): code 0 → 0, 1 → +s, 3 → −s."""
+        k = torch.arange(4)
+        values = (k & 1).to(torch.float32) * (1 - (k >> 1).to(torch.float32) * 2) * scale
+        return values[byte_codes(2)]
 
     def flat_encode(self, flat, tensors, segments, *, states=None, generator=None):
         from .. import kernels
@@ -110,12 +122,7 @@ class TernGrad(Compressor):
             v = levels_decode(packet.payload["codes"], packet.payload["scale"], 1, 1, packet.numel)
             return v.reshape(packet.shape).to(packet.dtype)
         if not packet.payload["codes"].is_cuda:  # the same products, from a byte → four values table
-            n = packet.numel
-            nb = (n + 3) // 4
-            k = torch.arange(4)
-            values = (k & 1).to(torch.float32) * (1 - (k >> 1).to(torch.float32) * 2) * packet.payload["scale"]
-            idx = scratch(nb, torch.int32).copy_(packet.payload["codes"].reshape(-1)[:nb])
-            v = torch.index_select(values[_BYTE_CODES], 0, idx).reshape(-1)[:n]
+            v = byte_table_decode(packet.payload["codes"], self._byte_table(packet.payload["scale"].reshape(1)), packet.numel)
             return v.reshape(packet.shape).to(packet.dtype)
         c = unpack_bytes(packet.payload["codes"], 2, packet.numel)
         v = (c & 1).to(torch.float32) * (1 - (c >> 1).to(torch.float32) * 2) * packet.payload["scale"]

@@ -23,7 +23,8 @@ def scratch(n: int, dtype: torch.dtype, slot: int = 0) -> torch.Tensor:
     """A CPU buffer of ``n`` values of ``dtype`` for a temporary, kept per thread and reused: a
     fresh large allocation costs its page faults on every call, often more than the pass that
     fills it (the contents are overwritten by the caller; one buffer per dtype, slot and thread).
-    Slots: 0–1 codec decodes, 5 random words, 7 the bucket mean's addend."""
+    Slots: 0–1 codec decodes, 2 a multi-tensor encode's scaled values, 5 random words, 7 the
+    bucket mean's addend."""
     key = f"{dtype}/{slot}"
     buf = getattr(_SCRATCH, key, None)
     if buf is None or buf.numel() < n:
@@ -85,11 +86,14 @@ def stochastic_integers(v: torch.Tensor, rnd: torch.Tensor) -> torch.Tensor:
     return torch.where(a >= (150 << 23), v, k)
 
 
-def clamped_integers(t: torch.Tensor, alpha: torch.Tensor, rnd: torch.Tensor, lim: int, dtype: torch.dtype) -> torch.Tensor:
+def clamped_integers(t: torch.Tensor, alpha: torch.Tensor, rnd: torch.Tensor, lim: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
     """IntSGD's fixed-width integers: ``round_integer(t·α, "stochastic")`` clamped to ±lim and
-    stored as ``dtype`` (NaN as 0, as torch's conversion gives), in one loop; α a 0-d float32."""
-    k = stochastic_integers(t * alpha, rnd).clamp(-lim, lim)
-    return torch.where(k == k, k, 0.0).to(dtype)
+    stored as ``dtype`` (NaN as 0, as torch's conversion gives), in one loop; α and lim 0-d
+    float32 tensors (numbers passed as Python scalars were bound to the wrong symbols by
+    torch 2.13's compiler)."""
+    k = stochastic_integers(t * alpha, rnd)
+    k = torch.minimum(torch.maximum(k, -lim), lim)
+    return torch.where(k == k, k, 0.0).to(torch.int64).to(dtype)
 
 
 def divided_into(ints: torch.Tensor, alpha: torch.Tensor, out: torch.Tensor) -> torch.Tensor:
@@ -106,3 +110,20 @@ def table_mean(table: torch.Tensor, codes: list, n: torch.Tensor, out: torch.Ten
     for c in codes[1:]:
         acc = acc + table[c.to(torch.int32)]
     return out.copy_(acc / n)
+
+
+def level_codes(u: torch.Tensor, safe: torch.Tensor, rnd: torch.Tensor, levels: torch.Tensor, sign: torch.Tensor) -> torch.Tensor:
+    """QSGD's and TernGrad's codes (one per byte, not yet packed) of a float32 vector: level
+    ξ = Int(|u|/safe · levels) by stochastic rounding with the words ``rnd`` (NaN → 0, clamped
+    to [0, levels]), code = ξ + ``sign`` (2^lbits, the sign bit) where u < 0 and ξ > 0 — the
+    eager passes, in one loop; ``safe``, ``levels`` and ``sign`` 0-d float32 tensors (see
+    :func:`clamped_integers`)."""
+    a = u.abs() / safe * levels
+    lev = torch.minimum(torch.nan_to_num(stochastic_integers(a, rnd), nan=0.0).clamp(min=0.0), levels)
+    return torch.where((u < 0) & (lev > 0), lev + sign, lev).to(torch.int32).to(torch.uint8)
+
+
+def rows_into(table: torch.Tensor, codes: torch.Tensor, out: torch.Tensor) -> torch.Tensor:
+    """``out[i] = table[codes[i]]``: each byte of packed codes to its row of values (a 256 × k
+    table), in one loop."""
+    return out.copy_(table[codes.to(torch.int32)])
