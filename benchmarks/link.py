@@ -120,7 +120,7 @@ def worker(args) -> None:
         def forward(self):
             return sum((p * r).sum() for p, r in zip(self.ps, self.r))
 
-    rows = []
+    rows = collectives(args, rank) if args.collectives else []
     wanted = [k for k in hooks(2) if not args.only or any(o in k for o in args.only)]
     for label in wanted:
         model = FixedGradient()
@@ -160,6 +160,38 @@ def worker(args) -> None:
         with open(args.out, "w") as f:
             json.dump(rows, f)
     dist.destroy_process_group()
+
+
+def collectives(args, rank: int) -> list:
+    """The bare collectives under the hooks, on one ResNet-18 message of 8-bit codes (11.2 MB):
+    an all-reduce, one all-gather, and the all-gathers of at most 1 MiB that the gather mode
+    sends on the CPU (lowbit.dist.hooks._all_gather_chunks), all in flight."""
+    import torch
+    import torch.distributed as dist
+
+    from lowbit.dist.hooks import _all_gather_chunks
+
+    m = 11_173_962
+    mine, got = torch.ones(m, dtype=torch.uint8), torch.empty(2 * m, dtype=torch.uint8)
+    cases = {
+        "collective: all-reduce, int8": lambda: dist.all_reduce(mine.view(torch.int8)),
+        "collective: one all-gather": lambda: dist.all_gather_into_tensor(got, mine),
+        "collective: all-gathers of 1 MiB": lambda: _all_gather_chunks(got, mine, 2, 1 << 20, None).wait(),
+    }
+    rows = []
+    for label, f in cases.items():
+        times = []
+        for k in range(args.warmup + args.steps):
+            dist.barrier()
+            t0 = time.perf_counter()
+            f()
+            times.append(time.perf_counter() - t0)
+        t = torch.tensor(times[args.warmup:], dtype=torch.float64)
+        dist.all_reduce(t, dist.ReduceOp.MAX)
+        rows.append({"hook": label, "s_per_step": statistics.median(t.tolist()), "mb_sent": m / 1e6})
+        if rank == 0:
+            print(f"  {label:28s} {rows[-1]['s_per_step']:.3f} s  {m / 1e6:.2f} MB", flush=True)
+    return rows
 
 
 E2E = {  # label → hook options (None: DDP's fp32 all-reduce)
@@ -243,7 +275,7 @@ def run_rate(rate: str, args, e2e: bool = False) -> list:
         cmd = ["ip", "netns", "exec", NS[r], sys.executable, os.path.abspath(__file__), "--worker", "--out", out,
                "--steps", str(args.steps), "--warmup", str(args.warmup), "--threads", str(args.threads),
                "--target", str(args.target), "--epochs", str(args.epochs), "--batch", str(args.batch),
-               "--lr", str(args.lr)] + (["--e2e"] if e2e else [])
+               "--lr", str(args.lr)] + (["--e2e"] if e2e else []) + (["--collectives"] if args.collectives else [])
         if args.only:
             cmd += ["--only", *args.only]
         procs.append(subprocess.Popen(cmd, env=env))
@@ -279,6 +311,7 @@ def main() -> None:
     ap.add_argument("--batch", type=int, default=128, help="end-to-end: global batch (half per rank)")
     ap.add_argument("--lr", type=float, default=0.02, help="end-to-end: SGD stepsize (momentum 0.9)")
     ap.add_argument("--no-table", action="store_true", help="skip the fixed-gradient table")
+    ap.add_argument("--collectives", action="store_true", help="also time the bare collectives on one 8-bit message")
     ap.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.worker:

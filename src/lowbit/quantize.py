@@ -30,7 +30,7 @@ from __future__ import annotations
 
 import functools
 import threading
-import weakref
+from collections import OrderedDict
 from concurrent.futures import ThreadPoolExecutor
 
 import torch
@@ -154,10 +154,42 @@ def random_words(n: int, generator) -> torch.Tensor:
     return _draw_words(cpu.scratch(n, torch.int32, 5), generator)
 
 
+class _PerGenerator:
+    """A small map keyed by a generator's identity (torch.Generator is not weakly referable in
+    every torch release), keeping the most recent ``cap`` generators."""
+
+    def __init__(self, cap: int = 64):
+        self.cap, self.items = cap, OrderedDict()
+
+    def get(self, g, default=None):
+        e = self.items.get(id(g))
+        return e[1] if e is not None and e[0] is g else default
+
+    def pop(self, g, default=None):
+        e = self.items.pop(id(g), None)
+        return e[1] if e is not None and e[0] is g else default
+
+    def __setitem__(self, g, value) -> None:
+        self.items[id(g)] = (g, value)
+        self.items.move_to_end(id(g))
+        while len(self.items) > self.cap:
+            self.items.popitem(last=False)
+
+    def __getitem__(self, g):
+        e = self.items[id(g)]
+        if e[0] is not g:
+            raise KeyError(g)
+        return e[1]
+
+    def __contains__(self, g) -> bool:
+        e = self.items.get(id(g))
+        return e is not None and e[0] is g
+
+
 # Words drawn ahead: generator → future of (words, the generator's state before, after the draw).
-_AHEAD: "weakref.WeakKeyDictionary" = weakref.WeakKeyDictionary()
-_AHEAD_BUFFERS: "weakref.WeakKeyDictionary" = weakref.WeakKeyDictionary()
-_LAST_DRAW: "weakref.WeakKeyDictionary" = weakref.WeakKeyDictionary()
+_AHEAD = _PerGenerator()
+_AHEAD_BUFFERS = _PerGenerator()
+_LAST_DRAW = _PerGenerator()
 _AHEAD_THREAD: ThreadPoolExecutor | None = None
 
 
