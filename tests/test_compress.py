@@ -21,6 +21,7 @@ import torch
 import lowbit
 from lowbit.compress import ErrorFeedback, Factored, Shifted, get_compressor
 from lowbit.compress.qsgd import l2norm
+from lowbit.kernels import cpu as _cpu
 
 R = 100_000
 PATTERNS = {
@@ -28,6 +29,8 @@ PATTERNS = {
     "2d": torch.tensor([[1.0, -2.0, 3.0], [0.25, -0.125, 7.0]]),
 }
 SCALES = [1e-30, 1.0, 1e30]
+
+needs_compiled = pytest.mark.skipif(not _cpu.TORCH_OK, reason="the CPU's compiled loops run with torch >= 2.13")
 
 
 def draws(codec, pattern, scale, seed=0, state=None):
@@ -425,6 +428,7 @@ def test_cpu_cast_codes_match_ml_dtypes_on_a_sweep_of_float32(fmt, oracle):
     assert not bad.any(), (x[bad][:5], got[bad][:5], want[bad][:5])
 
 
+@needs_compiled
 @pytest.mark.parametrize("name,options", [
     ("intsgd", dict(alpha=64.0, bits=8, n_workers=2)), ("intsgd", dict(alpha=3e4, bits=16, n_workers=4)),
     ("intsgd", dict(bits=8, n_workers=1)), ("natural", {}), ("qsgd", dict(levels=7)), ("qsgd", dict(levels=1)),
@@ -469,6 +473,7 @@ def test_compiled_cpu_stochastic_codecs_give_the_eager_payloads(name, options, m
             assert p[k].dtype == q[k].dtype and torch.equal(bits(p[k]), bits(q[k])), (k, p[k].dtype)
 
 
+@needs_compiled
 @pytest.mark.parametrize("n", [2, 3])
 def test_compiled_mean_of_8_bit_messages_equals_decoding_and_adding(n, monkeypatch):
     """A bucket's mean of n fp8 messages on the CPU in one compiled loop: the values of decoding
@@ -493,6 +498,7 @@ def test_compiled_mean_of_8_bit_messages_equals_decoding_and_adding(n, monkeypat
     assert torch.equal(got.view(torch.int32), want.view(torch.int32))
 
 
+@needs_compiled
 def test_compiled_fp4_encode_gives_the_eager_codes_and_falls_back(monkeypatch):
     """The CPU fp4 encode compiled by torch.compile (one loop) against the eager passes, on
     float32 bit patterns of every kind (subnormals, ties, ±inf, NaN, huge); odd lengths and

@@ -13,8 +13,11 @@ import torch
 
 import lowbit
 from oracles import neighbours
+from lowbit.kernels import cpu as _cpu
 
 N = 1_000_000
+
+needs_compiled = pytest.mark.skipif(not _cpu.TORCH_OK, reason="the CPU's compiled loops run with torch >= 2.13")
 
 
 def grid(name):
@@ -101,6 +104,7 @@ def test_in_place_stochastic_integers_equal_the_reference_formula(dtype):
         assert torch.equal(g1.get_state(), g2.get_state())
 
 
+@needs_compiled
 @pytest.mark.parametrize("n", [5_003, 3 * 2**17 + 7])  # one chunk (the caller's generator) and several
 def test_compiled_cpu_stochastic_rounding_equals_the_eager_passes(n, monkeypatch):
     """On large CPU buffers stochastic rounding runs as one loop compiled by torch.compile, the
@@ -139,6 +143,7 @@ def test_compiled_cpu_stochastic_rounding_equals_the_eager_passes(n, monkeypatch
     assert calls == ["stochastic_integers"] + ["stochastic_float"] * (len(cases) - 1)
 
 
+@needs_compiled
 def test_stochastic_rounding_without_a_compiler_gives_the_same_values(monkeypatch):
     """Where torch.compile fails, the words already drawn are rounded by the eager formula: the
     same values as with the compiler off, and one warning."""
@@ -163,6 +168,7 @@ def test_stochastic_rounding_without_a_compiler_gives_the_same_values(monkeypatc
         assert torch.equal(a, b)
 
 
+@needs_compiled
 def test_words_drawn_ahead_give_the_same_roundings_and_generator_states(monkeypatch):
     """draw_ahead draws the next rounding's words on a copy of the generator: used when the
     generator is still where they were drawn from (the same values and end state as drawing

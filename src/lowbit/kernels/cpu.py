@@ -4,7 +4,7 @@ compilation (seconds, once per process; inductor caches the code on disk).
 
 Each compiled pass has an eager twin that is the reference and the fallback: the results are the
 same bits (tested).  ``LOWBIT_CPU_COMPILE=0`` turns them off; where compilation fails (no C++
-compiler, say) the eager path runs, with one warning.  Random words are always drawn eagerly, from
+compiler, say) the eager path runs, with one warning; before torch 2.13 the eager paths always run.  Random words are always drawn eagerly, from
 the caller's generator, so a compiled pass consumes exactly the stream of its eager twin."""
 
 from __future__ import annotations
@@ -34,12 +34,16 @@ def scratch(n: int, dtype: torch.dtype, slot: int = 0) -> torch.Tensor:
 
 
 MIN_VALUES = 1 << 20  # below this the eager passes are cheap enough
+# The loops are checked against the eager passes with torch 2.13; torch 2.11's compiler fails on
+# some of them and rounds others differently, so older releases run the eager passes.
+TORCH_OK = tuple(int(p) for p in torch.__version__.split("+")[0].split(".")[:2]) >= (2, 13)
 _broken: set[str] = set()
 
 
 def wanted(t: torch.Tensor) -> bool:
     """Whether a CPU buffer is large enough for the compiled passes (and they are on)."""
-    return t.device.type == "cpu" and t.numel() >= MIN_VALUES and os.environ.get("LOWBIT_CPU_COMPILE", "1") != "0"
+    return (TORCH_OK and t.device.type == "cpu" and t.numel() >= MIN_VALUES
+            and os.environ.get("LOWBIT_CPU_COMPILE", "1") != "0")
 
 
 @functools.lru_cache(maxsize=None)
