@@ -110,7 +110,7 @@ def test_compiled_cpu_stochastic_rounding_equals_the_eager_passes(n, monkeypatch
     """On large CPU buffers stochastic rounding runs as one loop compiled by torch.compile, the
     random words drawn eagerly from the same streams: bit for bit the eager passes' values (the
     statistical tests above hold for those) and the generator left in the same state, for
-    integers and formats with and without subnormals, inf and NaN codes, and saturation, over
+    integers and formats with and without inf and NaN codes, and saturation, over
     random bit patterns, 80 binades and the special values."""
     from lowbit.kernels import cpu
 
@@ -118,8 +118,9 @@ def test_compiled_cpu_stochastic_rounding_equals_the_eager_passes(n, monkeypatch
     x = torch.from_numpy(bits.copy())
     x[: n // 2] = torch.randn(n // 2, generator=torch.Generator().manual_seed(0)) * torch.logspace(-40, 40, n // 2, base=2.0)
     x[:9] = torch.tensor([0.0, -0.0, float("inf"), float("-inf"), float("nan"), 2.0**24 + 1, -(2.0**30), 0.5, 1e-45])
-    cases = [("int", None, False)] + [(f, f, s) for f in ("fp8", "fp8_e5m2", "fp4", "fp16", "float8_e4m3fnuz",
-                                                            "float6_e2m3fn", "slowdown_fp8") for s in (False, True)]
+    # NaN without inf (fp8), inf (e5m2), neither (fp4), no negative zero (fnuz); saturation twice
+    cases = [("int", None, False)] + [(f, f, False) for f in ("fp8", "fp8_e5m2", "fp4", "float8_e4m3fnuz")] + [
+        (f, f, True) for f in ("fp8", "fp4")]
 
     def run(name, saturate, gen):
         if name is None:
