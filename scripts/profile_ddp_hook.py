@@ -3,6 +3,7 @@ bf16 autocast) under DDP with one codec's hook (NCCL, world size 1); prints the 
 device time and by host time.
 
     python scripts/profile_ddp_hook.py --codec cast --format fp8
+    python scripts/profile_ddp_hook.py --codec cast --format fp8 --python   # Python functions (cProfile)
 """
 
 import argparse
@@ -17,11 +18,62 @@ from ddp_step import make_step  # noqa: E402
 from lowbit import get_compressor  # noqa: E402
 
 
+def _install_timers():
+    """Timers around the hook and the pieces it calls (the hook and its callbacks run on other
+    threads than this one, which cProfile would not see): {label: seconds}."""
+    import time
+    from collections import defaultdict
+
+    import lowbit.dist.hooks as H
+    from lowbit.dist.bucket import BucketCoder
+
+    spent = defaultdict(float)
+
+    def timed(owner, name, label):
+        fn = getattr(owner, name)
+
+        def wrapper(*args, **kw):
+            t = time.perf_counter()
+            try:
+                return fn(*args, **kw)
+            finally:
+                spent[label] += time.perf_counter() - t
+
+        setattr(owner, name, wrapper)
+
+    for name in ("encode_decoded", "nbytes", "to_sum_buffer", "from_sum_buffer", "decode_sum", "mean_decoded",
+                 "to_bytes", "from_bytes", "exact_part", "join"):
+        timed(BucketCoder, name, f"BucketCoder.{name}")
+    for name in ("bucket", "states", "_end_step"):
+        timed(H.HookState, name, f"HookState.{name}")
+    timed(H, "draw_ahead", "draw_ahead")
+    timed(H.dist, "all_reduce", "dist.all_reduce")
+    timed(H, "_all_gather_into", "all-gather")
+    timed(H, "compressed_hook", "compressed_hook (all of it, before the callback)")
+    return spent
+
+
+def _host_times(step, steps, spent):
+    """Host time per step in each timed piece, and the step's wall time."""
+    import time
+
+    step()
+    torch.cuda.synchronize()
+    spent.clear()
+    t = time.perf_counter()
+    for _ in range(steps):
+        step()
+    torch.cuda.synchronize()
+    spent["the step (wall)"] = time.perf_counter() - t
+    return sorted(((k, 1e3 * v / steps) for k, v in spent.items()), key=lambda kv: -kv[1])
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--codec", default="cast")
     ap.add_argument("--format", default=None)
     ap.add_argument("--rows", type=int, default=18)
+    ap.add_argument("--python", action="store_true", help="cProfile of 20 steps: the host's Python functions")
     a = ap.parse_args()
     os.environ.setdefault("MASTER_ADDR", "127.0.0.1")
     os.environ.setdefault("MASTER_PORT", "29678")
@@ -29,11 +81,18 @@ def main():
     opts = {"format": a.format} if a.format else {}
     x = torch.randn(512, 3, 32, 32, device="cuda").to(memory_format=torch.channels_last)
     y = torch.randint(0, 10, (512,), device="cuda")
+    spent = _install_timers() if a.python else None
     step = make_step(get_compressor(a.codec, **opts) if a.codec != "none" else None, x, y)
 
     for _ in range(10):
         step()
     torch.cuda.synchronize()
+    if a.python:
+        report = _host_times(step, 20, spent)
+        for name, ms in report:
+            print(f"{name:40s} {ms:8.3f} ms / step (host)")
+        dist.destroy_process_group()
+        return
     from torch.profiler import ProfilerActivity, profile
 
     with profile(activities=[ProfilerActivity.CPU, ProfilerActivity.CUDA]) as prof:
