@@ -21,6 +21,7 @@ from lowbit import get_compressor  # noqa: E402
 def _install_timers():
     """Timers around the hook and the pieces it calls (the hook and its callbacks run on other
     threads than this one, which cProfile would not see): {label: seconds}."""
+    import functools
     import time
     from collections import defaultdict
 
@@ -32,6 +33,7 @@ def _install_timers():
     def timed(owner, name, label):
         fn = getattr(owner, name)
 
+        @functools.wraps(fn)  # DDP reads the hook's signature
         def wrapper(*args, **kw):
             t = time.perf_counter()
             try:
