@@ -1,6 +1,7 @@
 """What a lowbit DDP hook costs on the GPU: a ResNet-18 training step (batch 512, 32×32 images,
 bf16 autocast, SGD with momentum) under ``DistributedDataParallel`` with DDP's default hook and
-with each lowbit codec's hook, one process (NCCL, world size 1: the exchange is the codec's work
+with torch's Python hooks (the peers: what any Python hook costs) and with each lowbit codec's
+hook, one process (NCCL, world size 1: the exchange is the codec's work
 alone).  Median ms per step over the timed steps (CUDA events), × the default hook; and whether
 a step synchronizes with the host (``torch.cuda.set_sync_debug_mode("error")`` on one step).
 
@@ -16,6 +17,7 @@ import statistics
 import torch
 import torch.distributed as dist
 from common import device_name, write_results
+from torch.distributed.algorithms.ddp_comm_hooks import default_hooks
 from torch import nn
 
 from lowbit import get_compressor
@@ -36,12 +38,22 @@ CODECS = {
 }
 
 
+# torch's own Python hooks, the peers of a Python hook's cost: (state, hook)
+TORCH_HOOKS = {
+    "torch allreduce_hook (Python)": lambda: (None, default_hooks.allreduce_hook),
+    "torch fp16_compress_hook": lambda: (None, default_hooks.fp16_compress_hook),
+}
+
+
 def make_step(codec, x, y):
-    """One training step of ResNet-18 under DDP with ``codec``'s hook (None: DDP's default)."""
+    """One training step of ResNet-18 under DDP with ``codec``'s hook (None: DDP's default; a
+    (state, hook) pair: that hook)."""
     torch.manual_seed(0)
     model = get_model("resnet18").cuda().to(memory_format=torch.channels_last)
     ddp = nn.parallel.DistributedDataParallel(model)
-    if codec is not None:
+    if isinstance(codec, tuple):
+        ddp.register_comm_hook(*codec)
+    elif codec is not None:
         state, hook = hook_for(codec, model=model, seed=0)
         ddp.register_comm_hook(state, hook)
     opt = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9)
@@ -96,7 +108,7 @@ def main(argv=None) -> int:
     x = torch.randn(args.batch, 3, 32, 32, device="cuda", generator=g).to(memory_format=torch.channels_last)
     y = torch.randint(0, 10, (args.batch,), device="cuda", generator=g)
     rows = [run("DDP default (fp32 all-reduce)", None, x, y, args.steps, args.warmup)]
-    for label, make in CODECS.items():
+    for label, make in {**TORCH_HOOKS, **CODECS}.items():
         rows.append(run(label, make, x, y, args.steps, args.warmup))
     base = rows[0]["ms_per_step"]
     print("| hook | ms/step | × default | host syncs in a step |\n|---|---:|---:|---|")
