@@ -22,6 +22,7 @@ def _install_timers():
     """Timers around the hook and the pieces it calls (the hook and its callbacks run on other
     threads than this one, which cProfile would not see): {label: seconds}."""
     import functools
+    import inspect
     import time
     from collections import defaultdict
 
@@ -32,6 +33,7 @@ def _install_timers():
 
     def timed(owner, name, label):
         fn = getattr(owner, name)
+        static = isinstance(inspect.getattr_static(owner, name), staticmethod)
 
         @functools.wraps(fn)  # DDP reads the hook's signature
         def wrapper(*args, **kw):
@@ -41,11 +43,17 @@ def _install_timers():
             finally:
                 spent[label] += time.perf_counter() - t
 
-        setattr(owner, name, wrapper)
+        setattr(owner, name, staticmethod(wrapper) if static else wrapper)
 
     for name in ("encode_decoded", "nbytes", "to_sum_buffer", "from_sum_buffer", "decode_sum", "mean_decoded",
                  "to_bytes", "from_bytes", "exact_part", "join"):
         timed(BucketCoder, name, f"BucketCoder.{name}")
+    from lowbit.compress.cast import Cast
+    from lowbit.compress.intsgd import IntSGD
+
+    for cls in (Cast, IntSGD):
+        for name in ("flat_encode", "flat_decode"):
+            timed(cls, name, f"{cls.__name__}.{name}")
     for name in ("bucket", "states", "_end_step"):
         timed(H.HookState, name, f"HookState.{name}")
     timed(H, "draw_ahead", "draw_ahead")
