@@ -39,7 +39,7 @@ from . import kernels
 from .kernels import cpu
 from .formats import FloatFormat, IntFormat, get_format
 
-__all__ = ["quantize", "round_integer", "straight_through", "ROUNDINGS", "GRADS"]
+__all__ = ["quantize", "round_integer", "draw_ahead", "straight_through", "ROUNDINGS", "GRADS"]
 
 ROUNDINGS = ("nearest", "stochastic", "zero")
 
