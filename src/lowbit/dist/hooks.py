@@ -11,7 +11,9 @@ keeps its own scale (QSGD's norm, TernGrad's max, IntSGD's α are per layer, as 
 no value is read on the host, and the hook returns the collective's future chained with the
 decode, as torch's ``powerSGD_hook`` does, so communication overlaps the rest of backward.
 Summable codecs are summed in flight in their integer or float type by one all-reduce; the
-others are all-gathered as bytes and every rank decodes and averages the n messages.
+others are all-gathered as bytes (on gloo in chunks of ``gather_chunk`` bytes, all in flight) and
+every rank decodes and averages the n messages.  On the CPU a stochastic codec's next random
+words are drawn while the bucket is on the wire (:func:`lowbit.quantize.draw_ahead`: the same words).
 
 Randomness and state are per bucket: the bucket laying out parameters J (positions in
 ``model.parameters()``, in DDP's order) draws on rank r from
