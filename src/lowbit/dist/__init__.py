@@ -2,8 +2,10 @@
 
 * :mod:`~lowbit.dist.protocol` — the :class:`Cluster` protocol (``reduce``, ``mean``,
   ``state_dict``) that the DIANA family takes;
+* :mod:`~lowbit.dist.seeding` — where each worker's, parameter's and bucket's codec randomness
+  comes from (:func:`worker_generator`), the same in the simulation and in a real run;
 * :mod:`~lowbit.dist.simulated` — n workers in one process (:class:`SimulatedCluster`,
-  :class:`SimulatedDataParallel`) and the workers' seeding (:func:`worker_generator`);
+  :class:`SimulatedDataParallel`);
 * :mod:`~lowbit.dist.bucket` — how a bucket of tensors is coded, combined and decoded, shared by
   the DDP hooks and the simulation;
 * :mod:`~lowbit.dist.hooks` — DDP communication hooks for every compressor (the bucket path, or
@@ -19,7 +21,8 @@ from .cluster import DistributedCluster
 from .factored import FactoredDataParallel
 from .process_group import RankLostError, init, shutdown
 from .protocol import Cluster
-from .simulated import SimulatedCluster, SimulatedDataParallel, worker_generator
+from .seeding import worker_generator
+from .simulated import SimulatedCluster, SimulatedDataParallel
 
 __all__ = ["Cluster", "SimulatedCluster", "SimulatedDataParallel", "FactoredDataParallel", "DistributedCluster",
            "RankLostError", "init", "shutdown", "worker_generator"]

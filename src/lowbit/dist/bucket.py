@@ -37,19 +37,7 @@ from ..compress import Compressor
 from ..compress.base import scratch
 from ..compress.feedback import ErrorFeedback
 from ..compress.many import segments as segments_of
-
-
-def param_seed(seed: int, index: int) -> int:
-    """The seed of parameter ``index``'s codec randomness in a run seeded with ``seed``."""
-    return int(seed) * 65_537 + 131 * (int(index) + 1)
-
-
-def bucket_seed(seed: int, key) -> int:
-    """The seed of the randomness of the bucket laying out parameters ``key`` in that order."""
-    s = param_seed(seed, key[0])
-    for j in key[1:]:
-        s = (s * 1_000_003 + 131 * (int(j) + 1)) % (2**61 - 1)
-    return s
+from .seeding import bucket_seed, param_seed  # noqa: F401  (re-exported)
 
 
 def carry_memory(old: dict, key: tuple, sizes) -> torch.Tensor | None:

@@ -22,7 +22,7 @@ from ..compress import Compressor
 from ..compress.feedback import Shifted
 from . import wire
 from .process_group import guard
-from .simulated import worker_generator
+from .seeding import worker_generator
 
 
 class DistributedCluster:

@@ -27,8 +27,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..compress import Factored, get_compressor
-from .bucket import param_seed
-from .simulated import SimulatedCluster, worker_generator
+from .seeding import param_seed, worker_generator
+from .simulated import SimulatedCluster
 
 
 def layer_factors(module: nn.Module, inp: torch.Tensor, grad_out: torch.Tensor) -> Factored:

@@ -38,9 +38,9 @@ import torch.distributed as dist
 
 from ..compress import get_compressor
 from ..quantize import draw_ahead
-from .bucket import BucketCoder, bucket_seed, bucketable, carry_memory, param_seed
+from .bucket import BucketCoder, bucketable, carry_memory
 from .cluster import DistributedCluster, exchange_all
-from .simulated import worker_generator
+from .seeding import bucket_seed, param_seed, worker_generator
 
 
 class _Bucket:

@@ -28,14 +28,12 @@ from __future__ import annotations
 import torch
 
 from ..compress import Compressor
+from ..compress.many import segments
+from .bucket import BucketCoder, bucketable, carry_memory
+from .seeding import bucket_seed, param_seed, worker_generator
 
 
 CHUNK = 1 << 26  # values coded per call in batched mode (temporaries stay a few hundred MB)
-
-
-def worker_generator(seed: int, worker: int, device="cpu") -> torch.Generator:
-    """The generator of worker ``worker`` in a run seeded with ``seed`` (simulated or real)."""
-    return torch.Generator(device=device).manual_seed((int(seed) * 1_000_003 + 7919 * (int(worker) + 1)) % (2**63))
 
 
 class SimulatedCluster:
@@ -112,8 +110,6 @@ class SimulatedCluster:
         if fixed:
             # per-row scales (QSGD's norms, TernGrad's max, signSGD's mean |g|): the rows are the
             # tensors of a flat multi-tensor call, each still its own message; in chunks of rows
-            from ..compress.many import segments
-
             out = vectors if inplace else torch.empty_like(vectors)
             step = max(1, CHUNK // max(1, d))
             for i in range(0, self.n, step):  # each chunk is encoded whole before its decode writes
@@ -227,8 +223,6 @@ class SimulatedDataParallel:
 
     def __init__(self, params, n: int, compressor, *, seed: int | None = 0, generator=None, buckets=None,
                  exact_below: int = 0):
-        from .bucket import bucketable
-        from .bucket import param_seed
 
         self.params = list(params)
         self.n = n
@@ -266,7 +260,6 @@ class SimulatedDataParallel:
         return {"bits": bits}
 
     def _bucket(self, order) -> "_SimBucket":
-        from .bucket import bucket_seed, carry_memory
 
         key = tuple(int(j) for j in order)
         if key not in self.sim_buckets:
@@ -307,7 +300,6 @@ class _SimBucket:
     """One DDP bucket of the simulation: n workers' messages coded as the hook codes them."""
 
     def __init__(self, owner: SimulatedDataParallel, index: list[int], seed: int, exact_below: int):
-        from .bucket import BucketCoder
 
         self.owner, self.index, self.seed = owner, index, seed
         ps = [owner.params[j] for j in index]
