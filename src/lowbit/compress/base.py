@@ -31,6 +31,7 @@ from typing import Any
 
 import torch
 
+from ..kernels import cpu
 from ..kernels.cpu import scratch  # noqa: F401  (re-exported: the codecs import it from here)
 
 __all__ = ["Packet", "Compressor", "register", "get_compressor", "compressor_names"]
@@ -328,8 +329,6 @@ def byte_table_decode(codes: torch.Tensor, table: torch.Tensor, n: int, out: tor
     """The n values of packed codes whose every byte holds k = table.shape[1] of them: byte b
     gives the k values table[b] (a 256 × k float32 table), by one gather per byte (a compiled
     loop for large buffers), written into ``out`` (flat, contiguous float32) when given."""
-    from ..kernels import cpu
-
     codes = codes.reshape(-1)
     k = table.shape[1]
     o = out.reshape(-1) if out is not None and out.is_contiguous() else torch.empty(n, dtype=table.dtype)

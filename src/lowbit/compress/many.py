@@ -17,6 +17,8 @@ from __future__ import annotations
 
 import torch
 
+from ..kernels.cpu import scratch
+
 
 def memory_order(t: torch.Tensor):
     """(dims order, dense) with t.permute(order) contiguous when t is dense in some layout."""
@@ -157,8 +159,6 @@ def per_segment_where(mask: torch.Tensor, a: torch.Tensor, b: torch.Tensor, seg:
     if mask.is_cuda:
         v = torch.where(mask, seg.spread(a), seg.spread(b))
         return v if out is None else out.copy_(v)
-    from .base import scratch
-
     out = torch.empty(mask.shape, dtype=a.dtype) if out is None else out
     flat = out.reshape(-1) if out.is_contiguous() else torch.empty(out.numel(), dtype=a.dtype)
     idx = scratch(mask.numel(), torch.int32).copy_(mask.reshape(-1))

@@ -37,20 +37,27 @@ def l2norm(v: torch.Tensor) -> torch.Tensor:
     return torch.linalg.vector_norm(v / safe) * amax
 
 
-def level_codes(v: torch.Tensor, safe: torch.Tensor, levels: int, lbits: int, generator) -> torch.Tensor | None:
-    """The packed fixed-width codes sign << lbits | Int(|v|/safe · levels) of a large CPU float32
-    vector, the codes in one compiled loop (the eager passes' values and draws), for codes of at
-    most 8 bits; else None."""
-    if not (lbits < 8 and v.dtype == torch.float32 and v.dim() == 1 and cpu.wanted(v)):
-        return None
-    words = random_words(v.numel(), generator)
-    levels_sign = torch.tensor([float(levels), float(1 << lbits)])
-    codes = cpu.call(cpu.level_codes, v, safe.reshape(()), words, levels_sign[0], levels_sign[1])
-    if codes is None:  # no compiler: the eager passes on the words already drawn
-        level = _stochastic_integers(v.abs() / safe * levels, _Bits(torch.float32), None, words)
-        level = torch.nan_to_num_(level, nan=0.0).clamp_(0, levels).to(torch.uint8)
-        codes = (((v < 0) & (level > 0)).to(torch.uint8) << lbits) | level
-    return pack(codes, 1 + lbits)
+def _signed_levels(v: torch.Tensor, level: torch.Tensor, levels: int, dtype: torch.dtype):
+    """(ξ clamped to [0, levels] with NaN → 0, as ``dtype``; the sign bit of v where ξ > 0)."""
+    level = torch.nan_to_num_(level, nan=0.0).clamp_(0, levels).to(dtype)
+    return level, ((v < 0) & (level > 0)).to(dtype)
+
+
+def fixed_codes(v: torch.Tensor, safe: torch.Tensor, levels: int, lbits: int, generator) -> torch.Tensor:
+    """QSGD's (and TernGrad's, levels = lbits = 1) packed fixed-width codes sign << lbits | ξ with
+    ξ = Int(|v|/safe · levels) by stochastic rounding; on large CPU buffers the codes come from one
+    compiled loop on the random words drawn (the same codes as the passes below)."""
+    if lbits < 8 and v.dtype == torch.float32 and v.dim() == 1 and cpu.wanted(v):
+        words = random_words(v.numel(), generator)
+        levels_sign = torch.tensor([float(levels), float(1 << lbits)])
+        codes = cpu.call(cpu.level_codes, v, safe.reshape(()), words, levels_sign[0], levels_sign[1])
+        if codes is not None:
+            return pack(codes, 1 + lbits)
+        level = _stochastic_integers(v.abs() / safe * levels, _Bits(torch.float32), None, words)  # no compiler
+    else:
+        level = round_integer(v.abs() / safe * levels, "stochastic", generator=generator)
+    level, sign = _signed_levels(v, level, levels, torch.uint8 if levels <= 127 else torch.int64)  # a byte: no widening
+    return pack((sign << lbits) | level, 1 + lbits)
 
 
 @register("qsgd")
@@ -83,16 +90,9 @@ class QSGD(Compressor):
             return Packet({"norm": norm, "codes": codes}, shape, dtype)
         safe = torch.where(norm > 0, norm, torch.ones_like(norm))
         if self.coding == "fixed":
-            codes = level_codes(v, safe, self.levels, self._lbits, generator)
-            if codes is not None:
-                return Packet({"norm": norm, "codes": codes}, shape, dtype)
+            return Packet({"norm": norm, "codes": fixed_codes(v, safe, self.levels, self._lbits, generator)}, shape, dtype)
         level = round_integer(v.abs() / safe * self.levels, "stochastic", generator=generator)
-        small = self.levels <= 127 and self.coding == "fixed"  # codes fit a byte: no widening
-        level = torch.nan_to_num_(level, nan=0.0).clamp_(0, self.levels).to(torch.uint8 if small else torch.int64)
-        sign = ((v < 0) & (level > 0)).to(level.dtype)
-        if self.coding == "fixed":
-            codes = pack((sign << self._lbits) | level, 1 + self._lbits)
-            return Packet({"norm": norm, "codes": codes}, shape, dtype)
+        level, sign = _signed_levels(v, level, self.levels, torch.int64)
         data, nbits = elias.encode(level + 1, sign)
         return Packet({"norm": norm, "codes": data}, shape, dtype, {"nbits": nbits})
 

@@ -15,12 +15,6 @@ _BITS = BYTE_BITS  # bit j of byte b: is coordinate 8i + j ≥ 0
 _UNIT = torch.where(_BITS, 1.0, -1.0)  # the eight signs of each byte as ±1.0
 
 
-def _gather_signs(signs: torch.Tensor, n: int, table: torch.Tensor, out=None) -> torch.Tensor:
-    """The n values of packed sign bits, each byte's eight from ``table`` (256 × 8), by one gather
-    per byte, written into ``out`` (contiguous) when given."""
-    return byte_table_decode(signs, table, n, out)
-
-
 @register("signsgd")
 class SignSGD(Compressor):
     def encode(self, tensor, *, state=None, generator=None) -> Packet:
@@ -57,7 +51,7 @@ class SignSGD(Compressor):
 
     def unit_decode(self, payload, n, out=None):
         if not payload["signs"].is_cuda:
-            return into(_gather_signs(payload["signs"], n, _UNIT, out), out)
+            return into(byte_table_decode(payload["signs"], _UNIT, n, out), out)
         return into(self.decode(Packet({"scale": torch.ones(1, device=payload["signs"].device), **payload}, (n,))), out)
 
     def flat_encode(self, flat, tensors, segments, *, states=None, generator=None):
@@ -104,6 +98,6 @@ class SignSGD(Compressor):
         signs, scale, n = packet.payload["signs"], packet.payload["scale"], packet.numel
         if signs.device.type == "cpu" and scale.numel() == 1:  # one gather: byte → its eight values ±s
             s = scale.reshape(()).to(torch.float32)
-            return _gather_signs(signs, n, torch.where(_BITS, s, -s)).reshape(packet.shape).to(packet.dtype)
+            return byte_table_decode(signs, torch.where(_BITS, s, -s), n).reshape(packet.shape).to(packet.dtype)
         s = unpack(signs, 1, n).to(torch.float32) * 2 - 1
         return (s * scale).reshape(packet.shape).to(packet.dtype)

@@ -9,9 +9,8 @@ from __future__ import annotations
 
 import torch
 
-from ..packing import pack, unpack_bytes
-from ..quantize import round_integer
-from .qsgd import level_codes
+from ..packing import unpack_bytes
+from .qsgd import fixed_codes
 from .base import Compressor, Packet, _check_tensor, byte_codes, byte_table_decode, into, register
 
 
@@ -41,13 +40,8 @@ class TernGrad(Compressor):
 
             return Packet({"scale": s, "codes": levels_encode(g, s, 1, 1, generator)}, shape, dtype)
         safe = torch.where(s > 0, s, torch.ones_like(s))
-        codes = level_codes(g, safe, 1, 1, generator)  # CPU: one compiled loop, the same codes
-        if codes is not None:
-            return Packet({"scale": s, "codes": codes}, shape, dtype)
-        b = round_integer(g.abs() / safe, "stochastic", generator=generator)
-        b = torch.nan_to_num_(b, nan=0.0).clamp_(0, 1).to(torch.uint8)
-        code = b | ((g < 0).to(torch.uint8) & b) << 1  # 0 → 0, 1 → +s, 3 → −s
-        return Packet({"scale": s, "codes": pack(code, 2)}, shape, dtype)
+        # one level: code = sign << 1 | Bernoulli(|g|/s), so 0 → 0, 1 → +s, 3 → −s
+        return Packet({"scale": s, "codes": fixed_codes(g, safe, 1, 1, generator)}, shape, dtype)
 
     def batchable(self, states=None) -> bool:
         return self.clip is None

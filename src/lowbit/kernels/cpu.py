@@ -4,8 +4,9 @@ compilation (seconds, once per process; inductor caches the code on disk).
 
 Each compiled pass has an eager twin that is the reference and the fallback: the results are the
 same bits (tested).  ``LOWBIT_CPU_COMPILE=0`` turns them off; where compilation fails (no C++
-compiler, say) the eager path runs, with one warning; before torch 2.13 the eager paths always run.  Random words are always drawn eagerly, from
-the caller's generator, so a compiled pass consumes exactly the stream of its eager twin."""
+compiler, say) the eager path runs, with one warning; before torch 2.13 the eager paths always
+run.  Random words are always drawn eagerly, from the caller's generator, so a compiled pass
+consumes exactly the stream of its eager twin."""
 
 from __future__ import annotations
 
