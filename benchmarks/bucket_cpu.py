@@ -1,8 +1,9 @@
 """One rank's share of a compressed DDP step on the CPU: ResNet-18's 62 gradient tensors as one
 bucket (11.2 M float32), one thread, through ``lowbit.dist.bucket.BucketCoder`` — the encode a
 rank makes, and the mean of two ranks' messages it decodes (the in-flight sum's decode for
-summable codecs).  Best of ``--reps`` after a warm-up; the peer is a copy of the bucket (read +
-write) measured in the same run.  ``encode, words ahead``: the encode after
+summable codecs).  Best of ``--reps`` after a warm-up; the peers, measured in the same run: a
+copy of the bucket (read + write), and drawing one random word in [0, 2^31) per value from torch's
+CPU generator (what bit-exact stochastic rounding consumes).  ``encode, words ahead``: the encode after
 ``lowbit.quantize.draw_ahead`` has drawn its random words (what the DDP hook arranges while a
 bucket is on the wire).
 
@@ -60,8 +61,12 @@ def main() -> None:
     flat = torch.randn(sum(sizes), generator=g) * 1e-2
     out, copy_dst = torch.empty_like(flat), torch.empty_like(flat)
     copy_s = best(lambda: copy_dst.copy_(flat), args.reps)
-    rows = [{"codec": "peer: copy of the bucket", "encode_ms": 1e3 * copy_s}]
-    print(f"{sum(sizes):,} float32 in {len(sizes)} tensors, one thread; copy {1e3 * copy_s:.1f} ms")
+    words = torch.empty(sum(sizes), dtype=torch.int32)
+    draw_s = best(lambda: words.random_(0, 2**31, generator=g), args.reps)  # what bit-exact stochastic rounding draws
+    rows = [{"codec": "peer: copy of the bucket", "encode_ms": 1e3 * copy_s},
+            {"codec": "peer: torch's random words in [0, 2^31), one per value", "encode_ms": 1e3 * draw_s}]
+    print(f"{sum(sizes):,} float32 in {len(sizes)} tensors, one thread; copy {1e3 * copy_s:.1f} ms; "
+          f"random words {1e3 * draw_s:.1f} ms ({1e9 * draw_s / sum(sizes):.1f} ns per value)")
     print(f"{'codec':20s} {'encode ms':>10s} {'words ahead':>12s} {'mean of 2 ms':>13s}")
     for label, make in CODECS.items():
         coder = BucketCoder(make(), sizes, "cpu", shapes=shapes)
