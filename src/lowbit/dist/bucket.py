@@ -55,6 +55,24 @@ def carry_memory(old: dict, key: tuple, sizes) -> torch.Tensor | None:
     return torch.cat([pieces[j] if j in pieces else torch.zeros(n, device=dev) for j, n in zip(key, sizes)])
 
 
+def ddp_layouts(sizes, ready: list[int], bucket_mb: float) -> list:
+    """The buckets ``DistributedDataParallel(…, bucket_cap_mb=bucket_mb)`` lays out for parameters
+    of ``sizes`` float32 values, as [(first step, [parameter positions of each bucket]), …], the
+    form :meth:`lowbit.dist.hooks.HookState.buckets` reports: DDP (torch ≥ 2.1, without
+    ``find_unused_parameters``) puts every parameter in one bucket for the first step, then lays
+    them out once by the order their gradients became ready in that step's backward (``ready``),
+    closing a bucket when it reaches ``bucket_mb`` MiB — its own assignment function,
+    ``torch.distributed._compute_bucket_assignment_by_size``, computes the second layout here."""
+    import torch.distributed as dist
+
+    if sorted(ready) != list(range(len(sizes))):
+        raise ValueError(f"the ready order must name every parameter once, got {ready}")
+    tensors = [torch.empty(int(sizes[j]), device="meta") for j in ready]
+    rebuilt, _ = dist._compute_bucket_assignment_by_size(tensors, [int(bucket_mb * 1024 * 1024)],
+                                                          [False] * len(ready), list(ready))
+    return [(0, [list(range(len(sizes)))]), (1, [list(b) for b in rebuilt])]
+
+
 def bucketable(codec: Compressor) -> bool:
     """Whether ``codec`` codes a whole bucket in one call (its multi-tensor path)."""
     inner = codec.inner if isinstance(codec, ErrorFeedback) else codec
@@ -254,4 +272,4 @@ class BucketCoder:
         return out.div_(len(payloads)) if len(payloads) > 1 else out
 
 
-__all__ = ["BucketCoder", "bucketable", "bucket_seed", "carry_memory", "param_seed"]
+__all__ = ["BucketCoder", "bucketable", "bucket_seed", "carry_memory", "ddp_layouts", "param_seed"]

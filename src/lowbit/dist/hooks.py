@@ -68,10 +68,12 @@ class HookState:
     all-gathers every message: the simulation's numbers) or ``"scatter"`` (compressed
     reduce-scatter + all-gather, see :func:`_scatter`).  ``gather_chunk``: on the CPU (gloo), an
     all-gathered message is sent as several all-gathers of at most this many bytes, all in flight
-    at once (0: one), see :func:`_all_gather_chunks`."""
+    at once (0: one), see :func:`_all_gather_chunks`.  ``per_parameter``: every codec goes parameter
+    by parameter (the numbers of ``SimulatedDataParallel`` without buckets), synchronously."""
 
     def __init__(self, codec, *, model: "torch.nn.Module | None" = None, seed: int = 0, group=None,
-                 exact_below: int = 0, mode: str = "gather", gather_chunk: int = 1 << 20):
+                 exact_below: int = 0, mode: str = "gather", gather_chunk: int = 1 << 20,
+                 per_parameter: bool = False):
         if mode not in ("gather", "scatter"):
             raise ValueError(f"mode is 'gather' (all-gather of every message) or 'scatter' (compressed "
                              f"reduce-scatter + all-gather), got {mode!r}")
@@ -93,7 +95,8 @@ class HookState:
         self.layouts: list = []  # (first step, bucket layouts): DDP's buckets, each time they change
         self.param_states: dict[int, object] = {}  # public per-parameter codec state (IntSGD's α)
         self.steps = 0
-        self.bucketed = bucketable(codec)
+        self.bucketed = bucketable(codec) and not per_parameter
+        self._bytes_base = 0  # bytes sent before a restart (load_state_dict), by buckets not seen since
 
     def _key(self, p) -> int:
         if id(p) not in self.index:  # no model given: number parameters in order of first appearance
@@ -116,7 +119,7 @@ class HookState:
             b.key = key
             saved = self._saved_buckets.pop(key, None)  # from load_state_dict
             if saved is not None:
-                b.memory, b.bytes_sent = _copy(saved["memory"]), saved["bytes_sent"]
+                b.memory = _copy(saved["memory"])  # its bytes are in _bytes_base
                 b.generator.set_state(saved["generator"][1])
                 b.memory2, b.saved_generator2 = _copy(saved.get("memory2")), saved.get("generator2")
             else:
@@ -150,11 +153,13 @@ class HookState:
 
     @property
     def bytes_sent(self) -> int:
-        return sum(c.bytes_sent for c in self.clusters.values()) + sum(b.bytes_sent for b in self.bucket_states.values())
+        return (self._bytes_base + sum(c.bytes_sent for c in self.clusters.values())
+                + sum(b.bytes_sent for b in self.bucket_states.values()))
 
     @property
     def wire_bytes(self) -> int:
-        return sum(c.wire_bytes for c in self.clusters.values()) + sum(b.bytes_sent for b in self.bucket_states.values())
+        return (self._bytes_base + sum(c.wire_bytes for c in self.clusters.values())
+                + sum(b.bytes_sent for b in self.bucket_states.values()))
 
     def observe(self, lr: float, step_sq_norm) -> None:
         """Adaptive IntSGD: update α of every parameter from the step just taken (public):
@@ -170,6 +175,7 @@ class HookState:
 
     def state_dict(self) -> dict:
         return {"seed": self.seed, "steps": self.steps, "exact_below": self.exact_below, "layouts": list(self.layouts),
+                "bytes_base": self._bytes_base,
                 "clusters": {j: c.state_dict() for j, c in self.clusters.items()},
                 "param_states": dict(self.param_states),
                 "buckets": {k: {"memory": _copy(b.memory), "generator": (str(b.generator.device), b.generator.get_state()),
@@ -188,6 +194,7 @@ class HookState:
             self.clusters[j] = c
         self.param_states = dict(sd.get("param_states", {}))
         self._saved_buckets = dict(sd.get("buckets", {}))  # restored when DDP shows each bucket again
+        self._bytes_base = sd.get("bytes_base", 0) + sum(b["bytes_sent"] for b in self._saved_buckets.values())
         self.bucket_states = {}
 
 
@@ -373,7 +380,7 @@ def _all_gather_chunks(got: torch.Tensor, mine: torch.Tensor, n: int, chunk: int
 
 
 def hook_for(compressor, *, model: "torch.nn.Module | None" = None, seed: int = 0, group=None, exact_below: int = 0,
-             mode: str = "gather", gather_chunk: int = 1 << 20, **options):
+             mode: str = "gather", gather_chunk: int = 1 << 20, per_parameter: bool = False, **options):
     """(state, hook) for ``DistributedDataParallel.register_comm_hook`` with a compressor (a name
     with ``options``, or a Compressor).  Pass the unwrapped ``model`` so that parameters are
     numbered as in the simulation."""
@@ -384,7 +391,7 @@ def hook_for(compressor, *, model: "torch.nn.Module | None" = None, seed: int = 
     if not dist.is_initialized():
         raise RuntimeError("hook_for needs torch.distributed initialized (lowbit.dist.init() under torchrun)")
     state = HookState(codec, model=model, seed=seed, group=group, exact_below=exact_below, mode=mode,
-                      gather_chunk=gather_chunk)
+                      gather_chunk=gather_chunk, per_parameter=per_parameter)
     return state, compressed_hook
 
 

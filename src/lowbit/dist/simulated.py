@@ -233,15 +233,23 @@ class SimulatedDataParallel:
         self.layouts = None
         self.seed, self.exact_below, self.steps = seed, exact_below, 0
         self.sim_buckets: dict = {}
-        if buckets is not None and self.codec is not None and bucketable(self.codec):
-            if seed is None:
-                raise ValueError("buckets reproduce a DDP run: give its seed")
-            fixed = all(isinstance(j, int) for j in buckets[0])  # one list of buckets, not (step, layout) pairs
-            self.layouts = [(0, buckets)] if fixed else [(int(s), lay) for s, lay in buckets]
-            for _, lay in self.layouts:
-                if sorted(int(j) for b in lay for j in b) != list(range(len(self.params))):
-                    raise ValueError(f"buckets must hold every parameter once, got {lay}")
+        if buckets is not None:
+            self.set_buckets(buckets)
         self.param_states: dict = {}
+
+    def set_buckets(self, buckets) -> None:
+        """Code the workers' gradients in ``buckets`` from now on (the forms of ``buckets=``; a
+        codec without a multi-tensor path stays per parameter)."""
+        if self.codec is None or not bucketable(self.codec):
+            return
+        if self.seed is None:
+            raise ValueError("buckets reproduce a DDP run: give its seed")
+        fixed = all(isinstance(j, int) for j in buckets[0])  # one list of buckets, not (step, layout) pairs
+        layouts = [(0, buckets)] if fixed else [(int(s), [list(b) for b in lay]) for s, lay in buckets]
+        for _, lay in layouts:
+            if sorted(int(j) for b in lay for j in b) != list(range(len(self.params))):
+                raise ValueError(f"buckets must hold every parameter once, got {lay}")
+        self.layouts = layouts
 
     def set_grads(self, worker_grads) -> dict:
         """``worker_grads[j]``: the (n, *p_j.shape) stack of the workers' gradients of parameter j.
@@ -283,7 +291,7 @@ class SimulatedDataParallel:
 
     def state_dict(self) -> dict:
         return {"clusters": [c.state_dict() for c in self.clusters], "bits_per_worker": list(self.bits_per_worker),
-                "param_states": dict(self.param_states), "steps": self.steps,
+                "param_states": dict(self.param_states), "steps": self.steps, "layouts": self.layouts,
                 "buckets": {k: b.state_dict() for k, b in self.sim_buckets.items()}}
 
     def load_state_dict(self, sd: dict) -> None:
@@ -292,6 +300,8 @@ class SimulatedDataParallel:
         self.bits_per_worker = list(sd["bits_per_worker"])
         self.param_states = dict(sd.get("param_states", {}))
         self.steps = sd.get("steps", 0)
+        if sd.get("layouts") is not None:
+            self.layouts = sd["layouts"]
         for k, s in (sd.get("buckets") or {}).items():
             self._bucket(k).load_state_dict(s)
 

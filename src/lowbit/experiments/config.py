@@ -84,7 +84,11 @@ class DeepConfig(_Strict):
     train_size: int | None = None  # first N training images (None: all)
     test_size: int | None = None
     batch_size: int = 128  # total over the workers
-    workers: int = 1  # simulated workers: each computes its share of the batch, compressed per worker
+    workers: int = 1  # workers: each computes its share of the batch, compressed per worker (simulated,
+    # or one per process under torchrun: DDP with lowbit's communication hook, the same numbers)
+    exchange: Literal["parameter", "bucket"] = "parameter"  # workers > 1: one message per parameter, or
+    # per DDP bucket (the fast path of a real run; the simulation lays the buckets out as DDP does)
+    bucket_mb: float = 25.0  # DDP's bucket_cap_mb, for exchange: bucket
     lr: float = 0.1
     momentum: float = 0.0
     weight_decay: float = 0.0

@@ -10,7 +10,16 @@ run's codec:
 * ``deep.workers = n``: each worker computes the gradient of its share of the batch, every
   parameter's gradients are compressed per worker and averaged by
   :class:`lowbit.dist.SimulatedDataParallel` (per-worker generators: the numbers of a DDP run
-  with the same seed) — the IntSGD paper's 8 simulated workers;
+  with the same seed) — the IntSGD paper's 8 simulated workers.  Under torchrun with n
+  processes, each process is one worker: ``DistributedDataParallel`` with lowbit's communication
+  hook (:func:`lowbit.dist.hooks.hook_for`) and the same seed, so a real run and its simulation
+  give the same numbers.  ``deep.exchange``: one message per parameter (default), or per DDP
+  bucket of ``deep.bucket_mb`` MiB — the real run's fast path, which the simulation follows by
+  laying the buckets out as DDP does (:func:`lowbit.dist.bucket.ddp_layouts`, from the order the
+  gradients became ready in the first backward).  The numbers agree for models that draw no
+  random numbers in their forward pass (dropout, a VAE's sampling draw them per process) and, for
+  test metrics, without BatchNorm (DDP keeps rank 0's running statistics, the simulation updates
+  them with every worker's share in turn);
 * a factored codec (ISGQ): :class:`lowbit.dist.FactoredDataParallel` sends each worker's
   quantized layer inputs and output errors instead of weight gradients (ISGQ's experiments);
 * ``optim.name`` svrg or halp (one worker): :class:`lowbit.optim.SVRG` / :class:`lowbit.optim.HALP`
@@ -48,7 +57,8 @@ def run_deep(cfg: RunConfig, folder: RunFolder, *, resume: bool = True, stop_aft
              progress=None) -> dict:
     from ..compress import get_compressor
     from ..data.images import load_images
-    from ..dist import FactoredDataParallel, SimulatedDataParallel
+    from ..dist import FactoredDataParallel, SimulatedDataParallel, process_group
+    from ..dist.bucket import bucketable, ddp_layouts
     from ..models import count_parameters, get_model, vae_loss
     from ..nn import lower, quantizers
     from ..optim import HALP, SVRG, LowPrecision, QuantizedGradients
@@ -84,10 +94,18 @@ def run_deep(cfg: RunConfig, folder: RunFolder, *, resume: bool = True, stop_aft
     if q.codec not in ("fp32", "float32", "none"):
         codec = get_compressor(q.codec, **q.options) if q.options else resolve_codec(q.codec, q.rounding)
     n = dc.workers
-    sdp = opt = None
+    sdp = opt = ddp = hook_state = None
     factored = codec is not None and codec.factored
     N = data.train_x.shape[0]
     vr = cfg.optim.name in ("svrg", "halp")
+    world, rank = process_group.world_size(), process_group.rank()
+    if world > 1:  # one worker per process (torchrun): DDP with lowbit's hook
+        if n != world:
+            raise ConfigError(f"deep.workers={n} but {world} processes run: set deep.workers={world} or start "
+                              f"{n} processes")
+        if vr or factored:
+            raise ConfigError("svrg/halp and factored codecs (ISGQ) run in one process (simulated workers), "
+                              "not under torchrun")
     if vr:  # the HALP notebook's SVRG and HALP: one worker, exact gradients, offsets in b bits
         if n > 1 or codec is not None or dc.augment or dc.momentum:
             raise ConfigError("svrg/halp in the deep lab take one worker, no codec, no augmentation (the "
@@ -100,6 +118,16 @@ def run_deep(cfg: RunConfig, folder: RunFolder, *, resume: bool = True, stop_aft
         raise ConfigError(f"the deep lab trains with optim.name sgd, svrg or halp, not {cfg.optim.name!r}")
     elif factored:  # ISGQ: layer inputs and errors travel, for any number of workers
         sdp = FactoredDataParallel(model, n, codec, seed=cfg.seed)
+        opt = base
+    elif world > 1:
+        from torch.nn.parallel import DistributedDataParallel
+
+        from ..dist.hooks import hook_for
+
+        hook_state, hook = hook_for(codec or get_compressor("identity"), model=model, seed=cfg.seed,
+                                    per_parameter=dc.exchange == "parameter")
+        ddp = DistributedDataParallel(model, bucket_cap_mb=dc.bucket_mb)
+        ddp.register_comm_hook(hook_state, hook)
         opt = base
     elif n > 1:
         sdp = SimulatedDataParallel(params, n, codec or get_compressor("identity"), seed=cfg.seed)
@@ -128,15 +156,25 @@ def run_deep(cfg: RunConfig, folder: RunFolder, *, resume: bool = True, stop_aft
         opt.load_state_dict(ck["optimizer"])
         if sdp is not None:
             sdp.load_state_dict(ck["sdp"])
+        if hook_state is not None:
+            hook_state.load_state_dict(ck["hook"])
         gen.set_state(ck["gen"])
         torch.set_rng_state(ck["torch_rng"])
         rows, start, wall0, bits = ck["rows"], ck["epoch"], ck["wall"], ck["bits"]
     t0 = time.perf_counter() - wall0
+    # the simulation in DDP's buckets: the second layout follows the order in which the first
+    # backward makes the gradients ready
+    ready = None
+    if (isinstance(sdp, SimulatedDataParallel) and dc.exchange == "bucket" and sdp.layouts is None
+            and bucketable(sdp.codec)):
+        ready = []
+        hooks = [p.register_post_accumulate_grad_hook(lambda _, j=j: ready.append(j)) for j, p in enumerate(params)]
+    adaptive = getattr(sdp.codec if sdp is not None else hook_state.codec if hook_state else None, "adaptive", False)
 
-    def loss_of(x, y):
+    def loss_of(x, y, net=None):
         if is_vae:
-            return vae_loss(model, x, N)
-        return F.cross_entropy(model(x), y)
+            return vae_loss(model, x, N, forward=net)
+        return F.cross_entropy((net or model)(x), y)
 
     def closure(idx):  # SVRG/HALP: mean loss of the images idx (None: all, in chunks), backward done
         if idx is not None:
@@ -171,7 +209,8 @@ def run_deep(cfg: RunConfig, folder: RunFolder, *, resume: bool = True, stop_aft
         for g in opt.param_groups:
             g["lr"] = lr
         perm = torch.randperm(N, device=dev, generator=gen)
-        loss_sum = torch.zeros((), device=dev)
+        # with several workers each keeps its own sum (as each process of a real run does), added at the end
+        loss_sum = torch.zeros(n if sdp is not None and not factored else (), device=dev)
         grads_opt = opt.optimizer if isinstance(opt, LowPrecision) else opt  # where gradient statistics live
         logged = len(grads_opt.log) if isinstance(grads_opt, QuantizedGradients) else 0
         updates_logged = len(opt.log) if isinstance(opt, LowPrecision) else 0
@@ -185,7 +224,16 @@ def run_deep(cfg: RunConfig, folder: RunFolder, *, resume: bool = True, stop_aft
                 x = augment(x, gen, crop=dc.crop)
             if dc.channels_last:
                 x = x.contiguous(memory_format=torch.channels_last)
-            if sdp is None:
+            if ddp is not None:  # this process's share of the batch
+                before = [p.detach().clone() for p in params] if adaptive else None
+                opt.zero_grad()
+                loss = loss_of(x.chunk(n)[rank], y.chunk(n)[rank], ddp)
+                loss.backward()
+                opt.step()
+                loss_sum += loss.detach() / n
+                if before is not None:  # IntSGD: layer-wise α from each parameter's own step
+                    hook_state.observe(lr, [float(((p.detach() - b) ** 2).sum()) for p, b in zip(params, before)])
+            elif sdp is None:
                 opt.zero_grad()
                 loss = loss_of(x, y)
                 loss.backward()
@@ -203,13 +251,18 @@ def run_deep(cfg: RunConfig, folder: RunFolder, *, resume: bool = True, stop_aft
                 opt.step()
             else:
                 per_worker = []
-                for xw, yw in zip(x.chunk(n), y.chunk(n)):
+                for w, (xw, yw) in enumerate(zip(x.chunk(n), y.chunk(n))):
                     model.zero_grad()
                     loss = loss_of(xw, yw)
                     loss.backward()
                     per_worker.append([p.grad.detach().clone() for p in params])
-                    loss_sum += loss.detach() / n
-                before = [p.detach().clone() for p in params] if getattr(sdp.codec, "adaptive", False) else None
+                    loss_sum[w] += loss.detach() / n
+                    if ready is not None:  # the first backward: DDP's layouts from now on
+                        for h in hooks:
+                            h.remove()
+                        sdp.set_buckets(ddp_layouts([p.numel() for p in params], ready, dc.bucket_mb))
+                        ready = None
+                before = [p.detach().clone() for p in params] if adaptive else None
                 bits += sdp.set_grads([torch.stack([w[j] for w in per_worker]) for j in range(len(params))])["bits"]
                 opt.step()
                 if before is not None:  # IntSGD: layer-wise α from each parameter's own step
@@ -231,7 +284,14 @@ def run_deep(cfg: RunConfig, folder: RunFolder, *, resume: bool = True, stop_aft
         for name, qz in quantizers(model).items():  # one column per place of rounding and direction
             for key, v in qz.means().items():
                 places[f"{key}[{name.removesuffix('.output_quantizer')}]"] = v
-        train_loss = float(loss_sum) / steps_per_epoch
+        if ddp is not None:  # every worker's losses and bytes
+            import torch.distributed as dist
+
+            totals = torch.stack([loss_sum.double(), torch.tensor(8.0 * hook_state.bytes_sent, dtype=torch.float64,
+                                                                  device=loss_sum.device)])
+            dist.all_reduce(totals)
+            loss_sum, bits = totals[0], float(totals[1])
+        train_loss = float(loss_sum.double().sum()) / steps_per_epoch
         if not math.isfinite(train_loss):
             raise FloatingPointError(f"training diverged at epoch {epoch + 1}: train loss {train_loss}")
         metric = evaluate()
@@ -243,8 +303,10 @@ def run_deep(cfg: RunConfig, folder: RunFolder, *, resume: bool = True, stop_aft
             progress(epoch + 1, epochs)
         if epoch + 1 < epochs:
             folder.save_checkpoint({"model": model.state_dict(), "optimizer": opt.state_dict(),
-                                    "sdp": sdp.state_dict() if sdp is not None else None, "gen": gen.get_state(),
-                                    "torch_rng": torch.get_rng_state(), "rows": rows, "epoch": epoch + 1,
+                                    "sdp": sdp.state_dict() if sdp is not None else None,
+                                    "hook": hook_state.state_dict() if hook_state is not None else None,
+                                    "gen": gen.get_state(), "torch_rng": torch.get_rng_state(), "rows": rows,
+                                    "epoch": epoch + 1, "step": epoch + 1,
                                     "wall": time.perf_counter() - t0, "bits": bits})
             if stop_after is not None and epoch + 1 >= stop_after:
                 raise Stop(epoch + 1)

@@ -34,9 +34,10 @@ def _log_normal(z, mu, logvar):
     return -0.5 * (math.log(2 * math.pi) + logvar + (z - mu) ** 2 / logvar.exp())
 
 
-def vae_loss(model: VAE, x: torch.Tensor, dataset_size: int | None = None) -> torch.Tensor:
-    """Negative ELBO per image (β-TC-VAE's decomposition when ``model.beta_tc`` is set)."""
-    logits, mu, logvar, z = model(x)
+def vae_loss(model: VAE, x: torch.Tensor, dataset_size: int | None = None, forward=None) -> torch.Tensor:
+    """Negative ELBO per image (β-TC-VAE's decomposition when ``model.beta_tc`` is set);
+    ``forward``: what runs the model (its DDP wrapper), default ``model``."""
+    logits, mu, logvar, z = (forward or model)(x)
     target = x.reshape(x.shape[0], -1).clamp(0, 1)
     rec = F.binary_cross_entropy_with_logits(logits, target, reduction="sum") / x.shape[0]
     if model.beta_tc is None:
