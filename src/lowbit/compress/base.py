@@ -27,14 +27,14 @@ import json
 import math
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol, runtime_checkable
 
 import torch
 
 from ..kernels import cpu
 from ..kernels.cpu import scratch  # noqa: F401  (re-exported: the codecs import it from here)
 
-__all__ = ["Packet", "Compressor", "register", "get_compressor", "compressor_names"]
+__all__ = ["Packet", "Compressor", "BucketCodec", "register", "get_compressor", "compressor_names"]
 
 
 @dataclass
@@ -68,6 +68,22 @@ class Packet:
         return b"".join(parts)
 
 
+@runtime_checkable
+class BucketCodec(Protocol):
+    """A codec that codes a DDP bucket of shaped tensors as one message without being elementwise
+    (PowerSGD's factors): :class:`lowbit.dist.bucket.BucketCoder` calls these instead of the
+    multi-tensor path's ``flat_encode``/``flat_decode``."""
+
+    def bucket_encode(self, tensors, *, states=None, generator=None) -> dict:
+        """One worker's payload for ``tensors`` (shaped views of the bucket); field sizes depend on
+        the shapes only."""
+        ...
+
+    def bucket_mean(self, payloads: list, shapes, out: torch.Tensor) -> torch.Tensor:
+        """(1/n)·Σ_i of the n payloads' decoded tensors, written into the flat ``out``."""
+        ...
+
+
 class Compressor(ABC):
     """Base class: subclasses set ``name``, ``unbiased``, ``summable`` and implement
     ``encode``/``decode``; stateful codecs also implement ``init_state``."""
@@ -77,6 +93,7 @@ class Compressor(ABC):
     summable: bool = False
     elementwise: bool = False  # each coordinate coded alone (given shared public scales)
     shared_state: bool = False  # the state is public (IntSGD's α): one object serves every worker
+    worker_state: bool = False  # a per-tensor state of each worker's own (PowerSGD's warm start and error)
     sent_meta: tuple = ()  # integer meta entries a receiver cannot know (they travel in a header)
     factored: bool = False  # encodes layer inputs and errors (ISGQ), not a gradient tensor
     reduce_ops: dict = {}  # summable codecs: how each payload field combines in flight (sum/min/max/same)

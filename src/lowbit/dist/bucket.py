@@ -34,7 +34,7 @@ from __future__ import annotations
 import torch
 
 from ..compress import Compressor
-from ..compress.base import scratch
+from ..compress.base import BucketCodec, scratch
 from ..compress.feedback import ErrorFeedback
 from ..compress.many import segments as segments_of
 from .seeding import bucket_seed, param_seed  # noqa: F401  (re-exported)
@@ -74,7 +74,10 @@ def ddp_layouts(sizes, ready: list[int], bucket_mb: float) -> list:
 
 
 def bucketable(codec: Compressor) -> bool:
-    """Whether ``codec`` codes a whole bucket in one call (its multi-tensor path)."""
+    """Whether ``codec`` codes a whole bucket in one call: its multi-tensor path, or a
+    :class:`~lowbit.compress.base.BucketCodec` (PowerSGD; not inside error feedback, which it has)."""
+    if isinstance(codec, BucketCodec):
+        return True
     inner = codec.inner if isinstance(codec, ErrorFeedback) else codec
     return inner.batchable(None) and not isinstance(inner, ErrorFeedback)
 
@@ -97,6 +100,8 @@ class BucketCoder:
         self.sizes = [int(s) for s in sizes]
         self.device = torch.device(device)
         shapes = shapes or [(s,) for s in self.sizes]
+        self.shapes = [tuple(sh) for sh in shapes]
+        self.matrices = isinstance(codec, BucketCodec)  # coded by shape (PowerSGD), not value by value
         lossless = self.inner.omega == 0.0  # identity: everything is exact already
         self.exact = [exact_below > 0 and not lossless and (s <= exact_below or len(sh) <= 1)
                       for s, sh in zip(self.sizes, shapes)]
@@ -139,6 +144,9 @@ class BucketCoder:
     def tensors(self, coded: torch.Tensor) -> list[torch.Tensor]:
         return list(torch.split(coded, self.sizes))
 
+    def shaped(self, coded: torch.Tensor) -> list[torch.Tensor]:
+        return [t.view(sh) for t, sh in zip(torch.split(coded, self.sizes), self.shapes)]
+
     # -- one worker's message ---------------------------------------------------------------------
     def encode(self, coded: torch.Tensor, *, generator=None, memory=None, states=None) -> tuple[dict, torch.Tensor | None]:
         """(payload, new error-feedback memory or None) of the coded part; ``memory`` is updated in
@@ -151,6 +159,8 @@ class BucketCoder:
         feedback the sender decodes its own message anyway (e ← v − C(v)), and a receiver that is
         also the sender can use that decode instead of a second one (``mean_decoded(known=…)``)."""
         codec, seg = self.inner, self.segments
+        if self.matrices:
+            return codec.bucket_encode(self.shaped(coded), states=states, generator=generator), None, None
         if self.feedback:
             # v = g + e in e's own buffer (the same sums as a new tensor), then e ← v − C(v) in place:
             # on the CPU two fresh bucket-sized tensors per step cost more than the passes
@@ -255,6 +265,8 @@ class BucketCoder:
         """(1/n)·Σ_i decode(payload_i) in worker order, written into ``out`` (the coded part);
         ``known``: {i: decode(payload_i)} already at hand (the same values, not decoded again)."""
         seg, known = self.segments, known or {}
+        if self.matrices:
+            return self.inner.bucket_mean(payloads, self.shapes, out)
         if not known and out.device.type == "cpu" and self.inner.flat_mean(payloads, seg, out) is not None:
             return out
 

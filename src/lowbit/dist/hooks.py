@@ -37,6 +37,7 @@ import torch
 import torch.distributed as dist
 
 from ..compress import get_compressor
+from ..compress.base import BucketCodec
 from ..quantize import draw_ahead
 from .bucket import BucketCoder, bucketable, carry_memory
 from .cluster import DistributedCluster, exchange_all
@@ -81,6 +82,9 @@ class HookState:
         if mode == "scatter" and (codec.shared_state or inner.shared_state):
             raise ValueError(f"{codec.name} keeps a public state per parameter (IntSGD's α), which the scatter "
                              "mode's chunks cut across; use mode='gather' (IntSGD sums in flight anyway)")
+        if mode == "scatter" and isinstance(codec, BucketCodec):
+            raise ValueError(f"{codec.name} codes whole matrices, which the scatter mode's chunks cut across; "
+                             "use mode='gather'")
         self.mode = mode
         self.gather_chunk = int(gather_chunk)
         self.codec = codec
@@ -137,8 +141,9 @@ class HookState:
         self.steps += 1
 
     def states(self, key: tuple, params) -> list | None:
-        """The public per-parameter codec states of a bucket (IntSGD's α), or None."""
-        if not self.codec.shared_state:
+        """The per-parameter codec states of a bucket — public (IntSGD's α) or this rank's own
+        (PowerSGD's warm start and error) — or None."""
+        if not (self.codec.shared_state or self.codec.worker_state):
             return None
         for j, p in zip(key, params):
             if j not in self.param_states:

@@ -235,7 +235,8 @@ class SimulatedDataParallel:
         self.sim_buckets: dict = {}
         if buckets is not None:
             self.set_buckets(buckets)
-        self.param_states: dict = {}
+        self.param_states: dict = {}  # public per-parameter codec states (IntSGD's α)
+        self.worker_states: dict = {}  # worker → parameter → its own codec state (PowerSGD's), bucket path
 
     def set_buckets(self, buckets) -> None:
         """Code the workers' gradients in ``buckets`` from now on (the forms of ``buckets=``; a
@@ -292,6 +293,7 @@ class SimulatedDataParallel:
     def state_dict(self) -> dict:
         return {"clusters": [c.state_dict() for c in self.clusters], "bits_per_worker": list(self.bits_per_worker),
                 "param_states": dict(self.param_states), "steps": self.steps, "layouts": self.layouts,
+                "worker_states": {i: dict(d) for i, d in self.worker_states.items()},
                 "buckets": {k: b.state_dict() for k, b in self.sim_buckets.items()}}
 
     def load_state_dict(self, sd: dict) -> None:
@@ -302,6 +304,7 @@ class SimulatedDataParallel:
         self.steps = sd.get("steps", 0)
         if sd.get("layouts") is not None:
             self.layouts = sd["layouts"]
+        self.worker_states = {i: dict(d) for i, d in sd.get("worker_states", {}).items()}
         for k, s in (sd.get("buckets") or {}).items():
             self._bucket(k).load_state_dict(s)
 
@@ -327,10 +330,17 @@ class _SimBucket:
                 if j not in o.param_states:
                     o.param_states[j] = o.codec.init_state(p)
             states = [o.param_states[j] for j in self.index]
+        own = o.codec.worker_state  # each worker's own per-parameter states (PowerSGD)
         flats = torch.cat([worker_grads[j].reshape(o.n, -1).float() for j in self.index], 1)
         payloads, exacts, bits = [], [], 0.0
         for i in range(o.n):
             exacts.append(coder.exact_part(flats[i]))
+            if own:
+                mine = o.worker_states.setdefault(i, {})
+                for j, p in zip(self.index, ps):
+                    if j not in mine:
+                        mine[j] = o.codec.init_state(p)
+                states = [mine[j] for j in self.index]
             p, self.memory[i] = coder.encode(flats[i].clone(), generator=self.generators[i], memory=self.memory[i],
                                              states=states)
             payloads.append(p)
