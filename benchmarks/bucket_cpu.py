@@ -32,6 +32,7 @@ CODECS = {
     "terngrad": lambda: get_compressor("terngrad"),
     "signsgd + EF": lambda: ErrorFeedback(get_compressor("signsgd")),
     "onebit": lambda: get_compressor("onebit"),
+    "powersgd r=4": lambda: get_compressor("powersgd", rank=4),
 }
 
 
@@ -72,10 +73,11 @@ def main() -> None:
         coder = BucketCoder(make(), sizes, "cpu", shapes=shapes)
         gen = torch.Generator().manual_seed(1)
         memory = torch.zeros_like(flat) if coder.feedback else None
+        states = [coder.inner.init_state(torch.empty(sh)) for sh in shapes] if coder.inner.worker_state else None
         last = {}
 
         def encode():
-            last["p"], _, last["own"] = coder.encode_decoded(flat, generator=gen, memory=memory)
+            last["p"], _, last["own"] = coder.encode_decoded(flat, generator=gen, memory=memory, states=states)
 
         enc = best(encode, args.reps)
         ahead = None

@@ -499,6 +499,57 @@ def test_compiled_mean_of_8_bit_messages_equals_decoding_and_adding(n, monkeypat
 
 
 @needs_compiled
+@pytest.mark.parametrize("label", ["signsgd+ef", "onebit"])
+def test_compiled_one_bit_bucket_paths_give_the_eager_bits(label, monkeypatch):
+    """signSGD with error feedback and 1-bit SGD on a CPU bucket through the compiled loops (the
+    sign bits and the residual e = v ∓ s_j in one loop per tensor; the mean of n messages from
+    their bits, tensor by tensor, with the values that share a byte with a neighbouring tensor done
+    eagerly) against the eager passes: the same payloads, memory and mean, bit for bit (±0, NaN and
+    tensors whose sizes are not multiples of 8 included)."""
+    from lowbit.compress import ErrorFeedback
+    from lowbit.dist.bucket import BucketCoder
+    from lowbit.kernels import cpu
+
+    sizes = [70_001, 3, 60_000, 17, 20_000]
+    g = torch.Generator().manual_seed(5)
+    grads = [torch.randn(sum(sizes), generator=g) * torch.logspace(-4, 0, sum(sizes)) for _ in range(3)]
+    grads[0][[0, 9, 70_002]] = torch.tensor([0.0, -0.0, -0.0])
+    grads[1][70_002] = float("nan")  # in the second tensor of the second worker's message only
+
+    def run():
+        codec = ErrorFeedback(get_compressor("signsgd")) if label == "signsgd+ef" else get_compressor("onebit")
+        coder = BucketCoder(codec, sizes, "cpu")
+        memory = torch.zeros(sum(sizes)) if coder.feedback else None
+        payloads, memories = [], []
+        for x in grads:
+            p, memory = coder.encode(x.clone(), memory=memory)
+            payloads.append(p)
+            memories.append(memory.clone() if memory is not None else torch.zeros(0))
+        return payloads, memories, coder.mean_decoded(payloads, torch.empty(sum(sizes)))
+
+    monkeypatch.setenv("LOWBIT_CPU_COMPILE", "0")
+    want = run()
+    monkeypatch.setenv("LOWBIT_CPU_COMPILE", "1")
+    monkeypatch.setattr(cpu, "MIN_VALUES", 2)
+    calls = []
+    real = cpu.call
+    monkeypatch.setattr(cpu, "call", lambda fn, *a: calls.append(fn.__name__) or real(fn, *a))
+    got = run()
+    assert "two_value_mean" in calls and (label == "onebit" or "signed_residual" in calls), calls
+    def same(a, b):  # bit for bit, except that a NaN's sign may differ
+        if not a.is_floating_point():
+            return torch.equal(a, b)
+        return torch.equal(a.isnan(), b.isnan()) and torch.equal(a[~a.isnan()].view(torch.int32),
+                                                                  b[~b.isnan()].view(torch.int32))
+
+    for p, q in zip(got[0], want[0]):
+        assert p.keys() == q.keys() and all(same(p[k], q[k]) for k in p)
+    assert all(same(a, b) for a, b in zip(got[1], want[1]))
+    assert same(got[2], want[2])
+    assert torch.isnan(got[2][70_001:70_004]).all() and not torch.isnan(got[2][:70_001]).any()
+
+
+@needs_compiled
 def test_compiled_fp4_encode_gives_the_eager_codes_and_falls_back(monkeypatch):
     """The CPU fp4 encode compiled by torch.compile (one loop) against the eager passes, on
     float32 bit patterns of every kind (subnormals, ties, ±inf, NaN, huge); odd lengths and

@@ -178,6 +178,16 @@ class Compressor(ABC):
         r = self.unit_decode(codes, segments.total) * segments.spread(scales)
         return r if out is None else out.copy_(r)
 
+    def flat_feedback(self, v: torch.Tensor, tensors, segments, *, states=None, generator=None,
+                      out: torch.Tensor | None = None) -> tuple[dict, torch.Tensor | None]:
+        """Error feedback's step on a flat buffer (Seide et al.; Karimireddy et al.): the payload of
+        C(v), and v ← v − C(v) in place; also returns C(v) decoded (into ``out``), or None where a
+        codec updates v without building it (a receiver then decodes the payload itself)."""
+        payload = self.flat_encode(v, tensors, segments, states=states, generator=generator)
+        decoded = self.flat_decode(payload, segments, out=out)
+        v.sub_(decoded)
+        return payload, decoded
+
     def flat_mean(self, payloads: list, segments, out: torch.Tensor) -> torch.Tensor | None:
         """(1/n)·Σ_i of the :meth:`flat_decode` of n payloads, summed in list order, written into
         ``out`` — where a codec has a faster way than decoding each and adding (the same
@@ -357,6 +367,46 @@ def byte_table_decode(codes: torch.Tensor, table: torch.Tensor, n: int, out: tor
     if n > k * full:
         o[k * full :] = table[int(codes[full])][: n - k * full]
     return o
+
+
+_EACH_MIN = 1 << 14  # tensors of fewer values run the same formula eagerly (a compiled call costs more)
+
+
+def each_tensor(fn, flat: torch.Tensor, *args) -> None:
+    """``fn(flat, *args)`` compiled where ``flat`` is large, else eagerly (the same bits)."""
+    if flat.numel() >= _EACH_MIN and cpu.call(fn, flat, *args) is not None:
+        return
+    fn(flat, *args)
+
+
+def two_value_mean(payloads: list, values, segments, out: torch.Tensor) -> torch.Tensor:
+    """(1/n)·Σ_i of n one-bit messages (field ``"signs"``, bit k set where value k decodes to hi_j
+    of its tensor j, else lo_j; ``values(payload)`` gives the (hi, lo) vectors), summed in list
+    order, into ``out``: tensor by tensor, the whole bytes in one loop
+    (:func:`lowbit.kernels.cpu.two_value_mean`), the values at either end that share a byte with
+    the neighbouring tensor by the same formula, eagerly."""
+    hl = [values(p) for p in payloads]
+    n = torch.tensor(float(len(payloads)))
+    pos = 0
+    for j, size in enumerate(segments.sizes):
+        end = pos + size
+        a = min(end, -(-pos // 8) * 8)  # the tensor's whole bytes: values [a, b)
+        b = max(a, end // 8 * 8)
+        if b > a:
+            args = ([p["signs"][a // 8 : b // 8] for p in payloads], [h[j] for h, _ in hl], [lo[j] for _, lo in hl],
+                    n, out[a:b])
+            if not (b - a >= _EACH_MIN and cpu.call(cpu.two_value_mean, *args) is not None):
+                cpu.two_value_mean(*args)
+        for lo_, hi_ in ((pos, a), (b, end)):
+            if hi_ > lo_:
+                k = torch.arange(lo_, hi_)
+                acc = None
+                for p, (h, low) in zip(payloads, hl):
+                    v = torch.where(((p["signs"][k // 8].to(torch.int32) >> (k % 8)) & 1) != 0, h[j], low[j])
+                    acc = v if acc is None else acc + v
+                out[lo_:hi_] = acc / n
+        pos = end
+    return out
 
 
 @functools.lru_cache(maxsize=None)

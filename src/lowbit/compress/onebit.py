@@ -11,8 +11,9 @@ from __future__ import annotations
 
 import torch
 
+from ..kernels import cpu
 from ..packing import pack, unpack, unpack_bytes
-from .base import Compressor, Packet, _check_tensor, register
+from .base import Compressor, Packet, _check_tensor, register, two_value_mean
 from .many import per_segment_where, segment_sums
 
 
@@ -68,6 +69,11 @@ class OneBit(Compressor):
         bad = ~torch.isfinite(spos + sneg)
         a, b = torch.where(bad, float("nan"), a), torch.where(bad, float("nan"), b)
         return {"means": torch.stack([a, b], 1).reshape(-1).to(torch.float32), "signs": pack(pos, 1)}
+
+    def flat_mean(self, payloads, segments, out):
+        if payloads[0]["signs"].is_cuda or not cpu.wanted(out):
+            return None
+        return two_value_mean(payloads, lambda p: (p["means"][0::2], p["means"][1::2]), segments, out)
 
     def flat_decode(self, payload, segments, *, out=None):
         ab = payload["means"].reshape(-1, 2)

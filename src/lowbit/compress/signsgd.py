@@ -8,7 +8,9 @@ from __future__ import annotations
 import torch
 
 from ..packing import BYTE_BITS, pack, unpack
-from .base import Compressor, Packet, _check_tensor, byte_table_decode, into, register
+from ..kernels import cpu
+from .base import (Compressor, Packet, _check_tensor, byte_table_decode, each_tensor, into, register, scratch,
+                   two_value_mean)
 
 
 _BITS = BYTE_BITS  # bit j of byte b: is coordinate 8i + j ≥ 0
@@ -57,6 +59,23 @@ class SignSGD(Compressor):
     def flat_encode(self, flat, tensors, segments, *, states=None, generator=None):
         # sign(g/s) = sign(g) for s > 0; s = 0 or NaN make the decoded tensor 0 or NaN either way
         return {"scales": self.tensor_scales(tensors, states), **self.unit_encode(flat)}
+
+    def flat_feedback(self, v, tensors, segments, *, states=None, generator=None, out=None):
+        """On a large CPU buffer, tensor by tensor in one loop each: the bits v ≥ 0 and
+        e = v − s_j·sign(v) in place (v ∓ s_j: the same values as subtracting the decode); no
+        decode is built."""
+        if not cpu.wanted(v):
+            return super().flat_feedback(v, tensors, segments, states=states, generator=generator, out=out)
+        scales = self.tensor_scales(tensors, states)
+        pos = scratch(v.numel(), torch.uint8, 3)
+        for part, bits, sc in zip(v.split(segments.sizes), pos.split(segments.sizes), scales):
+            each_tensor(cpu.signed_residual, part, sc, bits)
+        return {"scales": scales, "signs": pack(pos.view(torch.bool), 1)}, None
+
+    def flat_mean(self, payloads, segments, out):
+        if payloads[0]["signs"].is_cuda or not cpu.wanted(out):
+            return None
+        return two_value_mean(payloads, lambda p: (p["scales"], -p["scales"]), segments, out)
 
     def flat_decode(self, payload, segments, *, out=None):
         from .. import kernels

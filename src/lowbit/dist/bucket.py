@@ -164,12 +164,12 @@ class BucketCoder:
         if self.feedback:
             # v = g + e in e's own buffer (the same sums as a new tensor), then e ← v − C(v) in place:
             # on the CPU two fresh bucket-sized tensors per step cost more than the passes
-            v = coded if memory is None else memory.add_(coded)
-            payload = codec.flat_encode(v, self.tensors(v), seg, states=states, generator=generator)
+            v = coded.clone() if memory is None else memory.add_(coded)
             if self._decoded is None or self._decoded.device != v.device:
                 self._decoded = torch.empty_like(v)
-            decoded = codec.flat_decode(payload, seg, out=self._decoded)
-            return payload, (v - decoded if memory is None else v.sub_(decoded)), decoded
+            payload, decoded = codec.flat_feedback(v, self.tensors(v), seg, states=states, generator=generator,
+                                                   out=self._decoded)
+            return payload, v, decoded
         return codec.flat_encode(coded, self.tensors(coded), seg, states=states, generator=generator), None, None
 
     def public(self, key: str) -> bool:

@@ -24,7 +24,7 @@ def scratch(n: int, dtype: torch.dtype, slot: int = 0) -> torch.Tensor:
     """A CPU buffer of ``n`` values of ``dtype`` for a temporary, kept per thread and reused: a
     fresh large allocation costs its page faults on every call, often more than the pass that
     fills it (the contents are overwritten by the caller; one buffer per dtype, slot and thread).
-    Slots: 0–1 codec decodes, 2 a multi-tensor encode's scaled values, 5 random words, 7 the
+    Slots: 0–1 codec decodes, 2 a multi-tensor encode's scaled values, 3 sign bits, 5 random words, 7 the
     bucket mean's addend."""
     key = f"{dtype}/{slot}"
     buf = getattr(_SCRATCH, key, None)
@@ -132,3 +132,22 @@ def rows_into(table: torch.Tensor, codes: torch.Tensor, out: torch.Tensor) -> to
     """``out[i] = table[codes[i]]``: each byte of packed codes to its row of values (a 256 × k
     table), in one loop."""
     return out.copy_(table[codes.to(torch.int32)])
+
+
+
+def signed_residual(v: torch.Tensor, s: torch.Tensor, pos: torch.Tensor) -> torch.Tensor:
+    """pos ← (v ≥ 0) as 0/1 bytes and v ← v − s·sign(v) in place, sign(v) = +1 where v ≥ 0, else
+    −1: a scaled sign code's bits and error feedback's residual (``s`` a 0-d float32), in one loop
+    (a bool output, or a cast of the comparison, keeps inductor from vectorizing it: 20-60× slower)."""
+    pos.copy_(torch.where(v >= 0, 1, 0).to(torch.uint8))
+    return v.copy_(torch.where(v >= 0, v - s, v + s))
+
+def two_value_mean(codes: list, hi: list, lo: list, n: torch.Tensor, out: torch.Tensor) -> torch.Tensor:
+    """(Σ_i where(bit_i, hi_i, lo_i)) / n into ``out`` (length 8 × bytes), summed in list order:
+    the mean of n one-bit messages that decode to one of two values per tensor (signSGD's ±s,
+    1-bit SGD's two means); ``hi``, ``lo`` and ``n`` 0-d float32 tensors."""
+    shift = torch.arange(8, dtype=torch.int32)
+    acc = torch.where(((codes[0].to(torch.int32)[:, None] >> shift) & 1) != 0, hi[0], lo[0])
+    for c, h, low in zip(codes[1:], hi[1:], lo[1:]):
+        acc = acc + torch.where(((c.to(torch.int32)[:, None] >> shift) & 1) != 0, h, low)
+    return out.view(-1, 8).copy_(acc / n)
