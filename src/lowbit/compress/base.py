@@ -372,11 +372,13 @@ def byte_table_decode(codes: torch.Tensor, table: torch.Tensor, n: int, out: tor
 _EACH_MIN = 1 << 14  # tensors of fewer values run the same formula eagerly (a compiled call costs more)
 
 
-def each_tensor(fn, flat: torch.Tensor, *args) -> None:
+def each_tensor(fn, flat: torch.Tensor, *args):
     """``fn(flat, *args)`` compiled where ``flat`` is large, else eagerly (the same bits)."""
-    if flat.numel() >= _EACH_MIN and cpu.call(fn, flat, *args) is not None:
-        return
-    fn(flat, *args)
+    if flat.numel() >= _EACH_MIN:
+        r = cpu.call(fn, flat, *args)
+        if r is not None:
+            return r
+    return fn(flat, *args)
 
 
 def two_value_mean(payloads: list, values, segments, out: torch.Tensor) -> torch.Tensor:

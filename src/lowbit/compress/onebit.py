@@ -13,7 +13,7 @@ import torch
 
 from ..kernels import cpu
 from ..packing import pack, unpack, unpack_bytes
-from .base import Compressor, Packet, _check_tensor, register, two_value_mean
+from .base import Compressor, Packet, _check_tensor, each_tensor, register, scratch, two_value_mean
 from .many import per_segment_where, segment_sums
 
 
@@ -53,16 +53,23 @@ class OneBit(Compressor):
     def flat_encode(self, flat, tensors, segments, *, states=None, generator=None):
         """Sign bits of the whole buffer and, per tensor j, a_j = mean{x ≥ 0}, b_j = mean{x < 0}
         from segment sums (NaN for a tensor whose sums are not finite, as a non-finite input)."""
-        pos = flat >= 0
+        if flat.device.type == "cpu" and cpu.wanted(flat):  # the bits and their counts, one loop per tensor
+            pos = scratch(flat.numel(), torch.uint8, 3)
+            npos = torch.stack([each_tensor(cpu.nonnegative, v, p) for v, p in
+                                zip(flat.split(segments.sizes), pos.split(segments.sizes))]).to(torch.float64)
+            pos = pos.view(torch.bool)
+        else:
+            pos, npos = flat >= 0, None
         if flat.is_cuda:
             npos = segment_sums(pos.to(flat.dtype), segments)
             spos = segment_sums(torch.where(pos, flat, 0.0), segments)
             sneg = segment_sums(torch.where(pos, 0.0, flat), segments)
         else:  # S± = (Σx ± Σ|x|)/2 in float64, tensor by tensor: reads only, no temporaries
-            vs, ps = flat.split(segments.sizes), pos.split(segments.sizes)
+            vs = flat.split(segments.sizes)
             tot = torch.stack([v.sum(dtype=torch.float64) for v in vs])
             mag = torch.stack([torch.linalg.vector_norm(v, 1, dtype=torch.float64) for v in vs])
-            npos = torch.stack([p.sum() for p in ps]).to(torch.float64)
+            if npos is None:
+                npos = torch.stack([p.sum() for p in pos.split(segments.sizes)]).to(torch.float64)
             spos, sneg = (tot + mag) / 2, (tot - mag) / 2
         a = spos / npos.clamp(min=1)
         b = sneg / (segments.lengths.to(npos.dtype) - npos).clamp(min=1)

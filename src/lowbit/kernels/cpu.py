@@ -142,6 +142,12 @@ def signed_residual(v: torch.Tensor, s: torch.Tensor, pos: torch.Tensor) -> torc
     pos.copy_(torch.where(v >= 0, 1, 0).to(torch.uint8))
     return v.copy_(torch.where(v >= 0, v - s, v + s))
 
+def nonnegative(v: torch.Tensor, pos: torch.Tensor) -> torch.Tensor:
+    """pos ← (v ≥ 0) as 0/1 bytes, and how many there are (an int64 0-d tensor), in one loop."""
+    pos.copy_(torch.where(v >= 0, 1, 0).to(torch.uint8))
+    return torch.where(v >= 0, 1, 0).sum()
+
+
 def two_value_mean(codes: list, hi: list, lo: list, n: torch.Tensor, out: torch.Tensor) -> torch.Tensor:
     """(Σ_i where(bit_i, hi_i, lo_i)) / n into ``out`` (length 8 × bytes), summed in list order:
     the mean of n one-bit messages that decode to one of two values per tensor (signSGD's ±s,
