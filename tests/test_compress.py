@@ -499,13 +499,14 @@ def test_compiled_mean_of_8_bit_messages_equals_decoding_and_adding(n, monkeypat
 
 
 @needs_compiled
-@pytest.mark.parametrize("label", ["signsgd+ef", "onebit"])
-def test_compiled_one_bit_bucket_paths_give_the_eager_bits(label, monkeypatch):
-    """signSGD with error feedback and 1-bit SGD on a CPU bucket through the compiled loops (the
-    sign bits and the residual e = v ∓ s_j in one loop per tensor; the mean of n messages from
-    their bits, tensor by tensor, with the values that share a byte with a neighbouring tensor done
-    eagerly) against the eager passes: the same payloads, memory and mean, bit for bit (±0, NaN and
-    tensors whose sizes are not multiples of 8 included)."""
+@pytest.mark.parametrize("label", ["signsgd+ef", "onebit", "qsgd", "qsgd-2bit", "terngrad"])
+def test_compiled_bucket_paths_give_the_eager_bits(label, monkeypatch):
+    """Codecs of packed codes on a CPU bucket through the compiled loops — signSGD with error
+    feedback (the sign bits and the residual e = v ∓ s_j in one loop per tensor), 1-bit SGD (the
+    bits and their counts), and for them, QSGD and TernGrad the mean of n messages from their bytes
+    by per-tensor tables, tensor by tensor, the values that share a byte with a neighbouring tensor
+    done eagerly — against the eager passes: the same payloads, memory and mean, bit for bit (±0,
+    NaN and tensors whose sizes are not multiples of 8 included)."""
     from lowbit.compress import ErrorFeedback
     from lowbit.dist.bucket import BucketCoder
     from lowbit.kernels import cpu
@@ -517,12 +518,14 @@ def test_compiled_one_bit_bucket_paths_give_the_eager_bits(label, monkeypatch):
     grads[1][70_002] = float("nan")  # in the second tensor of the second worker's message only
 
     def run():
-        codec = ErrorFeedback(get_compressor("signsgd")) if label == "signsgd+ef" else get_compressor("onebit")
+        codec = {"signsgd+ef": lambda: ErrorFeedback(get_compressor("signsgd")), "onebit": lambda: get_compressor("onebit"),
+                 "qsgd": lambda: get_compressor("qsgd", levels=7), "qsgd-2bit": lambda: get_compressor("qsgd", levels=1),
+                 "terngrad": lambda: get_compressor("terngrad")}[label]()
         coder = BucketCoder(codec, sizes, "cpu")
         memory = torch.zeros(sum(sizes)) if coder.feedback else None
         payloads, memories = [], []
         for x in grads:
-            p, memory = coder.encode(x.clone(), memory=memory)
+            p, memory = coder.encode(x.clone(), memory=memory, generator=torch.Generator().manual_seed(3))
             payloads.append(p)
             memories.append(memory.clone() if memory is not None else torch.zeros(0))
         return payloads, memories, coder.mean_decoded(payloads, torch.empty(sum(sizes)))
@@ -535,7 +538,8 @@ def test_compiled_one_bit_bucket_paths_give_the_eager_bits(label, monkeypatch):
     real = cpu.call
     monkeypatch.setattr(cpu, "call", lambda fn, *a: calls.append(fn.__name__) or real(fn, *a))
     got = run()
-    assert "two_value_mean" in calls and ("nonnegative" if label == "onebit" else "signed_residual") in calls, calls
+    assert "rows_mean" in calls, calls
+    assert label not in ("onebit", "signsgd+ef") or ("nonnegative" if label == "onebit" else "signed_residual") in calls
     def same(a, b):  # bit for bit, except that a NaN's sign may differ
         if not a.is_floating_point():
             return torch.equal(a, b)

@@ -381,32 +381,32 @@ def each_tensor(fn, flat: torch.Tensor, *args):
     return fn(flat, *args)
 
 
-def two_value_mean(payloads: list, values, segments, out: torch.Tensor) -> torch.Tensor:
-    """(1/n)·Σ_i of n one-bit messages (field ``"signs"``, bit k set where value k decodes to hi_j
-    of its tensor j, else lo_j; ``values(payload)`` gives the (hi, lo) vectors), summed in list
-    order, into ``out``: tensor by tensor, the whole bytes in one loop
-    (:func:`lowbit.kernels.cpu.two_value_mean`), the values at either end that share a byte with
-    the neighbouring tensor by the same formula, eagerly."""
-    hl = [values(p) for p in payloads]
+def byte_rows_mean(payloads: list, field: str, table, segments, out: torch.Tensor) -> torch.Tensor:
+    """(1/n)·Σ_i of n messages whose field ``field`` packs k codes to a byte and whose tensor j
+    decodes by the 256 × k table ``table(payload_i, j)`` of each byte's values, summed in list
+    order, into ``out``: tensor by tensor, its whole bytes in one loop
+    (:func:`lowbit.kernels.cpu.rows_mean`), the values that share a byte with a neighbouring
+    tensor by the same formula, eagerly."""
     n = torch.tensor(float(len(payloads)))
     pos = 0
     for j, size in enumerate(segments.sizes):
+        tables = [table(p, j) for p in payloads]
+        k = tables[0].shape[1]
         end = pos + size
-        a = min(end, -(-pos // 8) * 8)  # the tensor's whole bytes: values [a, b)
-        b = max(a, end // 8 * 8)
+        a = min(end, -(-pos // k) * k)  # the tensor's whole bytes: values [a, b)
+        b = max(a, end // k * k)
         if b > a:
-            args = ([p["signs"][a // 8 : b // 8] for p in payloads], [h[j] for h, _ in hl], [lo[j] for _, lo in hl],
-                    n, out[a:b])
-            if not (b - a >= _EACH_MIN and cpu.call(cpu.two_value_mean, *args) is not None):
-                cpu.two_value_mean(*args)
-        for lo_, hi_ in ((pos, a), (b, end)):
-            if hi_ > lo_:
-                k = torch.arange(lo_, hi_)
+            args = ([p[field][a // k : b // k] for p in payloads], tables, n, out[a:b])
+            if not (b - a >= _EACH_MIN and cpu.call(cpu.rows_mean, *args) is not None):
+                cpu.rows_mean(*args)
+        for lo, hi in ((pos, a), (b, end)):
+            if hi > lo:
+                q = torch.arange(lo, hi)
                 acc = None
-                for p, (h, low) in zip(payloads, hl):
-                    v = torch.where(((p["signs"][k // 8].to(torch.int32) >> (k % 8)) & 1) != 0, h[j], low[j])
+                for p, t in zip(payloads, tables):
+                    v = t[p[field][q // k].to(torch.int64), q % k]
                     acc = v if acc is None else acc + v
-                out[lo_:hi_] = acc / n
+                out[lo:hi] = acc / n
         pos = end
     return out
 

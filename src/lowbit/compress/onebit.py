@@ -12,8 +12,8 @@ from __future__ import annotations
 import torch
 
 from ..kernels import cpu
-from ..packing import pack, unpack, unpack_bytes
-from .base import Compressor, Packet, _check_tensor, each_tensor, register, scratch, two_value_mean
+from ..packing import BYTE_BITS, pack, unpack, unpack_bytes
+from .base import Compressor, Packet, _check_tensor, byte_rows_mean, each_tensor, register, scratch
 from .many import per_segment_where, segment_sums
 
 
@@ -80,7 +80,8 @@ class OneBit(Compressor):
     def flat_mean(self, payloads, segments, out):
         if payloads[0]["signs"].is_cuda or not cpu.wanted(out):
             return None
-        return two_value_mean(payloads, lambda p: (p["means"][0::2], p["means"][1::2]), segments, out)
+        return byte_rows_mean(payloads, "signs", lambda p, j: torch.where(BYTE_BITS, p["means"][2 * j],
+                                                                          p["means"][2 * j + 1]), segments, out)
 
     def flat_decode(self, payload, segments, *, out=None):
         ab = payload["means"].reshape(-1, 2)

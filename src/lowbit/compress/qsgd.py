@@ -18,7 +18,8 @@ from ..packing import pack, unpack, unpack_bytes, unpack_sixes
 from ..kernels import cpu
 from ..quantize import _Bits, _stochastic_integers, random_words, round_integer
 from . import elias
-from .base import Compressor, Packet, _check_tensor, byte_codes, byte_table_decode, into, register, scratch
+from .base import (Compressor, Packet, _check_tensor, byte_codes, byte_rows_mean, byte_table_decode, into, register,
+                   scratch)
 
 
 def l2norm(v: torch.Tensor) -> torch.Tensor:
@@ -138,6 +139,12 @@ class QSGD(Compressor):
 
         norms = self.tensor_scales(tensors, states)
         return {"scales": norms, "codes": levels_encode(flat, norms, self.levels, self._lbits, generator, seg=segments.index)}
+
+    def flat_mean(self, payloads, segments, out):
+        if payloads[0]["codes"].is_cuda or not cpu.wanted(out) or 1 + self._lbits not in (2, 4, 8):
+            return None
+        unit = self._byte_table(torch.ones(1))  # tensor j of message i: unit · s_ij, the decode's products
+        return byte_rows_mean(payloads, "codes", lambda p, j: unit * p["scales"][j], segments, out)
 
     def flat_decode(self, payload, segments, *, out=None):
         if not (payload["codes"].is_cuda and self._fused_flat(payload["scales"])):

@@ -9,8 +9,8 @@ import torch
 
 from ..packing import BYTE_BITS, pack, unpack
 from ..kernels import cpu
-from .base import (Compressor, Packet, _check_tensor, byte_table_decode, each_tensor, into, register, scratch,
-                   two_value_mean)
+from .base import (Compressor, Packet, _check_tensor, byte_rows_mean, byte_table_decode, each_tensor, into, register,
+                   scratch)
 
 
 _BITS = BYTE_BITS  # bit j of byte b: is coordinate 8i + j ≥ 0
@@ -75,7 +75,7 @@ class SignSGD(Compressor):
     def flat_mean(self, payloads, segments, out):
         if payloads[0]["signs"].is_cuda or not cpu.wanted(out):
             return None
-        return two_value_mean(payloads, lambda p: (p["scales"], -p["scales"]), segments, out)
+        return byte_rows_mean(payloads, "signs", lambda p, j: _UNIT * p["scales"][j], segments, out)
 
     def flat_decode(self, payload, segments, *, out=None):
         from .. import kernels

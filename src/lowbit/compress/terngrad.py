@@ -11,7 +11,8 @@ import torch
 
 from ..packing import unpack_bytes
 from .qsgd import fixed_codes
-from .base import Compressor, Packet, _check_tensor, byte_codes, byte_table_decode, into, register
+from ..kernels import cpu
+from .base import Compressor, Packet, _check_tensor, byte_codes, byte_rows_mean, byte_table_decode, into, register
 
 
 
@@ -78,6 +79,12 @@ class TernGrad(Compressor):
 
         s = self.tensor_scales(tensors, states)
         return {"scales": s, "codes": levels_encode(flat, s, 1, 1, generator, seg=segments.index)}
+
+    def flat_mean(self, payloads, segments, out):
+        if payloads[0]["codes"].is_cuda or not cpu.wanted(out):
+            return None
+        unit = self._byte_table(torch.ones(1))  # tensor j of message i: unit · s_ij, the decode's products
+        return byte_rows_mean(payloads, "codes", lambda p, j: unit * p["scales"][j], segments, out)
 
     def flat_decode(self, payload, segments, *, out=None):
         from .. import kernels

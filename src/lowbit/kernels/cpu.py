@@ -148,12 +148,12 @@ def nonnegative(v: torch.Tensor, pos: torch.Tensor) -> torch.Tensor:
     return torch.where(v >= 0, 1, 0).sum()
 
 
-def two_value_mean(codes: list, hi: list, lo: list, n: torch.Tensor, out: torch.Tensor) -> torch.Tensor:
-    """(Σ_i where(bit_i, hi_i, lo_i)) / n into ``out`` (length 8 × bytes), summed in list order:
-    the mean of n one-bit messages that decode to one of two values per tensor (signSGD's ±s,
-    1-bit SGD's two means); ``hi``, ``lo`` and ``n`` 0-d float32 tensors."""
-    shift = torch.arange(8, dtype=torch.int32)
-    acc = torch.where(((codes[0].to(torch.int32)[:, None] >> shift) & 1) != 0, hi[0], lo[0])
-    for c, h, low in zip(codes[1:], hi[1:], lo[1:]):
-        acc = acc + torch.where(((c.to(torch.int32)[:, None] >> shift) & 1) != 0, h, low)
-    return out.view(-1, 8).copy_(acc / n)
+
+def rows_mean(codes: list, tables: list, n: torch.Tensor, out: torch.Tensor) -> torch.Tensor:
+    """(Σ_i tables[i][codes[i]]) / n into ``out`` (k × bytes values), summed in list order: the
+    mean of n messages of packed codes, k to a byte, each decoded by its own 256 × k table of
+    each byte's values (``n`` a 0-d float32), in one loop."""
+    acc = tables[0][codes[0].to(torch.int32)]
+    for c, t in zip(codes[1:], tables[1:]):
+        acc = acc + t[c.to(torch.int32)]
+    return out.view(-1, tables[0].shape[1]).copy_(acc / n)
