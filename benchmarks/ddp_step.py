@@ -17,7 +17,7 @@ import statistics
 import torch
 import torch.distributed as dist
 from common import device_name, write_results
-from torch.distributed.algorithms.ddp_comm_hooks import default_hooks
+from torch.distributed.algorithms.ddp_comm_hooks import default_hooks, powerSGD_hook
 from torch import nn
 
 from lowbit import get_compressor
@@ -35,6 +35,8 @@ CODECS = {
     "lowbit qsgd 4-bit (s=7)": lambda: get_compressor("qsgd", levels=7),
     "lowbit terngrad": lambda: get_compressor("terngrad"),
     "lowbit signsgd + EF": lambda: ErrorFeedback(get_compressor("signsgd")),
+    "lowbit onebit": lambda: get_compressor("onebit"),
+    "lowbit powersgd r=4": lambda: get_compressor("powersgd", rank=4),
 }
 
 
@@ -42,6 +44,9 @@ CODECS = {
 TORCH_HOOKS = {
     "torch allreduce_hook (Python)": lambda: (None, default_hooks.allreduce_hook),
     "torch fp16_compress_hook": lambda: (None, default_hooks.fp16_compress_hook),
+    "torch powerSGD_hook r=4": lambda: (powerSGD_hook.PowerSGDState(process_group=None, matrix_approximation_rank=4,
+                                                                    start_powerSGD_iter=2),
+                                        powerSGD_hook.powerSGD_hook),
 }
 
 
