@@ -274,3 +274,28 @@ def test_summed_flat_messages_decode_to_the_mean(case):
     flats[1][4] = float("nan")
     payloads[1] = coder.encode(flats[1].clone(), states=states)[0]
     assert torch.isnan(coder.decode_sum(coder.sum_payloads(payloads), 3, torch.empty_like(flats[0]))).any()
+
+
+def test_powersgd_bucket_message_keeps_channels_last_states_and_matches_per_tensor():
+    """PowerSGD's bucket message (one per DDP bucket) factors each tensor as its per-tensor encode
+    does — states of channels-last weights included — and the mean of two messages is the mean of
+    the decoded products (to float rounding: one product of the factors side by side)."""
+    from lowbit.dist.bucket import BucketCoder
+
+    g = torch.Generator().manual_seed(2)
+    w = torch.randn(16, 8, 3, 3, generator=g).to(memory_format=torch.channels_last)
+    shapes = [tuple(w.shape), (16,), (40, 30)]
+    flat = torch.randn(sum(math.prod(s) for s in shapes), generator=g)
+    codec = get_compressor("powersgd", rank=2)
+    coder = BucketCoder(codec, [math.prod(s) for s in shapes], "cpu", shapes=shapes)
+    a = [codec.init_state(w), codec.init_state(torch.empty(16)), codec.init_state(torch.empty(40, 30))]
+    b = [codec.init_state(torch.empty(s)) for s in shapes]
+    for step in range(3):
+        payload, _ = coder.encode(flat, states=a, generator=torch.Generator().manual_seed(step))
+        gen = torch.Generator().manual_seed(step)  # the tensors draw their first Q in bucket order
+        per = [codec.encode(t.reshape(s), state=st, generator=gen) for t, s, st in zip(flat.split(coder.sizes), shapes, b)]
+        mean = coder.mean_decoded([payload, payload], torch.empty_like(flat))
+        want = torch.cat([codec.decode(p).reshape(-1) for p in per])
+        assert torch.allclose(mean, want, rtol=1e-5, atol=1e-6), (mean - want).abs().max()
+        assert torch.equal(payload["values"], flat.split(coder.sizes)[1])
+    assert all(torch.allclose(x.error, y.error, atol=1e-6) for x, y in zip(a, b) if x.error is not None)

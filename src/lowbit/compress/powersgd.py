@@ -43,7 +43,8 @@ class PowerSGD(Compressor):
         return self.rank * (n + m) < n * m
 
     def init_state(self, tensor):
-        return PowerSGDState(None, torch.zeros_like(tensor, dtype=torch.float32))
+        # contiguous whatever the tensor's memory format (a channels-last weight): M = g + e is formed in it
+        return PowerSGDState(None, torch.zeros(tensor.shape, dtype=torch.float32, device=tensor.device))
 
     worker_state = True  # the warm start and the error memory are each worker's own
 
@@ -59,6 +60,8 @@ class PowerSGD(Compressor):
         """(P, Q) of one compressible float32 tensor; updates the state's Q and error."""
         M = g.reshape(g.shape[0], -1)
         if state is not None:  # M = g + e in e's own buffer, e ← M − P Qᵀ in place below
+            if not state.error.is_contiguous():  # a state made elsewhere
+                state.error = state.error.contiguous()
             M = state.error.view(M.shape).add_(M)
         r = min(self.rank, *M.shape)
         q = state.q if state is not None and state.q is not None else None
