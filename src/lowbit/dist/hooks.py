@@ -6,7 +6,8 @@
 
 Codecs with a multi-tensor path (identity, casts without scaling, IntSGD with a fixed width,
 natural compression, QSGD with fixed-width codes, TernGrad, signSGD, 1-bit SGD, and error
-feedback around any of them) code DDP's whole bucket in one call (:mod:`lowbit.dist.bucket`): each parameter
+feedback around any of them), and PowerSGD (its factors of every tensor as one message), code
+DDP's whole bucket in one call (:mod:`lowbit.dist.bucket`): each parameter
 keeps its own scale (QSGD's norm, TernGrad's max, IntSGD's α are per layer, as in the papers),
 no value is read on the host, and the hook returns the collective's future chained with the
 decode, as torch's ``powerSGD_hook`` does, so communication overlaps the rest of backward.
@@ -22,7 +23,7 @@ error-feedback memory, which follows each parameter when DDP lays its buckets ou
 after the first step); IntSGD's α is per parameter.  ``state.buckets()`` lists the layouts seen,
 and ``SimulatedDataParallel(…, buckets=state.buckets())`` with the same seed gives the numbers of
 the DDP run.  A run restarted from ``state.state_dict()`` resumes exactly for deterministic codecs;
-stochastic ones draw the same numbers only where the new DDP lays its buckets out as before.  The other codecs (top-k, rand-k, PowerSGD, Elias
+stochastic ones draw the same numbers only where the new DDP lays its buckets out as before.  The other codecs (top-k, rand-k, Elias
 codes, block-scaled casts, HintSGD, IntSGD with the automatic width) are exchanged parameter by
 parameter through :class:`~lowbit.dist.DistributedCluster` (parameter j seeded with
 param_seed(seed, j); ``SimulatedDataParallel`` without buckets), synchronously.
