@@ -428,6 +428,21 @@ def test_cpu_cast_codes_match_ml_dtypes_on_a_sweep_of_float32(fmt, oracle):
     assert not bad.any(), (x[bad][:5], got[bad][:5], want[bad][:5])
 
 
+def _eager_then_compiled(run, monkeypatch):
+    """(run() with the CPU's compiled loops off, run() with them on for buffers of any size, the
+    names of the loops that were called)."""
+    from lowbit.kernels import cpu
+
+    monkeypatch.setenv("LOWBIT_CPU_COMPILE", "0")
+    want = run()
+    monkeypatch.setenv("LOWBIT_CPU_COMPILE", "1")
+    monkeypatch.setattr(cpu, "MIN_VALUES", 2)
+    calls = []
+    real = cpu.call
+    monkeypatch.setattr(cpu, "call", lambda fn, *a: calls.append(fn.__name__) or real(fn, *a))
+    return want, run(), calls
+
+
 @needs_compiled
 @pytest.mark.parametrize("name,options", [
     ("intsgd", dict(alpha=64.0, bits=8, n_workers=2)), ("intsgd", dict(alpha=3e4, bits=16, n_workers=4)),
@@ -440,7 +455,6 @@ def test_compiled_cpu_stochastic_codecs_give_the_eager_payloads(name, options, m
     fixed width, a NaN and ±inf included — per tensor and through the multi-tensor path, and
     decode (IntSGD's k/α compiled too) to the same values."""
     from lowbit.compress.many import segments
-    from lowbit.kernels import cpu
 
     g = torch.Generator().manual_seed(8)
     sizes = [3 * 2**17 + 5, 4_099, 2**16]
@@ -457,14 +471,7 @@ def test_compiled_cpu_stochastic_codecs_give_the_eager_payloads(name, options, m
         p = codec.flat_encode(flat, tensors, seg, generator=torch.Generator().manual_seed(2))
         return out + [p, {"decoded": codec.flat_decode(p, seg, out=torch.empty_like(flat))}]
 
-    monkeypatch.setenv("LOWBIT_CPU_COMPILE", "0")
-    want = payloads()
-    monkeypatch.setenv("LOWBIT_CPU_COMPILE", "1")
-    monkeypatch.setattr(cpu, "MIN_VALUES", 2)
-    calls = []
-    real = cpu.call
-    monkeypatch.setattr(cpu, "call", lambda fn, *a: calls.append(fn.__name__) or real(fn, *a))
-    got = payloads()
+    want, got, calls = _eager_then_compiled(payloads, monkeypatch)
     assert calls, "the compiled loops were not used"
     for p, q in zip(got, want):
         assert p.keys() == q.keys()
@@ -479,21 +486,13 @@ def test_compiled_mean_of_8_bit_messages_equals_decoding_and_adding(n, monkeypat
     """A bucket's mean of n fp8 messages on the CPU in one compiled loop: the values of decoding
     each and adding them in worker order, then dividing by n (all 256 codes, NaN included)."""
     from lowbit.dist.bucket import BucketCoder
-    from lowbit.kernels import cpu
 
     sizes = [70_001, 3, 60_000]
     codec = get_compressor("cast", format="fp8")
     coder = BucketCoder(codec, sizes, "cpu")
     g = torch.Generator().manual_seed(4)
     payloads = [{"codes": torch.randint(0, 256, (sum(sizes),), dtype=torch.uint8, generator=g)} for _ in range(n)]
-    monkeypatch.setenv("LOWBIT_CPU_COMPILE", "0")
-    want = coder.mean_decoded(payloads, torch.empty(sum(sizes)))
-    monkeypatch.setenv("LOWBIT_CPU_COMPILE", "1")
-    monkeypatch.setattr(cpu, "MIN_VALUES", 2)
-    calls = []
-    real = cpu.call
-    monkeypatch.setattr(cpu, "call", lambda fn, *a: calls.append(fn.__name__) or real(fn, *a))
-    got = coder.mean_decoded(payloads, torch.empty(sum(sizes)))
+    want, got, calls = _eager_then_compiled(lambda: coder.mean_decoded(payloads, torch.empty(sum(sizes))), monkeypatch)
     assert calls == ["table_mean"]
     assert torch.equal(got.view(torch.int32), want.view(torch.int32))
 
@@ -509,7 +508,6 @@ def test_compiled_bucket_paths_give_the_eager_bits(label, monkeypatch):
     NaN and tensors whose sizes are not multiples of 8 included)."""
     from lowbit.compress import ErrorFeedback
     from lowbit.dist.bucket import BucketCoder
-    from lowbit.kernels import cpu
 
     sizes = [70_001, 3, 60_000, 17, 20_000]
     g = torch.Generator().manual_seed(5)
@@ -530,14 +528,7 @@ def test_compiled_bucket_paths_give_the_eager_bits(label, monkeypatch):
             memories.append(memory.clone() if memory is not None else torch.zeros(0))
         return payloads, memories, coder.mean_decoded(payloads, torch.empty(sum(sizes)))
 
-    monkeypatch.setenv("LOWBIT_CPU_COMPILE", "0")
-    want = run()
-    monkeypatch.setenv("LOWBIT_CPU_COMPILE", "1")
-    monkeypatch.setattr(cpu, "MIN_VALUES", 2)
-    calls = []
-    real = cpu.call
-    monkeypatch.setattr(cpu, "call", lambda fn, *a: calls.append(fn.__name__) or real(fn, *a))
-    got = run()
+    want, got, calls = _eager_then_compiled(run, monkeypatch)
     assert "rows_mean" in calls, calls
     assert label not in ("onebit", "signsgd+ef") or ("nonnegative" if label == "onebit" else "signed_residual") in calls
     def same(a, b):  # bit for bit, except that a NaN's sign may differ
