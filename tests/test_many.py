@@ -299,3 +299,24 @@ def test_powersgd_bucket_message_keeps_channels_last_states_and_matches_per_tens
         assert torch.allclose(mean, want, rtol=1e-5, atol=1e-6), (mean - want).abs().max()
         assert torch.equal(payload["values"], flat.split(coder.sizes)[1])
     assert all(torch.allclose(x.error, y.error, atol=1e-6) for x, y in zip(a, b) if x.error is not None)
+
+
+@needs_cuda
+@pytest.mark.parametrize("name", ["onebit", "signsgd", "qsgd", "terngrad"])
+def test_bucket_encode_and_mean_do_not_synchronize_on_cuda(name):
+    """A bucket's encode and the mean of two messages on the GPU read nothing on the host once the
+    bucket's segment index exists (1-bit SGD's segment sums skip segment_reduce's host checks)."""
+    from lowbit.dist.bucket import BucketCoder
+
+    sizes = [9408, 64, 64, 36864, 512, 10]
+    x = torch.randn(sum(sizes), device="cuda")
+    coder = BucketCoder(get_compressor(name), sizes, "cuda")
+    p, _ = coder.encode(x)
+    coder.mean_decoded([p, p], torch.empty_like(x))
+    torch.cuda.synchronize()
+    torch.cuda.set_sync_debug_mode("error")
+    try:
+        p, _ = coder.encode(x)
+        coder.mean_decoded([p, p], torch.empty_like(x))
+    finally:
+        torch.cuda.set_sync_debug_mode(0)

@@ -145,10 +145,11 @@ def segments(sizes, device) -> Segments:
 
 
 def segment_sums(values: torch.Tensor, seg: Segments) -> torch.Tensor:
-    """Σ of each segment of a flat buffer: ``torch.segment_reduce`` on the GPU; on the CPU one
+    """Σ of each segment of a flat buffer: ``torch.segment_reduce`` on the GPU (``unsafe``: the
+    lengths are the segments' own, and its checks of them read values on the host); on the CPU one
     sum per segment (its CPU kernel is serial: 20× slower there)."""
     if values.is_cuda:
-        return torch.segment_reduce(values, "sum", lengths=seg.lengths)
+        return torch.segment_reduce(values, "sum", lengths=seg.lengths, unsafe=True)
     return torch.stack([v.sum() for v in values.split(seg.sizes)]) if seg.sizes else values.new_zeros(0)
 
 
