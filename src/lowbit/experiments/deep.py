@@ -169,7 +169,8 @@ def run_deep(cfg: RunConfig, folder: RunFolder, *, resume: bool = True, stop_aft
             and bucketable(sdp.codec)):
         ready = []
         hooks = [p.register_post_accumulate_grad_hook(lambda _, j=j: ready.append(j)) for j, p in enumerate(params)]
-    adaptive = getattr(sdp.codec if sdp is not None else hook_state.codec if hook_state else None, "adaptive", False)
+    exchange_codec = hook_state.codec if hook_state is not None else getattr(sdp, "codec", None)
+    adaptive = getattr(exchange_codec, "adaptive", False)  # IntSGD's α follows each parameter's step
 
     def loss_of(x, y, net=None):
         if is_vae:
