@@ -170,7 +170,16 @@ def run_deep(cfg: RunConfig, folder: RunFolder, *, resume: bool = True, stop_aft
         ready = []
         hooks = [p.register_post_accumulate_grad_hook(lambda _, j=j: ready.append(j)) for j, p in enumerate(params)]
     exchange_codec = hook_state.codec if hook_state is not None else getattr(sdp, "codec", None)
-    adaptive = getattr(exchange_codec, "adaptive", False)  # IntSGD's α follows each parameter's step
+    adaptive = getattr(exchange_codec, "adaptive", False)
+
+    def step_observed(lr: float) -> None:
+        """opt.step(); with IntSGD's adaptive α, each parameter's α then follows its own step
+        ‖x_{k+1} − x_k‖² (one read of all the norms)."""
+        before = [p.detach().clone() for p in params] if adaptive else None
+        opt.step()
+        if before is not None:
+            sq = torch.stack([((p.detach() - b) ** 2).sum() for p, b in zip(params, before)]).tolist()
+            (hook_state if hook_state is not None else sdp).observe(lr, sq)
 
     def loss_of(x, y, net=None):
         if is_vae:
@@ -226,14 +235,11 @@ def run_deep(cfg: RunConfig, folder: RunFolder, *, resume: bool = True, stop_aft
             if dc.channels_last:
                 x = x.contiguous(memory_format=torch.channels_last)
             if ddp is not None:  # this process's share of the batch
-                before = [p.detach().clone() for p in params] if adaptive else None
                 opt.zero_grad()
                 loss = loss_of(x.chunk(n)[rank], y.chunk(n)[rank], ddp)
                 loss.backward()
-                opt.step()
+                step_observed(lr)
                 loss_sum += loss.detach() / n
-                if before is not None:  # IntSGD: layer-wise α from each parameter's own step
-                    hook_state.observe(lr, [float(((p.detach() - b) ** 2).sum()) for p, b in zip(params, before)])
             elif sdp is None:
                 opt.zero_grad()
                 loss = loss_of(x, y)
@@ -263,11 +269,8 @@ def run_deep(cfg: RunConfig, folder: RunFolder, *, resume: bool = True, stop_aft
                             h.remove()
                         sdp.set_buckets(ddp_layouts([p.numel() for p in params], ready, dc.bucket_mb))
                         ready = None
-                before = [p.detach().clone() for p in params] if adaptive else None
                 bits += sdp.set_grads([torch.stack([w[j] for w in per_worker]) for j in range(len(params))])["bits"]
-                opt.step()
-                if before is not None:  # IntSGD: layer-wise α from each parameter's own step
-                    sdp.observe(lr, [float(((p.detach() - b) ** 2).sum()) for p, b in zip(params, before)])
+                step_observed(lr)
         qs, epoch_bits, places = [], 0.0, {}
         if isinstance(grads_opt, QuantizedGradients):
             grads_opt.raise_if_nonfinite()
