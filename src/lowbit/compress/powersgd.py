@@ -13,6 +13,7 @@ by one product per matrix, [P_1 … P_n]·[Q_1 … Q_n]ᵀ / n (:meth:`PowerSGD.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import torch
@@ -100,9 +101,7 @@ class PowerSGD(Compressor):
         workers' factors side by side."""
         n, pos, vpos, qpos = len(payloads), 0, 0, 0
         for shape in shapes:
-            size = 1
-            for s in shape:
-                size *= s
+            size = math.prod(shape)
             dst = out[pos : pos + size]
             pos += size
             if not self._compressible(tuple(shape)):

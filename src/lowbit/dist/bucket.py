@@ -73,6 +73,16 @@ def ddp_layouts(sizes, ready: list[int], bucket_mb: float) -> list:
     return [(0, [list(range(len(sizes)))]), (1, [list(b) for b in rebuilt])]
 
 
+def parameter_states(store: dict, key, params, codec: Compressor) -> list:
+    """The codec states of parameters ``key`` (positions, with the tensors ``params``) from
+    ``store``, made by ``codec.init_state`` where missing: IntSGD's public α, or one worker's own
+    PowerSGD warm start and error."""
+    for j, p in zip(key, params):
+        if j not in store:
+            store[j] = codec.init_state(p)
+    return [store[j] for j in key]
+
+
 def bucketable(codec: Compressor) -> bool:
     """Whether ``codec`` codes a whole bucket in one call: its multi-tensor path, or a
     :class:`~lowbit.compress.base.BucketCodec` (PowerSGD; not inside error feedback, which it has)."""
@@ -284,4 +294,5 @@ class BucketCoder:
         return out.div_(len(payloads)) if len(payloads) > 1 else out
 
 
-__all__ = ["BucketCoder", "bucketable", "bucket_seed", "carry_memory", "ddp_layouts", "param_seed"]
+__all__ = ["BucketCoder", "bucketable", "bucket_seed", "carry_memory", "ddp_layouts", "param_seed",
+           "parameter_states"]

@@ -34,13 +34,15 @@ state and are saved with ``state.state_dict()``.  IntSGD's adaptive α follows t
 ``state.observe(lr, step_sq_norm)`` after each optimizer step.
 """
 
+import copy
+
 import torch
 import torch.distributed as dist
 
 from ..compress import get_compressor
 from ..compress.base import BucketCodec
 from ..quantize import draw_ahead
-from .bucket import BucketCoder, bucketable, carry_memory
+from .bucket import BucketCoder, bucketable, carry_memory, parameter_states
 from .cluster import DistributedCluster, exchange_all
 from .seeding import bucket_seed, param_seed, worker_generator
 
@@ -98,7 +100,7 @@ class HookState:
         self._saved_buckets: dict = {}
         self._this_step: list = []
         self.layouts: list = []  # (first step, bucket layouts): DDP's buckets, each time they change
-        self.param_states: dict[int, object] = {}  # public per-parameter codec state (IntSGD's α)
+        self.param_states: dict[int, object] = {}  # per-parameter codec state (IntSGD's α, PowerSGD's own)
         self.steps = 0
         self.bucketed = bucketable(codec) and not per_parameter
         self._bytes_base = 0  # bytes sent before a restart (load_state_dict), by buckets not seen since
@@ -146,10 +148,7 @@ class HookState:
         (PowerSGD's warm start and error) — or None."""
         if not (self.codec.shared_state or self.codec.worker_state):
             return None
-        for j, p in zip(key, params):
-            if j not in self.param_states:
-                self.param_states[j] = self.codec.init_state(p)
-        return [self.param_states[j] for j in key]
+        return parameter_states(self.param_states, key, params, self.codec)
 
     def buckets(self) -> list:
         """The bucket layouts seen: [(first step, [parameter positions of each bucket, in the
@@ -183,7 +182,7 @@ class HookState:
         return {"seed": self.seed, "steps": self.steps, "exact_below": self.exact_below, "layouts": list(self.layouts),
                 "bytes_base": self._bytes_base,
                 "clusters": {j: c.state_dict() for j, c in self.clusters.items()},
-                "param_states": dict(self.param_states),
+                "param_states": copy.deepcopy(self.param_states),  # PowerSGD's error changes in place later
                 "buckets": {k: {"memory": _copy(b.memory), "generator": (str(b.generator.device), b.generator.get_state()),
                                 "bytes_sent": b.bytes_sent, "memory2": _copy(b.memory2),
                                 "generator2": b.generator2.get_state() if b.generator2 is not None else None}
@@ -198,7 +197,7 @@ class HookState:
             c = DistributedCluster(self.codec, seed=param_seed(self.seed, j), group=self.group)
             c.load_state_dict(s)
             self.clusters[j] = c
-        self.param_states = dict(sd.get("param_states", {}))
+        self.param_states = copy.deepcopy(sd.get("param_states", {}))
         self._saved_buckets = dict(sd.get("buckets", {}))  # restored when DDP shows each bucket again
         self._bytes_base = sd.get("bytes_base", 0) + sum(b["bytes_sent"] for b in self._saved_buckets.values())
         self.bucket_states = {}

@@ -25,11 +25,13 @@ d·(1 + ⌈log₂(max|Int| + 1)⌉) bits, and so does the summed message.
 
 from __future__ import annotations
 
+import copy
+
 import torch
 
 from ..compress import Compressor
 from ..compress.many import segments
-from .bucket import BucketCoder, bucketable, carry_memory
+from .bucket import BucketCoder, bucketable, carry_memory, parameter_states
 from .seeding import bucket_seed, param_seed, worker_generator
 
 
@@ -293,7 +295,7 @@ class SimulatedDataParallel:
     def state_dict(self) -> dict:
         return {"clusters": [c.state_dict() for c in self.clusters], "bits_per_worker": list(self.bits_per_worker),
                 "param_states": dict(self.param_states), "steps": self.steps, "layouts": self.layouts,
-                "worker_states": {i: dict(d) for i, d in self.worker_states.items()},
+                "worker_states": copy.deepcopy(self.worker_states),  # PowerSGD's error changes in place later
                 "buckets": {k: b.state_dict() for k, b in self.sim_buckets.items()}}
 
     def load_state_dict(self, sd: dict) -> None:
@@ -304,7 +306,7 @@ class SimulatedDataParallel:
         self.steps = sd.get("steps", 0)
         if sd.get("layouts") is not None:
             self.layouts = sd["layouts"]
-        self.worker_states = {i: dict(d) for i, d in sd.get("worker_states", {}).items()}
+        self.worker_states = copy.deepcopy(sd.get("worker_states", {}))
         for k, s in (sd.get("buckets") or {}).items():
             self._bucket(k).load_state_dict(s)
 
@@ -324,23 +326,14 @@ class _SimBucket:
     def set_grads(self, worker_grads) -> float:
         o, coder = self.owner, self.coder
         ps = [o.params[j] for j in self.index]
-        states = None
-        if o.codec.shared_state:
-            for j, p in zip(self.index, ps):
-                if j not in o.param_states:
-                    o.param_states[j] = o.codec.init_state(p)
-            states = [o.param_states[j] for j in self.index]
+        states = parameter_states(o.param_states, self.index, ps, o.codec) if o.codec.shared_state else None
         own = o.codec.worker_state  # each worker's own per-parameter states (PowerSGD)
         flats = torch.cat([worker_grads[j].reshape(o.n, -1).float() for j in self.index], 1)
         payloads, exacts, bits = [], [], 0.0
         for i in range(o.n):
             exacts.append(coder.exact_part(flats[i]))
             if own:
-                mine = o.worker_states.setdefault(i, {})
-                for j, p in zip(self.index, ps):
-                    if j not in mine:
-                        mine[j] = o.codec.init_state(p)
-                states = [mine[j] for j in self.index]
+                states = parameter_states(o.worker_states.setdefault(i, {}), self.index, ps, o.codec)
             p, self.memory[i] = coder.encode(flats[i].clone(), generator=self.generators[i], memory=self.memory[i],
                                              states=states)
             payloads.append(p)

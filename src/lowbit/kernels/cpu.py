@@ -142,11 +142,11 @@ def signed_residual(v: torch.Tensor, s: torch.Tensor, pos: torch.Tensor) -> torc
     pos.copy_(torch.where(v >= 0, 1, 0).to(torch.uint8))
     return v.copy_(torch.where(v >= 0, v - s, v + s))
 
+
 def nonnegative(v: torch.Tensor, pos: torch.Tensor) -> torch.Tensor:
     """pos ← (v ≥ 0) as 0/1 bytes, and how many there are (an int64 0-d tensor), in one loop."""
     pos.copy_(torch.where(v >= 0, 1, 0).to(torch.uint8))
     return torch.where(v >= 0, 1, 0).sum()
-
 
 
 def rows_mean(codes: list, tables: list, n: torch.Tensor, out: torch.Tensor) -> torch.Tensor:
