@@ -2,8 +2,10 @@
 bf16 autocast, SGD with momentum) under ``DistributedDataParallel`` with DDP's default hook and
 with torch's Python hooks (the peers: what any Python hook costs) and with each lowbit codec's
 hook, one process (NCCL, world size 1: the exchange is the codec's work
-alone).  Median ms per step over the timed steps (CUDA events), × the default hook; and whether
-a step synchronizes with the host (``torch.cuda.set_sync_debug_mode("error")`` on one step).
+alone), eagerly and with each bucket's exchange replayed from a CUDA graph (``cuda_graph=True``).
+Median ms per step over the timed steps of all rounds (CUDA events; the hooks interleaved round
+by round), and the best round's median, × the default hook; and whether a step synchronizes with
+the host (``torch.cuda.set_sync_debug_mode("error")`` on one step).
 
     python benchmarks/ddp_step.py --out bench-ddp-step.json      (a CUDA device)
 """
@@ -50,16 +52,16 @@ TORCH_HOOKS = {
 }
 
 
-def make_step(codec, x, y):
+def make_step(codec, x, y, cuda_graph: bool = False):
     """One training step of ResNet-18 under DDP with ``codec``'s hook (None: DDP's default; a
-    (state, hook) pair: that hook)."""
+    (state, hook) pair: that hook; ``cuda_graph``: lowbit's hook replays each bucket's exchange)."""
     torch.manual_seed(0)
     model = get_model("resnet18").cuda().to(memory_format=torch.channels_last)
     ddp = nn.parallel.DistributedDataParallel(model)
     if isinstance(codec, tuple):
         ddp.register_comm_hook(*codec)
     elif codec is not None:
-        state, hook = hook_for(codec, model=model, seed=0)
+        state, hook = hook_for(codec, model=model, seed=0, cuda_graph=cuda_graph)
         ddp.register_comm_hook(state, hook)
     opt = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9)
 
@@ -73,8 +75,11 @@ def make_step(codec, x, y):
     return step
 
 
-def run(label, make, x, y, steps, warmup):
-    step = make_step(make() if make is not None else None, x, y)
+def prepare(label, make, x, y, warmup, cuda_graph=False):
+    """(label, step, host syncs of a step): the step warmed up, checked for host synchronizations
+    (one step under ``torch.cuda.set_sync_debug_mode("error")``)."""
+    build = lambda: make_step(make() if make is not None else None, x, y, cuda_graph)  # noqa: E731
+    step = build()
     for _ in range(warmup):
         step()
     torch.cuda.synchronize()
@@ -87,10 +92,15 @@ def run(label, make, x, y, steps, warmup):
     finally:
         torch.cuda.set_sync_debug_mode(0)
     if syncs != "none":  # the step stopped inside backward: DDP's reduction is left unfinished
-        step = make_step(make() if make is not None else None, x, y)
+        step = build()
         for _ in range(warmup):
             step()
     torch.cuda.synchronize()
+    return label, step, syncs
+
+
+def timed_steps(step, steps):
+    """ms of each of ``steps`` steps (CUDA events around each, the host waiting after each)."""
     times = []
     for _ in range(steps):
         a, b = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
@@ -99,7 +109,7 @@ def run(label, make, x, y, steps, warmup):
         b.record()
         b.synchronize()
         times.append(a.elapsed_time(b))
-    return {"hook": label, "ms_per_step": statistics.median(times), "best_ms": min(times), "host_syncs": syncs}
+    return times
 
 
 def main(argv=None) -> int:
@@ -108,6 +118,8 @@ def main(argv=None) -> int:
     ap.add_argument("--batch", type=int, default=512)
     ap.add_argument("--steps", type=int, default=30)
     ap.add_argument("--warmup", type=int, default=10)
+    ap.add_argument("--rounds", type=int, default=3, help="interleaved rounds over all hooks")
+    ap.add_argument("--only", nargs="*", default=None, help="lowbit codecs to run (labels without 'lowbit ')")
     args = ap.parse_args(argv)
     os.environ.setdefault("MASTER_ADDR", "127.0.0.1")
     os.environ.setdefault("MASTER_PORT", "29677")
@@ -116,15 +128,33 @@ def main(argv=None) -> int:
     g = torch.Generator(device="cuda").manual_seed(0)
     x = torch.randn(args.batch, 3, 32, 32, device="cuda", generator=g).to(memory_format=torch.channels_last)
     y = torch.randint(0, 10, (args.batch,), device="cuda", generator=g)
-    rows = [run("DDP default (fp32 all-reduce)", None, x, y, args.steps, args.warmup)]
-    for label, make in {**TORCH_HOOKS, **CODECS}.items():
-        rows.append(run(label, make, x, y, args.steps, args.warmup))
-    base = rows[0]["ms_per_step"]
-    print("| hook | ms/step | × default | host syncs in a step |\n|---|---:|---:|---|")
+    codecs = {k: v for k, v in CODECS.items() if args.only is None or k.removeprefix("lowbit ") in args.only}
+    runs = [prepare("DDP default (fp32 all-reduce)", None, x, y, args.warmup)]
+    runs += [prepare(label, make, x, y, args.warmup) for label, make in {**TORCH_HOOKS, **codecs}.items()]
+    for label, make in codecs.items():
+        try:
+            runs.append(prepare(label + ", CUDA graph", make, x, y, args.warmup, cuda_graph=True))
+        except RuntimeError as e:  # a capture that fails is reported, not the end of the table
+            print(f"{label}, CUDA graph: failed: {str(e)[:200]}")
+    times = {label: [] for label, _, _ in runs}
+    for _ in range(args.rounds):  # interleaved: a drift of the machine's speed touches every row alike
+        for label, step, _ in runs:
+            times[label].append(timed_steps(step, args.steps))
+    rows = []
+    for label, _, syncs in runs:
+        rounds = times[label]
+        rows.append({"hook": label, "ms_per_step": statistics.median([t for r in rounds for t in r]),
+                     "best_round_ms": min(statistics.median(r) for r in rounds), "best_ms": min(min(r) for r in rounds),
+                     "host_syncs": syncs})
+    base, best = rows[0]["ms_per_step"], rows[0]["best_round_ms"]
+    print("| hook | ms/step | × default | best round ms | × default | host syncs in a step |\n|---|---:|---:|---:|---:|---|")
     for r in rows:
         r["x_default"] = r["ms_per_step"] / base
-        print(f"| {r['hook']} | {r['ms_per_step']:.2f} | {r['x_default']:.3f} | {r['host_syncs']} |")
-    write_results(args.out, "ddp_step", rows, device=device_name("cuda"), batch=args.batch, steps=args.steps)
+        r["x_default_best_round"] = r["best_round_ms"] / best
+        print(f"| {r['hook']} | {r['ms_per_step']:.2f} | {r['x_default']:.3f} | {r['best_round_ms']:.2f} | "
+              f"{r['x_default_best_round']:.3f} | {r['host_syncs']} |")
+    write_results(args.out, "ddp_step", rows, device=device_name("cuda"), batch=args.batch, steps=args.steps,
+                  rounds=args.rounds)
     dist.destroy_process_group()
     return 0
 

@@ -14,6 +14,8 @@
 #   rounding  intsgd-vae for 50 epochs with IntSGD's stochastic rounding instead of nearest
 #   comm    GPU tests of the codecs' flat messages, the DDP hooks' cost in a training step, the
 #           codec benchmark, and rounding inside the model (with QPyTorch where its wheel is in .whl/)
+#   hook    GPU tests of the codecs and the DDP hooks (CUDA-graph replay too), then the hooks' cost in a
+#           training step
 #   tune    GPU tests of the kernels and codecs, stochastic rounding against the copy floor (and the
 #           previous kernels, same run), then the codec benchmark
 #   model   GPU tests of compiled rounding, the q statistics with CUDA graphs and the kernels'
@@ -80,9 +82,12 @@ for stage in "${@:-bench}"; do
         python3 -m pip install -q --no-index --no-deps --target /tmp/site .whl/qtorch-*.whl && export PYTHONPATH=$PYTHONPATH:/tmp/site
       fi
       python3 -m pytest -q -p no:cacheprovider tests/test_many.py tests/test_compress_cuda.py 2>&1 | tail -4
-      python3 benchmarks/ddp_step.py --out "$OUT/ddp-step-h200.json" 2>&1 | tail -14
+      python3 benchmarks/ddp_step.py --out "$OUT/ddp-step-h200.json" 2>&1 | tail -32
       python3 benchmarks/compress.py --philox-rounds 10 --out "$OUT/compress-h200.json" 2>&1 | tail -24
       python3 benchmarks/in_model.py --out "$OUT/in-model-h200.json" 2>&1 | tail -16 ;;
+    hook)
+      python3 -m pytest -q -p no:cacheprovider tests/test_compress_cuda.py tests/test_many.py 2>&1 | tail -8
+      python3 benchmarks/ddp_step.py --out "$OUT/ddp-step-h200.json" 2>&1 | tail -32 ;;
     tune)
       python3 -m pytest -q -p no:cacheprovider tests/test_kernels.py tests/test_compress_cuda.py tests/test_many.py 2>&1 | tail -6
       python3 scripts/tune_stochastic.py --out "$OUT/tune-stochastic-h200.json" 2>&1 | tail -24
@@ -94,6 +99,6 @@ for stage in "${@:-bench}"; do
       python3 -m pytest -q -p no:cacheprovider tests/test_compile.py tests/test_many.py tests/test_optim.py \
         tests/test_kernels.py -k "compile or float8 or graph or non_finite or interpreter" 2>&1 | tail -8
       python3 benchmarks/in_model.py --out "$OUT/in-model-h200.json" 2>&1 | tail -16 ;;
-    *) echo "unknown stage $stage (bench, step, intsgd, isgq, halp, slowdown, causes, momentum, rounding, comm, tune, model)"; exit 2 ;;
+    *) echo "unknown stage $stage (bench, step, intsgd, isgq, halp, slowdown, causes, momentum, rounding, comm, hook, tune, model)"; exit 2 ;;
   esac
 done

@@ -112,3 +112,66 @@ def test_cast_rounding_toward_zero_runs_on_cuda(scaling):
     for key in cpu.payload:
         assert torch.equal(gpu.payload[key].cpu(), cpu.payload[key]), key
     torch.testing.assert_close(codec.decode(gpu).cpu(), codec.decode(cpu), rtol=0, atol=0, equal_nan=True)
+
+
+GRAPHED = {  # codecs whose bucket exchange is graph-safe on CUDA (graph=True) and two that are not
+    "identity": (lambda: get_compressor("identity"), True),
+    "cast-fp8": (lambda: get_compressor("cast", format="fp8"), True),
+    "cast-fp4-stochastic": (lambda: get_compressor("cast", format="fp4", rounding="stochastic"), True),
+    "intsgd-int8": (lambda: get_compressor("intsgd", alpha=64.0, bits=8, n_workers=1), True),
+    "qsgd": (lambda: get_compressor("qsgd", levels=16), True),
+    "natural": (lambda: get_compressor("natural"), True),
+    "ef-signsgd": (lambda: __import__("lowbit").compress.ErrorFeedback(get_compressor("signsgd")), True),
+    "onebit": (lambda: get_compressor("onebit"), True),
+    "intsgd-adaptive": (lambda: get_compressor("intsgd", bits=8, n_workers=1, rule="moving_avg_const",
+                                               sigma_sq=1e-4), False),
+    "powersgd": (lambda: get_compressor("powersgd", rank=2), False),
+}
+
+
+def _ddp_steps(codec, cuda_graph: bool, steps: int = 6, observe: bool = False):
+    """``steps`` SGD steps of a small model under DDP (NCCL, world size 1, several buckets) with
+    lowbit's hook: (parameters, hook state)."""
+    from lowbit.dist.hooks import hook_for
+
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Linear(40, 64), torch.nn.ReLU(), torch.nn.Linear(64, 64), torch.nn.ReLU(),
+                                torch.nn.Linear(64, 5)).cuda()
+    ddp = torch.nn.parallel.DistributedDataParallel(model, bucket_cap_mb=0.01)  # 10 KiB: several buckets
+    state, hook = hook_for(codec, model=model, seed=3, cuda_graph=cuda_graph)
+    ddp.register_comm_hook(state, hook)
+    opt = torch.optim.SGD(model.parameters(), lr=0.05)
+    g = torch.Generator(device="cuda").manual_seed(1)
+    for k in range(steps):
+        x, y = torch.randn(32, 40, device="cuda", generator=g), torch.randint(0, 5, (32,), device="cuda", generator=g)
+        opt.zero_grad()
+        torch.nn.functional.cross_entropy(ddp(x), y).backward()
+        opt.step()
+        if observe:  # IntSGD's α from each parameter's step
+            state.observe(0.05, [float((p.grad ** 2).sum()) * 0.05**2 for p in model.parameters()])
+    torch.cuda.synchronize()
+    return [p.detach().clone() for p in model.parameters()], state
+
+
+@needs_cuda
+@pytest.mark.parametrize("label", list(GRAPHED))
+def test_graph_replayed_ddp_hook_gives_the_eager_hooks_numbers(label):
+    """``hook_for(…, cuda_graph=True)``: the buckets DDP shows again are captured with their NCCL
+    all-reduce or all-gather and replayed; parameters and bytes equal the eager hook's bit for bit
+    (stochastic codecs too: the graph advances the registered generator as the eager calls do).
+    Codecs that read host values per step (adaptive α, PowerSGD) stay eager."""
+    import torch.distributed as dist
+
+    make, graphed = GRAPHED[label]
+    dist.init_process_group("nccl", store=dist.HashStore(), rank=0, world_size=1)
+    try:
+        eager, se = _ddp_steps(make(), False, observe=label == "intsgd-adaptive")
+        replayed, sg = _ddp_steps(make(), True, observe=label == "intsgd-adaptive")
+    finally:
+        dist.destroy_process_group()
+    for a, b in zip(replayed, eager):
+        assert torch.equal(a, b), (label, (a - b).abs().max())
+    assert sg.bytes_sent == se.bytes_sent
+    buckets = len(sg.buckets()[-1][1])  # DDP's layout after the first step
+    captured = sum(len(b.graphs) for b in sg.bucket_states.values())
+    assert buckets > 1 and captured == (buckets if graphed else 0), (label, buckets, captured)

@@ -27,6 +27,9 @@ class Identity(Compressor):
     def batchable(self, states=None) -> bool:
         return True
 
+    def graph_safe(self, flat, states=None) -> bool:
+        return flat.is_cuda
+
     def unit_roundtrip(self, u, generator=None):
         return u
 

@@ -50,6 +50,9 @@ class OneBit(Compressor):
     def wire_bytes(self, numel: int) -> int:
         return 8 + (numel + 7) // 8
 
+    def graph_safe(self, flat, states=None) -> bool:
+        return flat.is_cuda  # device work only on CUDA (segment sums without host checks)
+
     def flat_encode(self, flat, tensors, segments, *, states=None, generator=None):
         """Sign bits of the whole buffer and, per tensor j, a_j = mean{x ≥ 0}, b_j = mean{x < 0}
         from segment sums (NaN for a tensor whose sums are not finite, as a non-finite input)."""

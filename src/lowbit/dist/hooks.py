@@ -28,6 +28,11 @@ codes, block-scaled casts, HintSGD, IntSGD with the automatic width) are exchang
 parameter through :class:`~lowbit.dist.DistributedCluster` (parameter j seeded with
 param_seed(seed, j); ``SimulatedDataParallel`` without buckets), synchronously.
 
+With ``cuda_graph=True`` (CUDA), a bucket's whole exchange — encode, the NCCL collective, decode —
+is captured in a CUDA graph the second time DDP shows the bucket, and replayed from then on
+(:func:`_replayed`): the same numbers, a fraction of the host's work, for the codecs that declare
+``graph_safe`` (the others run eagerly).
+
 ``state.bytes_sent`` counts the payload bytes this rank sent, ``state.wire_bytes`` everything on
 the wire.  Error-feedback memory, IntSGD's α, PowerSGD's warm start and DIANA shifts live in the
 state and are saved with ``state.state_dict()``.  IntSGD's adaptive α follows the iterates: call
@@ -62,6 +67,9 @@ class _Bucket:
         self.generator2 = None
         self.memory2 = None
         self.recv = None  # the all-gather's receive buffer, reused
+        self.graphs: dict = {}  # cuda_graph: buffer address → (captured exchange, bytes it sends)
+        self.seen = 0
+        self.graph_safe = None
 
 
 class HookState:
@@ -73,11 +81,13 @@ class HookState:
     reduce-scatter + all-gather, see :func:`_scatter`).  ``gather_chunk``: on the CPU (gloo), an
     all-gathered message is sent as several all-gathers of at most this many bytes, all in flight
     at once (0: one), see :func:`_all_gather_chunks`.  ``per_parameter``: every codec goes parameter
-    by parameter (the numbers of ``SimulatedDataParallel`` without buckets), synchronously."""
+    by parameter (the numbers of ``SimulatedDataParallel`` without buckets), synchronously.
+    ``cuda_graph``: on CUDA, a bucket's whole exchange is captured once and replayed
+    (:func:`_replayed`): the same numbers, a fraction of the host's work per bucket."""
 
     def __init__(self, codec, *, model: "torch.nn.Module | None" = None, seed: int = 0, group=None,
                  exact_below: int = 0, mode: str = "gather", gather_chunk: int = 1 << 20,
-                 per_parameter: bool = False):
+                 per_parameter: bool = False, cuda_graph: bool = False):
         if mode not in ("gather", "scatter"):
             raise ValueError(f"mode is 'gather' (all-gather of every message) or 'scatter' (compressed "
                              f"reduce-scatter + all-gather), got {mode!r}")
@@ -104,6 +114,8 @@ class HookState:
         self.steps = 0
         self.bucketed = bucketable(codec) and not per_parameter
         self._bytes_base = 0  # bytes sent before a restart (load_state_dict), by buckets not seen since
+        self.cuda_graph = cuda_graph
+        self.stream = None  # cuda_graph: the side stream the replays run on
 
     def _key(self, p) -> int:
         if id(p) not in self.index:  # no model given: number parameters in order of first appearance
@@ -314,41 +326,68 @@ def compressed_hook(state: HookState, bucket) -> torch.futures.Future[torch.Tens
     key, b = state.bucket(params, buf.device)
     if bucket.is_last():
         state._end_step()
-    coder, group = b.coder, state.group
-    n = dist.get_world_size(group)
-    flat = buf if buf.dtype == torch.float32 else buf.float()
-    exact = coder.exact_part(flat)
-    scatter = state.mode == "scatter" and not coder.summable
-    if not scatter:
-        payload, b.memory, own = coder.encode_decoded(flat, generator=b.generator, memory=b.memory,
-                                                      states=state.states(key, params))
-        b.bytes_sent += coder.nbytes(payload)
-        # CPU stochastic codecs: next step's random words are drawn while this bucket is on the
-        # wire (the same words, drawn earlier; see lowbit.quantize.draw_ahead)
-        draw_ahead(b.generator)
+    n = dist.get_world_size(state.group)
+    if state.mode == "scatter" and not b.coder.summable:
+        flat = buf if buf.dtype == torch.float32 else buf.float()
+        return _scatter(state, b, flat, b.coder.exact_part(flat), n, _finisher(b.coder, flat, buf))
+    if state.cuda_graph and buf.is_cuda:
+        fut = _replayed(state, key, b, buf, params, n)
+        if fut is not None:
+            return fut
+    start, done = _exchange(state, key, b, buf, params, n)
+    return start(True).then(lambda _fut: done())
 
+
+def _finisher(coder: BucketCoder, flat: torch.Tensor, buf: torch.Tensor):
     def finish(mean_exact: torch.Tensor) -> torch.Tensor:
         coder.join(flat, mean_exact)
         if flat is not buf:
             buf.copy_(flat)
         return buf
 
+    return finish
+
+
+def _exchange(state: HookState, key: tuple, b: _Bucket, buf: torch.Tensor, params, n: int):
+    """Encode this rank's message of the bucket; returns (start, done): ``start(async_op)`` issues
+    the collectives (a future of their completion when ``async_op``), ``done()`` then writes the
+    mean of the n decoded messages into the bucket's buffer and returns it."""
+    coder, group = b.coder, state.group
+    flat = buf if buf.dtype == torch.float32 else buf.float()
+    exact = coder.exact_part(flat)
+    finish = _finisher(coder, flat, buf)
+    payload, b.memory, own = coder.encode_decoded(flat, generator=b.generator, memory=b.memory,
+                                                  states=state.states(key, params))
+    b.bytes_sent += coder.nbytes(payload)
+    # CPU stochastic codecs: next step's random words are drawn while this bucket is on the
+    # wire (the same words, drawn earlier; see lowbit.quantize.draw_ahead)
+    draw_ahead(b.generator)
+    side = []  # the exact values' all-reduce
+
+    def exact_sum(async_op: bool) -> None:
+        if exact.numel():
+            side.append(dist.all_reduce(exact, group=group, async_op=async_op))
+
+    def exact_mean() -> torch.Tensor:
+        if side and side[0] is not None:
+            side[0].wait()
+        return exact.div_(n)
+
     if coder.summable:
         send = coder.to_sum_buffer(payload)
         wide = send.to(torch.int32) if send.dtype == torch.int16 else send  # neither gloo nor NCCL sums int16
-        side = dist.all_reduce(exact, group=group, async_op=True) if exact.numel() else None
-        work = dist.all_reduce(wide, group=group, async_op=True)
 
-        def summed(_fut):
-            if side is not None:
-                side.wait()
+        def start(async_op: bool):
+            exact_sum(async_op)
+            work = dist.all_reduce(wide, group=group, async_op=async_op)
+            return work.get_future() if async_op else None
+
+        def done() -> torch.Tensor:
             total = send if wide is send else wide.to(send.dtype)  # the clamp makes the sum fit
             coder.decode_sum(coder.from_sum_buffer(total, payload), n, flat)
-            return finish(exact.div_(n))
+            return finish(exact_mean())
 
-        return work.get_future().then(summed)
-    if scatter:
-        return _scatter(state, b, flat, exact, n, finish)
+        return start, done
     if b.layout is None:
         b.layout = coder.byte_layout(payload)
     mine = coder.to_bytes(payload, exact, b.layout)
@@ -358,18 +397,64 @@ def compressed_hook(state: HookState, bucket) -> torch.futures.Future[torch.Tens
         if b.recv is None or b.recv.numel() != n * mine.numel():
             b.recv = torch.empty(n * mine.numel(), dtype=torch.uint8)
         got = b.recv
-    if mine.device.type == "cpu" and 0 < state.gather_chunk < mine.numel():
-        fut = _all_gather_chunks(got, mine, n, state.gather_chunk, group)
-    else:
-        fut = _all_gather_into(got, mine, group=group, async_op=True).get_future()
 
-    def gathered(_fut):
+    def start(async_op: bool):
+        if not async_op:
+            _all_gather_into(got, mine, group=group)
+            return None
+        if mine.device.type == "cpu" and 0 < state.gather_chunk < mine.numel():
+            return _all_gather_chunks(got, mine, n, state.gather_chunk, group)
+        return _all_gather_into(got, mine, group=group, async_op=True).get_future()
+
+    def done() -> torch.Tensor:
         parts = [coder.from_bytes(piece, b.layout) for piece in got.view(n, -1)]
         known = {dist.get_rank(group): own} if own is not None else None  # error feedback decoded it already
         coder.mean_decoded([p for p, _ in parts], flat, known)
         return finish(coder.mean_exact([e for _, e in parts]) if exact.numel() else exact)
 
-    return fut.then(gathered)
+    return start, done
+
+
+def _replayed(state: HookState, key: tuple, b: _Bucket, buf: torch.Tensor, params, n: int):
+    """The bucket's exchange replayed from a CUDA graph (``cuda_graph=True``), or None where it
+    runs eagerly: the first time a bucket buffer is seen (kernels compiled, communicators and
+    states made), and for codecs whose step reads values from the host (IntSGD's adaptive α,
+    PowerSGD's factors) or launches what a graph cannot hold.  The second time the encode,
+    the collective and the decode are captured once (the NCCL collective with them); from then on
+    one replay on a side stream does all of it, and the returned future is a CUDA future whose
+    value DDP's stream waits for, so the rest of backward still overlaps it.  The numbers are the
+    eager hook's: the codec's generator is registered with the graph, so replay k draws what the
+    k-th eager call would."""
+    if b.graph_safe is None:  # the codec's configuration and the buffer's device and dtype decide
+        b.graph_safe = b.coder.inner.graph_safe(buf, state.states(key, params)) and not b.coder.matrices
+    if not b.graph_safe:
+        return None
+    entry = b.graphs.get(buf.data_ptr())
+    if entry is None:
+        b.seen += 1
+        if b.seen < 2:
+            return None
+        before = b.bytes_sent
+        graph = torch.cuda.CUDAGraph()
+        if b.generator.device.type == "cuda":
+            graph.register_generator_state(b.generator)
+        with torch.cuda.graph(graph, capture_error_mode="thread_local"):
+            start, done = _exchange(state, key, b, buf, params, n)
+            start(False)
+            done()
+        entry = b.graphs[buf.data_ptr()] = (graph, b.bytes_sent - before)
+        b.bytes_sent = before
+    graph, nbytes = entry
+    here = torch.cuda.current_stream(buf.device)
+    if state.stream is None:
+        state.stream = torch.cuda.Stream(buf.device)
+    state.stream.wait_stream(here)
+    with torch.cuda.stream(state.stream):
+        graph.replay()
+        fut = torch.futures.Future(devices=[buf.device])
+        fut.set_result(buf)
+    b.bytes_sent += nbytes
+    return fut
 
 
 def _all_gather_chunks(got: torch.Tensor, mine: torch.Tensor, n: int, chunk: int, group) -> torch.futures.Future:
@@ -385,7 +470,8 @@ def _all_gather_chunks(got: torch.Tensor, mine: torch.Tensor, n: int, chunk: int
 
 
 def hook_for(compressor, *, model: "torch.nn.Module | None" = None, seed: int = 0, group=None, exact_below: int = 0,
-             mode: str = "gather", gather_chunk: int = 1 << 20, per_parameter: bool = False, **options):
+             mode: str = "gather", gather_chunk: int = 1 << 20, per_parameter: bool = False, cuda_graph: bool = False,
+             **options):
     """(state, hook) for ``DistributedDataParallel.register_comm_hook`` with a compressor (a name
     with ``options``, or a Compressor).  Pass the unwrapped ``model`` so that parameters are
     numbered as in the simulation."""
@@ -396,7 +482,7 @@ def hook_for(compressor, *, model: "torch.nn.Module | None" = None, seed: int = 
     if not dist.is_initialized():
         raise RuntimeError("hook_for needs torch.distributed initialized (lowbit.dist.init() under torchrun)")
     state = HookState(codec, model=model, seed=seed, group=group, exact_below=exact_below, mode=mode,
-                      gather_chunk=gather_chunk, per_parameter=per_parameter)
+                      gather_chunk=gather_chunk, per_parameter=per_parameter, cuda_graph=cuda_graph)
     return state, compressed_hook
 
 

@@ -124,8 +124,10 @@ def run_deep(cfg: RunConfig, folder: RunFolder, *, resume: bool = True, stop_aft
 
         from ..dist.hooks import hook_for
 
+        # on CUDA each bucket's exchange is replayed from a CUDA graph where the codec allows (same numbers)
         hook_state, hook = hook_for(codec or get_compressor("identity"), model=model, seed=cfg.seed,
-                                    per_parameter=dc.exchange == "parameter")
+                                    per_parameter=dc.exchange == "parameter",
+                                    cuda_graph=next(model.parameters()).is_cuda)
         ddp = DistributedDataParallel(model, bucket_cap_mb=dc.bucket_mb)
         ddp.register_comm_hook(hook_state, hook)
         opt = base
