@@ -39,6 +39,30 @@ def test_unknown_keys_are_named_with_the_closest_valid_key():
         make_config({}, ["optim.lr"])
 
 
+def test_an_override_of_a_swept_key_narrows_the_sweep_and_unknown_names_fail_first():
+    from lowbit.experiments import get
+    from lowbit.experiments.config import expand
+
+    def labels(data, overrides):
+        return [label for label, _ in expand(make_config(data, overrides))]
+
+    assert len(labels(get("default"), [])) == 8
+    assert labels(get("default"), ["quant.codec=fp8"]) == ["codec=fp8,compensate=none", "codec=fp8,compensate=adaptive"]
+    assert labels(get("default"), ["quant.codec=[fp4, fp8]", "quant.compensate=none"]) == [
+        "codec=fp4,compensate=none", "codec=fp8,compensate=none"]
+    subs = dict(expand(make_config(get("default"), ["quant.codec=fp8", "quant.compensate=none"])))
+    assert [(c.quant.codec, c.quant.compensate) for c in subs.values()] == [("fp8", "none")]
+    # extra runs that set the key to another value go; the others stay
+    assert labels(get("slowdown-resnet"), ["quant.codec=fp8"]) == ["codec=fp8"]
+    assert labels(get("slowdown-resnet"), ["quant.codec=slowdown_fp4"]) == ["codec=slowdown_fp4",
+                                                                              "codec=slowdown_fp4,lr=0.0005"]
+    for bad in (["quant.codec=fp5"], ["sweep={quant.codec: [fp8, fp9]}"], ["curve.formats=[fp8, fp7]"]):
+        with pytest.raises(ConfigError, match=r"unknown (codec|format) 'fp[579]'.*Valid names: .*fp8"):
+            make_config(get("default"), bad)
+    with pytest.raises(ConfigError, match="unknown codec 'qsdg'.*qsgd"):
+        make_config(get("isgq-mnist"), ["extra_runs=[{quant.codec: qsdg}]"])
+
+
 def frame(path):
     df = pd.read_csv(Path(path) / "metrics.csv")
     return df.drop(columns=["wall"])
@@ -132,7 +156,7 @@ def claims_of(path):
     return {c["name"]: c for c in json.loads((Path(path) / "summary.json").read_text())["claims"]}
 
 
-def test_cli_list_and_formats(capsys):
+def test_cli_list_and_formats(capsys, tmp_path):
     assert main(["list"]) == 0
     out = capsys.readouterr().out
     for name in ("default", "slowdown-fig1", "slowdown-logreg", "slowdown-theory", "intsgd-a5a"):
@@ -140,6 +164,8 @@ def test_cli_list_and_formats(capsys):
     assert main(["formats"]) == 0 and "float4_e2m1fn" in capsys.readouterr().out
     assert main(["run", "optim.lrr=1"]) == 2
     assert "did you mean 'optim.lr'" in capsys.readouterr().err
+    assert main(["run", "quant.codec=fp5", "--out", str(tmp_path / "fp5")]) == 2  # before anything runs
+    assert "unknown codec 'fp5'" in capsys.readouterr().err and not (tmp_path / "fp5").exists()
 
 
 def test_main_job_quick(tmp_path):
@@ -182,3 +208,40 @@ def test_reproduce_slowdown_logreg_quick(tmp_path):
     c = claims_of(tmp_path / "l")
     assert len(c) == 12  # per optimizer: slower, lowest q, the larger stepsize
     assert all(v["holds"] for v in c.values()), {k: v["detail"] for k, v in c.items() if not v["holds"]}
+
+
+def test_convex_figure_draws_what_its_titles_say(tmp_path, monkeypatch):
+    """One colour per codec and one line style per compensation; panel C's title names the
+    Theorem 3 bound only where it is drawn; with λ = 0 (F* unknown) panel C is left out and the
+    figure says why; test accuracy at epoch 0 is the zero model's, not 0%."""
+    from lowbit import plots
+
+    figs = []
+    monkeypatch.setattr(plots, "_save", lambda fig, path, name: figs.append(fig) or name)
+    sweep = {"quant.codec": ["fp32", "fp4"], "quant.compensate": ["none", "adaptive"]}
+    for lam, theory in ((0.01, True), (0.01, False), (0.0, False)):
+        data = {**SMALL, "problem": {"lam": lam}, "theory": theory, "sweep": sweep, "epochs": 0.5}
+        out = tmp_path / f"lam{lam}-{theory}"
+        run(make_config(data), out, quiet=True)
+        figs.clear()
+        plots.plot_run(out)
+        axes = [a for a in figs[0].axes if a.get_title()]
+        titles = [a.get_title() for a in axes]
+        lines = {ln.get_label(): ln for ln in axes[0].get_lines()}
+        assert list(lines) == ["codec=fp32,compensate=none", "codec=fp32,compensate=adaptive",
+                               "codec=fp4,compensate=none", "codec=fp4,compensate=adaptive"]  # the sweep's order
+        colour = {k: ln.get_color() for k, ln in lines.items()}
+        style = {k: ln.get_linestyle() for k, ln in lines.items()}
+        assert colour["codec=fp32,compensate=none"] == colour["codec=fp32,compensate=adaptive"] != colour[
+            "codec=fp4,compensate=none"]
+        assert style["codec=fp32,compensate=none"] == style["codec=fp4,compensate=none"] != style[
+            "codec=fp4,compensate=adaptive"]
+        acc = axes[1].get_lines()[0].get_ydata()
+        assert titles[1].startswith("(B)") and 0 < acc[0] < 100  # the zero model predicts the negative class
+        if lam > 0:
+            assert len(axes) == 4 and titles[2].startswith("(C)")
+            dashed = [ln for ln in axes[2].get_lines() if ln.get_linestyle() == "--"]
+            assert ("Theorem 3" in titles[2]) == theory == (len(dashed) == 4)
+        else:
+            assert [t[:3] for t in titles] == ["(A)", "(B)", "(D)"]
+            assert "F* is not known" in figs[0]._suptitle.get_text()

@@ -434,3 +434,19 @@ def test_optimizers_run_on_each_device(P, device):
         for _ in range(30):
             opt.step(Q.closure(x))
         assert x.device.type == device and math.isfinite(float(Q.loss(x.detach())))
+
+
+def test_accuracy_predicts_as_scikit_learn_ties_included():
+    """LogisticRegression.accuracy against scikit-learn's predict for the same weights: at w = 0
+    every score ties and both predict the negative class (it was 0% before), and at a trained w."""
+    from sklearn.linear_model import LogisticRegression as SK
+
+    A, y = logistic(300, 6, cond=5.0, seed=4)
+    P = LogisticRegression(A.double(), y.double(), 1e-2)
+    labels = np.where(y.numpy() > 0, 1, -1)
+    sk = SK(fit_intercept=False).fit(A.double().numpy(), labels)
+    for w in (torch.zeros(6, dtype=torch.float64), torch.as_tensor(sk.coef_[0])):
+        clf = copy.copy(sk)
+        clf.coef_ = w.numpy()[None, :].copy()
+        assert P.accuracy(w) == pytest.approx(clf.score(A.double().numpy(), labels), abs=1e-12)
+    assert P.accuracy(torch.zeros(6, dtype=torch.float64)) == pytest.approx(float((labels == -1).mean()))

@@ -3,7 +3,10 @@
 A run is data: a YAML file (or a named experiment) plus ``key=value`` overrides with dotted keys
 (``optim.lr=0.1``).  Every section rejects unknown keys with an error that names the key and
 suggests the closest valid one.  ``sweep`` maps dotted keys to lists of values: the run becomes
-one sub-run per combination.  ``quick`` holds overrides applied by ``--quick``.
+one sub-run per combination; ``extra_runs`` adds sub-runs.  An override of a swept or varied key
+narrows the sub-runs to the value it gives (``quant.codec=fp8`` runs fp8 alone).  Codec and format
+names are checked for every sub-run before anything runs.  ``quick`` holds overrides applied by
+``--quick``.
 """
 
 from __future__ import annotations
@@ -63,6 +66,21 @@ class QuantConfig(_Strict):
     compensate: Literal["none", "fixed", "adaptive"] = "none"
     q_min: float | None = None  # for compensate: fixed
 
+
+    @field_validator("codec")
+    @classmethod
+    def _known_codec(cls, v):
+        from ..compress import compressor_names
+        from ..formats import get_format
+
+        if v.strip().lower() in compressor_names():
+            return v
+        try:
+            get_format(v)
+        except ValueError as e:
+            raise ValueError(f"unknown codec {v!r}: a compressor name ({', '.join(compressor_names())}) or a number "
+                             f"format — {e}") from None
+        return v
 
 class DistConfig(_Strict):
     workers: int = 12
@@ -148,6 +166,15 @@ class CurveConfig(_Strict):
     x_max: float = 60.0
     points: int = 601
     formats: list[str] = ["float32", "float16", "fp8", "fp4"]
+
+    @field_validator("formats")
+    @classmethod
+    def _known_formats(cls, v):
+        from ..formats import get_format
+
+        for name in v:
+            get_format(name)  # raises, naming the known formats
+        return v
 
 
 class Published(_Strict):
@@ -250,18 +277,52 @@ def make_config(data: dict | None = None, overrides: list[str] = (), *, quick: b
             set_dotted(d, k, v)
     for text in overrides:
         k, v = parse_override(text)
-        set_dotted(d, k, v)
-    try:
-        cfg = RunConfig.model_validate(d)
-    except ValidationError as e:
-        msgs = "; ".join(f"{'.'.join(str(x) for x in err['loc'])}: {err['msg']}" for err in e.errors())
-        raise ConfigError(f"invalid configuration: {msgs}") from None
+        _check_dotted(k)
+        if not _narrow(d, k, v):
+            set_dotted(d, k, v)
+    cfg = _validated(d)
     for k in cfg.sweep:
         _check_dotted(k)
     for extra in cfg.extra_runs:
         for k in extra:
             _check_dotted(k)
+    expand(cfg)  # every sub-run's values are checked before anything runs
     return cfg
+
+
+def _validated(d: dict) -> RunConfig:
+    try:
+        return RunConfig.model_validate(d)
+    except ValidationError as e:
+        raise ConfigError(f"invalid configuration: {_messages(e)}") from None
+
+
+def _messages(e: ValidationError) -> str:
+    return "; ".join(f"{'.'.join(str(x) for x in err['loc'])}: {err['msg']}" for err in e.errors())
+
+
+def _is_list_field(key: str) -> bool:
+    model: type[BaseModel] = RunConfig
+    parts = key.split(".")
+    for part in parts[:-1]:
+        model = model.model_fields[part].annotation
+    ann = model.model_fields[parts[-1]].annotation
+    return getattr(ann, "__origin__", None) is list
+
+
+def _narrow(d: dict, key: str, value: Any) -> bool:
+    """An override of a key that the config sweeps or varies in ``extra_runs`` narrows the runs to
+    the value it gives: the sweep over ``key`` becomes [value] (a list value, for a key that is not
+    itself a list: those values), and the extra runs that set ``key`` to another value are dropped.
+    Returns whether ``value`` was a list of sweep values (then it is no value of the key itself)."""
+    sweep, extras = d.get("sweep") or {}, d.get("extra_runs") or []
+    several = isinstance(value, list) and not _is_list_field(key) and key in sweep
+    values = value if several else [value]
+    if key in sweep:
+        sweep[key] = values
+    if any(key in e for e in extras):
+        d["extra_runs"] = [e for e in extras if key not in e or e[key] in values]
+    return several
 
 
 def load_yaml(path) -> dict:
@@ -285,5 +346,8 @@ def expand(cfg: RunConfig) -> list[tuple[str, RunConfig]]:
         for k, v in overrides.items():
             set_dotted(d, k, v)
         label = ",".join(f"{k.split('.')[-1]}={v}" for k, v in overrides.items())
-        out.append((label, RunConfig.model_validate(d)))
+        try:
+            out.append((label, RunConfig.model_validate(d)))
+        except ValidationError as e:
+            raise ConfigError(f"invalid configuration in sub-run {label}: {_messages(e)}") from None
     return out

@@ -88,7 +88,9 @@ class LogisticRegression:
     def accuracy(self, w: torch.Tensor, A: torch.Tensor | None = None, y: torch.Tensor | None = None) -> float:
         A = self.A if A is None else A.to(torch.float64)
         y = self.y if y is None else _to_pm1(y)
-        return float(((A @ w.to(torch.float64)) * y > 0).double().mean())
+        # predict +1 where a·w > 0, else −1 (scikit-learn's rule: a tie, as everywhere at w = 0, is −1)
+        pred = torch.where(A @ w.to(torch.float64) > 0, 1.0, -1.0)
+        return float((pred == y).double().mean())
 
     # -- constants ------------------------------------------------------------------------------
     @property
