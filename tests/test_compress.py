@@ -19,7 +19,7 @@ import pytest
 import torch
 
 import lowbit
-from lowbit.compress import ErrorFeedback, Factored, Shifted, get_compressor
+from lowbit.compress import Packet, ErrorFeedback, Factored, Shifted, get_compressor
 from lowbit.compress.qsgd import l2norm
 from lowbit.kernels import cpu as _cpu
 
@@ -159,21 +159,57 @@ BITS_CASES = {
 }
 
 
+def from_wire(p: Packet) -> Packet:
+    """The packet a receiver rebuilds from ``p.to_bytes()`` alone, knowing only each field's dtype
+    and shape (what the codec and the tensor's size fix); checks that the bytes are all consumed."""
+    raw, pos, payload = p.to_bytes(), 0, {}
+    for k, t in p.payload.items():
+        nb = t.numel() * t.element_size()
+        payload[k] = torch.frombuffer(bytearray(raw[pos : pos + nb]) or bytearray(1), dtype=t.dtype)[: t.numel()]
+        payload[k] = payload[k].reshape(t.shape)
+        pos += nb
+    assert pos == len(raw) == p.nbytes
+    return Packet(payload, p.shape, p.dtype, dict(p.meta))
+
+
+FIXED_SIZE = {  # codecs whose packet size is a formula of the tensor's size (Compressor.wire_bytes)
+    "identity": {}, "cast fp8": {"format": "fp8"}, "cast fp4": {"format": "fp4"}, "cast fp16": {"format": "fp16"},
+    "cast fp4 block": {"format": "fp4", "scaling": "block"}, "cast fp8 block 16": {"format": "fp8", "scaling": "block",
+                                                                                   "block": 16},
+    "cast int8 tensor": {"format": "int8", "scaling": "tensor"}, "cast fp6 tensor": {"format": "fp6", "scaling": "tensor"},
+    "natural": {}, "qsgd": {"levels": 4}, "terngrad": {}, "onebit": {}, "signsgd": {},
+    "intsgd int8": {"alpha": 10.0, "bits": 8, "n_workers": 2},
+}
+
+
+@pytest.mark.parametrize("case", list(FIXED_SIZE))
+def test_wire_bytes_formula_equals_the_packets_bytes(case):
+    codec = get_compressor(case.split()[0], **FIXED_SIZE[case])
+    for n in (1, 7, 31, 33, 1000, 2112):
+        x = torch.randn(n, generator=torch.Generator().manual_seed(n))
+        p = codec.encode(x, state=codec.init_state(x), generator=torch.Generator().manual_seed(1))
+        assert codec.wire_bytes(n) == p.nbytes, (case, n, codec.wire_bytes(n), p.nbytes)
+
+
 @pytest.mark.parametrize("case", list(BITS_CASES))
 def test_bits_per_coordinate_and_true_bytes(case):
+    """The size each source gives for its code (bits per coordinate), and the bytes on the wire
+    carry the whole message: the packet rebuilt from them decodes to the same values."""
     make, lo, hi = BITS_CASES[case]
     g = torch.randn(10**6, generator=torch.Generator().manual_seed(4))
-    p = make().encode(g, generator=torch.Generator().manual_seed(5))
-    assert p.nbytes == len(p.to_bytes())
+    codec = make()
+    p = codec.encode(g, generator=torch.Generator().manual_seed(5))
+    assert torch.equal(codec.decode(from_wire(p)), codec.decode(p))
     assert lo <= p.bits_per_coordinate <= hi, p.bits_per_coordinate
 
 
 def test_qsgd_elias_is_shorter_than_fixed_for_small_s():
     g = torch.randn(10**6, generator=torch.Generator().manual_seed(6))
     for s in (1, 2, 4):
-        e = get_compressor("qsgd", levels=s, coding="elias").encode(g)
+        elias = get_compressor("qsgd", levels=s, coding="elias")
+        e = elias.encode(g, generator=torch.Generator().manual_seed(s))
         f = get_compressor("qsgd", levels=s).encode(g)
-        assert e.nbytes == len(e.to_bytes())
+        assert torch.equal(elias.decode(from_wire(e)), elias.decode(e))  # the Elias bit stream is the message
         assert e.bits_per_coordinate < f.bits_per_coordinate
 
 
@@ -192,7 +228,8 @@ def test_isgq_sends_factors_and_beats_naive_scales():
     x, d = torch.randn(32, 300, generator=gen), torch.randn(32, 100, generator=gen) * 1e-3
     codec = get_compressor("isgq", bits=4)
     p = codec.encode(Factored(x, d), generator=gen)
-    assert p.nbytes == len(p.to_bytes()) == (32 * 300 * 4 + 7) // 8 + (32 * 100 * 4 + 7) // 8 + 8
+    assert p.nbytes == (32 * 300 * 4 + 7) // 8 + (32 * 100 * 4 + 7) // 8 + 8  # 4-bit X and Δ, two float32 steps
+    assert torch.equal(codec.decode(from_wire(p)), codec.decode(p))
     assert p.nbytes < 300 * 100 * 4 / 15  # far less than the dense fp32 gradient
     from lowbit.compress.isgq import expected_error
 

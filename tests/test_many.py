@@ -141,6 +141,38 @@ def _train(codec, multi_tensor, steps=4):
     return [p.detach().clone() for p in model.parameters()], opt.stats
 
 
+def _train_accumulating(codec, multi_tensor, steps=4, micro=3):
+    """``micro`` backward passes into the gradients before each step (gradient accumulation),
+    zeroed in place between steps: (parameters, the gradients' storages after each step)."""
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3), torch.nn.ReLU(), torch.nn.Flatten(), torch.nn.Linear(64, 5))
+    opt = QuantizedGradients(torch.optim.SGD(model.parameters(), lr=0.1), codec, multi_tensor=multi_tensor,
+                             record=False)
+    g = torch.Generator().manual_seed(1)
+    storages = []
+    for _ in range(steps):
+        opt.zero_grad(set_to_none=False)
+        for _ in range(micro):
+            x, y = torch.randn(8, 3, 6, 6, generator=g), torch.randint(0, 5, (8,), generator=g)
+            torch.nn.functional.cross_entropy(model(x), y).backward()
+        opt.step()
+        storages.append({p.grad.untyped_storage().data_ptr() for p in model.parameters()})
+    return [p.detach().clone() for p in model.parameters()], storages
+
+
+@pytest.mark.parametrize("codec", [lambda: get_compressor("cast", format="fp8"),
+                                   lambda: get_compressor("intsgd", alpha=1e3, bits=16, rounding="nearest")])
+def test_gradients_accumulated_into_the_flat_buffer_are_coded_as_per_parameter(codec):
+    """Autograd accumulating several backward passes into the flat buffer's views (the gradients
+    zeroed in place, not set to None) gives the per-parameter path's parameters; the buffer is the
+    gradients' one storage from the second step on (the views were used in place, not copied)."""
+    pa, sa = _train_accumulating(codec(), True)
+    pb, _ = _train_accumulating(codec(), False)
+    for a, b in zip(pa, pb):
+        torch.testing.assert_close(a, b, rtol=1e-6, atol=1e-7)
+    assert len(sa[1]) == 1 and all(s == sa[1] for s in sa[1:])
+
+
 @pytest.mark.parametrize("codec", [lambda: get_compressor("cast", format="fp8"), lambda: get_compressor("signsgd"),
                                    lambda: get_compressor("intsgd", alpha=1e3, bits=16, rounding="nearest")])
 def test_quantized_gradients_multi_tensor_equals_per_parameter(codec):
@@ -208,11 +240,11 @@ def test_cuda_graph_replays_draw_fresh_random_numbers(make, cuda_graph):
     g0 = torch.randn(4096, device="cuda", generator=torch.Generator(device="cuda").manual_seed(1))
     draws = []
     for _ in range(402):
-        opt.zero_grad()
+        opt.zero_grad(set_to_none=False)  # zeroed in place: p.grad stays the flat buffer's view
         if p.grad is None:
             p.grad = g0.clone()
         else:
-            p.grad += g0  # the buffer's view, as autograd accumulates
+            p.grad += g0  # into the buffer's view, as autograd accumulates
         opt.step()
         draws.append(p.grad.clone())
     assert len(opt._graphs) == int(cuda_graph)

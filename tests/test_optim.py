@@ -173,14 +173,28 @@ def test_variance_reduced_methods_converge_linearly(P):
 
 
 def test_low_bit_halp_beats_low_precision_sgd(P):
-    """HALP's re-centred 4-bit offsets converge; SGD on a fixed 4-bit grid (δ of the first
-    epoch) cannot get below its grid."""
+    """HALP's re-centred 4-bit offsets converge; SGD whose iterate lives on a fixed 4-bit grid
+    (HALP's δ of the first epoch, stochastic rounding after each step, the same stepsize and
+    steps) cannot get below its grid."""
+    from lowbit.quantize import round_integer
+
+    lr, steps, levels = 1 / (5 * P.L_max), 4000, 2 ** (4 - 1) - 1
     x = torch.nn.Parameter(torch.zeros(P.d, dtype=torch.float64))
-    opt = HALP([x], lr=1 / (5 * P.L_max), n=P.N, T_epochs=1, bits=4, mu=P.mu, seed=5)
+    opt = HALP([x], lr=lr, n=P.N, T_epochs=1, bits=4, mu=P.mu, seed=5)
     cl = P.closure(x)
-    for _ in range(4000):
+    for _ in range(steps):
         opt.step(cl)
-    assert P.suboptimality(x.detach()) <= 1e-7
+    halp = P.suboptimality(x.detach())
+
+    w = torch.zeros(P.d, dtype=torch.float64)
+    delta = float(P.grad(w).norm()) / (P.mu * levels)  # HALP's δ at w = 0
+    g = torch.Generator().manual_seed(5)
+    for _ in range(steps):
+        i = torch.randint(0, P.N, (1,), generator=g)
+        v = w - lr * P.grad(w, i)
+        w = delta * round_integer(v / delta, "stochastic", generator=g).clamp(-levels, levels)
+    lp_sgd = P.suboptimality(w)
+    assert halp <= 1e-7 and lp_sgd >= 1e3 * halp, (halp, lp_sgd)
 
 
 def sgd_run(P, steps, lr, codec=None, compensate=None, seed=0, every=50):

@@ -257,7 +257,12 @@ class Cast(Compressor):
         return cast_decode(codes, self.fmt, flat.numel(), finite, out=out)
 
     def wire_bytes(self, numel: int) -> int:
-        return self.fmt.nbytes(numel) + (0 if self.fmt.has_nan else 1)
+        if self._scaled is None:  # the codes, and a finite flag where the format has no NaN code
+            return self.fmt.nbytes(numel) + (0 if self.fmt.has_nan else 1)
+        if self.scaling == "block":  # codes of whole blocks, one E8M0 exponent per block, the flag
+            blocks = -(-numel // self.block)
+            return self.fmt.nbytes(blocks * self.block) + blocks + 1
+        return self.fmt.nbytes(numel) + 4 + 1  # one float32 scale, the flag
 
     def decode(self, packet: Packet) -> torch.Tensor:
         n = packet.numel

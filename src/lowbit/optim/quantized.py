@@ -99,8 +99,12 @@ class QuantizedGradients(OptimizerWrapper):
             if p.grad is not None:
                 if set_to_none:
                     p.grad = None
-                else:
-                    p.grad.detach_().zero_()
+                else:  # as torch's zero_grad: a view (of the flat buffer) cannot be detached in place
+                    if p.grad.grad_fn is not None:
+                        p.grad.detach_()
+                    else:
+                        p.grad.requires_grad_(False)
+                    p.grad.zero_()
 
     def _flat_grads(self, gi: int, ps: list):
         """(flat buffer, its views) holding the gradients of ``ps``, installed as their .grad: the
