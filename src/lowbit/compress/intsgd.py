@@ -58,9 +58,16 @@ def _to_device(values: list[float], device) -> torch.Tensor:
     return t.pin_memory().to(device, non_blocking=True)
 
 
+def int_widths(max_abs: torch.Tensor) -> torch.Tensor:
+    """Bits per coordinate of two's-complement integers of magnitude ≤ max_abs (each value of a
+    tensor): 1 + ⌈log₂(max+1)⌉, and 1 for 0 — the IntSGD paper's count, in float64."""
+    m = max_abs.double()
+    return torch.where(m > 0, 1 + torch.ceil(torch.log2(m + 1)), torch.ones_like(m))
+
+
 def int_width(max_abs: int) -> int:
-    """Bits per coordinate of a two's-complement integer of magnitude ≤ max_abs: 1 + ⌈log₂(max+1)⌉."""
-    return 1 + math.ceil(math.log2(max_abs + 1)) if max_abs > 0 else 1
+    """:func:`int_widths` of one magnitude."""
+    return int(int_widths(torch.tensor(float(max_abs))))
 
 
 @dataclass
@@ -314,9 +321,8 @@ class IntSGD(Compressor):
             for b in (32, 16, 8):
                 width = torch.where(need <= 2 ** (b - 1) - 1, float(b), width)
         bits = n * (width * d + 8 + self._header_bits())
-        count = lambda m: torch.where(m > 0, 1 + torch.ceil(torch.log2(m + 1)), torch.ones_like(m))  # noqa: E731
-        return {"bits": bits, "width_bits": d * count(peak.double()).sum(1),
-                "sum_width_bits": d * count(units.sum(1).abs().amax(1).double())}
+        return {"bits": bits, "width_bits": d * int_widths(peak).sum(1),
+                "sum_width_bits": d * int_widths(units.sum(1).abs().amax(1))}
 
     def _header_bits(self) -> int:
         return 0

@@ -83,6 +83,18 @@ def parameter_states(store: dict, key, params, codec: Compressor) -> list:
     return [store[j] for j in key]
 
 
+def observe_states(codec: Compressor, states, lr: float, step_sq_norm) -> None:
+    """Adaptive IntSGD: update α of every per-parameter state from the step just taken.
+    ``states``: (parameter position, state or None) pairs; ``step_sq_norm``: ‖x_{k+1} − x_k‖² of
+    the whole model, or a sequence of each parameter's own, indexed by position."""
+    if not getattr(codec, "adaptive", False):
+        return
+    per = not isinstance(step_sq_norm, (int, float, torch.Tensor))
+    for j, st in states:
+        if st is not None:
+            codec.observe(st, lr, step_sq_norm[j] if per else step_sq_norm)
+
+
 def bucketable(codec: Compressor) -> bool:
     """Whether ``codec`` codes a whole bucket in one call: its multi-tensor path, or a
     :class:`~lowbit.compress.base.BucketCodec` (PowerSGD; not inside error feedback, which it has)."""
@@ -294,5 +306,5 @@ class BucketCoder:
         return out.div_(len(payloads)) if len(payloads) > 1 else out
 
 
-__all__ = ["BucketCoder", "bucketable", "bucket_seed", "carry_memory", "ddp_layouts", "param_seed",
+__all__ = ["BucketCoder", "bucketable", "bucket_seed", "carry_memory", "ddp_layouts", "observe_states", "param_seed",
            "parameter_states"]

@@ -13,13 +13,13 @@ simulation's packets carry it (:meth:`lowbit.compress.Shifted.decode_mirrored`).
 
 from __future__ import annotations
 
-import math
 
 import torch
 import torch.distributed as dist
 
 from ..compress import Compressor
 from ..compress.feedback import Shifted
+from ..compress.intsgd import int_widths
 from . import wire
 from .process_group import guard
 from .seeding import worker_generator
@@ -143,15 +143,11 @@ def exchange_all(clusters: list[DistributedCluster], vectors: list[torch.Tensor]
 
 def _width_bits(packets, totals, device, group) -> list[dict]:
     """The IntSGD paper's count per tensor, as the simulation reports it (one all-reduce)."""
-    def width(m: float) -> float:
-        return 1.0 + math.ceil(math.log2(m + 1)) if m > 0 else 1.0
-
-    local = torch.tensor([width(float(p.payload["ints"].abs().max()) if p.numel else 0.0) for p in packets],
-                         dtype=torch.float64, device=device)
+    zero = torch.zeros((), device=device)
+    local = int_widths(torch.stack([p.payload["ints"].abs().max().double() if p.numel else zero for p in packets]))
     with guard("all-reduce of integer widths"):
         dist.all_reduce(local, group=group)
-    out = []
-    for w, p, t in zip(local.tolist(), packets, totals):
-        s = float(t.payload["ints"].abs().max()) if p.numel else 0.0
-        out.append({"width_bits": w * p.numel, "sum_width_bits": width(s) * p.numel})
-    return out
+    summed = int_widths(torch.stack([t.payload["ints"].abs().max().double() if p.numel else zero
+                                     for p, t in zip(packets, totals)]))
+    return [{"width_bits": float(w) * p.numel, "sum_width_bits": float(ws) * p.numel}
+            for w, ws, p in zip(local.tolist(), summed.tolist(), packets)]

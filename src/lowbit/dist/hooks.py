@@ -47,7 +47,7 @@ import torch.distributed as dist
 from ..compress import get_compressor
 from ..compress.base import BucketCodec
 from ..quantize import draw_ahead
-from .bucket import BucketCoder, bucketable, carry_memory, parameter_states
+from .bucket import BucketCoder, bucketable, carry_memory, observe_states, parameter_states
 from .cluster import DistributedCluster, exchange_all
 from .seeding import bucket_seed, param_seed, worker_generator
 
@@ -182,13 +182,8 @@ class HookState:
         """Adaptive IntSGD: update α of every parameter from the step just taken (public):
         ``step_sq_norm`` is ‖x_{k+1} − x_k‖² of the whole model, or a sequence of each parameter's
         own (layer-wise α, as the deep runner uses), indexed by position in ``model.parameters()``."""
-        if getattr(self.codec, "adaptive", False):
-            per = not isinstance(step_sq_norm, (int, float, torch.Tensor))
-            for j, st in self.param_states.items():
-                self.codec.observe(st, lr, step_sq_norm[j] if per else step_sq_norm)
-            for j, c in self.clusters.items():
-                if c.state is not None:
-                    self.codec.observe(c.state, lr, step_sq_norm[j] if per else step_sq_norm)
+        observe_states(self.codec, [*self.param_states.items(), *((j, c.state) for j, c in self.clusters.items())],
+                       lr, step_sq_norm)
 
     def state_dict(self) -> dict:
         return {"seed": self.seed, "steps": self.steps, "exact_below": self.exact_below, "layouts": list(self.layouts),

@@ -30,8 +30,9 @@ import copy
 import torch
 
 from ..compress import Compressor
+from ..compress.intsgd import int_widths
 from ..compress.many import segments
-from .bucket import BucketCoder, bucketable, carry_memory, parameter_states
+from .bucket import BucketCoder, bucketable, carry_memory, observe_states, parameter_states
 from .seeding import bucket_seed, param_seed, worker_generator
 
 
@@ -59,9 +60,8 @@ class SimulatedCluster:
         rows = ints.reshape(self.n, -1)
         lo, hi = torch.aminmax(rows, dim=1)  # max |Int| of each worker without a copy of the rows
         m = torch.maximum(lo.double().abs(), hi.double())
-        w = torch.where(m > 0, 1 + torch.ceil(torch.log2(m + 1)), torch.ones_like(m))
-        s = rows.sum(0, dtype=torch.int64).abs().max().double()
-        ws = 1 + torch.ceil(torch.log2(s + 1)) if s > 0 else torch.ones((), dtype=torch.float64)
+        w = int_widths(m)
+        ws = int_widths(rows.sum(0, dtype=torch.int64).abs().max())
         return {"width_bits": float((w * d).sum()), "sum_width_bits": float(ws * d)}
 
     def _worker_state(self, i: int, v: torch.Tensor):
@@ -284,13 +284,8 @@ class SimulatedDataParallel:
     def observe(self, lr: float, step_sq_norm) -> None:
         """Adaptive IntSGD: update α of every parameter (as ``HookState.observe``: one value, or
         each parameter's own)."""
-        if getattr(self.codec, "adaptive", False):
-            per = not isinstance(step_sq_norm, (int, float, torch.Tensor))
-            for j, st in self.param_states.items():
-                self.codec.observe(st, lr, step_sq_norm[j] if per else step_sq_norm)
-            for j, c in enumerate(self.clusters):
-                if c.state is not None:
-                    self.codec.observe(c.state, lr, step_sq_norm[j] if per else step_sq_norm)
+        observe_states(self.codec, [*self.param_states.items(), *((j, c.state) for j, c in enumerate(self.clusters))],
+                       lr, step_sq_norm)
 
     def state_dict(self) -> dict:
         return {"clusters": [c.state_dict() for c in self.clusters], "bits_per_worker": list(self.bits_per_worker),
