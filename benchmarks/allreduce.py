@@ -19,10 +19,10 @@ import time
 import torch
 import torch.distributed as dist
 
-import lowbit.dist as ld
+import lowbit.distributed as ld
 from lowbit import get_compressor
 from lowbit.compress import ErrorFeedback
-from lowbit.dist.cluster import DistributedCluster, exchange_all
+from lowbit.distributed.cluster import DistributedCluster, exchange_all
 from lowbit.models import resnet18
 
 sys.path.insert(0, __file__.rsplit("/", 1)[0])

@@ -1,5 +1,5 @@
 """One rank's share of a compressed DDP step on the CPU: ResNet-18's 62 gradient tensors as one
-bucket (11.2 M float32), one thread, through ``lowbit.dist.bucket.BucketCoder`` — the encode a
+bucket (11.2 M float32), one thread, through ``lowbit.distributed.bucket.BucketCoder`` — the encode a
 rank makes, and the mean of two ranks' messages it decodes (the in-flight sum's decode for
 summable codecs).  Best of ``--reps`` after a warm-up; the peers, measured in the same run: a
 copy of the bucket (read + write), and drawing one random word in [0, 2^31) per value from torch's
@@ -20,7 +20,7 @@ from common import write_results
 
 from lowbit import get_compressor
 from lowbit.compress import ErrorFeedback
-from lowbit.dist.bucket import BucketCoder
+from lowbit.distributed.bucket import BucketCoder
 from lowbit.models import get_model
 
 CODECS = {

@@ -24,7 +24,7 @@ from torch import nn
 
 from lowbit import get_compressor
 from lowbit.compress import ErrorFeedback
-from lowbit.dist.hooks import hook_for
+from lowbit.distributed.hooks import hook_for
 from lowbit.models import get_model
 
 CODECS = {

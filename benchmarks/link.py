@@ -5,7 +5,7 @@ The model has ResNet-18's parameter tensors (62 tensors, 11.2 M floats) and a lo
 gradient is a fixed dense random tensor, so a step's time is the exchange alone; one torch thread
 per rank; median s/step of ``--steps`` steps after ``--warmup``.  Hooks: fp32 (DDP's default),
 torch's fp16 and PowerSGD (rank 4) hooks (its bf16 hook refuses gloo: it needs NCCL), and every lowbit codec through
-``lowbit.dist.hooks``.  Bytes: what a rank sent per step (torch hooks: computed from the sizes).
+``lowbit.distributed.hooks``.  Bytes: what a rank sent per step (torch hooks: computed from the sizes).
 
     sudo python benchmarks/link.py                 # builds the namespaces, runs, removes them
     sudo python benchmarks/link.py --rates 1gbit   # one rate
@@ -62,7 +62,7 @@ def hooks(world: int):
 
     from lowbit import get_compressor
     from lowbit.compress import ErrorFeedback
-    from lowbit.dist.hooks import hook_for
+    from lowbit.distributed.hooks import hook_for
 
     def torch_hook(fn, width):
         return lambda m: (None, fn, width * sum(p.numel() for p in m.parameters()))
@@ -165,11 +165,11 @@ def worker(args) -> None:
 def collectives(args, rank: int) -> list:
     """The bare collectives under the hooks, on one ResNet-18 message of 8-bit codes (11.2 MB):
     an all-reduce, one all-gather, and the all-gathers of at most 1 MiB that the gather mode
-    sends on the CPU (lowbit.dist.hooks._all_gather_chunks), all in flight."""
+    sends on the CPU (lowbit.distributed.hooks._all_gather_chunks), all in flight."""
     import torch
     import torch.distributed as dist
 
-    from lowbit.dist.hooks import _all_gather_chunks
+    from lowbit.distributed.hooks import _all_gather_chunks
 
     m = 11_173_962
     mine, got = torch.ones(m, dtype=torch.uint8), torch.empty(2 * m, dtype=torch.uint8)
@@ -212,7 +212,7 @@ def e2e_worker(args) -> None:
     import torch.distributed as dist
 
     from lowbit.data.images import load_images
-    from lowbit.dist.hooks import hook_for
+    from lowbit.distributed.hooks import hook_for
     from lowbit.models import get_model
 
     torch.set_num_threads(args.threads)

@@ -19,7 +19,7 @@ import torch
 from common import device_name, write_results
 
 from lowbit import get_compressor
-from lowbit.dist import SimulatedCluster
+from lowbit.distributed import SimulatedCluster
 
 CODECS = {
     "intsgd": lambda n: get_compressor("intsgd", n_workers=n),

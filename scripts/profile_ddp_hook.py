@@ -26,8 +26,8 @@ def _install_timers():
     import time
     from collections import defaultdict
 
-    import lowbit.dist.hooks as H
-    from lowbit.dist.bucket import BucketCoder
+    import lowbit.distributed.hooks as H
+    from lowbit.distributed.bucket import BucketCoder
 
     spent = defaultdict(float)
 

@@ -15,8 +15,8 @@ import torch.distributed as dist
 sys.path.insert(0, os.path.dirname(__file__))
 import dist_common as C  # noqa: E402
 
-import lowbit.dist as ld  # noqa: E402
-from lowbit.dist.hooks import hook_for  # noqa: E402
+import lowbit.distributed as ld  # noqa: E402
+from lowbit.distributed.hooks import hook_for  # noqa: E402
 
 
 def equiv(out):

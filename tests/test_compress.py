@@ -522,7 +522,7 @@ def test_compiled_cpu_stochastic_codecs_give_the_eager_payloads(name, options, m
 def test_compiled_mean_of_8_bit_messages_equals_decoding_and_adding(n, monkeypatch):
     """A bucket's mean of n fp8 messages on the CPU in one compiled loop: the values of decoding
     each and adding them in worker order, then dividing by n (all 256 codes, NaN included)."""
-    from lowbit.dist.bucket import BucketCoder
+    from lowbit.distributed.bucket import BucketCoder
 
     sizes = [70_001, 3, 60_000]
     codec = get_compressor("cast", format="fp8")
@@ -544,7 +544,7 @@ def test_compiled_bucket_paths_give_the_eager_bits(label, monkeypatch):
     done eagerly — against the eager passes: the same payloads, memory and mean, bit for bit (±0,
     NaN and tensors whose sizes are not multiples of 8 included)."""
     from lowbit.compress import ErrorFeedback
-    from lowbit.dist.bucket import BucketCoder
+    from lowbit.distributed.bucket import BucketCoder
 
     sizes = [70_001, 3, 60_000, 17, 20_000]
     g = torch.Generator().manual_seed(5)

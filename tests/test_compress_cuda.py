@@ -132,7 +132,7 @@ GRAPHED = {  # codecs whose bucket exchange is graph-safe on CUDA (graph=True) a
 def _ddp_steps(codec, cuda_graph: bool, steps: int = 6, observe: bool = False):
     """``steps`` SGD steps of a small model under DDP (NCCL, world size 1, several buckets) with
     lowbit's hook: (parameters, hook state)."""
-    from lowbit.dist.hooks import hook_for
+    from lowbit.distributed.hooks import hook_for
 
     torch.manual_seed(0)
     model = torch.nn.Sequential(torch.nn.Linear(40, 64), torch.nn.ReLU(), torch.nn.Linear(64, 64), torch.nn.ReLU(),

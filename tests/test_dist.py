@@ -14,8 +14,8 @@ import pytest
 import torch
 
 import dist_common as C
-from lowbit.dist import SimulatedCluster, SimulatedDataParallel
-from lowbit.dist.bucket import bucketable
+from lowbit.distributed import SimulatedCluster, SimulatedDataParallel
+from lowbit.distributed.bucket import bucketable
 
 HERE = os.path.dirname(__file__)
 
@@ -245,7 +245,7 @@ def test_deep_run_under_torchrun_is_ddp_with_the_simulations_numbers(tmp_path):
 def test_hook_modes_are_checked():
     from lowbit import get_compressor
     from lowbit.compress import ErrorFeedback
-    from lowbit.dist.hooks import HookState
+    from lowbit.distributed.hooks import HookState
 
     with pytest.raises(ValueError, match="gather"):
         HookState(get_compressor("qsgd"), mode="reduce")

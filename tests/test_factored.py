@@ -8,8 +8,8 @@ import torch
 from torch import nn
 
 from lowbit import get_compressor
-from lowbit.dist import FactoredDataParallel
-from lowbit.dist.factored import layer_factors
+from lowbit.distributed import FactoredDataParallel
+from lowbit.distributed.factored import layer_factors
 from lowbit.experiments import make_config, run
 from lowbit.experiments.runner import Stop
 

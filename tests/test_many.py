@@ -288,7 +288,7 @@ def test_flat_messages_decode_to_the_flat_roundtrip(case, device):
 def test_summed_flat_messages_decode_to_the_mean(case):
     """Summable codecs: the in-flight sum of n workers' integers (or floats) decodes to the mean
     of the n decoded messages — exactly for integers; and a non-finite worker makes it NaN."""
-    from lowbit.dist.bucket import BucketCoder
+    from lowbit.distributed.bucket import BucketCoder
 
     opts = {**DETERMINISTIC, **STOCHASTIC}[case]
     codec = get_compressor("intsgd", **{**opts, "n_workers": 3}) if "intsgd" in case else codec_of(case, opts)
@@ -312,7 +312,7 @@ def test_powersgd_bucket_message_keeps_channels_last_states_and_matches_per_tens
     """PowerSGD's bucket message (one per DDP bucket) factors each tensor as its per-tensor encode
     does — states of channels-last weights included — and the mean of two messages is the mean of
     the decoded products (to float rounding: one product of the factors side by side)."""
-    from lowbit.dist.bucket import BucketCoder
+    from lowbit.distributed.bucket import BucketCoder
 
     g = torch.Generator().manual_seed(2)
     w = torch.randn(16, 8, 3, 3, generator=g).to(memory_format=torch.channels_last)
@@ -338,7 +338,7 @@ def test_powersgd_bucket_message_keeps_channels_last_states_and_matches_per_tens
 def test_bucket_encode_and_mean_do_not_synchronize_on_cuda(name):
     """A bucket's encode and the mean of two messages on the GPU read nothing on the host once the
     bucket's segment index exists (1-bit SGD's segment sums skip segment_reduce's host checks)."""
-    from lowbit.dist.bucket import BucketCoder
+    from lowbit.distributed.bucket import BucketCoder
 
     sizes = [9408, 64, 64, 36864, 512, 10]
     x = torch.randn(sum(sizes), device="cuda")

@@ -14,7 +14,7 @@ import torch
 
 from lowbit.compress import get_compressor
 from lowbit.data import synthetic
-from lowbit.dist import SimulatedCluster
+from lowbit.distributed import SimulatedCluster
 from lowbit.experiments import get, make_config, run
 from lowbit.experiments.runner import Stop, load_data
 from lowbit.optim import DIANA, diana_stepsize

@@ -4,7 +4,7 @@ import pytest
 import torch
 
 from lowbit.compress import get_compressor
-from lowbit.dist import SimulatedCluster
+from lowbit.distributed import SimulatedCluster
 
 
 @pytest.mark.parametrize("name,opts", [("identity", {}), ("cast", {"format": "fp8"}),
@@ -54,7 +54,7 @@ def test_batched_exchange_equals_per_worker(name, opts):
 
 
 def test_the_simulated_cluster_is_a_cluster():
-    from lowbit.dist import Cluster
+    from lowbit.distributed import Cluster
 
     assert isinstance(SimulatedCluster(3, get_compressor("identity")), Cluster)
     assert not isinstance(object(), Cluster)
@@ -106,7 +106,7 @@ def test_batched_rows_with_their_own_scales():
                                                ("qsgd", {"levels": 4}, 3), ("intsgd", {"alpha": 50.0}, 3)])
 def test_reduce_in_place_writes_the_same_decoded_rows_over_the_input(name, options, seed):
     from lowbit import get_compressor
-    from lowbit.dist import SimulatedCluster
+    from lowbit.distributed import SimulatedCluster
 
     rows = torch.randn(6, 500, generator=torch.Generator().manual_seed(2))
 
@@ -119,3 +119,15 @@ def test_reduce_in_place_writes_the_same_decoded_rows_over_the_input(name, optio
     out2, mean2, info2 = make().reduce(work, inplace=True)
     assert out2 is work and torch.equal(work, out) and torch.equal(mean2, mean) and info2["bits"] == info["bits"]
     assert not torch.equal(out, rows)
+
+
+def test_the_former_package_name_gives_the_same_objects():
+    import lowbit.dist as old
+    import lowbit.distributed as new
+    from lowbit.dist.hooks import hook_for
+    from lowbit.distributed.hooks import hook_for as hook_for_new
+
+    assert old.SimulatedCluster is new.SimulatedCluster and hook_for is hook_for_new
+    import lowbit.dist.simulated
+
+    assert lowbit.dist.simulated is new.simulated

@@ -143,7 +143,7 @@ def _execute(cfg, out, args, resume=False) -> int:
     chooses the folder and writes the results, and a run restarted by torchrun resumes."""
     import os
 
-    from .dist import process_group
+    from .distributed import process_group
     from .experiments import run
     from .experiments.runner import _broadcast
 

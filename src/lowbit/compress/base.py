@@ -71,7 +71,7 @@ class Packet:
 @runtime_checkable
 class BucketCodec(Protocol):
     """A codec that codes a DDP bucket of shaped tensors as one message without being elementwise
-    (PowerSGD's factors): :class:`lowbit.dist.bucket.BucketCoder` calls these instead of the
+    (PowerSGD's factors): :class:`lowbit.distributed.bucket.BucketCoder` calls these instead of the
     multi-tensor path's ``flat_encode``/``flat_decode``."""
 
     def bucket_encode(self, tensors, *, states=None, generator=None) -> dict:
@@ -224,7 +224,7 @@ class Compressor(ABC):
         """Bytes of the packet of a tensor of ``numel`` values (batchable codecs: data-independent)."""
         raise NotImplementedError(f"{self.name} packet sizes depend on the data")
 
-    # Batched runs (lowbit.dist.SimulatedCluster given R × n × d rows: R independent runs of n
+    # Batched runs (lowbit.distributed.SimulatedCluster given R × n × d rows: R independent runs of n
     # workers each, e.g. seeds): C(v) = s_r·U(v/s_r) with a scale s_r that run r's workers share.
     def run_scales(self, rows: torch.Tensor, state: Any = None) -> torch.Tensor | None:
         """Each run's shared scale s_r (R × 1 × 1), or None where C is elementwise without one."""

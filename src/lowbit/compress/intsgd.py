@@ -298,7 +298,7 @@ class IntSGD(Compressor):
     def wire_bytes(self, numel: int) -> int:
         return numel * self.bits // 8 + 1
 
-    # batched runs (lowbit.dist.SimulatedCluster on R × n × d rows): each run has its own α
+    # batched runs (lowbit.distributed.SimulatedCluster on R × n × d rows): each run has its own α
     def run_scales(self, rows, state=None):
         if self.alpha is not None:
             return None  # the unit coder applies the fixed α

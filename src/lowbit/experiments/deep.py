@@ -9,18 +9,18 @@ run's codec:
   stepsize compensation) — the slowdown paper's setting;
 * ``deep.workers = n``: each worker computes the gradient of its share of the batch, every
   parameter's gradients are compressed per worker and averaged by
-  :class:`lowbit.dist.SimulatedDataParallel` (per-worker generators: the numbers of a DDP run
+  :class:`lowbit.distributed.SimulatedDataParallel` (per-worker generators: the numbers of a DDP run
   with the same seed) — the IntSGD paper's 8 simulated workers.  Under torchrun with n
   processes, each process is one worker: ``DistributedDataParallel`` with lowbit's communication
-  hook (:func:`lowbit.dist.hooks.hook_for`) and the same seed, so a real run and its simulation
+  hook (:func:`lowbit.distributed.hooks.hook_for`) and the same seed, so a real run and its simulation
   give the same numbers.  ``deep.exchange``: one message per parameter (default), or per DDP
   bucket of ``deep.bucket_mb`` MiB — the real run's fast path, which the simulation follows by
-  laying the buckets out as DDP does (:func:`lowbit.dist.bucket.ddp_layouts`, from the order the
+  laying the buckets out as DDP does (:func:`lowbit.distributed.bucket.ddp_layouts`, from the order the
   gradients became ready in the first backward).  The numbers agree for models that draw no
   random numbers in their forward pass (dropout, a VAE's sampling draw them per process) and, for
   test metrics, without BatchNorm (DDP keeps rank 0's running statistics, the simulation updates
   them with every worker's share in turn);
-* a factored codec (ISGQ): :class:`lowbit.dist.FactoredDataParallel` sends each worker's
+* a factored codec (ISGQ): :class:`lowbit.distributed.FactoredDataParallel` sends each worker's
   quantized layer inputs and output errors instead of weight gradients (ISGQ's experiments);
 * ``optim.name`` svrg or halp (one worker): :class:`lowbit.optim.SVRG` / :class:`lowbit.optim.HALP`
   pick their own mini-batches and take the full gradient every ``optim.T_epochs`` passes (the
@@ -57,8 +57,8 @@ def run_deep(cfg: RunConfig, folder: RunFolder, *, resume: bool = True, stop_aft
              progress=None) -> dict:
     from ..compress import get_compressor
     from ..data.images import load_images
-    from ..dist import FactoredDataParallel, SimulatedDataParallel, process_group
-    from ..dist.bucket import bucketable, ddp_layouts
+    from ..distributed import FactoredDataParallel, SimulatedDataParallel, process_group
+    from ..distributed.bucket import bucketable, ddp_layouts
     from ..models import count_parameters, get_model, vae_loss
     from ..nn import lower, quantizers
     from ..optim import HALP, SVRG, LowPrecision, QuantizedGradients
@@ -122,7 +122,7 @@ def run_deep(cfg: RunConfig, folder: RunFolder, *, resume: bool = True, stop_aft
     elif world > 1:
         from torch.nn.parallel import DistributedDataParallel
 
-        from ..dist.hooks import hook_for
+        from ..distributed.hooks import hook_for
 
         # on CUDA each bucket's exchange is replayed from a CUDA graph where the codec allows (same numbers)
         hook_state, hook = hook_for(codec or get_compressor("identity"), model=model, seed=cfg.seed,

@@ -53,7 +53,7 @@ class RunFolder:
     one kept), and a resume loads the newest step that every rank has."""
 
     def __init__(self, path):
-        from ..dist import process_group as pg
+        from ..distributed import process_group as pg
 
         self.path = Path(path)
         self.rank, self.world = pg.rank(), pg.world_size()

@@ -269,7 +269,7 @@ def run_distributed(cfg: RunConfig, folder: RunFolder, *, resume: bool = True, s
     lr = vr_diana_stepsize(P.L, omega, n) if omega > 0 else diana_stepsize(P.L, L_batch, n)
     R = cfg.seeds
     x = torch.zeros(P.d, dtype=torch.float64) if R == 1 else torch.zeros(R, P.d, dtype=torch.float64)
-    from ..dist import DistributedCluster, SimulatedCluster, process_group
+    from ..distributed import DistributedCluster, SimulatedCluster, process_group
 
     oracle = split.grads
     if R > 1 and (process_group.world_size() > 1 or dc.streams == "per-worker"):
@@ -479,7 +479,7 @@ def run(cfg: RunConfig, out, *, resume: bool = False, jobs: int = 1, stop_after:
 
 def _broadcast(obj):
     """rank 0's ``obj`` on every rank (itself outside a multi-process run)."""
-    from ..dist import process_group
+    from ..distributed import process_group
 
     if process_group.world_size() == 1:
         return obj

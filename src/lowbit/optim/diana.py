@@ -17,7 +17,7 @@ movement defines α, sends α-free exact values (``exact_first_step``), as the I
 The parameter is one flat vector x (the model's weights).  The gradient oracle is a function
 ``oracle(x, indices) -> Tensor (n, d)``: row i is worker i's gradient at x, over its local
 samples ``indices[i]`` (an n × b LongTensor), or over all its local data when ``indices`` is None.
-Compression goes through :class:`lowbit.dist.SimulatedCluster`: workers are batched (no Python
+Compression goes through :class:`lowbit.distributed.SimulatedCluster`: workers are batched (no Python
 loop over workers) for elementwise codecs; other codecs are applied per worker.  Pass
 ``cluster=SimulatedCluster(n, codec, seed=s)`` for per-worker generators, or, in a process of a
 real run, ``cluster=DistributedCluster(codec, seed=s)``: this process then holds only its own
@@ -28,7 +28,7 @@ Batched runs: a parameter of shape (R, d) holds R independent runs (seeds) stepp
 tensor program.  The oracle then takes x (R, d) and indices (R, n, b) and returns (R, n, d); every
 run draws its own minibatches, reference coin and codec randomness (from the optimizer's and the
 cluster's generators), keeps its own shifts and, with IntSGD, its own α from its own steps
-(:meth:`lowbit.dist.SimulatedCluster.reduce_runs`).  The runs are independent, but run r of a
+(:meth:`lowbit.distributed.SimulatedCluster.reduce_runs`).  The runs are independent, but run r of a
 batch is not the run that seed alone would give.
 """
 
@@ -37,7 +37,7 @@ from __future__ import annotations
 import torch
 
 from ..compress import Compressor
-from ..dist.simulated import SimulatedCluster
+from ..distributed.simulated import SimulatedCluster
 from .quantized import resolve_codec
 
 

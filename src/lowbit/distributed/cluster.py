@@ -1,8 +1,8 @@
 """DistributedCluster: one rank's side of the n-worker exchange, over torch.distributed.
 
-The same interface as :class:`lowbit.dist.SimulatedCluster` (``reduce``, ``mean``, ``state``,
+The same interface as :class:`lowbit.distributed.SimulatedCluster` (``reduce``, ``mean``, ``state``,
 ``state_dict``), for one worker per process: rank r encodes its own vector with its own
-generator :func:`~lowbit.dist.simulated.worker_generator` (seed, r), agrees with the others on
+generator :func:`~lowbit.distributed.simulated.worker_generator` (seed, r), agrees with the others on
 shared quantities (an all-reduce of one scalar), and sends its packet — summed in flight
 (all-reduce) when the codec is summable, else all-gathered as bytes and decoded on arrival — so
 that a run over real processes gives the numbers of the per-worker simulation with the same seed.
@@ -30,7 +30,7 @@ class DistributedCluster:
         from ..optim.quantized import resolve_codec
 
         if not dist.is_initialized():
-            raise RuntimeError("DistributedCluster needs torch.distributed initialized (lowbit.dist.init() under "
+            raise RuntimeError("DistributedCluster needs torch.distributed initialized (lowbit.distributed.init() under "
                                "torchrun, or dist.init_process_group)")
         self.group = group
         self.n = dist.get_world_size(group)

@@ -14,7 +14,7 @@
 Several tensors (a DDP bucket's parameters) travel together: the collectives' count does not
 grow with their number.
 
-Every call runs under :func:`lowbit.dist.process_group.guard`.
+Every call runs under :func:`lowbit.distributed.process_group.guard`.
 """
 
 from __future__ import annotations

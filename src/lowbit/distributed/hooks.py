@@ -7,7 +7,7 @@
 Codecs with a multi-tensor path (identity, casts without scaling, IntSGD with a fixed width,
 natural compression, QSGD with fixed-width codes, TernGrad, signSGD, 1-bit SGD, and error
 feedback around any of them), and PowerSGD (its factors of every tensor as one message), code
-DDP's whole bucket in one call (:mod:`lowbit.dist.bucket`): each parameter
+DDP's whole bucket in one call (:mod:`lowbit.distributed.bucket`): each parameter
 keeps its own scale (QSGD's norm, TernGrad's max, IntSGD's α are per layer, as in the papers),
 no value is read on the host, and the hook returns the collective's future chained with the
 decode, as torch's ``powerSGD_hook`` does, so communication overlaps the rest of backward.
@@ -18,14 +18,14 @@ words are drawn while the bucket is on the wire (:func:`lowbit.quantize.draw_ahe
 
 Randomness and state are per bucket: the bucket laying out parameters J (positions in
 ``model.parameters()``, in DDP's order) draws on rank r from
-:func:`~lowbit.dist.simulated.worker_generator` (bucket_seed(seed, J), r), and keeps its
+:func:`~lowbit.distributed.simulated.worker_generator` (bucket_seed(seed, J), r), and keeps its
 error-feedback memory, which follows each parameter when DDP lays its buckets out anew (it does
 after the first step); IntSGD's α is per parameter.  ``state.buckets()`` lists the layouts seen,
 and ``SimulatedDataParallel(…, buckets=state.buckets())`` with the same seed gives the numbers of
 the DDP run.  A run restarted from ``state.state_dict()`` resumes exactly for deterministic codecs;
 stochastic ones draw the same numbers only where the new DDP lays its buckets out as before.  The other codecs (top-k, rand-k, Elias
 codes, block-scaled casts, HintSGD, IntSGD with the automatic width) are exchanged parameter by
-parameter through :class:`~lowbit.dist.DistributedCluster` (parameter j seeded with
+parameter through :class:`~lowbit.distributed.DistributedCluster` (parameter j seeded with
 param_seed(seed, j); ``SimulatedDataParallel`` without buckets), synchronously.
 
 With ``cuda_graph=True`` (CUDA), a bucket's whole exchange — encode, the NCCL collective, decode —
@@ -475,7 +475,7 @@ def hook_for(compressor, *, model: "torch.nn.Module | None" = None, seed: int = 
         raise ValueError(f"{codec.name} sends a layer's inputs and output errors, which a gradient hook never "
                          "sees; train it with lowbit's simulated workers (lowbit.compress.isgq.Factored)")
     if not dist.is_initialized():
-        raise RuntimeError("hook_for needs torch.distributed initialized (lowbit.dist.init() under torchrun)")
+        raise RuntimeError("hook_for needs torch.distributed initialized (lowbit.distributed.init() under torchrun)")
     state = HookState(codec, model=model, seed=seed, group=group, exact_below=exact_below, mode=mode,
                       gather_chunk=gather_chunk, per_parameter=per_parameter, cuda_graph=cuda_graph)
     return state, compressed_hook

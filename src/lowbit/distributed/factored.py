@@ -11,7 +11,7 @@ Sending the factors pays only when they hold fewer numbers than G, rows·(m + n)
 paper's condition B < mn/(m + n)); every other tensor — the gradients of layers where the
 condition fails (the output layer, most convolutions), biases, normalization parameters — goes
 through the ``dense`` codec (default: QSGD with 2^(b−1) − 1 levels, the same bits per number as
-ISGQ's b-bit quantizers), per worker, as in :class:`lowbit.dist.SimulatedDataParallel`.
+ISGQ's b-bit quantizers), per worker, as in :class:`lowbit.distributed.SimulatedDataParallel`.
 
 In-place activations would overwrite a layer's output before its error is captured, so modules
 with an ``inplace`` flag are switched to out-of-place.  ``bits`` counts every packet of every

@@ -1,6 +1,6 @@
 """The Cluster protocol: what the DIANA family (and any method that averages compressed vectors
-over n workers) needs of an exchange, implemented by :class:`~lowbit.dist.SimulatedCluster` (all
-workers in one process) and :class:`~lowbit.dist.DistributedCluster` (one worker per process)."""
+over n workers) needs of an exchange, implemented by :class:`~lowbit.distributed.SimulatedCluster` (all
+workers in one process) and :class:`~lowbit.distributed.DistributedCluster` (one worker per process)."""
 
 from __future__ import annotations
 

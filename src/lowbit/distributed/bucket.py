@@ -23,7 +23,7 @@ Two ways to combine the messages of n workers:
 * the others: every worker's bytes are all-gathered (sizes depend on the sizes only, so no
   header travels) and each receiver decodes the n messages and averages them in worker order;
   or, in the hook's ``mode="scatter"``, a compressed reduce-scatter and all-gather of chunks
-  (:func:`lowbit.dist.hooks._scatter`).
+  (:func:`lowbit.distributed.hooks._scatter`).
 
 ``SimulatedDataParallel(…, buckets=…)`` runs the same functions on n rows, so a DDP run and its
 simulation with the same seed and buckets give the same numbers.
@@ -58,7 +58,7 @@ def carry_memory(old: dict, key: tuple, sizes) -> torch.Tensor | None:
 def ddp_layouts(sizes, ready: list[int], bucket_mb: float) -> list:
     """The buckets ``DistributedDataParallel(…, bucket_cap_mb=bucket_mb)`` lays out for parameters
     of ``sizes`` float32 values, as [(first step, [parameter positions of each bucket]), …], the
-    form :meth:`lowbit.dist.hooks.HookState.buckets` reports: DDP (torch ≥ 2.1, without
+    form :meth:`lowbit.distributed.hooks.HookState.buckets` reports: DDP (torch ≥ 2.1, without
     ``find_unused_parameters``) puts every parameter in one bucket for the first step, then lays
     them out once by the order their gradients became ready in that step's backward (``ready``),
     closing a bucket when it reaches ``bucket_mb`` MiB — its own assignment function,

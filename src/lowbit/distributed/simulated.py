@@ -11,7 +11,7 @@ the cluster's codec and returns what the receiver decodes, with the bits sent.  
   one generator for all workers.
 * per worker (``seed=s``): worker i encodes its own row with its own generator
   :func:`worker_generator` (s, i), exactly as rank i of a real ``torch.distributed`` run with the
-  same seed does (:class:`lowbit.dist.DistributedCluster`, :mod:`lowbit.dist.hooks`), so both
+  same seed does (:class:`lowbit.distributed.DistributedCluster`, :mod:`lowbit.distributed.hooks`), so both
   give the same numbers.
 
 Agreements among workers (HintSGD's max‖g_i‖∞ before encoding, IntSGD's container type after it;
@@ -152,7 +152,7 @@ class SimulatedCluster:
     def reduce(self, rows: torch.Tensor, *, exact: bool = False,
                inplace: bool = False) -> tuple[torch.Tensor, torch.Tensor, dict]:
         """(decoded rows of this process's workers, mean over all workers, info): the interface
-        the DIANA family uses, shared with :class:`lowbit.dist.DistributedCluster`.  ``exact``
+        the DIANA family uses, shared with :class:`lowbit.distributed.DistributedCluster`.  ``exact``
         sends float values uncompressed (32 bits per coordinate); ``inplace`` writes the decoded
         rows over ``rows`` (see :meth:`exchange`)."""
         if exact:
@@ -213,11 +213,11 @@ class SimulatedCluster:
 class SimulatedDataParallel:
     """Data-parallel training over n simulated workers: each worker's gradients are compressed
     by its own worker, and each parameter's gradient becomes the mean of the decoded ones — what
-    :func:`lowbit.dist.hooks.hook_for` does in a DDP run.
+    :func:`lowbit.distributed.hooks.hook_for` does in a DDP run.
 
     * ``buckets`` (the layouts ``HookState.buckets()`` reports, [(first step, [[positions], …]),
       …], or one fixed list of buckets): each bucket is one message per worker, coded as the DDP
-      hook codes it (:class:`lowbit.dist.bucket.BucketCoder`, worker i drawing from
+      hook codes it (:class:`lowbit.distributed.bucket.BucketCoder`, worker i drawing from
       worker_generator(bucket_seed(seed, J), i)); codecs without a multi-tensor path, and
       ``buckets=None``, go parameter by parameter:
     * parameter j has its own ``SimulatedCluster(n, codec, seed=param_seed(seed, j))`` (``seed``
