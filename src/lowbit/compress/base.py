@@ -32,9 +32,10 @@ from typing import Any, Protocol, runtime_checkable
 import torch
 
 from ..kernels import cpu
+from . import many
 from ..kernels.cpu import scratch  # noqa: F401  (re-exported: the codecs import it from here)
 
-__all__ = ["Packet", "Compressor", "BucketCodec", "register", "get_compressor", "compressor_names"]
+__all__ = ["Packet", "Compressor", "BucketCodec", "register", "make_compressor", "compressor_names"]
 
 
 @dataclass
@@ -240,9 +241,7 @@ class Compressor(ABC):
     def roundtrip_many(self, tensors, *, states=None, generator=None) -> tuple[list[torch.Tensor], int]:
         """([decode(encode(t)) for t in tensors], total bytes): each tensor its own message, coded
         in one flat call when :meth:`batchable` (see :mod:`lowbit.compress.many`)."""
-        from .many import roundtrip_many
-
-        return roundtrip_many(self, tensors, states=states, generator=generator)
+        return many.roundtrip_many(self, tensors, states=states, generator=generator)
 
     def add(self, a: Packet, b: Packet) -> Packet:
         """a ⊕ b for summable codecs: decode(a ⊕ b) = decode(a) + decode(b)."""
@@ -313,34 +312,23 @@ def compressor_names() -> list[str]:
     return sorted(_CODECS)
 
 
-def get_compressor(name: str | Compressor, *, error_feedback: bool = False, **options) -> Compressor:
-    """A compressor by name with its options, e.g. ``get_compressor("qsgd", levels=4)``.
-
-    ``error_feedback=True`` wraps it in :class:`lowbit.compress.ErrorFeedback`.  Unknown names and
-    options raise errors that list the valid ones."""
-    if isinstance(name, Compressor):
-        if options:
-            raise TypeError("options go with a compressor name, not an instance")
-        codec = name
-    else:
-        key = str(name).strip().lower()
-        if key not in _CODECS:
-            close = difflib.get_close_matches(key, _CODECS, n=1)
+def make_compressor(name: str, **options) -> Compressor:
+    """The registered compressor ``name`` built with ``options`` (see
+    :func:`lowbit.compress.get_compressor`, which also wraps it); unknown names and options raise
+    errors that list the valid ones."""
+    key = str(name).strip().lower()
+    if key not in _CODECS:
+        close = difflib.get_close_matches(key, _CODECS, n=1)
+        hint = f" Did you mean {close[0]!r}?" if close else ""
+        raise ValueError(f"unknown compressor {name!r}.{hint} Valid names: {', '.join(compressor_names())}")
+    cls = _CODECS[key]
+    valid = [p for p in inspect.signature(cls.__init__).parameters if p != "self"]
+    for k in options:
+        if k not in valid:
+            close = difflib.get_close_matches(k, valid, n=1)
             hint = f" Did you mean {close[0]!r}?" if close else ""
-            raise ValueError(f"unknown compressor {name!r}.{hint} Valid names: {', '.join(compressor_names())}")
-        cls = _CODECS[key]
-        valid = [p for p in inspect.signature(cls.__init__).parameters if p != "self"]
-        for k in options:
-            if k not in valid:
-                close = difflib.get_close_matches(k, valid, n=1)
-                hint = f" Did you mean {close[0]!r}?" if close else ""
-                raise TypeError(f"unknown option {k!r} for compressor {key!r}.{hint} Valid options: {', '.join(valid) or 'none'}")
-        codec = cls(**options)
-    if error_feedback:
-        from .feedback import ErrorFeedback
-
-        codec = ErrorFeedback(codec)
-    return codec
+            raise TypeError(f"unknown option {k!r} for compressor {key!r}.{hint} Valid options: {', '.join(valid) or 'none'}")
+    return cls(**options)
 
 
 def into(values: torch.Tensor, out: torch.Tensor | None) -> torch.Tensor:

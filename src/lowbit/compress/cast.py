@@ -21,6 +21,7 @@ from ..quantize import quantize
 from ..scaling import ScaledFormat
 from ..kernels import cpu as compiled
 from .base import Compressor, all_finite, Packet, _check_tensor, into, register, scratch
+from .. import kernels
 
 _NATIVE = {name: getattr(torch, name) for name in
            ("float16", "bfloat16", "float8_e4m3fn", "float8_e5m2", "float8_e4m3fnuz", "float8_e5m2fnuz")
@@ -130,8 +131,6 @@ class Cast(Compressor):
         if out is not None and not (out.is_contiguous() and out.dtype == torch.float32):
             out = None
         if codes.is_cuda and self.fmt.code_bits in (4, 8) and isinstance(self.fmt, FloatFormat):
-            from .. import kernels
-
             if kernels.triton_available() and kernels.supports(self.fmt):
                 from ..kernels.codecs_triton import cast_decode
 
@@ -167,15 +166,11 @@ class Cast(Compressor):
         return self.fmt.decode(codes, (n,))
 
     def _fused(self, t: torch.Tensor) -> bool:
-        from .. import kernels
-
         return (self._scaled is None and self.rounding in _FUSED_ROUNDINGS and kernels.fused(t)
                 and isinstance(self.fmt, FloatFormat) and self.fmt.code_bits in (4, 8) and kernels.supports(self.fmt))
 
     def _fused_block(self, device: torch.device) -> bool:
         """Block scaling in one fused pass (power-of-two blocks of 4- and 8-bit float formats)."""
-        from .. import kernels
-
         if (self.scaling != "block" or self.rounding not in _FUSED_ROUNDINGS or device.type != "cuda"
                 or not kernels.supports(self.fmt)):
             return False

@@ -19,7 +19,7 @@ from typing import Any
 
 import torch
 
-from .base import Compressor, Packet
+from .base import Compressor, Packet, make_compressor
 
 
 @dataclass
@@ -30,9 +30,7 @@ class FeedbackState:
 
 class _Wrapper(Compressor):
     def __init__(self, compressor: Compressor):
-        from .base import get_compressor
-
-        self.inner = get_compressor(compressor) if isinstance(compressor, (str, Compressor)) else compressor
+        self.inner = make_compressor(compressor) if isinstance(compressor, str) else compressor
         self.name = f"{type(self).__name__}({self.inner.name})"
         self.elementwise = self.inner.elementwise
 

@@ -38,6 +38,7 @@ import torch
 from ..kernels import cpu
 from ..quantize import clamped_stochastic_integers, round_integer
 from .base import Compressor, all_finite, Packet, _check_tensor, into, register
+from .. import kernels
 
 _INT_TYPES = [(8, torch.int8), (16, torch.int16), (32, torch.int32), (64, torch.int64)]
 
@@ -158,8 +159,6 @@ class IntSGD(Compressor):
         """Int(α·t) as floats: half to even (``nearest``, torch.round), or stochastic — on CUDA
         in one Triton pass (probabilities in multiples of 2^-23, a Philox stream), else
         :func:`lowbit.quantize.round_integer`."""
-        from .. import kernels
-
         if self.rounding == "nearest":
             scaled = t * alpha
             return torch.round(scaled, out=scaled)
@@ -176,8 +175,6 @@ class IntSGD(Compressor):
         return self._encode_alpha(t, self.scale(t, state), generator, tuple(tensor.shape), tensor.dtype)
 
     def _encode_alpha(self, t, alpha: float, generator, shape, dtype) -> Packet:
-        from .. import kernels
-
         if self.bits == 8 and kernels.fused(t):
             from ..kernels.codecs_triton import int8_encode
 
@@ -212,8 +209,6 @@ class IntSGD(Compressor):
     def unit_roundtrip(self, u, generator=None):
         """decode(encode(u)) without building the packet (the same values: integers decoded in
         float32, every entry NaN when any input is not finite, the fixed width's clamp)."""
-        from .. import kernels
-
         alpha = float(self.alpha) if self.alpha is not None else 1.0
         if self.bits == 8 and kernels.fused(u):
             return self.decode(self._encode_alpha(u, alpha, generator, tuple(u.shape), u.dtype))
@@ -249,8 +244,6 @@ class IntSGD(Compressor):
     def flat_encode(self, flat, tensors, segments, *, states=None, generator=None):
         """Integers Int(α_j·g_j) of every tensor and the finite flag; ``"scales"`` (1/α_j, adaptive
         α only) is public: every worker computes it, it is not sent (``reduce_ops``: same)."""
-        from .. import kernels
-
         if not (self.bits == 8 and kernels.fused(flat)):
             return super().flat_encode(flat, tensors, segments, states=states, generator=generator)
         from ..kernels.codecs_triton import int8_encode
@@ -264,8 +257,6 @@ class IntSGD(Compressor):
         return {"scales": inv, "ints": ints, "finite": finite}
 
     def flat_decode(self, payload, segments, *, out=None):
-        from .. import kernels
-
         ints = payload["ints"]
         if not (ints.is_cuda and ints.dtype == torch.int8 and kernels.triton_available()):
             return super().flat_decode(payload, segments, out=out)
@@ -276,13 +267,9 @@ class IntSGD(Compressor):
         return int8_decode(ints, payload["finite"], None, seg=segments.index, inv_alpha=payload["scales"], out=out)
 
     def graph_safe(self, flat, states=None) -> bool:
-        from .. import kernels
-
         return self.alpha is not None and self.bits == 8 and kernels.fused(flat)  # adaptive α: host values
 
     def flat_roundtrip(self, flat, tensors, segments, *, states=None, generator=None, out=None):
-        from .. import kernels
-
         if not (self.bits == 8 and kernels.fused(flat)):
             return super().flat_roundtrip(flat, tensors, segments, states=states, generator=generator, out=out)
         from ..kernels.codecs_triton import int8_decode, int8_encode
@@ -330,8 +317,6 @@ class IntSGD(Compressor):
     def decode(self, packet: Packet) -> torch.Tensor:
         ints = packet.payload["ints"]
         if ints.is_cuda and ints.dtype == torch.int8 and isinstance(packet.meta["alpha"], float):
-            from .. import kernels
-
             if kernels.triton_available():
                 from ..kernels.codecs_triton import int8_decode
 

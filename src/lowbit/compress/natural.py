@@ -15,6 +15,7 @@ from ..formats import FloatFormat
 from ..packing import BYTE_BITS, pack, unpack
 from ..quantize import quantize
 from .base import Compressor, Packet, _check_tensor, into, register, scratch
+from .. import kernels
 
 _POW2 = FloatFormat(8, 0, 127, name="pow2")
 _EXPONENT_VALUES = (torch.arange(256, dtype=torch.int32) << 23).view(torch.float32)  # field e → 2^(e − 127), 0, inf
@@ -30,8 +31,6 @@ class Natural(Compressor):
     def encode(self, tensor, *, state=None, generator=None) -> Packet:
         _check_tensor(tensor)
         t = tensor.detach().reshape(-1).to(torch.float32)
-        from .. import kernels
-
         if kernels.fused(t):
             from ..kernels.codecs_triton import natural_encode
 
@@ -52,8 +51,6 @@ class Natural(Compressor):
         return self.encode(u, generator=generator).payload
 
     def unit_decode(self, payload, n, out=None):
-        from .. import kernels
-
         if payload["exponent"].is_cuda and kernels.triton_available():
             from ..kernels.codecs_triton import natural_decode
 
@@ -70,13 +67,9 @@ class Natural(Compressor):
         return into(self.decode(Packet(payload, (n,))), out)
 
     def graph_safe(self, flat, states=None) -> bool:
-        from .. import kernels
-
         return kernels.fused(flat)
 
     def flat_roundtrip(self, flat, tensors, segments, *, states=None, generator=None, out=None):
-        from .. import kernels
-
         if not kernels.fused(flat):
             return super().flat_roundtrip(flat, tensors, segments, states=states, generator=generator, out=out)
         from ..kernels.codecs_triton import natural_decode, natural_encode
@@ -89,8 +82,6 @@ class Natural(Compressor):
 
     def decode(self, packet: Packet) -> torch.Tensor:
         n = packet.numel
-        from .. import kernels
-
         if packet.payload["exponent"].is_cuda and kernels.triton_available():
             from ..kernels.codecs_triton import natural_decode
 

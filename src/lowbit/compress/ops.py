@@ -23,7 +23,8 @@ import json
 
 import torch
 
-from .base import Compressor, Packet, get_compressor
+from .base import Compressor, Packet
+from .factory import get_compressor
 
 _LAYOUTS: dict[tuple, tuple[list, int, dict]] = {}
 

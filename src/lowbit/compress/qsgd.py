@@ -20,14 +20,14 @@ from ..quantize import _Bits, _stochastic_integers, random_words, round_integer
 from . import elias
 from .base import (Compressor, Packet, _check_tensor, byte_codes, byte_rows_mean, byte_table_decode, into, register,
                    scratch)
+from .many import foreach_norms
+from .. import kernels
 
 
 def l2norm(v: torch.Tensor) -> torch.Tensor:
     """‖v‖₂ without overflow or underflow of the squares (float64 accumulation for float32 input,
     scaling by max|v| for float64)."""
     if v.dtype == torch.float32:
-        from .. import kernels
-
         if kernels.fused(v):
             from ..kernels.codecs_triton import l2norm as fused_l2norm
 
@@ -82,8 +82,6 @@ class QSGD(Compressor):
         return self._encode_scaled(v, norm, generator, tuple(tensor.shape), tensor.dtype)
 
     def _encode_scaled(self, v, norm, generator, shape, dtype) -> Packet:
-        from .. import kernels
-
         if self.coding == "fixed" and 1 + self._lbits in (2, 4, 6, 8) and kernels.fused(v):
             from ..kernels.codecs_triton import levels_encode
 
@@ -101,8 +99,6 @@ class QSGD(Compressor):
         return self.coding == "fixed"
 
     def tensor_scales(self, tensors, states=None):
-        from .many import foreach_norms
-
         return foreach_norms(tensors, 2)
 
     def unit_roundtrip(self, u, generator=None):
@@ -128,8 +124,6 @@ class QSGD(Compressor):
         return self._code_values(norm)[byte_codes(1 + self._lbits)]
 
     def _fused_flat(self, flat) -> bool:
-        from .. import kernels
-
         return 1 + self._lbits in (2, 4, 6, 8) and kernels.fused(flat)
 
     def flat_encode(self, flat, tensors, segments, *, states=None, generator=None):
@@ -155,13 +149,9 @@ class QSGD(Compressor):
                              seg=segments.index, out=out)
 
     def graph_safe(self, flat, states=None) -> bool:
-        from .. import kernels
-
         return 1 + self._lbits in (2, 4, 6, 8) and kernels.fused(flat)
 
     def flat_roundtrip(self, flat, tensors, segments, *, states=None, generator=None, out=None):
-        from .. import kernels
-
         if not (1 + self._lbits in (2, 4, 6, 8) and kernels.fused(flat)):
             return super().flat_roundtrip(flat, tensors, segments, states=states, generator=generator, out=out)
         from ..kernels.codecs_triton import levels_decode, levels_encode
@@ -177,8 +167,6 @@ class QSGD(Compressor):
         n = packet.numel
         codes = packet.payload["codes"]
         if self.coding == "fixed" and codes.is_cuda and 1 + self._lbits in (2, 4, 6, 8):
-            from .. import kernels
-
             if kernels.triton_available():
                 from ..kernels.codecs_triton import levels_decode
 

@@ -11,6 +11,7 @@ from ..packing import BYTE_BITS, pack, unpack
 from ..kernels import cpu
 from .base import (Compressor, Packet, _check_tensor, byte_rows_mean, byte_table_decode, each_tensor, into, register,
                    scratch)
+from .. import kernels
 
 
 _BITS = BYTE_BITS  # bit j of byte b: is coordinate 8i + j ≥ 0
@@ -22,8 +23,6 @@ class SignSGD(Compressor):
     def encode(self, tensor, *, state=None, generator=None) -> Packet:
         _check_tensor(tensor)
         g = tensor.detach().reshape(-1).to(torch.float32)
-        from .. import kernels
-
         if kernels.fused(g):
             from ..kernels.codecs_triton import sign_encode
 
@@ -43,8 +42,6 @@ class SignSGD(Compressor):
         return torch.where(u >= 0, 1.0, -1.0).to(torch.float32)
 
     def unit_encode(self, u, generator=None):
-        from .. import kernels
-
         if kernels.fused(u):
             from ..kernels.codecs_triton import sign_encode
 
@@ -78,8 +75,6 @@ class SignSGD(Compressor):
         return byte_rows_mean(payloads, "signs", lambda p, j: _UNIT * p["scales"][j], segments, out)
 
     def flat_decode(self, payload, segments, *, out=None):
-        from .. import kernels
-
         if not payload["signs"].is_cuda:  # ±1 into out (unit_decode), then × s_j segment by segment
             return super().flat_decode(payload, segments, out=out)
         if not kernels.triton_available():
@@ -89,13 +84,9 @@ class SignSGD(Compressor):
         return sign_decode(payload["signs"], payload["scales"], segments.total, seg=segments.index, out=out)
 
     def graph_safe(self, flat, states=None) -> bool:
-        from .. import kernels
-
         return kernels.fused(flat)
 
     def flat_roundtrip(self, flat, tensors, segments, *, states=None, generator=None, out=None):
-        from .. import kernels
-
         if not kernels.fused(flat):
             return super().flat_roundtrip(flat, tensors, segments, states=states, generator=generator, out=out)
         from ..kernels.codecs_triton import sign_decode, sign_encode
@@ -107,8 +98,6 @@ class SignSGD(Compressor):
         return 4 + (numel + 7) // 8
 
     def decode(self, packet: Packet) -> torch.Tensor:
-        from .. import kernels
-
         if packet.payload["signs"].is_cuda and kernels.triton_available():
             from ..kernels.codecs_triton import sign_decode
 

@@ -13,6 +13,8 @@ from ..packing import unpack_bytes
 from .qsgd import fixed_codes
 from ..kernels import cpu
 from .base import Compressor, Packet, _check_tensor, byte_codes, byte_rows_mean, byte_table_decode, into, register
+from .many import foreach_norms
+from .. import kernels
 
 
 
@@ -34,8 +36,6 @@ class TernGrad(Compressor):
         return self._encode_scaled(g, s, generator, tuple(tensor.shape), tensor.dtype)
 
     def _encode_scaled(self, g, s, generator, shape, dtype) -> Packet:
-        from .. import kernels
-
         if kernels.fused(g):  # one level: code = sign << 1 | Bernoulli(|g|/s), as below
             from ..kernels.codecs_triton import levels_encode
 
@@ -48,8 +48,6 @@ class TernGrad(Compressor):
         return self.clip is None
 
     def tensor_scales(self, tensors, states=None):
-        from .many import foreach_norms
-
         return foreach_norms(tensors, float("inf"))
 
     def unit_roundtrip(self, u, generator=None):
@@ -71,8 +69,6 @@ class TernGrad(Compressor):
         return values[byte_codes(2)]
 
     def flat_encode(self, flat, tensors, segments, *, states=None, generator=None):
-        from .. import kernels
-
         if not kernels.fused(flat):
             return super().flat_encode(flat, tensors, segments, states=states, generator=generator)
         from ..kernels.codecs_triton import levels_encode
@@ -87,8 +83,6 @@ class TernGrad(Compressor):
         return byte_rows_mean(payloads, "codes", lambda p, j: unit * p["scales"][j], segments, out)
 
     def flat_decode(self, payload, segments, *, out=None):
-        from .. import kernels
-
         if not (payload["codes"].is_cuda and kernels.fused(payload["scales"])):
             return super().flat_decode(payload, segments, out=out)
         from ..kernels.codecs_triton import levels_decode
@@ -96,13 +90,9 @@ class TernGrad(Compressor):
         return levels_decode(payload["codes"], payload["scales"], 1, 1, segments.total, seg=segments.index, out=out)
 
     def graph_safe(self, flat, states=None) -> bool:
-        from .. import kernels
-
         return kernels.fused(flat)
 
     def flat_roundtrip(self, flat, tensors, segments, *, states=None, generator=None, out=None):
-        from .. import kernels
-
         if not kernels.fused(flat):
             return super().flat_roundtrip(flat, tensors, segments, states=states, generator=generator, out=out)
         from ..kernels.codecs_triton import levels_decode, levels_encode
@@ -115,8 +105,6 @@ class TernGrad(Compressor):
         return 4 + (2 * numel + 7) // 8
 
     def decode(self, packet: Packet) -> torch.Tensor:
-        from .. import kernels
-
         if packet.payload["codes"].is_cuda and kernels.triton_available():
             from ..kernels.codecs_triton import levels_decode
 

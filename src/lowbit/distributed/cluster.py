@@ -17,7 +17,7 @@ from __future__ import annotations
 import torch
 import torch.distributed as dist
 
-from ..compress import Compressor
+from ..compress import Compressor, resolve_codec
 from ..compress.feedback import Shifted
 from ..compress.intsgd import int_widths
 from . import wire
@@ -27,8 +27,6 @@ from .seeding import worker_generator
 
 class DistributedCluster:
     def __init__(self, compressor, *, seed: int = 0, group=None):
-        from ..optim.quantized import resolve_codec
-
         if not dist.is_initialized():
             raise RuntimeError("DistributedCluster needs torch.distributed initialized (lowbit.distributed.init() under "
                                "torchrun, or dist.init_process_group)")

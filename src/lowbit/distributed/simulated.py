@@ -29,7 +29,7 @@ import copy
 
 import torch
 
-from ..compress import Compressor
+from ..compress import Compressor, resolve_codec
 from ..compress.intsgd import int_widths
 from ..compress.many import segments
 from .bucket import BucketCoder, bucketable, carry_memory, observe_states, parameter_states
@@ -41,8 +41,6 @@ CHUNK = 1 << 26  # values coded per call in batched mode (temporaries stay a few
 
 class SimulatedCluster:
     def __init__(self, n: int, compressor, *, generator: torch.Generator | None = None, seed: int | None = None):
-        from ..optim.quantized import resolve_codec
-
         if n < 1:
             raise ValueError(f"n must be >= 1, got {n}")
         if generator is not None and seed is not None:

@@ -63,7 +63,7 @@ def run_deep(cfg: RunConfig, folder: RunFolder, *, resume: bool = True, stop_aft
     from ..nn import lower, quantizers
     from ..optim import HALP, SVRG, LowPrecision, QuantizedGradients
     from .config import ConfigError
-    from ..optim.quantized import resolve_codec
+    from ..compress import resolve_codec
 
     dc, q = cfg.deep, cfg.quant
     dev = _device(dc.device)

@@ -10,7 +10,8 @@
 from .diana import DIANA, IntDIANA, VRIntDIANA, diana_stepsize, vr_diana_stepsize
 from .halp import HALP
 from .lowprec import LowPrecision
-from .quantized import QuantizedGradients, resolve_codec
+from ..compress import resolve_codec
+from .quantized import QuantizedGradients
 from .saga import SAG, SAGA
 from .stats import StatsLog, shrinkage
 from .svrg import SVRG

@@ -38,7 +38,7 @@ import torch
 
 from ..compress import Compressor
 from ..distributed.simulated import SimulatedCluster
-from .quantized import resolve_codec
+from ..compress import resolve_codec
 
 
 class DIANA(torch.optim.Optimizer):

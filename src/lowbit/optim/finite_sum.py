@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import torch
 
+from ..compress import resolve_codec
 from .stats import StatsLog, shrinkage
 
 
@@ -30,8 +31,6 @@ class FiniteSumOptimizer(torch.optim.Optimizer):
             raise ValueError("n and batch_size must be >= 1")
         if sampling not in ("permutation", "uniform"):
             raise ValueError(f"sampling must be 'permutation' or 'uniform', got {sampling!r}")
-        from .quantized import resolve_codec
-
         self.n = n
         self.batch_size = batch_size
         self.sampling = sampling

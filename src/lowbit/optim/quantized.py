@@ -15,19 +15,10 @@ from __future__ import annotations
 
 import torch
 
-from ..compress import Compressor, compressor_names, get_compressor
+from ..compress import Compressor, resolve_codec  # noqa: F401  (resolve_codec: re-exported)
 from ..compress.many import flatten, foreach_norms, roundtrip_flat, segments, sizes_of, unflatten
 from .stats import SUM_KEYS, StatsLog, from_sums, pair_sums, stack_sums, tensor_sums
 from .wrapper import OptimizerWrapper
-
-
-def resolve_codec(codec, rounding: str = "nearest") -> Compressor:
-    """A Compressor from a Compressor, a compressor name, or a number-format name (→ ``cast``)."""
-    if isinstance(codec, Compressor):
-        return codec
-    if isinstance(codec, str) and codec.strip().lower() in compressor_names():
-        return get_compressor(codec)
-    return get_compressor("cast", format=codec, rounding=rounding)
 
 
 class QuantizedGradients(OptimizerWrapper):

@@ -17,6 +17,7 @@ when read.
 from __future__ import annotations
 
 import torch
+from .. import kernels
 
 
 def _derive(gg, qq, ee, nz, fl) -> dict[str, torch.Tensor]:
@@ -34,8 +35,6 @@ def tensor_sums(flat: torch.Tensor, out: torch.Tensor, segments) -> dict[str, to
     """Per tensor of a flat buffer (the segments of ``segments``): ‖g‖², ‖g̃‖², ‖g̃ − g‖²
     (float64 accumulation) and the counts of entries with g ≠ 0 and of those flushed (g̃ = 0),
     as device tensors of one value per tensor — a few multi-tensor passes, no host sync."""
-    from .. import kernels
-
     if kernels.fused(flat) and out.dtype == torch.float32:  # one read of g and g̃ (a Triton kernel)
         from ..kernels.codecs_triton import BLOCK
         from ..kernels.codecs_triton import tensor_sums as fused_sums
