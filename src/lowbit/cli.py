@@ -4,8 +4,25 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
+import shlex
 import sys
+from datetime import datetime
+from pathlib import Path
 from typing import Callable
+
+import torch
+import yaml
+
+from .compress import Factored, compressor_names, get_compressor
+from .distributed import process_group
+from .experiments import get, make_config, names, run
+from .experiments.config import load_yaml
+from .experiments.registry import describe
+from .experiments.runner import Stop, _broadcast
+from .formats import _ALIASES, _REGISTRY
+from .models import MODELS, PAPER_COUNTS, count_parameters, get_model
+from .plots import plot_run
 
 COMMANDS: dict[str, tuple[str, Callable[[argparse.ArgumentParser], None], Callable[[argparse.Namespace], int]]] = {}
 
@@ -29,8 +46,6 @@ def _fmt_num(v) -> str:
 @command("formats", "table of every named number format",
          lambda p: p.add_argument("--json", action="store_true", help="print JSON instead of a table"))
 def _formats(args) -> int:
-    from .formats import _ALIASES, _REGISTRY
-
     rows = [fmt.describe() for fmt in _REGISTRY.values()]
     aliases: dict[str, list[str]] = {}
     for a, n in _ALIASES.items():
@@ -57,10 +72,6 @@ def _formats(args) -> int:
 @command("codecs", "table of every gradient compressor: properties, bits per coordinate, error",
          lambda p: p.add_argument("--numel", type=int, default=1 << 18, help="size of the test gradient"))
 def _codecs(args) -> int:
-    import torch
-
-    from .compress import Factored, compressor_names, get_compressor
-
     gen = torch.Generator().manual_seed(0)
     g = torch.randn(args.numel, generator=gen)
     print(f"{'codec':10} {'unbiased':>8} {'summable':>8} {'bits/coord':>10} {'rel. error':>10}   (N(0,1) gradient, {args.numel:,} entries)")
@@ -92,9 +103,6 @@ def _run_setup(p):
 def _default_out(name: str) -> str:
     """runs/<name>-<timestamp>; under torchrun runs/<name>-<rendezvous id> when one is set, so
     that a restarted run finds its folder (or give --out)."""
-    import os
-    from datetime import datetime
-
     run_id = os.environ.get("TORCHELASTIC_RUN_ID", "none")
     if int(os.environ.get("WORLD_SIZE", "1")) > 1 and run_id not in ("", "none"):
         return f"runs/{name}-{run_id}"
@@ -141,12 +149,6 @@ def _report(summary: dict, out: str) -> None:
 def _execute(cfg, out, args, resume=False) -> int:
     """Run ``cfg`` into ``out``; under torchrun (WORLD_SIZE > 1) every process takes part, rank 0
     chooses the folder and writes the results, and a run restarted by torchrun resumes."""
-    import os
-
-    from .distributed import process_group
-    from .experiments import run
-    from .experiments.runner import _broadcast
-
     multi = process_group.init(cfg.dist.backend, cfg.dist.timeout)
     try:
         if multi:
@@ -167,14 +169,7 @@ def _execute(cfg, out, args, resume=False) -> int:
 
 @command("run", "run an experiment: a config file or named experiment, with key=value overrides", _run_setup)
 def _run(args) -> int:
-    from pathlib import Path
-
-    from .experiments import get, make_config, names
-    from .experiments.config import load_yaml
-
     if args.resume:
-        import yaml
-
         path = Path(args.resume)
         if not (path / "config.yaml").exists():
             raise FileNotFoundError(f"{path} is not a run folder (no config.yaml)")
@@ -208,16 +203,12 @@ def _reproduce_setup(p):
 
 @command("reproduce", "reproduce a figure or table of the sources (lowbit list shows which)", _reproduce_setup)
 def _reproduce(args) -> int:
-    from .experiments import get, make_config
-
     cfg = make_config(get(args.name), args.overrides, quick=args.quick)
     return _execute(cfg, args.out or _default_out(cfg.name + ("-quick" if args.quick else "")), args)
 
 
 @command("models", "the deep lab's models and their parameter counts")
 def _models(args) -> int:
-    from .models import MODELS, PAPER_COUNTS, count_parameters, get_model
-
     print(f"{'model':10} {'parameters':>12} {'as the source counts':>21}")
     for name in MODELS:
         n = count_parameters(get_model(name))
@@ -230,9 +221,6 @@ def _models(args) -> int:
 
 @command("list", "the named experiments")
 def _list(args) -> int:
-    from .experiments import names
-    from .experiments.registry import describe
-
     for n in names():
         print(f"{n:18} {describe(n)}")
     return 0
@@ -241,8 +229,6 @@ def _list(args) -> int:
 @command("plot", "(re)draw the figures of run folders",
          lambda p: p.add_argument("runs", nargs="+", metavar="RUN_DIR"))
 def _plot(args) -> int:
-    from .plots import plot_run
-
     for r in args.runs:
         for fig in plot_run(r):
             print(f"{r}/{fig}")
@@ -260,9 +246,6 @@ def _launch_setup(p):
 
 @command("launch", "run a lowbit command over several processes with torchrun", _launch_setup)
 def _launch(args) -> int:
-    import os
-    import shlex
-
     rest = [a for a in args.rest if a != "--"]
     if not rest:
         raise ValueError("give the lowbit command to launch, e.g. lowbit launch --nproc 4 run intsgd-a5a dist.workers=4")
@@ -301,8 +284,6 @@ def main(argv: list[str] | None = None) -> int:
         print(f"lowbit {args.command}: error: {e}", file=sys.stderr)
         return 2
     except Exception as e:
-        from .experiments.runner import Stop
-
         if not isinstance(e, Stop):
             raise
         print(f"lowbit {args.command}: stopped at step {e.args[0]} (LOWBIT_STOP_AFTER)", file=sys.stderr)

@@ -22,6 +22,7 @@ import functools
 import json
 
 import torch
+from torch._subclasses.fake_tensor import unset_fake_temporarily
 
 from .base import Compressor, Packet
 from .factory import get_compressor
@@ -44,8 +45,6 @@ def _fields(packet: Packet) -> list[tuple[str, torch.Tensor]]:
 def _eager():
     """Run real code while torch.compile traces (the fake kernel needs the layout): real tensors,
     and ``torch.compiler.is_compiling()`` false, so the codec takes its eager path."""
-    from torch._subclasses.fake_tensor import unset_fake_temporarily
-
     flag = getattr(torch.compiler, "_is_compiling_flag", None)
     with unset_fake_temporarily():
         if flag is not None:

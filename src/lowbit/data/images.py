@@ -22,6 +22,7 @@ standardized per channel with the training set's mean and std (``normalize=True`
 
 from __future__ import annotations
 
+import difflib
 import functools
 import gzip
 import io
@@ -120,7 +121,7 @@ def _mnist_5k() -> tuple:
 
 
 def _digits() -> tuple:
-    from sklearn.datasets import load_digits
+    from sklearn.datasets import load_digits  # 0.75 s to import: only where the digits are read
 
     d = load_digits()
     X = (d.images * (255.0 / 16.0)).round().astype(np.uint8)[:, None]
@@ -176,8 +177,6 @@ def load_images(name: str, *, normalize: bool = True) -> ImageData:
     """A dataset of :data:`SOURCES` as float32 tensors (CPU)."""
     key = name.strip().lower()
     if key not in SOURCES:
-        import difflib
-
         close = difflib.get_close_matches(key, SOURCES, n=1)
         hint = f" Did you mean {close[0]!r}?" if close else ""
         raise ValueError(f"unknown image dataset {name!r}.{hint} Valid names: {', '.join(SOURCES)}")

@@ -14,6 +14,7 @@ file is never used.  Missing files are downloaded from upstream when possible; o
 
 from __future__ import annotations
 
+import gzip
 import hashlib
 import os
 import shutil
@@ -126,7 +127,5 @@ def fetch(rf: RemoteFile, *, download: bool = True) -> Path:
 def open_text(path: Path):
     """Open a plain or gzip-compressed text file."""
     if path.suffix == ".gz":
-        import gzip
-
         return gzip.open(path, "rt")
     return open(path)

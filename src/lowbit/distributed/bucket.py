@@ -32,6 +32,7 @@ simulation with the same seed and buckets give the same numbers.
 from __future__ import annotations
 
 import torch
+import torch.distributed as dist
 
 from ..compress import Compressor
 from ..compress.base import BucketCodec, scratch
@@ -63,8 +64,6 @@ def ddp_layouts(sizes, ready: list[int], bucket_mb: float) -> list:
     them out once by the order their gradients became ready in that step's backward (``ready``),
     closing a bucket when it reaches ``bucket_mb`` MiB — its own assignment function,
     ``torch.distributed._compute_bucket_assignment_by_size``, computes the second layout here."""
-    import torch.distributed as dist
-
     if sorted(ready) != list(range(len(sizes))):
         raise ValueError(f"the ready order must name every parameter once, got {ready}")
     tensors = [torch.empty(int(sizes[j]), device="meta") for j in ready]

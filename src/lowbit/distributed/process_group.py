@@ -20,6 +20,7 @@ from datetime import timedelta
 
 import torch
 import torch.distributed as dist
+from torch.distributed.distributed_c10d import _get_default_store
 
 HEARTBEAT_S = 0.5
 _watch: "_Heartbeat | None" = None
@@ -113,8 +114,6 @@ def start_heartbeat() -> None:
     if _watch is not None or not dist.is_initialized():
         return
     try:
-        from torch.distributed.distributed_c10d import _get_default_store
-
         store = _get_default_store()
     except Exception:  # no store to write to: failures are reported without a diagnosis
         return

@@ -5,6 +5,9 @@ from __future__ import annotations
 
 import math
 
+from ..formats import get_format
+from .results import atomic_write
+
 
 def _runs(summary):
     return [r for r in summary["runs"] if "config" in r]
@@ -120,8 +123,6 @@ def intsgd(cfg, folder, summary) -> list[dict]:
 def fig1(cfg, folder, summary) -> list[dict]:
     """Without scaling, low precision flushes the slowly decaying tail to zero and turns the
     curve into a staircase; the lower the precision, the earlier and coarser."""
-    from ..formats import get_format
-
     f = summary["runs"][0]["formats"]
     out = []
     order = [k for k in cfg.curve.formats if k in f]
@@ -250,7 +251,6 @@ def isgq(cfg, folder, summary) -> list[dict]:
             da = 100 * (full["accuracy"] - ours["accuracy"])
             out.append(_claim(f"{model}: isgq's test accuracy is within 1 point of 32-bit", da <= 1.0,
                               f"{100 * ours['accuracy']:.2f}% vs {100 * full['accuracy']:.2f}%"))
-    from .results import atomic_write
 
     atomic_write(folder.path / "table.md", ("\n".join(lines) + "\n").encode())
     summary["table"] = rows

@@ -16,8 +16,13 @@ import difflib
 import itertools
 from typing import Any, Literal
 
+import torch
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from ..compress import compressor_names
+from ..formats import get_format
+from .published import within
 
 
 class ConfigError(ValueError):
@@ -70,9 +75,6 @@ class QuantConfig(_Strict):
     @field_validator("codec")
     @classmethod
     def _known_codec(cls, v):
-        from ..compress import compressor_names
-        from ..formats import get_format
-
         if v.strip().lower() in compressor_names():
             return v
         try:
@@ -136,16 +138,12 @@ class PrecisionConfig(_Strict):
     @classmethod
     def _known_format(cls, v):
         if v is not None:
-            from ..formats import get_format
-
             get_format(v)  # raises, naming the known formats
         return v
 
     @field_validator("layers")
     @classmethod
     def _known_layers(cls, v):
-        import torch
-
         for name in v:
             if not (isinstance(getattr(torch.nn, name, None), type) and issubclass(getattr(torch.nn, name), torch.nn.Module)):
                 raise ValueError(f"precision.layers: {name!r} is not a torch.nn layer type")
@@ -170,8 +168,6 @@ class CurveConfig(_Strict):
     @field_validator("formats")
     @classmethod
     def _known_formats(cls, v):
-        from ..formats import get_format
-
         for name in v:
             get_format(name)  # raises, naming the known formats
         return v
@@ -189,8 +185,6 @@ class Published(_Strict):
     @field_validator("tolerance")
     @classmethod
     def _known_tolerance(cls, v):
-        from .published import within
-
         within(1.0, 1.0, v)  # raises on an unknown form
         return v
 

@@ -38,12 +38,22 @@ import math
 import time
 
 import torch
+import torch.distributed as dist
 import torch.nn.functional as F
+from torch.nn.parallel import DistributedDataParallel
 
-from .config import RunConfig
+from ..compress import get_compressor, resolve_codec
+from ..data.augment import augment, centre  # noqa: F401  (re-exported)
+from ..data.images import load_images
+from ..distributed import FactoredDataParallel, SimulatedDataParallel, process_group
+from ..distributed.bucket import bucketable, ddp_layouts
+from ..distributed.hooks import hook_for
+from ..models import count_parameters, get_model, vae_loss
+from ..nn import lower, quantizers
+from ..optim import HALP, SVRG, LowPrecision, QuantizedGradients
+from .config import ConfigError, RunConfig
 from .results import RunFolder
 from .runner import Stop, kind
-from ..data.augment import augment, centre  # noqa: F401  (re-exported)
 
 
 def _device(name: str) -> torch.device:
@@ -55,16 +65,6 @@ def _device(name: str) -> torch.device:
 @kind("deep")
 def run_deep(cfg: RunConfig, folder: RunFolder, *, resume: bool = True, stop_after: int | None = None,
              progress=None) -> dict:
-    from ..compress import get_compressor
-    from ..data.images import load_images
-    from ..distributed import FactoredDataParallel, SimulatedDataParallel, process_group
-    from ..distributed.bucket import bucketable, ddp_layouts
-    from ..models import count_parameters, get_model, vae_loss
-    from ..nn import lower, quantizers
-    from ..optim import HALP, SVRG, LowPrecision, QuantizedGradients
-    from .config import ConfigError
-    from ..compress import resolve_codec
-
     dc, q = cfg.deep, cfg.quant
     dev = _device(dc.device)
     torch.manual_seed(cfg.seed)
@@ -120,10 +120,6 @@ def run_deep(cfg: RunConfig, folder: RunFolder, *, resume: bool = True, stop_aft
         sdp = FactoredDataParallel(model, n, codec, seed=cfg.seed)
         opt = base
     elif world > 1:
-        from torch.nn.parallel import DistributedDataParallel
-
-        from ..distributed.hooks import hook_for
-
         # on CUDA each bucket's exchange is replayed from a CUDA graph where the codec allows (same numbers)
         hook_state, hook = hook_for(codec or get_compressor("identity"), model=model, seed=cfg.seed,
                                     per_parameter=dc.exchange == "parameter",
@@ -291,8 +287,6 @@ def run_deep(cfg: RunConfig, folder: RunFolder, *, resume: bool = True, stop_aft
             for key, v in qz.means().items():
                 places[f"{key}[{name.removesuffix('.output_quantizer')}]"] = v
         if ddp is not None:  # every worker's losses and bytes
-            import torch.distributed as dist
-
             totals = torch.stack([loss_sum.double(), torch.tensor(8.0 * hook_state.bytes_sent, dtype=torch.float64,
                                                                   device=loss_sum.device)])
             dist.all_reduce(totals)

@@ -26,6 +26,10 @@ import fnmatch
 import math
 import re
 
+import pandas as pd
+
+from .results import LOG_SCALE
+
 
 def _run(summary: dict, label: str) -> dict:
     """The sub-run whose label is ``label`` or, failing that, the one it matches as a pattern
@@ -57,10 +61,6 @@ def measure(quantity: str, folder, summary: dict):
         return a / b if b else math.inf
     label, _, item = q.rpartition("/")
     if "@" in item:
-        import pandas as pd
-
-        from .results import LOG_SCALE
-
         col, _, where = item.partition("@")
         key, _, val = where.partition("=")
         df = pd.read_csv(_sub_path(folder, summary, label) / "metrics.csv")

@@ -14,15 +14,23 @@ killed at any moment leaves either the old or the new version of each file, neve
 
 from __future__ import annotations
 
+import io
 import json
+import math
 import os
 import platform
 import sys
 import tempfile
 from pathlib import Path
 
+import lowbit
+import numpy
+import pandas as pd
 import torch
+import torch.distributed as dist
 import yaml
+
+from ..distributed import process_group as pg
 
 
 def atomic_write(path: Path, data: bytes) -> None:
@@ -53,8 +61,6 @@ class RunFolder:
     one kept), and a resume loads the newest step that every rank has."""
 
     def __init__(self, path):
-        from ..distributed import process_group as pg
-
         self.path = Path(path)
         self.rank, self.world = pg.rank(), pg.world_size()
         self.writer = self.rank == 0
@@ -76,15 +82,11 @@ class RunFolder:
         atomic_write(self.path / name, yaml.safe_dump(obj, sort_keys=False).encode())
 
     def write_metrics(self, rows: list[dict]) -> None:
-        import pandas as pd
-
         if not self.writer:
             return
         atomic_write(self.path / "metrics.csv", pd.DataFrame(rows).to_csv(index=False).encode())
 
     def metrics(self):
-        import pandas as pd
-
         return pd.read_csv(self.path / "metrics.csv")
 
     def _ckpt(self, prev: bool = False) -> Path:
@@ -93,8 +95,6 @@ class RunFolder:
         return self.path / f"checkpoint.rank{self.rank}{'.prev' if prev else ''}.pt"
 
     def save_checkpoint(self, state: dict) -> None:
-        import io
-
         buf = io.BytesIO()
         torch.save(state, buf)
         self.path.mkdir(parents=True, exist_ok=True)
@@ -107,7 +107,6 @@ class RunFolder:
         ck = torch.load(p, weights_only=False) if p.exists() else None
         if self.world == 1:
             return ck
-        import torch.distributed as dist
 
         steps = [None] * self.world
         dist.all_gather_object(steps, ck["step"] if ck is not None else -1)
@@ -133,7 +132,6 @@ class RunFolder:
         done = (self.path / "summary.json").exists() if self.writer else False
         if self.world == 1:
             return done
-        import torch.distributed as dist
 
         flag = [done]
         dist.broadcast_object_list(flag, src=0)
@@ -145,10 +143,6 @@ class RunFolder:
 
 
 def environment() -> dict:
-    import numpy
-
-    import lowbit
-
     env = {
         "lowbit": lowbit.__version__,
         "python": sys.version.split()[0],
@@ -169,8 +163,6 @@ def mean_over_seeds(finals: list[dict]) -> dict:
     """One record from the same record of several seeds: each numeric entry's mean over the seeds
     (the geometric mean for log-scale quantities such as f(x) − f*, as the IntSGD figures average
     log suboptimality); other entries are the first seed's."""
-    import math
-
     out = {}
     for key, first in finals[0].items():
         vals = [f.get(key) for f in finals]

@@ -20,12 +20,27 @@ from __future__ import annotations
 
 import math
 import time
+from concurrent.futures import ProcessPoolExecutor
+from multiprocessing import get_context
 from typing import Callable
 
+import pandas as pd
 import torch
+import torch.distributed as dist
+from tqdm import tqdm
 
+from ..compress import get_compressor
+from ..data import libsvm, synthetic
+from ..distributed import DistributedCluster, SimulatedCluster, process_group
+from ..optim import DIANA, HALP, SAG, SAGA, SVRG, QuantizedGradients, diana_stepsize, vr_diana_stepsize
+from ..plots import plot_run
+from ..problems import LogisticRegression
+from ..problems.theory import estimate_constants, theorem3
+from ..quantize import quantize
+from .claims import CLAIMS
 from .config import RunConfig, expand
-from .results import RunFolder, environment
+from .published import compare, markdown
+from .results import RunFolder, atomic_write, environment, summary_over_seeds
 
 KINDS: dict[str, Callable] = {}
 
@@ -44,8 +59,6 @@ class Stop(Exception):
 
 # -- data ------------------------------------------------------------------------------------------
 def load_data(cfg: RunConfig):
-    from ..data import libsvm, synthetic
-
     d = cfg.data
     if d.source == "synthetic":
         A, y = synthetic.logistic(d.n_samples, d.n_features, cond=d.cond, separable=d.separable, seed=d.seed)
@@ -94,8 +107,6 @@ class Sampler:
 
 # -- kind: convex -------------------------------------------------------------------------------------
 def _optimizer(cfg: RunConfig, w, P):
-    from ..optim import HALP, SAG, SAGA, SVRG, QuantizedGradients
-
     o, q = cfg.optim, cfg.quant
     codec = None if q.codec in ("fp32", "float32", "none") else q.codec
     n = P.N
@@ -130,8 +141,6 @@ def _q_log(opt):
 @kind("convex")
 def run_convex(cfg: RunConfig, folder: RunFolder, *, resume: bool = True, stop_after: int | None = None,
                progress=None) -> dict:
-    from ..problems import LogisticRegression
-
     A, y, At, yt = load_data(cfg)
     P = LogisticRegression(A, y, cfg.problem.lam)
     fstar = P.fstar if cfg.problem.lam > 0 else float("nan")  # unregularized: F* may not be attained
@@ -215,8 +224,6 @@ def _theory(cfg, P, w_end, rows, qs, log) -> dict:
 
     q_min and q_max are the extremes of q averaged over each logging interval; σ_q² is the
     largest measured ‖g̃ − q·g‖²; M is estimated at the start and end points (M_G = 1, m = 1)."""
-    from ..problems.theory import estimate_constants, theorem3
-
     k = estimate_constants(P, [torch.zeros(P.d, dtype=torch.float64), w_end], cfg.optim.batch_size, seed=cfg.seed)
     if log is not None and len(log):
         # q over each logging interval (the effective shrinkage of that run of steps): a single
@@ -244,10 +251,6 @@ def _theory(cfg, P, w_end, rows, qs, log) -> dict:
 @kind("distributed")
 def run_distributed(cfg: RunConfig, folder: RunFolder, *, resume: bool = True, stop_after: int | None = None,
                     progress=None) -> dict:
-    from ..compress import get_compressor
-    from ..optim import DIANA, diana_stepsize, vr_diana_stepsize
-    from ..problems import LogisticRegression
-
     A, y, _, _ = load_data(cfg)
     dc = cfg.dist
     split = LogisticRegression(A, y, cfg.problem.lam).split(dc.workers)
@@ -269,7 +272,6 @@ def run_distributed(cfg: RunConfig, folder: RunFolder, *, resume: bool = True, s
     lr = vr_diana_stepsize(P.L, omega, n) if omega > 0 else diana_stepsize(P.L, L_batch, n)
     R = cfg.seeds
     x = torch.zeros(P.d, dtype=torch.float64) if R == 1 else torch.zeros(R, P.d, dtype=torch.float64)
-    from ..distributed import DistributedCluster, SimulatedCluster, process_group
 
     oracle = split.grads
     if R > 1 and (process_group.world_size() > 1 or dc.streams == "per-worker"):
@@ -346,7 +348,6 @@ def run_distributed(cfg: RunConfig, folder: RunFolder, *, resume: bool = True, s
            "local_samples": m, "L": P.L, "L_batch": L_batch}
     if R == 1:
         return {**out, "final": rows[-1]}
-    from .results import summary_over_seeds
 
     return summary_over_seeds([{**out, "final": row} for row in rows[-R:]], seeds)
 
@@ -354,8 +355,6 @@ def run_distributed(cfg: RunConfig, folder: RunFolder, *, resume: bool = True, s
 # -- kind: curve ----------------------------------------------------------------------------------------
 @kind("curve")
 def run_curve(cfg: RunConfig, folder: RunFolder, **_) -> dict:
-    from ..quantize import quantize
-
     c = cfg.curve
     x = torch.linspace(0, c.x_max, c.points, dtype=torch.float64)
     g = torch.exp(c.rate * x).to(torch.float32)
@@ -399,10 +398,6 @@ def _run_one(args) -> tuple[str, dict]:
 def _seed_by_seed(cfg: RunConfig, folder: RunFolder, *, resume: bool, stop_after: int | None) -> dict:
     """``cfg.seeds`` runs one after another, each in ``seeds/seed=<s>/`` (so each resumes on its
     own); the run's metrics are theirs with a ``seed`` column, its summary their mean."""
-    import pandas as pd
-
-    from .results import summary_over_seeds
-
     seeds = [cfg.seed + k for k in range(cfg.seeds)]
     summaries, frames = [], []
     for s in seeds:
@@ -437,9 +432,6 @@ def run(cfg: RunConfig, out, *, resume: bool = False, jobs: int = 1, stop_after:
         raise ValueError("--jobs runs sub-runs in parallel processes; under torchrun every process takes part "
                          "in each sub-run: leave --jobs at 1")
     if jobs > 1 and len(tasks) > 1:
-        from concurrent.futures import ProcessPoolExecutor
-        from multiprocessing import get_context
-
         threads = max(1, torch.get_num_threads() // jobs)  # the cores shared out, not oversubscribed
         with ProcessPoolExecutor(jobs, mp_context=get_context("spawn"), initializer=torch.set_num_threads,
                                  initargs=(threads,)) as ex:
@@ -455,21 +447,14 @@ def run(cfg: RunConfig, out, *, resume: bool = False, jobs: int = 1, stop_after:
     if not folder.writer:  # results, claims and figures are rank 0's
         return summary
     if cfg.claims:
-        from .claims import CLAIMS
-
         summary["claims"] = CLAIMS[cfg.claims](cfg, folder, summary)
     if cfg.published:
-        from .published import compare, markdown
-        from .results import atomic_write
-
         summary["published"] = compare(cfg, folder, summary)
         table, title = folder.path / "table.md", "## The source's numbers beside lowbit's\n"
         head = table.read_text().split(title)[0].rstrip() + "\n\n" if table.exists() else ""
         atomic_write(table, (head.lstrip() + title + "\n" + markdown(summary["published"])).encode())
     folder.write_json("summary.json", summary)
     try:
-        from ..plots import plot_run
-
         summary["figures"] = plot_run(folder.path)
         folder.write_json("summary.json", summary)
     except ImportError:  # matplotlib missing: results stand without figures
@@ -479,11 +464,8 @@ def run(cfg: RunConfig, out, *, resume: bool = False, jobs: int = 1, stop_after:
 
 def _broadcast(obj):
     """rank 0's ``obj`` on every rank (itself outside a multi-process run)."""
-    from ..distributed import process_group
-
     if process_group.world_size() == 1:
         return obj
-    import torch.distributed as dist
 
     box = [obj]
     dist.broadcast_object_list(box, src=0)
@@ -492,10 +474,6 @@ def _broadcast(obj):
 
 def _progress(total: int, quiet: bool):
     if quiet or total <= 1:
-        return lambda label: None
-    try:
-        from tqdm import tqdm
-    except ImportError:
         return lambda label: None
     bar = tqdm(total=total, desc="runs", leave=False)
 

@@ -36,9 +36,8 @@ from __future__ import annotations
 
 import torch
 
-from ..compress import Compressor
+from ..compress import Compressor, get_compressor, resolve_codec
 from ..distributed.simulated import SimulatedCluster
-from ..compress import resolve_codec
 
 
 class DIANA(torch.optim.Optimizer):
@@ -148,8 +147,6 @@ def IntDIANA(params, lr, n_workers, *, rounding: str = "stochastic", rule: str =
              beta: float = 0.0, **kw) -> DIANA:
     """DIANA with IntSGD's integer codec and its adaptive shared scale α (σ_Q² = ``sigma_sq``
     sets α_0 = √d/σ_Q and, for ``rule="moving_avg_const"``, bounds α)."""
-    from ..compress import get_compressor
-
     codec = get_compressor("intsgd", rounding=rounding, n_workers=n_workers, rule=rule, sigma_sq=sigma_sq, beta=beta)
     return DIANA(params, lr, n_workers, codec, **kw)
 

@@ -16,7 +16,9 @@ when read.
 
 from __future__ import annotations
 
+import pandas as pd
 import torch
+
 from .. import kernels
 
 
@@ -136,8 +138,6 @@ class StatsLog:
         return self._rows
 
     def dataframe(self):
-        import pandas as pd
-
         return pd.DataFrame(self.rows())
 
     def state_dict(self) -> list[dict]:
