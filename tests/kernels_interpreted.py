@@ -16,7 +16,7 @@ from lowbit.compress.base import Packet  # noqa: E402
 from lowbit.kernels import codecs_triton as K  # noqa: E402
 from lowbit.kernels.quantize_triton import quantize_triton  # noqa: E402
 from lowbit.packing import decode_lut, float_codes, pack  # noqa: E402
-from lowbit.quantize import round_integer  # noqa: E402
+from lowbit.quantize import round_integer, scaled_values  # noqa: E402
 
 CAST_FORMATS = ["fp8", "float8_e5m2", "float8_e4m3fnuz", "float8_e4m3", "fp4", "e3m4", "float8_e4m3b11fnuz", "e2m1"]
 
@@ -202,12 +202,12 @@ def test_mx_block_cast_equals_the_scaled_format_path(name, x):
     fmt = lowbit.get_format(name)
     for block, rule in ((32, "ocp"), (16, "fit"), (2, "ocp")):
         sf = ScaledFormat(fmt, "block", block, rule)
-        scales, v = sf._scaled_values(z, "nearest", None)
+        scales, v = scaled_values(sf, z, "nearest", None)
         codes, sc, fin = K.cast_block_encode(z, fmt, "nearest", block, rule)
         ref = pack(float_codes(v.reshape(-1), fmt, quantized=True, nan_ok=True), fmt.code_bits)
         assert torch.equal(sc, scales) and torch.equal(codes, ref) and int(fin) == 1, (block, rule)
         dec = K.cast_decode(codes, fmt, z.numel(), fin, scales=sc, block=block)
-        assert torch.equal(dec, sf._unscale(v.reshape(-1), scales, (scales.numel() * block,))[: z.numel()])
+        assert torch.equal(dec, sf.unscale(v.reshape(-1), scales, (scales.numel() * block,))[: z.numel()])
     codes, sc, fin = K.cast_block_encode(x, fmt, "stochastic", 32, "fit", torch.Generator().manual_seed(1))
     X = torch.ldexp(torch.ones(sc.numel()), sc.int() - 127).repeat_interleave(32)[6 : x.numel()]
     d, v = K.cast_decode(codes, fmt, x.numel(), None, scales=sc, block=32)[6:] / X, x[6:] / X

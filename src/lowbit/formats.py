@@ -23,7 +23,8 @@ An :class:`IntFormat` is a symmetric signed integer grid {−(2^(b−1)−1), �
 (round, then saturate), used with per-tensor or per-block scaling for uniform quantization.
 
 Packed codes: every format encodes to ``code_bits``-wide codes packed little-endian into bytes
-(fp4: two per byte, fp6: four per three bytes, fp8: one per byte).
+(fp4: two per byte, fp6: four per three bytes, fp8: one per byte): :func:`lowbit.packing.encode`
+and :func:`lowbit.packing.decode`.
 """
 
 from __future__ import annotations
@@ -187,22 +188,6 @@ class FloatFormat:
             "overflow": self.overflow,
         }
 
-    # -- codes -------------------------------------------------------------------------
-    def encode(self, x: torch.Tensor) -> torch.Tensor:
-        """Packed uint8 codes of ``x``, whose values must be representable (quantize first)."""
-        from .packing import float_codes, pack
-
-        return pack(float_codes(x, self), self.code_bits)
-
-    def decode(self, codes: torch.Tensor, shape, dtype: torch.dtype = torch.float32) -> torch.Tensor:
-        """Inverse of :meth:`encode`: values of the given shape from packed codes."""
-        from .packing import code_values, decode_lut, unpack
-
-        shape = tuple(shape) if not isinstance(shape, int) else (shape,)
-        c = unpack(codes, self.code_bits, math.prod(shape))
-        if self.code_bits <= 16:
-            return decode_lut(self, codes.device, dtype)[c].reshape(shape)
-        return code_values(c, self).to(dtype).reshape(shape)
 
     def __str__(self) -> str:
         return self.label
@@ -273,19 +258,6 @@ class IntFormat:
             "overflow": "saturate",
         }
 
-    def encode(self, x: torch.Tensor) -> torch.Tensor:
-        from .packing import int_codes, pack
-
-        return pack(int_codes(x, self), self.code_bits)
-
-    def decode(self, codes: torch.Tensor, shape, dtype: torch.dtype = torch.float32) -> torch.Tensor:
-        from .packing import unpack
-
-        shape = tuple(shape) if not isinstance(shape, int) else (shape,)
-        c = unpack(codes, self.code_bits, math.prod(shape)).to(torch.int32)
-        b = self.bits_
-        c = torch.where(c >= 2 ** (b - 1), c - 2**b, c)  # two's complement
-        return c.to(dtype).reshape(shape)
 
     def __str__(self) -> str:
         return self.label

@@ -11,13 +11,16 @@ from __future__ import annotations
 import functools
 import math
 import sys
+from dataclasses import dataclass
 
 import numpy as np
 import torch
 
-from .formats import FloatFormat, IntFormat
+from .formats import FloatFormat, IntFormat, get_format
+from .quantize import quantize, scaled_values
+from .scaling import ScaledFormat
 
-__all__ = ["pack", "unpack", "unpack_bytes", "float_codes", "int_codes", "decode_lut"]
+__all__ = ["encode", "decode", "Encoded", "pack", "unpack", "unpack_bytes", "float_codes", "int_codes", "decode_lut"]
 
 
 def _group(w: int) -> tuple[int, int] | None:
@@ -136,8 +139,6 @@ def float_codes(x: torch.Tensor, fmt: FloatFormat, *, quantized: bool = False, n
     ``quantized=True`` skips the rounding (x already holds representable values).  NaN in a format
     without a NaN code raises ValueError, unless ``nan_ok`` (then its code is unspecified and the
     caller carries the information, as the ``cast`` compressor does)."""
-    from .quantize import quantize
-
     q = (x if quantized else quantize(x, fmt)).reshape(-1).to(torch.float32)
     b = q.view(torch.int32).to(torch.int64)
     sign = (b >> 31) & 1
@@ -172,8 +173,6 @@ def float_codes(x: torch.Tensor, fmt: FloatFormat, *, quantized: bool = False, n
 def int_codes(x: torch.Tensor, fmt: IntFormat, *, quantized: bool = False) -> torch.Tensor:
     """Two's-complement codes of ``x`` rounded to nearest integers of ``fmt`` (NaN is an error,
     unless ``quantized``: then the caller has dealt with it)."""
-    from .quantize import quantize
-
     q = (x if quantized else quantize(x, fmt)).reshape(-1)
     if not quantized and bool(torch.isnan(q).any()):
         raise ValueError(f"{fmt.label} has no NaN: cannot encode NaN values")
@@ -212,3 +211,51 @@ def code_values(c: torch.Tensor, fmt: FloatFormat) -> torch.Tensor:
     if fmt.nan_style == "fnuz":
         val = torch.where(c == (1 << (w - 1)), torch.full_like(val, float("nan")), val)
     return val
+
+
+@dataclass
+class Encoded:
+    """Packed codes plus their scales: what a scaled tensor takes on the wire."""
+
+    codes: torch.Tensor  # uint8, packed element codes
+    scales: torch.Tensor  # float32 (tensor scaling) or uint8 E8M0 exponents (block scaling)
+    shape: tuple
+
+    @property
+    def nbytes(self) -> int:
+        return self.codes.numel() + self.scales.numel() * self.scales.element_size()
+
+
+def encode(x: torch.Tensor, fmt, rounding: str = "nearest", *, generator=None):
+    """The bytes of ``x`` in ``fmt`` (a name, a FloatFormat or IntFormat, or a ScaledFormat).
+
+    An element format takes values it represents (quantize first) and gives uint8 packed codes,
+    ``code_bits`` each, little-endian; NaN is an error in a format without a NaN code.  A
+    ScaledFormat rounds ``x`` here (``rounding``, ``generator``) and gives an :class:`Encoded`:
+    the packed codes of x / scale and the scales."""
+    if isinstance(fmt, ScaledFormat):
+        scales, y = scaled_values(fmt, x, rounding, generator)
+        return Encoded(encode(y.reshape(-1), fmt.fmt), scales, tuple(x.shape))
+    fmt = get_format(fmt)
+    if isinstance(fmt, IntFormat):
+        return pack(int_codes(x, fmt), fmt.code_bits)
+    return pack(float_codes(x, fmt), fmt.code_bits)
+
+
+def decode(codes, fmt, shape=None, dtype: torch.dtype = torch.float32) -> torch.Tensor:
+    """The inverse of :func:`encode`: values of ``shape`` from packed codes, or from an
+    :class:`Encoded` of a ScaledFormat (its own shape)."""
+    if isinstance(fmt, ScaledFormat):
+        n = math.prod(codes.shape)
+        count = n if fmt.scaling == "tensor" else codes.scales.numel() * fmt.block
+        return fmt.unscale(decode(codes.codes, fmt.fmt, (count,), dtype), codes.scales, codes.shape)
+    fmt = get_format(fmt)
+    shape = (shape,) if isinstance(shape, int) else tuple(shape)
+    c = unpack(codes, fmt.code_bits, math.prod(shape))
+    if isinstance(fmt, IntFormat):
+        c = c.to(torch.int32)
+        b = fmt.bits_
+        return torch.where(c >= 2 ** (b - 1), c - 2**b, c).to(dtype).reshape(shape)  # two's complement
+    if fmt.code_bits <= 16:
+        return decode_lut(fmt, codes.device, dtype)[c].reshape(shape)
+    return code_values(c, fmt).to(dtype).reshape(shape)

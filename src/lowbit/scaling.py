@@ -8,33 +8,23 @@
   as the MX specification prescribes.
 
 Scaled values are finite approximations; NaN in a block makes that block's scale NaN.
+
+This module holds the definition and the scale arithmetic; rounding with a scale is
+:func:`lowbit.quantize` (``scaling=…``, or :func:`lowbit.quantize.scaled_values`), its codes on the
+wire :func:`lowbit.packing.encode` / :func:`lowbit.packing.decode`.
 """
 
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
 
 import torch
 
 from .formats import Format, get_format
 
-__all__ = ["ScaledFormat", "Encoded", "scaled_quantize", "SCALINGS"]
+__all__ = ["ScaledFormat", "SCALINGS"]
 
 SCALINGS = ("tensor", "block")
-
-
-@dataclass
-class Encoded:
-    """Packed codes plus their scales: what a scaled tensor takes on the wire."""
-
-    codes: torch.Tensor  # uint8, packed element codes
-    scales: torch.Tensor  # float32 (tensor scaling) or uint8 E8M0 exponents (block scaling)
-    shape: tuple
-
-    @property
-    def nbytes(self) -> int:
-        return self.codes.numel() + self.scales.numel() * self.scales.element_size()
 
 
 def _block_view(x: torch.Tensor, block: int) -> tuple[torch.Tensor, int]:
@@ -65,7 +55,8 @@ def _mult(scales: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
 
 
 class ScaledFormat:
-    """A format with per-tensor or per-block scaling: ``quantize``, ``encode``, ``decode``."""
+    """A format with per-tensor or per-block scaling (``rule``: how a block's exponent is chosen,
+    see :func:`_block_exponents`)."""
 
     def __init__(self, fmt, scaling: str = "block", block: int = 32, rule: str = "ocp"):
         if rule not in ("ocp", "fit"):
@@ -88,7 +79,9 @@ class ScaledFormat:
             return self.fmt.code_bits + 8 / self.block
         return float(self.fmt.code_bits)
 
-    def _scales(self, x: torch.Tensor):
+    def scales(self, x: torch.Tensor) -> torch.Tensor:
+        """The scales of ``x``: one float32 s = max|x|/max (tensor), or each block's E8M0 exponent
+        as uint8 (block)."""
         if self.scaling == "tensor":
             amax = x.abs().amax().float()
             s = torch.where((amax > 0) & torch.isfinite(amax), amax / self.fmt.max, torch.ones_like(amax))
@@ -96,45 +89,21 @@ class ScaledFormat:
         xb, _ = _block_view(x, self.block)
         return _block_exponents(xb, self.fmt, self.rule).to(torch.uint8)
 
-    def _scaled_values(self, x: torch.Tensor, rounding: str, generator):
-        """(scales, x / scale rounded onto the element format) — in blocks for block scaling."""
-        from .quantize import quantize
+    def divide(self, x: torch.Tensor, scales: torch.Tensor) -> torch.Tensor:
+        """x / scale: flat for tensor scaling, (blocks × block) for block scaling (zero-padded)."""
+        if self.scaling == "tensor":
+            return x / scales.to(x.dtype)
+        return _block_view(x, self.block)[0] / _mult(scales, x)[:, None]
 
-        scales = self._scales(x)
-        v = x / scales.to(x.dtype) if self.scaling == "tensor" else _block_view(x, self.block)[0] / _mult(scales, x)[:, None]
-        return scales, quantize(v, self.fmt, rounding, saturate=True, generator=generator)
-
-    def _unscale(self, y: torch.Tensor, scales: torch.Tensor, shape) -> torch.Tensor:
+    def unscale(self, y: torch.Tensor, scales: torch.Tensor, shape) -> torch.Tensor:
+        """y · scale in ``shape`` (the inverse of :meth:`divide`, padding dropped)."""
         n = math.prod(shape)
         if self.scaling == "tensor":
             return (y.reshape(-1) * scales.to(y.dtype)).reshape(shape)
         return (y.reshape(-1, self.block) * _mult(scales, y)[:, None]).reshape(-1)[:n].reshape(shape)
-
-    def quantize(self, x: torch.Tensor, rounding: str = "nearest", *, generator=None) -> torch.Tensor:
-        if x.numel() == 0:
-            return x.clone()
-        if x.dtype in (torch.float16, torch.bfloat16):
-            return self.quantize(x.float(), rounding, generator=generator).to(x.dtype)
-        scales, y = self._scaled_values(x, rounding, generator)
-        return self._unscale(y, scales, x.shape)
-
-    def encode(self, x: torch.Tensor, rounding: str = "nearest", *, generator=None) -> Encoded:
-        scales, y = self._scaled_values(x, rounding, generator)
-        return Encoded(self.fmt.encode(y.reshape(-1)), scales, tuple(x.shape))
-
-    def decode(self, enc: Encoded, dtype: torch.dtype = torch.float32) -> torch.Tensor:
-        n = math.prod(enc.shape)
-        count = n if self.scaling == "tensor" else enc.scales.numel() * self.block
-        return self._unscale(self.fmt.decode(enc.codes, (count,), dtype), enc.scales, enc.shape)
 
     def nbytes(self, numel: int) -> int:
         if self.scaling == "tensor":
             return self.fmt.nbytes(numel) + 4
         nb = -(-numel // self.block)
         return self.fmt.nbytes(nb * self.block) + nb
-
-
-def scaled_quantize(x, fmt, scaling, *, block=32, rounding="nearest", generator=None):
-    """Scaled rounding; stochastic rounding takes block scales that never clip (``rule="fit"``)."""
-    rule = "fit" if rounding == "stochastic" else "ocp"
-    return ScaledFormat(fmt, scaling, block, rule).quantize(x, rounding, generator=generator)

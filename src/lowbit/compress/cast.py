@@ -16,8 +16,8 @@ import math
 import torch
 
 from ..formats import FloatFormat, get_format
-from ..packing import float_codes, int_codes, pack
-from ..quantize import quantize
+from ..packing import decode, float_codes, int_codes, pack
+from ..quantize import quantize, scaled_values
 from ..scaling import ScaledFormat
 from ..kernels import cpu as compiled
 from .base import Compressor, all_finite, Packet, _check_tensor, into, register, scratch
@@ -156,14 +156,14 @@ class Cast(Compressor):
             return v.to(torch.float32) if flat is None else flat.copy_(v)  # converted in the copy
         if self.fmt.code_bits == 4 and cpu:
             if self._pairs is None:  # each byte's two values as one 8-byte word: a 1-D gather, 4× a (256, 2) one
-                pairs = self.fmt.decode(torch.arange(256, dtype=torch.uint8), (512,)).reshape(256, 2)
+                pairs = decode(torch.arange(256, dtype=torch.uint8), self.fmt, (512,)).reshape(256, 2)
                 self._pairs = pairs.contiguous().view(torch.int64).reshape(-1)
             idx = _int_index(codes.reshape(-1))
             if flat is not None and n == 2 * idx.numel() and flat.storage_offset() % 2 == 0:
                 torch.index_select(self._pairs, 0, idx, out=flat.view(torch.int64))
                 return flat
             return self._pairs.index_select(0, idx).view(torch.float32)[:n]
-        return self.fmt.decode(codes, (n,))
+        return decode(codes, self.fmt, (n,))
 
     def _fused(self, t: torch.Tensor) -> bool:
         return (self._scaled is None and self.rounding in _FUSED_ROUNDINGS and kernels.fused(t)
@@ -199,7 +199,7 @@ class Cast(Compressor):
                 codes = self._codes(quantize(t, self.fmt, self.rounding, saturate=self.saturate, generator=generator))
             payload = {"codes": codes}
         else:
-            scales, y = self._scaled._scaled_values(t, self.rounding, generator)
+            scales, y = scaled_values(self._scaled, t, self.rounding, generator)
             payload = {"codes": self._codes(y), "scales": scales}
         if not self.fmt.has_nan or self._scaled is not None:  # one byte: was the input finite?
             payload["finite"] = all_finite(t).reshape(1).to(torch.uint8)
@@ -270,6 +270,6 @@ class Cast(Compressor):
             v = cast_decode(p["codes"], self.fmt, n, p["finite"], scales=p["scales"], block=self.block)
         else:
             count = n if self.scaling == "tensor" else p["scales"].numel() * self.block
-            v = self._scaled._unscale(self._values(p["codes"], count), p["scales"], (count,))[:n]
+            v = self._scaled.unscale(self._values(p["codes"], count), p["scales"], (count,))[:n]
             v = torch.where(p["finite"].bool(), v, torch.full_like(v, float("nan")))
         return v.reshape(packet.shape).to(packet.dtype)

@@ -454,11 +454,8 @@ def run(cfg: RunConfig, out, *, resume: bool = False, jobs: int = 1, stop_after:
         head = table.read_text().split(title)[0].rstrip() + "\n\n" if table.exists() else ""
         atomic_write(table, (head.lstrip() + title + "\n" + markdown(summary["published"])).encode())
     folder.write_json("summary.json", summary)
-    try:
-        summary["figures"] = plot_run(folder.path)
-        folder.write_json("summary.json", summary)
-    except ImportError:  # matplotlib missing: results stand without figures
-        pass
+    summary["figures"] = plot_run(folder.path)
+    folder.write_json("summary.json", summary)
     return summary
 
 

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import functools
 
+import torch
+
 from ..formats import FloatFormat
 
 
@@ -40,6 +42,4 @@ def quantize(x, fmt, rounding, saturate, generator):
 
 def fused(t) -> bool:
     """Whether a tensor takes the fused compressor kernels: float32 on CUDA, Triton present."""
-    import torch
-
     return t.is_cuda and t.dtype == torch.float32 and triton_available()

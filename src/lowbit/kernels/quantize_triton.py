@@ -14,7 +14,7 @@ import torch
 import triton
 import triton.language as tl
 
-from ..formats import FloatFormat
+from ..formats import FloatFormat, get_format
 from .blocks import _load_block, _pick, _rem, _store
 from .philox import PHILOX_ROUNDS
 
@@ -158,8 +158,6 @@ def quantize_triton(x: torch.Tensor, fmt: FloatFormat, rounding: str, saturate: 
 def quantize_op(x: torch.Tensor, fmt: str, rounding: str, saturate: bool) -> torch.Tensor:
     """The kernel as a registered Triton operator (nearest or toward-zero rounding of a CUDA
     float32 tensor): torch.compile sees the kernel itself, not a Python wrapper around it."""
-    from ..formats import get_format
-
     xc = x.contiguous()
     y = torch.empty_like(xc)
     n = xc.numel()
@@ -175,11 +173,10 @@ def _op_setup(ctx, inputs, output):
 
 
 def _op_backward(ctx, grad):
-    from ..formats import get_format
-    from ..quantize import straight_through
-
     (x,) = ctx.saved_tensors
-    return straight_through(grad, x, get_format(ctx.fmt)), None, None, None
+    # lowbit.quantize.straight_through without scaling (this module is imported by lowbit.quantize)
+    keep = x.abs() <= get_format(ctx.fmt).max
+    return torch.where(keep, grad, torch.zeros_like(grad)), None, None, None
 
 
 quantize_op.register_autograd(_op_backward, setup_context=_op_setup)
