@@ -61,6 +61,24 @@ def test_an_override_of_a_swept_key_narrows_the_sweep_and_unknown_names_fail_fir
             make_config(get("default"), bad)
     with pytest.raises(ConfigError, match="unknown codec 'qsdg'.*qsgd"):
         make_config(get("isgq-mnist"), ["extra_runs=[{quant.codec: qsdg}]"])
+    with pytest.raises(ConfigError, match="unknown option 'levls'.*Did you mean 'levels'"):
+        make_config(get("default"), ["quant.codec=qsgd", "quant.options={levls: 4}"])
+
+
+def test_cli_reports_input_errors_and_raises_bugs(monkeypatch, capsys):
+    """A wrong input is a message and exit code 2; a TypeError from a bug is not hidden."""
+    import lowbit.cli as cli
+
+    name, setup, _ = cli.COMMANDS["list"]
+
+    def broken(args):
+        return len(None)  # a bug: TypeError
+
+    monkeypatch.setitem(cli.COMMANDS, "list", (name, setup, broken))
+    with pytest.raises(TypeError):
+        main(["list"])
+    assert main(["run", "quant.codec=qsgd", "quant.options={levls: 4}"]) == 2
+    assert "did you mean 'levels'" in capsys.readouterr().err.lower()
 
 
 def frame(path):

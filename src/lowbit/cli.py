@@ -14,7 +14,7 @@ from typing import Callable
 import torch
 import yaml
 
-from .compress import Factored, compressor_names, get_compressor
+from .compress import Factored, OptionError, compressor_names, get_compressor
 from .distributed import process_group
 from .experiments import get, make_config, names, run
 from .experiments.config import load_yaml
@@ -280,7 +280,7 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     try:
         return COMMANDS[args.command][2](args) or 0
-    except (ValueError, TypeError, FileNotFoundError) as e:
+    except (ValueError, OptionError, FileNotFoundError) as e:  # what the user gave; any other error is a bug: raised
         print(f"lowbit {args.command}: error: {e}", file=sys.stderr)
         return 2
     except Exception as e:

@@ -19,10 +19,10 @@ from . import (  # noqa: F401  (each module registers its codec)
     terngrad,
     topk,
 )
-from .base import Compressor, Packet, compressor_names, register
+from .base import Compressor, OptionError, Packet, compressor_names, register
 from .factory import get_compressor, resolve_codec
 from .feedback import ErrorFeedback, Shifted
 from .isgq import Factored
 
-__all__ = ["Compressor", "Packet", "ErrorFeedback", "Shifted", "Factored", "compressor_names",
+__all__ = ["Compressor", "OptionError", "Packet", "ErrorFeedback", "Shifted", "Factored", "compressor_names",
            "get_compressor", "register", "resolve_codec"]

@@ -35,7 +35,7 @@ from ..kernels import cpu
 from . import many
 from ..kernels.cpu import scratch  # noqa: F401  (re-exported: the codecs import it from here)
 
-__all__ = ["Packet", "Compressor", "BucketCodec", "register", "make_compressor", "compressor_names"]
+__all__ = ["Packet", "Compressor", "BucketCodec", "OptionError", "register", "make_compressor", "compressor_names"]
 
 
 @dataclass
@@ -312,6 +312,10 @@ def compressor_names() -> list[str]:
     return sorted(_CODECS)
 
 
+class OptionError(TypeError):
+    """An option that the named compressor does not take (the message lists the valid ones)."""
+
+
 def make_compressor(name: str, **options) -> Compressor:
     """The registered compressor ``name`` built with ``options`` (see
     :func:`lowbit.compress.get_compressor`, which also wraps it); unknown names and options raise
@@ -327,7 +331,7 @@ def make_compressor(name: str, **options) -> Compressor:
         if k not in valid:
             close = difflib.get_close_matches(k, valid, n=1)
             hint = f" Did you mean {close[0]!r}?" if close else ""
-            raise TypeError(f"unknown option {k!r} for compressor {key!r}.{hint} Valid options: {', '.join(valid) or 'none'}")
+            raise OptionError(f"unknown option {k!r} for compressor {key!r}.{hint} Valid options: {', '.join(valid) or 'none'}")
     return cls(**options)
 
 

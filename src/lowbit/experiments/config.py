@@ -18,9 +18,10 @@ from typing import Any, Literal
 
 import torch
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from ..compress import compressor_names
+from ..compress.base import make_compressor
 from ..formats import get_format
 from .published import within
 
@@ -71,7 +72,6 @@ class QuantConfig(_Strict):
     compensate: Literal["none", "fixed", "adaptive"] = "none"
     q_min: float | None = None  # for compensate: fixed
 
-
     @field_validator("codec")
     @classmethod
     def _known_codec(cls, v):
@@ -83,6 +83,15 @@ class QuantConfig(_Strict):
             raise ValueError(f"unknown codec {v!r}: a compressor name ({', '.join(compressor_names())}) or a number "
                              f"format — {e}") from None
         return v
+
+    @model_validator(mode="after")
+    def _known_options(self):
+        if self.options and self.codec.strip().lower() in compressor_names():
+            try:
+                make_compressor(self.codec, **self.options)  # unknown options and bad values fail here, not mid-run
+            except (TypeError, ValueError) as e:
+                raise ValueError(f"quant.options for {self.codec}: {e}") from None
+        return self
 
 class DistConfig(_Strict):
     workers: int = 12
