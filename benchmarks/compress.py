@@ -40,6 +40,41 @@ CODECS = {
 }
 
 
+def _codec_calls(name: str, opts: dict, x, g):
+    """() → (encode, decode, bits per coordinate) of a codec's packet path on ``x`` (PowerSGD's as
+    a 4096-row matrix)."""
+    codec = get_compressor(name, **opts)
+    t = x.reshape(4096, -1) if name == "powersgd" else x
+
+    def calls():
+        bits = codec.encode(t, generator=g).bits_per_coordinate
+        return (lambda: codec.encode(t, generator=g)), codec.decode, bits
+
+    return calls
+
+
+def _ablation(x, g, rounds: int) -> list:
+    """The stochastic kernels with ``rounds`` Philox rounds, called directly (the codecs use the
+    kernels' constant): cast fp8, natural, QSGD s=16 (fixed-width codes, one norm)."""
+    from lowbit import get_format
+    from lowbit.kernels import codecs_triton as K
+
+    fp8 = get_format("fp8")
+    norm = x.norm().reshape(1)
+    lbits = get_compressor("qsgd", levels=16)._lbits
+    n = x.numel()
+    return [
+        (f"cast fp8 stochastic, Philox-{rounds}", lambda: (
+            lambda: K.cast_encode(x, fp8, "stochastic", False, g, rounds=rounds)[0],
+            lambda c: K.cast_decode(c, fp8, n), 8.0)),
+        (f"natural, Philox-{rounds}", lambda: (
+            lambda: K.natural_encode(x, g, rounds=rounds), lambda es: K.natural_decode(*es, n), 9.0)),
+        (f"qsgd s=16, Philox-{rounds}", lambda: (
+            lambda: K.levels_encode(x, norm, 16, lbits, g, rounds=rounds),
+            lambda c: K.levels_decode(c, norm, 16, lbits, n), 1.0 + lbits)),
+    ]
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser()
     ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
@@ -59,34 +94,24 @@ def main(argv=None) -> int:
     g = torch.Generator(device=dev).manual_seed(0)
     x = torch.randn(n, device=dev, generator=g)
     y = torch.empty_like(x)
-    cases = [(label, opts, None) for label, opts in CODECS.items()]
+    cases = [(label, _codec_calls(label.split()[0], opts, x, g)) for label, opts in CODECS.items()]
     if dev == "cuda" and args.philox_rounds:  # ablation: the stochastic kernels with another Philox round count
-        cases += [(f"{label}, Philox-{args.philox_rounds}", CODECS[label], args.philox_rounds)
-                  for label in ("cast fp8 stochastic", "natural", "qsgd s=16")]
-    from lowbit.kernels import codecs_triton
-
-    default_rounds = codecs_triton.PHILOX_ROUNDS
+        cases += _ablation(x, g, args.philox_rounds)
     best: dict = {}
     copy_s = float("inf")
     for _ in range(args.rounds):  # interleaved rounds, the best of each: robust to passing interference
         copy_s = min(copy_s, run(lambda: y.copy_(x), reps))
-        for label, opts, rounds in cases:
-            codecs_triton.PHILOX_ROUNDS = default_rounds if rounds is None else rounds
-            name = label.split()[0].rstrip(",")
-            codec = get_compressor(name, **opts)
-            t = x.reshape(4096, -1) if name == "powersgd" else x
+        for label, calls in cases:
             try:
-                p = codec.encode(t, generator=g)
-                times = (run(lambda: codec.decode(codec.encode(t, generator=g)), reps),
-                         run(lambda: codec.encode(t, generator=g), reps), run(lambda: codec.decode(p), reps))
-                times += (wall(lambda: codec.decode(codec.encode(t, generator=g)), reps) if dev == "cuda"
-                          else times[0],)  # on the CPU the two are the same
+                encode, decode, bits = calls()
+                p = encode()
+                times = (run(lambda: decode(encode()), reps), run(encode, reps), run(lambda: decode(p), reps))
+                times += (wall(lambda: decode(encode()), reps) if dev == "cuda" else times[0],)  # CPU: the same
             except Exception as e:
                 best[label] = {"name": label, "error": f"{type(e).__name__}: {e}"[:200]}
                 continue
             old = best.get(label, {}).get("times", (float("inf"),) * 4)
-            best[label] = {"bits": p.bits_per_coordinate, "times": tuple(map(min, old, times))}
-    codecs_triton.PHILOX_ROUNDS = default_rounds
+            best[label] = {"bits": bits, "times": tuple(map(min, old, times))}
     bw = 8 * n / copy_s  # bytes/s, read + write
     rows = [{"name": "copy", "seconds": copy_s, "bytes_per_s": bw}]
     for label, r in best.items():

@@ -13,7 +13,8 @@ Each kernel reads its input once and writes its output once:
   |g| (summed in a fixed order: deterministic), and the scaled decode.
 * ``int8_encode`` / ``int8_decode``: IntSGD's Int(α·g) into int8, saturating at ±lim.
 
-Stochastic rounding draws from Philox-4x32 (:mod:`.philox`, ``PHILOX_ROUNDS`` rounds, seeded from
+Stochastic rounding draws from Philox-4x32 (:mod:`.philox`, ``PHILOX_ROUNDS`` rounds — a constant;
+an encoder's ``rounds=`` argument is for the benchmark's ablation — seeded from
 the caller's generator; value j·Q + i of a program's block of 4·Q takes word j of counter pid·Q + i);
 its probabilities are exact to 2^−23 (float32 mantissa bits; IntSGD's uniform u is a multiple of
 2^−23).  The encoders index their block with 32-bit offsets from a 64-bit base (fewer integer
@@ -566,7 +567,7 @@ def _table(values, seg, device):
 
 
 def levels_encode(x: torch.Tensor, scale: torch.Tensor, levels: int, lbits: int, generator=None,
-                  seg: torch.Tensor | None = None) -> torch.Tensor:
+                  seg: torch.Tensor | None = None, *, rounds: int = PHILOX_ROUNDS) -> torch.Tensor:
     """Codes of QSGD / TernGrad levels; ``scale``: one value, or one per segment with ``seg``."""
     x = x.contiguous().reshape(-1)
     n, w = x.numel(), 1 + lbits
@@ -577,7 +578,7 @@ def levels_encode(x: torch.Tensor, scale: torch.Tensor, levels: int, lbits: int,
     inv, segp, mode = _table(scale, seg, x.device)
     _levels_encode_kernel[(triton.cdiv(n, BLOCK),)](x, out, n, nbytes, inv, segp if segp is not None else inv,
                                                     float(levels), _seed(x, generator), LBITS=lbits, W=w, SEG=mode,
-                                                    ROUNDS=PHILOX_ROUNDS, BLOCK=BLOCK, num_warps=WARPS)
+                                                    ROUNDS=rounds, BLOCK=BLOCK, num_warps=WARPS)
     return out
 
 
@@ -621,7 +622,8 @@ def _code_constants(fmt: FloatFormat, rounding: str, saturate: bool, flagged: bo
                 NAN_CODE=over if flagged else nan_code)
 
 
-def cast_encode(x: torch.Tensor, fmt: FloatFormat, rounding: str, saturate: bool, generator=None):
+def cast_encode(x: torch.Tensor, fmt: FloatFormat, rounding: str, saturate: bool, generator=None, *,
+                rounds: int = PHILOX_ROUNDS):
     """(packed codes, one byte: was every input finite — None for formats with a NaN code).  With
     the flag, the codes of non-finite inputs are unspecified: the packet decodes to NaN everywhere."""
     x = x.contiguous().reshape(-1)
@@ -633,7 +635,7 @@ def cast_encode(x: torch.Tensor, fmt: FloatFormat, rounding: str, saturate: bool
     k = _code_constants(fmt, rounding, saturate, flagged=flag)
     seed = _seed(x, generator) if rounding == "stochastic" else x
     _cast_encode_kernel[(triton.cdiv(n, BLOCK),)](
-        x, out, fin, n, seed, **k, FLAG=flag, WIDTH=w, ROUNDS=PHILOX_ROUNDS,
+        x, out, fin, n, seed, **k, FLAG=flag, WIDTH=w, ROUNDS=rounds,
         BLOCK=BLOCK, num_warps=WARPS)
     return out, (fin.amin().reshape(1) if flag else None)
 
@@ -645,7 +647,8 @@ def block_fusable(fmt, block: int) -> bool:
             and block & (block - 1) == 0)
 
 
-def cast_block_encode(x: torch.Tensor, fmt: FloatFormat, rounding: str, block: int, rule: str, generator=None):
+def cast_block_encode(x: torch.Tensor, fmt: FloatFormat, rounding: str, block: int, rule: str, generator=None, *,
+                      rounds: int = PHILOX_ROUNDS):
     """Block-scaled (MX) codes in one pass: (packed codes of the zero-padded blocks, uint8 E8M0
     exponents, one byte: was every input finite) — the payload of ``ScaledFormat(fmt, "block",
     block, rule)`` with saturating rounding."""
@@ -662,7 +665,7 @@ def cast_block_encode(x: torch.Tensor, fmt: FloatFormat, rounding: str, block: i
     _mx_encode_kernel[(grid,)](
         x, out if w == 8 else out.view(torch.int16), scales, fin, n, nblocks, nbytes, seed,
         **_code_constants(fmt, rounding, True, flagged=True), EMAX=fmt.emax,
-        MAXV=float(fmt.max), FIT=rule == "fit", KB=block, WIDTH=fmt.code_bits, ROUNDS=PHILOX_ROUNDS, BLOCK=BLOCK,
+        MAXV=float(fmt.max), FIT=rule == "fit", KB=block, WIDTH=fmt.code_bits, ROUNDS=rounds, BLOCK=BLOCK,
         num_warps=WARPS)
     return out[:nbytes], scales, fin.amin().reshape(1)
 
@@ -682,12 +685,12 @@ def cast_decode(codes: torch.Tensor, fmt: FloatFormat, n: int, finite=None, out=
     return out
 
 
-def natural_encode(x: torch.Tensor, generator=None) -> tuple[torch.Tensor, torch.Tensor]:
+def natural_encode(x: torch.Tensor, generator=None, *, rounds: int = PHILOX_ROUNDS) -> tuple[torch.Tensor, torch.Tensor]:
     x = x.contiguous().reshape(-1)
     n = x.numel()
     e = torch.empty(n, dtype=torch.uint8, device=x.device)
     s = torch.empty((n + 7) // 8, dtype=torch.uint8, device=x.device)
-    _natural_encode_kernel[(triton.cdiv(n, BLOCK),)](x, e, s, n, _seed(x, generator), ROUNDS=PHILOX_ROUNDS,
+    _natural_encode_kernel[(triton.cdiv(n, BLOCK),)](x, e, s, n, _seed(x, generator), ROUNDS=rounds,
                                                      BLOCK=BLOCK, num_warps=WARPS)
     return e, s
 
@@ -717,7 +720,8 @@ def sign_decode(s: torch.Tensor, scale: torch.Tensor, n: int, seg=None, out=None
     return out
 
 
-def int8_encode(x: torch.Tensor, alpha, lim: int, stochastic: bool, generator=None, seg=None):
+def int8_encode(x: torch.Tensor, alpha, lim: int, stochastic: bool, generator=None, seg=None, *,
+                rounds: int = PHILOX_ROUNDS):
     """(int8 integers of Int(α·x), one byte: was every input finite); ``alpha``: a number, or a
     vector of one α per segment with ``seg``."""
     x = x.contiguous().reshape(-1)
@@ -727,7 +731,7 @@ def int8_encode(x: torch.Tensor, alpha, lim: int, stochastic: bool, generator=No
     seed = _seed(x, generator) if stochastic else x
     a, segp, mode = _table(alpha, seg, x.device)
     _int8_encode_kernel[(triton.cdiv(n, BLOCK),)](x, out, fin, n, a, segp if segp is not None else x, float(lim), seed,
-                                                  STOCHASTIC=stochastic, SEG=mode, ROUNDS=PHILOX_ROUNDS, BLOCK=BLOCK,
+                                                  STOCHASTIC=stochastic, SEG=mode, ROUNDS=rounds, BLOCK=BLOCK,
                                                   num_warps=WARPS)
     return out, fin.amin().reshape(1)
 
@@ -815,11 +819,12 @@ def _round_stochastic_kernel(x_ptr, out_ptr, n, alpha, seed_ptr, ROUNDS: tl.cons
         _round_stochastic_block(x_ptr, out_ptr, alpha, seed_ptr, pid, rem, ROUNDS, BLOCK, False)
 
 
-def round_stochastic(x: torch.Tensor, alpha: float = 1.0, generator=None, out=None) -> torch.Tensor:
+def round_stochastic(x: torch.Tensor, alpha: float = 1.0, generator=None, out=None, *,
+                     rounds: int = PHILOX_ROUNDS) -> torch.Tensor:
     """IntSGD's Int(α·x) on a CUDA float32 tensor in one pass (float32 integers)."""
     x = x.contiguous().reshape(-1)
     n = x.numel()
     out = torch.empty_like(x) if out is None else out.reshape(-1)
     _round_stochastic_kernel[(triton.cdiv(n, BLOCK),)](x, out, n, float(alpha), _seed(x, generator),
-                                                        ROUNDS=PHILOX_ROUNDS, BLOCK=BLOCK, num_warps=WARPS)
+                                                        ROUNDS=rounds, BLOCK=BLOCK, num_warps=WARPS)
     return out
