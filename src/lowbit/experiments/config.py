@@ -20,8 +20,7 @@ import torch
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from ..compress import compressor_names
-from ..compress.base import make_compressor
+from ..compress import compressor_names, get_compressor
 from ..formats import get_format
 from .published import within
 
@@ -88,7 +87,7 @@ class QuantConfig(_Strict):
     def _known_options(self):
         if self.options and self.codec.strip().lower() in compressor_names():
             try:
-                make_compressor(self.codec, **self.options)  # unknown options and bad values fail here, not mid-run
+                get_compressor(self.codec, **self.options)  # unknown options and bad values fail here, not mid-run
             except (TypeError, ValueError) as e:
                 raise ValueError(f"quant.options for {self.codec}: {e}") from None
         return self

@@ -53,7 +53,8 @@ from ..nn import lower, quantizers
 from ..optim import HALP, SVRG, LowPrecision, QuantizedGradients
 from .config import ConfigError, RunConfig
 from .results import RunFolder
-from .runner import Stop, kind
+from .loop import Stop, checkpointed  # noqa: F401  (Stop: re-exported)
+from .runner import kind
 
 
 def _device(name: str) -> torch.device:
@@ -212,7 +213,8 @@ def run_deep(cfg: RunConfig, folder: RunFolder, *, resume: bool = True, stop_aft
         return total / m if is_vae else right / m
 
     layer_names = [name for name, p in model.named_parameters() if p.requires_grad]
-    for epoch in range(start, epochs):
+    def train_epoch(epoch: int) -> None:  # one epoch, and its metrics row
+        nonlocal bits, ready
         lr = dc.lr * dc.lr_decay ** sum(epoch >= m for m in dc.milestones) * dc.epoch_decay ** epoch
         for g in opt.param_groups:
             g["lr"] = lr
@@ -299,17 +301,16 @@ def run_deep(cfg: RunConfig, folder: RunFolder, *, resume: bool = True, stop_aft
                      "wall": time.perf_counter() - t0, "train_loss": train_loss,
                      ("test_loss" if is_vae else "test_accuracy"): metric,
                      "q": sum(qs) / len(qs) if qs else float("nan"), "bits": bits, **places})
-        if progress:
-            progress(epoch + 1, epochs)
-        if epoch + 1 < epochs:
-            folder.save_checkpoint({"model": model.state_dict(), "optimizer": opt.state_dict(),
-                                    "sdp": sdp.state_dict() if sdp is not None else None,
-                                    "hook": hook_state.state_dict() if hook_state is not None else None,
-                                    "gen": gen.get_state(), "torch_rng": torch.get_rng_state(), "rows": rows,
-                                    "epoch": epoch + 1, "step": epoch + 1,
-                                    "wall": time.perf_counter() - t0, "bits": bits})
-            if stop_after is not None and epoch + 1 >= stop_after:
-                raise Stop(epoch + 1)
+
+    def state(done: int) -> dict:
+        return {"model": model.state_dict(), "optimizer": opt.state_dict(),
+                "sdp": sdp.state_dict() if sdp is not None else None,
+                "hook": hook_state.state_dict() if hook_state is not None else None,
+                "gen": gen.get_state(), "torch_rng": torch.get_rng_state(), "rows": rows,
+                "epoch": done, "step": done, "wall": time.perf_counter() - t0, "bits": bits}
+
+    checkpointed(folder, start, epochs, train_epoch, log_every=1, checkpoint_every=1, state=state,
+                 stop_after=stop_after, progress=progress)
     folder.write_metrics(rows)
     return {"epochs": epochs, "final": rows[-1], "parameters": count_parameters(model), "device": str(dev),
             "steps_per_epoch": steps_per_epoch, "wall": rows[-1]["wall"], "train_images": N,

@@ -33,12 +33,14 @@ from ..compress import get_compressor
 from ..data import libsvm, synthetic
 from ..distributed import DistributedCluster, SimulatedCluster, process_group
 from ..optim import DIANA, HALP, SAG, SAGA, SVRG, QuantizedGradients, diana_stepsize, vr_diana_stepsize
+from ..optim.sampling import Sampler
 from ..plots import plot_run
 from ..problems import LogisticRegression
 from ..problems.theory import estimate_constants, theorem3
 from ..quantize import quantize
 from .claims import CLAIMS
 from .config import RunConfig, expand
+from .loop import Stop, checkpointed
 from .published import compare, markdown
 from .results import RunFolder, atomic_write, environment, summary_over_seeds
 
@@ -51,10 +53,6 @@ def kind(name: str):
         return fn
 
     return deco
-
-
-class Stop(Exception):
-    """Raised by a ``stop_after`` hook (tests of resume) to interrupt a run."""
 
 
 # -- data ------------------------------------------------------------------------------------------
@@ -79,30 +77,6 @@ def load_data(cfg: RunConfig):
         keep = keep[: max(1, int(round(d.train_fraction * A.shape[0])))].sort().values  # rows keep their order
         A, y = A[keep], y[keep]
     return A, y, None, None
-
-
-class Sampler:
-    """Minibatches from a fresh random permutation each epoch, from a seeded generator."""
-
-    def __init__(self, n: int, batch: int, seed: int):
-        self.n, self.batch = n, batch
-        self.gen = torch.Generator().manual_seed(seed)
-        self.perm = torch.empty(0, dtype=torch.long)
-        self.pos = 0
-
-    def next(self) -> torch.Tensor:
-        if self.pos + self.batch > self.perm.numel():
-            self.perm, self.pos = torch.randperm(self.n, generator=self.gen), 0
-        idx = self.perm[self.pos : self.pos + self.batch]
-        self.pos += self.batch
-        return idx
-
-    def state_dict(self):
-        return {"gen": self.gen.get_state(), "perm": self.perm.clone(), "pos": self.pos}
-
-    def load_state_dict(self, s):
-        self.gen.set_state(s["gen"])
-        self.perm, self.pos = s["perm"].clone(), s["pos"]
 
 
 # -- kind: convex -------------------------------------------------------------------------------------
@@ -185,12 +159,10 @@ def run_convex(cfg: RunConfig, folder: RunFolder, *, resume: bool = True, stop_a
             "q": sum(qs) / len(qs) if qs else (float("nan") if step == 0 else 1.0), "bits": bits,
         })
 
-    if start == 0 and not rows:
-        record(0)
-    for step in range(start, total):
+    def step(k):
         if o.schedule == "diminishing":
             for g in opt.param_groups:
-                g["lr"] = o.lr * o.gamma / (o.gamma + step)
+                g["lr"] = o.lr * o.gamma / (o.gamma + k)
         if finite_sum:
             opt.step(closure)
         else:
@@ -198,17 +170,15 @@ def run_convex(cfg: RunConfig, folder: RunFolder, *, resume: bool = True, stop_a
             opt.zero_grad()
             closure(idx)
             opt.step()
-        done = step + 1
-        if done % cfg.log_every == 0 or done == total:
-            record(done)
-            if progress:
-                progress(done, total)
-        if done % cfg.checkpoint_every == 0 and done < total:
-            folder.save_checkpoint({"w": w.detach().clone(), "optimizer": opt.state_dict(), "sampler": sampler.state_dict(),
-                                    "rows": rows, "step": done, "wall": time.perf_counter() - t0,
-                                    "consumed": consumed, "bits": bits})
-            if stop_after is not None and done >= stop_after:
-                raise Stop(done)
+
+    def state(done):
+        return {"w": w.detach().clone(), "optimizer": opt.state_dict(), "sampler": sampler.state_dict(), "rows": rows,
+                "step": done, "wall": time.perf_counter() - t0, "consumed": consumed, "bits": bits}
+
+    if start == 0 and not rows:
+        record(0)
+    checkpointed(folder, start, total, step, log_every=cfg.log_every, checkpoint_every=cfg.checkpoint_every,
+                 record=record, state=state, stop_after=stop_after, progress=progress)
     summary = {"steps": total, "final": rows[-1], "fstar": fstar, "L": P.L, "mu": P.mu, "N": P.N, "d": P.d,
                "wall": rows[-1]["wall"],
                "q_mean": sum(qs_all) / len(qs_all) if qs_all else 1.0,
@@ -241,8 +211,6 @@ def _theory(cfg, P, w_end, rows, qs, log) -> dict:
         return {"constants": k.as_dict(), "error": str(e)}
     for r, b in zip(rows, bound):
         r["bound"] = float(b)
-    if k.q_min <= 0:
-        return {"constants": k.as_dict(), "error": "q_min = 0: Theorem 3 gives no rate"}
     return {"constants": k.as_dict(), "rate": 1 - mu * k.q_min * k.c * k.m,
             "floor": mu * k.q_max * k.L * (k.M + k.sigma_q2) / (2 * k.c * k.m * k.q_min)}
 
@@ -324,25 +292,32 @@ def run_distributed(cfg: RunConfig, folder: RunFolder, *, resume: bool = True, s
 
     st = opt.state[x]
     pending = 0
-    for k in range(start, total):
+
+    def step(k):
+        nonlocal pending
         first = "ref" not in st
         opt.step(oracle)
         if first:
             opt.history[-1]["first"] = 1.0
         pending += 1
-        done = k + 1
-        if done % cfg.log_every == 0 or done == total or done % cfg.checkpoint_every == 0:
+
+    def flush():  # the steps since the last row or checkpoint, added up
+        nonlocal pending
+        if pending:
             tally(opt.history[-pending:])
             pending = 0
-        if done % cfg.log_every == 0 or done == total:
-            record(done)
-            if progress:
-                progress(done, total)
-        if done % cfg.checkpoint_every == 0 and done < total:
-            folder.save_checkpoint({"x": x.clone(), "optimizer": opt.state_dict(), "rows": rows, "step": done,
-                                    "wall": time.perf_counter() - t0, "bits": bits, "wbits": wbits, "grads": grads})
-            if stop_after is not None and done >= stop_after:
-                raise Stop(done)
+
+    def logged(done):
+        flush()
+        record(done)
+
+    def state(done):
+        flush()
+        return {"x": x.clone(), "optimizer": opt.state_dict(), "rows": rows, "step": done,
+                "wall": time.perf_counter() - t0, "bits": bits, "wbits": wbits, "grads": grads}
+
+    checkpointed(folder, start, total, step, log_every=cfg.log_every, checkpoint_every=cfg.checkpoint_every,
+                 record=logged, state=state, stop_after=stop_after, progress=progress)
     folder.write_metrics(rows)
     out = {"iterations": total, "fstar": fstar, "lr": lr, "gamma": gamma, "batch": b, "workers": n,
            "local_samples": m, "L": P.L, "L_batch": L_batch}

@@ -20,6 +20,7 @@ from __future__ import annotations
 import torch
 
 from ..compress import resolve_codec
+from .sampling import Sampler
 from .stats import StatsLog, shrinkage
 
 
@@ -27,19 +28,13 @@ class FiniteSumOptimizer(torch.optim.Optimizer):
     def __init__(self, params, defaults: dict, n: int, *, batch_size: int = 1, sampling: str = "permutation",
                  codec=None, rounding: str = "nearest", seed: int = 0, record: bool = False):
         super().__init__(params, defaults)
-        if n < 1 or batch_size < 1:
-            raise ValueError("n and batch_size must be >= 1")
-        if sampling not in ("permutation", "uniform"):
-            raise ValueError(f"sampling must be 'permutation' or 'uniform', got {sampling!r}")
+        self.sampler = Sampler(n, batch_size, seed, sampling)
         self.n = n
         self.batch_size = batch_size
         self.sampling = sampling
         self.codec = resolve_codec(codec, rounding) if codec is not None else None
         self.record = record
         self.log = StatsLog()
-        self._gen = torch.Generator().manual_seed(seed)
-        self._perm = torch.empty(0, dtype=torch.long)
-        self._pos = 0
         self.steps = 0
         self._codec_state: list = []
 
@@ -49,14 +44,7 @@ class FiniteSumOptimizer(torch.optim.Optimizer):
 
     # -- sampling -----------------------------------------------------------------------
     def next_indices(self) -> torch.Tensor:
-        if self.sampling == "uniform":
-            return torch.randint(0, self.n, (self.batch_size,), generator=self._gen)
-        if self._pos + self.batch_size > self._perm.numel():
-            self._perm = torch.randperm(self.n, generator=self._gen)
-            self._pos = 0
-        idx = self._perm[self._pos : self._pos + self.batch_size]
-        self._pos += self.batch_size
-        return idx
+        return self.sampler.next()
 
     # -- gradients at the current point or elsewhere --------------------------------------
     def grads(self, closure, indices) -> tuple[list[torch.Tensor], torch.Tensor]:
@@ -96,8 +84,7 @@ class FiniteSumOptimizer(torch.optim.Optimizer):
     # -- state ------------------------------------------------------------------------------
     def state_dict(self) -> dict:
         sd = super().state_dict()
-        sd["lowbit"] = {"rng": self._gen.get_state(), "perm": self._perm.clone(), "pos": self._pos,
-                        "steps": self.steps, "codec_state": self._codec_state, "log": self.log.state_dict(),
+        sd["lowbit"] = {"sampler": self.sampler.state_dict(), "steps": self.steps, "codec_state": self._codec_state, "log": self.log.state_dict(),
                         **self._extra_state()}
         return sd
 
@@ -105,9 +92,10 @@ class FiniteSumOptimizer(torch.optim.Optimizer):
         sd = dict(state_dict)
         extra = sd.pop("lowbit")
         super().load_state_dict(sd)
-        self._gen.set_state(extra["rng"])
-        self._perm = extra["perm"].clone()
-        self._pos = extra["pos"]
+        if "sampler" in extra:
+            self.sampler.load_state_dict(extra["sampler"])
+        else:  # a checkpoint written before the sampler was its own object
+            self.sampler.load_state_dict({"gen": extra["rng"], "perm": extra["perm"], "pos": extra["pos"]})
         self.steps = extra["steps"]
         self._codec_state = extra["codec_state"]
         self.log.load_state_dict(extra["log"])
