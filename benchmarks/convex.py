@@ -21,7 +21,7 @@ from common import timer, write_results
 
 from lowbit.compress import get_compressor
 from lowbit.experiments import get, make_config
-from lowbit.experiments.runner import load_data
+from lowbit.data.split import train_test
 from lowbit.optim import DIANA, diana_stepsize
 from lowbit.problems import LogisticRegression
 
@@ -31,7 +31,7 @@ METHODS = {"l-svrg": "identity", "vr-natdiana": "natural", "vr-hintdiana": "hint
 def step_seconds(method: str, runs: int, reps: int = 200) -> float:
     """Median seconds of one DIANA step with ``runs`` seeds batched (runs = 0: one unbatched run)."""
     cfg = make_config(get("intsgd-a5a"))
-    A, y, _, _ = load_data(cfg)
+    A, y, _, _ = train_test(cfg.data)
     split = LogisticRegression(A, y, cfg.problem.lam).split(12)
     P, b = split.problem(), split.m // 20
     name = METHODS[method]

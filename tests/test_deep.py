@@ -17,7 +17,7 @@ from lowbit.data.images import load_images, read_idx
 from lowbit.data.store import CorruptDataError
 from lowbit.experiments import make_config, run
 from lowbit.data.augment import augment
-from lowbit.experiments.runner import Stop
+from lowbit.experiments.loop import Stop
 from lowbit.models import PAPER_COUNTS, count_parameters, get_model
 
 

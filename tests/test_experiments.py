@@ -16,7 +16,7 @@ import yaml
 
 from lowbit.cli import main
 from lowbit.experiments import ConfigError, make_config, run
-from lowbit.experiments.runner import Stop
+from lowbit.experiments.loop import Stop
 from lowbit.problems.theory import Constants, theorem3, theorem4
 
 SMALL = {

@@ -11,7 +11,7 @@ from lowbit import get_compressor
 from lowbit.distributed import FactoredDataParallel
 from lowbit.distributed.factored import layer_factors
 from lowbit.experiments import make_config, run
-from lowbit.experiments.runner import Stop
+from lowbit.experiments.loop import Stop
 
 
 @pytest.mark.parametrize("module, x", [

@@ -16,7 +16,8 @@ from lowbit.compress import get_compressor
 from lowbit.data import synthetic
 from lowbit.distributed import SimulatedCluster
 from lowbit.experiments import get, make_config, run
-from lowbit.experiments.runner import Stop, load_data
+from lowbit.data.split import train_test
+from lowbit.experiments.loop import Stop
 from lowbit.optim import DIANA, diana_stepsize
 from lowbit.problems import LogisticRegression
 
@@ -25,7 +26,7 @@ AUTHORS_A5A = {500: 2.55e-4, 1000: 1.32e-5, 2000: 1.23e-7, 3000: 1.77e-9, 4000: 
 
 def a5a_split():
     cfg = make_config(get("intsgd-a5a"))
-    A, y, _, _ = load_data(cfg)
+    A, y, _, _ = train_test(cfg.data)
     return LogisticRegression(A, y, cfg.problem.lam).split(cfg.dist.workers)
 
 

@@ -18,8 +18,10 @@ from .compress import Factored, OptionError, compressor_names, get_compressor
 from .distributed import process_group
 from .experiments import get, make_config, names, run
 from .experiments.config import load_yaml
+from .experiments.kind import KINDS
 from .experiments.registry import describe
-from .experiments.runner import Stop, _broadcast
+from .experiments.loop import Stop
+from .experiments.runner import _broadcast
 from .formats import _ALIASES, _REGISTRY
 from .models import MODELS, PAPER_COUNTS, count_parameters, get_model
 from .plots import plot_run
@@ -110,30 +112,8 @@ def _default_out(name: str) -> str:
 
 
 def _report(summary: dict, out: str) -> None:
-    runs = summary["runs"]
-    kind = summary["kind"]
-    if kind == "convex":
-        print(f"{'run':36} {'train loss':>11} {'F(w)-F*':>10} {'test acc':>8} {'mean q':>7} {'Mbit sent':>9}")
-        for r in runs:
-            f = r["final"]
-            print(f"{(r['label'] or r['config']['name'])[:36]:36} {f['loss']:11.6f} {f['suboptimality']:10.3g} "
-                  f"{f['test_accuracy']:8.4f} {r['q_mean']:7.3f} {f['bits'] / 1e6:9.2f}")
-    elif kind == "distributed":
-        print(f"{'run':28} {'f(x)-f*':>10} {'Mbit (payload)':>14} {'Mbit (IntSGD count)':>19}")
-        for r in runs:
-            f = r["final"]
-            print(f"{r['label'][:28]:28} {f['suboptimality']:10.3g} {f['bits'] / 1e6:14.3f} {f['width_bits'] / 1e6:19.3f}")
-    elif kind == "deep":
-        metric = "test_accuracy" if "test_accuracy" in runs[0]["final"] else "test_loss"
-        print(f"{'run':36} {'train loss':>10} {metric.replace('_', ' '):>13} {'mean q':>7} {'MB sent':>9} {'wall s':>7}")
-        for r in runs:
-            f = r["final"]
-            print(f"{(r['label'] or r['config']['name'])[:36]:36} {f['train_loss']:10.4f} {f[metric]:13.4f} "
-                  f"{f['q']:7.3f} {f['bits'] / 8e6:9.2f} {r['wall']:7.1f}")
-    else:
-        for r in runs:
-            for fmt, v in r["formats"].items():
-                print(f"{fmt:14} distinct values {v['distinct_values']:4}  last non-zero x {v['last_nonzero_x']}  q {v['q']:.4f}")
+    for line in KINDS[summary["kind"]].report(summary["runs"]):
+        print(line)
     for c in summary.get("claims", []):
         print(f"[{'holds' if c['holds'] else 'FAILS'}] {c['name']}: {c['detail']}")
     for p in summary.get("published", []):

@@ -2,7 +2,7 @@
 
 from .config import ConfigError, RunConfig, make_config
 from .registry import get, names
-from .runner import KINDS, run
-from . import deep  # noqa: E402,F401  (registers the 'deep' kind)
+from .kind import KINDS
+from .runner import run
 
 __all__ = ["ConfigError", "KINDS", "RunConfig", "get", "make_config", "names", "run"]

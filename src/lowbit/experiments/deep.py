@@ -54,7 +54,7 @@ from ..optim import HALP, SVRG, LowPrecision, QuantizedGradients
 from .config import ConfigError, RunConfig
 from .results import RunFolder
 from .loop import Stop, checkpointed  # noqa: F401  (Stop: re-exported)
-from .runner import kind
+from .kind import Kind, register
 
 
 def _device(name: str) -> torch.device:
@@ -63,7 +63,6 @@ def _device(name: str) -> torch.device:
     return torch.device(name)
 
 
-@kind("deep")
 def run_deep(cfg: RunConfig, folder: RunFolder, *, resume: bool = True, stop_after: int | None = None,
              progress=None) -> dict:
     dc, q = cfg.deep, cfg.quant
@@ -316,3 +315,16 @@ def run_deep(cfg: RunConfig, folder: RunFolder, *, resume: bool = True, stop_aft
             "steps_per_epoch": steps_per_epoch, "wall": rows[-1]["wall"], "train_images": N,
             "bits_per_step": bits / (epochs * steps_per_epoch),
             "bits_per_worker_step": bits / (epochs * steps_per_epoch * max(1, n))}
+
+
+def report(runs: list) -> list[str]:
+    metric = "test_accuracy" if "test_accuracy" in runs[0]["final"] else "test_loss"
+    out = [f"{'run':36} {'train loss':>10} {metric.replace('_', ' '):>13} {'mean q':>7} {'MB sent':>9} {'wall s':>7}"]
+    for r in runs:
+        f = r["final"]
+        out.append(f"{(r['label'] or r['config']['name'])[:36]:36} {f['train_loss']:10.4f} {f[metric]:13.4f} "
+                   f"{f['q']:7.3f} {f['bits'] / 8e6:9.2f} {r['wall']:7.1f}")
+    return out
+
+
+KIND = register(Kind("deep", run_deep, report, figure="deep"))
