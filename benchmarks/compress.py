@@ -55,7 +55,8 @@ def _codec_calls(name: str, opts: dict, x, g):
 
 def _ablation(x, g, rounds: int) -> list:
     """The stochastic kernels with ``rounds`` Philox rounds, called directly (the codecs use the
-    kernels' constant): cast fp8, natural, QSGD s=16 (fixed-width codes, one norm)."""
+    kernels' constant): cast fp8, natural, QSGD s=16 (fixed-width codes; its norm computed once
+    outside the timing, so that row is not comparable with the codec's, which computes it)."""
     from lowbit import get_format
     from lowbit.kernels import codecs_triton as K
 
