@@ -17,7 +17,7 @@ from ..optim.sampling import Sampler
 from ..problems import LogisticRegression
 from ..problems.theory import estimate_constants, theorem3
 from .config import RunConfig
-from .kind import Kind, register
+from .kind import Kind, register, run_name, table
 from .loop import checkpointed
 from .results import RunFolder
 
@@ -157,12 +157,11 @@ def _theory(cfg, P, w_end, rows, qs, log) -> dict:
 
 
 def report(runs: list) -> list[str]:
-    out = [f"{'run':36} {'train loss':>11} {'F(w)-F*':>10} {'test acc':>8} {'mean q':>7} {'Mbit sent':>9}"]
-    for r in runs:
-        f = r["final"]
-        out.append(f"{(r['label'] or r['config']['name'])[:36]:36} {f['loss']:11.6f} {f['suboptimality']:10.3g} "
-                   f"{f['test_accuracy']:8.4f} {r['q_mean']:7.3f} {f['bits'] / 1e6:9.2f}")
-    return out
+    return table(runs, [("run", 36, run_name), ("train loss", 11, lambda r: f"{r['final']['loss']:.6f}"),
+                        ("F(w)-F*", 10, lambda r: f"{r['final']['suboptimality']:.3g}"),
+                        ("test acc", 8, lambda r: f"{r['final']['test_accuracy']:.4f}"),
+                        ("mean q", 7, lambda r: f"{r['q_mean']:.3f}"),
+                        ("Mbit sent", 9, lambda r: f"{r['final']['bits'] / 1e6:.2f}")])
 
 
 KIND = register(Kind("convex", run_convex, report, figure="convex"))

@@ -54,7 +54,7 @@ from ..optim import HALP, SVRG, LowPrecision, QuantizedGradients
 from .config import ConfigError, RunConfig
 from .results import RunFolder
 from .loop import Stop, checkpointed  # noqa: F401  (Stop: re-exported)
-from .kind import Kind, register
+from .kind import Kind, register, run_name, table
 
 
 def _device(name: str) -> torch.device:
@@ -319,12 +319,11 @@ def run_deep(cfg: RunConfig, folder: RunFolder, *, resume: bool = True, stop_aft
 
 def report(runs: list) -> list[str]:
     metric = "test_accuracy" if "test_accuracy" in runs[0]["final"] else "test_loss"
-    out = [f"{'run':36} {'train loss':>10} {metric.replace('_', ' '):>13} {'mean q':>7} {'MB sent':>9} {'wall s':>7}"]
-    for r in runs:
-        f = r["final"]
-        out.append(f"{(r['label'] or r['config']['name'])[:36]:36} {f['train_loss']:10.4f} {f[metric]:13.4f} "
-                   f"{f['q']:7.3f} {f['bits'] / 8e6:9.2f} {r['wall']:7.1f}")
-    return out
+    return table(runs, [("run", 36, run_name), ("train loss", 10, lambda r: f"{r['final']['train_loss']:.4f}"),
+                        (metric.replace("_", " "), 13, lambda r: f"{r['final'][metric]:.4f}"),
+                        ("mean q", 7, lambda r: f"{r['final']['q']:.3f}"),
+                        ("MB sent", 9, lambda r: f"{r['final']['bits'] / 8e6:.2f}"),
+                        ("wall s", 7, lambda r: f"{r['wall']:.1f}")])
 
 
 KIND = register(Kind("deep", run_deep, report, figure="deep"))

@@ -15,7 +15,7 @@ from ..distributed import DistributedCluster, SimulatedCluster, process_group
 from ..optim import DIANA, diana_stepsize, vr_diana_stepsize
 from ..problems import LogisticRegression
 from .config import RunConfig
-from .kind import Kind, register
+from .kind import Kind, register, table
 from .loop import checkpointed
 from .results import RunFolder, summary_over_seeds
 
@@ -131,11 +131,9 @@ def run_distributed(cfg: RunConfig, folder: RunFolder, *, resume: bool = True, s
 
 
 def report(runs: list) -> list[str]:
-    out = [f"{'run':28} {'f(x)-f*':>10} {'Mbit (payload)':>14} {'Mbit (IntSGD count)':>19}"]
-    for r in runs:
-        f = r["final"]
-        out.append(f"{r['label'][:28]:28} {f['suboptimality']:10.3g} {f['bits'] / 1e6:14.3f} {f['width_bits'] / 1e6:19.3f}")
-    return out
+    return table(runs, [("run", 28, lambda r: r["label"]), ("f(x)-f*", 10, lambda r: f"{r['final']['suboptimality']:.3g}"),
+                        ("Mbit (payload)", 14, lambda r: f"{r['final']['bits'] / 1e6:.3f}"),
+                        ("Mbit (IntSGD count)", 19, lambda r: f"{r['final']['width_bits'] / 1e6:.3f}")])
 
 
 KIND = register(Kind("distributed", run_distributed, report, figure="distributed", batched_seeds=True))

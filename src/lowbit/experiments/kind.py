@@ -25,4 +25,18 @@ def register(kind: Kind) -> Kind:
     return kind
 
 
-__all__ = ["KINDS", "Kind", "register"]
+def table(runs: list, columns: list) -> list[str]:
+    """A report's lines: a header, then one row per sub-run.  ``columns``: (header, width,
+    cell(summary) → str); the first column is the sub-run's name, left-aligned, the others right-aligned."""
+    def line(cells):
+        return " ".join(f"{c[:w]:{w}}" if i == 0 else f"{c:>{w}}" for i, (c, (_, w, _)) in enumerate(zip(cells, columns)))
+
+    return [line([h for h, _, _ in columns])] + [line([cell(r) for _, _, cell in columns]) for r in runs]
+
+
+def run_name(summary: dict) -> str:
+    """A sub-run's label, or its config's name when the run has no sweep."""
+    return summary["label"] or summary["config"]["name"]
+
+
+__all__ = ["KINDS", "Kind", "register", "run_name", "table"]
