@@ -24,3 +24,12 @@ def block_words(seed_ptr, pid, Q: tl.constexpr, ROUNDS: tl.constexpr):
     r0, r1, r2, r3 = tl.randint4x(tl.load(seed_ptr), (pid * Q + tl.arange(0, Q)).to(tl.int32), ROUNDS)
     return (r0.to(tl.int32, bitcast=True), r1.to(tl.int32, bitcast=True), r2.to(tl.int32, bitcast=True),
             r3.to(tl.int32, bitcast=True))
+
+
+@triton.jit
+def _random_words(seed_ptr, pid, Q: tl.constexpr, ROUNDS: tl.constexpr):
+    """4·Q random 31-bit words for a program's 4·Q coordinates: Philox-4x32 at counters
+    pid·Q … pid·Q + Q − 1, the four words of a counter going to four neighbouring coordinates."""
+    r0, r1, r2, r3 = tl.randint4x(tl.load(seed_ptr), (pid * Q + tl.arange(0, Q)).to(tl.int32), ROUNDS)
+    r = tl.reshape(tl.join(tl.join(r0, r1), tl.join(r2, r3)), (4 * Q,))
+    return r.to(tl.int32, bitcast=True) & 0x7FFFFFFF

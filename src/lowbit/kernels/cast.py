@@ -1,0 +1,189 @@
+"""The cast codec's kernels: a format's codes in one pass (optionally under OCP MX block scaling, the E8M0 exponents from each block's max in the same pass), and codes back to values."""
+
+from __future__ import annotations
+
+import torch
+import triton
+import triton.language as tl
+
+from ..formats import FloatFormat
+from .blocks import _load_block, _pick, _rem, _store
+from .common import BLOCK, WARPS, _output, _seed
+from .philox import PHILOX_ROUNDS, _random_words
+from .rounding import _code_constants, _max_nan, _pow2, _round_code, _value_bits
+
+
+@triton.jit
+def _cast_encode_block(x_ptr, out_ptr, seed_ptr, pid, rem, S: tl.constexpr, EMIN_FIELD: tl.constexpr,
+                       SUB: tl.constexpr, MAX_CODE: tl.constexpr, MODE: tl.constexpr, FNUZ: tl.constexpr,
+                       M: tl.constexpr, EF: tl.constexpr, OVER_CODE: tl.constexpr, INF_CODE: tl.constexpr,
+                       NAN_CODE: tl.constexpr, WIDTH: tl.constexpr, ROUNDS: tl.constexpr, BLOCK: tl.constexpr,
+                       FULL: tl.constexpr):
+    """One program's codes; returns the largest |x| pattern (≥ 0x7F800000: a non-finite input)."""
+    Q: tl.constexpr = BLOCK // 4
+    offs = tl.arange(0, Q)
+    x0, x1, x2, x3, r0, r1, r2, r3 = _load_block(x_ptr, seed_ptr, pid, rem, Q, FULL, MODE == 1, ROUNDS)
+    amax = tl.zeros((Q,), tl.int32)
+    for j in tl.static_range(4):
+        b = _pick(j, x0, x1, x2, x3).to(tl.int32, bitcast=True)
+        rnd = _pick(j, r0, r1, r2, r3) if MODE == 1 else b  # _integer_code uses its low 30 bits at most
+        c = _round_code(b, rnd, S, EMIN_FIELD, SUB, MAX_CODE, MODE, FNUZ, M, EF, OVER_CODE, INF_CODE, NAN_CODE)
+        amax = tl.maximum(amax, b & 0x7FFFFFFF)
+        if WIDTH == 8:
+            _store(out_ptr + pid * BLOCK, c.to(tl.uint8), j * Q + offs, rem, FULL)
+        else:
+            lo, hi = tl.split(tl.reshape(c, (Q // 2, 2)))
+            _store(out_ptr + pid * (BLOCK // 2), (lo | (hi << 4)).to(tl.uint8), j * (Q // 2) + tl.arange(0, Q // 2),
+                   (rem + 1) // 2, FULL)
+    return tl.max(amax, axis=0)
+
+
+@triton.jit
+def _cast_encode_kernel(x_ptr, out_ptr, fin_ptr, n, seed_ptr, S: tl.constexpr, EMIN_FIELD: tl.constexpr,
+                        SUB: tl.constexpr, MAX_CODE: tl.constexpr, MODE: tl.constexpr, FNUZ: tl.constexpr,
+                        M: tl.constexpr, EF: tl.constexpr, OVER_CODE: tl.constexpr, INF_CODE: tl.constexpr,
+                        NAN_CODE: tl.constexpr, FLAG: tl.constexpr, WIDTH: tl.constexpr, ROUNDS: tl.constexpr,
+                        BLOCK: tl.constexpr):
+    """8-bit codes one per byte; 4-bit codes two to a byte (low nibble first), neighbours packed in
+    registers.  The block is read as four quarters, each drawing one word of every Philox counter
+    of the program.  FLAG: a byte per program, were all inputs finite."""
+    pid = tl.program_id(0).to(tl.int64)
+    rem = _rem(n, pid, BLOCK)
+    if rem == BLOCK:
+        amax = _cast_encode_block(x_ptr, out_ptr, seed_ptr, pid, rem, S, EMIN_FIELD, SUB, MAX_CODE, MODE, FNUZ, M, EF,
+                                  OVER_CODE, INF_CODE, NAN_CODE, WIDTH, ROUNDS, BLOCK, True)
+    else:
+        amax = _cast_encode_block(x_ptr, out_ptr, seed_ptr, pid, rem, S, EMIN_FIELD, SUB, MAX_CODE, MODE, FNUZ, M, EF,
+                                  OVER_CODE, INF_CODE, NAN_CODE, WIDTH, ROUNDS, BLOCK, False)
+    if FLAG:  # only formats without a NaN code send whether the input was finite
+        tl.store(fin_ptr + pid, (amax < 0x7F800000).to(tl.uint8))
+
+
+@triton.jit
+def _cast_decode_kernel(c_ptr, fin_ptr, scale_ptr, out_ptr, n, M: tl.constexpr, EF: tl.constexpr,
+                        BIAS: tl.constexpr, LOW_EXP: tl.constexpr, SPECIAL: tl.constexpr, TOP: tl.constexpr,
+                        WIDTH: tl.constexpr, FLAG: tl.constexpr, KB: tl.constexpr, BLOCK: tl.constexpr):
+    """Values of the codes; KB > 0: times the E8M0 scale 2^(e−127) of each block of KB values."""
+    pid = tl.program_id(0).to(tl.int64)
+    if WIDTH == 8:
+        o = pid * BLOCK + tl.arange(0, BLOCK)
+        c = tl.load(c_ptr + o, mask=o < n, other=0).to(tl.int32)
+        v = _value_bits(c, M, EF, BIAS, LOW_EXP, SPECIAL, TOP)
+    else:
+        ob = pid * (BLOCK // 2) + tl.arange(0, BLOCK // 2)
+        byte = tl.load(c_ptr + ob, mask=ob < (n + 1) // 2, other=0).to(tl.int32)
+        lo = _value_bits(byte & 15, M, EF, BIAS, LOW_EXP, SPECIAL, TOP)
+        hi = _value_bits(byte >> 4, M, EF, BIAS, LOW_EXP, SPECIAL, TOP)
+        v = tl.reshape(tl.join(lo, hi), (BLOCK,))
+        o = pid * BLOCK + tl.arange(0, BLOCK)
+    if KB > 0:
+        e = tl.load(scale_ptr + o // KB, mask=o < n, other=127).to(tl.int32)
+        v = (v.to(tl.float32, bitcast=True) * _pow2(e - 127).to(tl.float32, bitcast=True)).to(tl.int32, bitcast=True)
+    if FLAG:  # the input held NaN/inf: everything decodes to NaN
+        v = tl.where(tl.load(fin_ptr) == 0, 0x7FC00000, v)
+    tl.store(out_ptr + o, v.to(tl.float32, bitcast=True), mask=o < n)
+
+
+@triton.jit
+def _mx_encode_kernel(x_ptr, out_ptr, scale_ptr, fin_ptr, n, nblocks, nbytes, seed_ptr, S: tl.constexpr,
+                      EMIN_FIELD: tl.constexpr, SUB: tl.constexpr, MAX_CODE: tl.constexpr, MODE: tl.constexpr,
+                      FNUZ: tl.constexpr, M: tl.constexpr, EF: tl.constexpr, OVER_CODE: tl.constexpr,
+                      INF_CODE: tl.constexpr, NAN_CODE: tl.constexpr, EMAX: tl.constexpr, MAXV: tl.constexpr,
+                      FIT: tl.constexpr, KB: tl.constexpr, WIDTH: tl.constexpr, ROUNDS: tl.constexpr, BLOCK: tl.constexpr):
+    """Block scaling (OCP MX) in one pass: per block of KB values the E8M0 exponent
+    e = ⌊log₂ max|x|⌋ − EMAX + 127 (FIT: one more where max·2^(e−127) < max|x|; 0 for an all-zero
+    block; clamped to [0, 254]), the codes of x·2^(127−e) rounded with saturation, and a flag per
+    program: were all inputs finite."""
+    R: tl.constexpr = BLOCK // KB
+    pid = tl.program_id(0).to(tl.int64)
+    o = pid * BLOCK + tl.arange(0, R)[:, None] * KB + tl.arange(0, KB)[None, :]
+    b = tl.load(x_ptr + o, mask=o < n, other=0).to(tl.int32, bitcast=True)
+    # the pattern of max|x|, NaN where the block holds a NaN (patterns of non-negative floats order as values)
+    amax = tl.reduce(tl.abs(b.to(tl.float32, bitcast=True)), 1, _max_nan).to(tl.int32, bitcast=True)
+    e = (amax >> 23) - 127 - EMAX  # ⌊log₂ max|x|⌋ − EMAX where max|x| is normal
+    if FIT:
+        e += (amax.to(tl.float32, bitcast=True) > MAXV * _pow2(e).to(tl.float32, bitcast=True)).to(tl.int32)
+    # EMAX ≥ 2: a block whose max is 0 or subnormal has e + 127 < 0 (the exponent 0 either way), and
+    # e + 127 ≤ 253 for finite blocks, so 2^(127−e) is a normal float32
+    e = tl.minimum(tl.maximum(e + 127, 0), 254)
+    inv = (254 - e) << 23  # 2^(127−e)
+    v = (b.to(tl.float32, bitcast=True) * inv.to(tl.float32, bitcast=True)[:, None]).to(tl.int32, bitcast=True)
+    if MODE == 1:
+        rnd = tl.reshape(_random_words(seed_ptr, pid, BLOCK // 4, ROUNDS), (R, KB))
+    else:
+        rnd = v
+    # |v| < 2^(EMAX + 2) for finite inputs (the codes of non-finite ones are never read: the flag)
+    c = _round_code(v, rnd, S, EMIN_FIELD, SUB, MAX_CODE, MODE, FNUZ, M, EF, OVER_CODE, INF_CODE, NAN_CODE,
+                    BOUNDED=True)
+    if WIDTH == 8:
+        tl.store(out_ptr + o, c.to(tl.uint8), mask=o < nbytes)
+    else:  # four codes to an int16 word
+        word = tl.sum(tl.reshape(c, (BLOCK // 4, 4)) << (tl.arange(0, 4) * 4)[None, :], axis=1)
+        ow = pid * (BLOCK // 4) + tl.arange(0, BLOCK // 4)
+        tl.store(out_ptr + ow, word.to(tl.int16), mask=ow < (nbytes + 1) // 2)
+    bi = pid * R + tl.arange(0, R)
+    tl.store(scale_ptr + bi, e.to(tl.uint8), mask=bi < nblocks)
+    tl.store(fin_ptr + pid, (tl.max(amax, axis=0) < 0x7F800000).to(tl.uint8))
+
+
+def cast_encode(x: torch.Tensor, fmt: FloatFormat, rounding: str, saturate: bool, generator=None, *,
+                rounds: int = PHILOX_ROUNDS):
+    """(packed codes, one byte: was every input finite — None for formats with a NaN code).  With
+    the flag, the codes of non-finite inputs are unspecified: the packet decodes to NaN everywhere."""
+    x = x.contiguous().reshape(-1)
+    n, w = x.numel(), fmt.code_bits
+    nbytes = (n * w + 7) // 8
+    out = torch.empty(nbytes, dtype=torch.uint8, device=x.device)
+    flag = not fmt.has_nan
+    fin = torch.empty(triton.cdiv(n, BLOCK) if flag else 1, dtype=torch.uint8, device=x.device)
+    k = _code_constants(fmt, rounding, saturate, flagged=flag)
+    seed = _seed(x, generator) if rounding == "stochastic" else x
+    _cast_encode_kernel[(triton.cdiv(n, BLOCK),)](
+        x, out, fin, n, seed, **k, FLAG=flag, WIDTH=w, ROUNDS=rounds,
+        BLOCK=BLOCK, num_warps=WARPS)
+    return out, (fin.amin().reshape(1) if flag else None)
+
+
+def block_fusable(fmt, block: int) -> bool:
+    """Whether ``cast_block_encode`` takes ``fmt`` with blocks of ``block`` values (formats whose
+    largest value is at least 4, as every MX element format's)."""
+    return (isinstance(fmt, FloatFormat) and fmt.code_bits in (4, 8) and fmt.emax >= 2 and 2 <= block <= BLOCK
+            and block & (block - 1) == 0)
+
+
+def cast_block_encode(x: torch.Tensor, fmt: FloatFormat, rounding: str, block: int, rule: str, generator=None, *,
+                      rounds: int = PHILOX_ROUNDS):
+    """Block-scaled (MX) codes in one pass: (packed codes of the zero-padded blocks, uint8 E8M0
+    exponents, one byte: was every input finite) — the payload of ``ScaledFormat(fmt, "block",
+    block, rule)`` with saturating rounding."""
+    x = x.contiguous().reshape(-1)
+    n = x.numel()
+    nblocks = triton.cdiv(n, block)
+    nbytes = fmt.nbytes(nblocks * block)
+    w = fmt.code_bits
+    out = torch.empty(nbytes + (nbytes % 2 if w == 4 else 0), dtype=torch.uint8, device=x.device)
+    scales = torch.empty(nblocks, dtype=torch.uint8, device=x.device)
+    grid = max(1, triton.cdiv(nblocks * block, BLOCK))
+    fin = torch.empty(grid, dtype=torch.uint8, device=x.device)
+    seed = _seed(x, generator) if rounding == "stochastic" else x
+    _mx_encode_kernel[(grid,)](
+        x, out if w == 8 else out.view(torch.int16), scales, fin, n, nblocks, nbytes, seed,
+        **_code_constants(fmt, rounding, True, flagged=True), EMAX=fmt.emax,
+        MAXV=float(fmt.max), FIT=rule == "fit", KB=block, WIDTH=fmt.code_bits, ROUNDS=rounds, BLOCK=BLOCK,
+        num_warps=WARPS)
+    return out[:nbytes], scales, fin.amin().reshape(1)
+
+
+def cast_decode(codes: torch.Tensor, fmt: FloatFormat, n: int, finite=None, out=None, scales=None,
+                block: int = 0) -> torch.Tensor:
+    """Values of n codes (NaN everywhere where ``finite`` is 0); with ``scales``, each block of
+    ``block`` values times its E8M0 scale."""
+    out = _output(n, codes.device, out)
+    flag = finite if finite is not None else codes
+    special = {"ieee": 1, "fn": 2, "fnuz": 3, "none": 0}[fmt.nan_style]
+    m2 = fmt.man_bits if fmt.subnormals else 0
+    _cast_decode_kernel[(triton.cdiv(n, BLOCK),)](
+        codes, flag, scales if scales is not None else codes, out, n, M=fmt.man_bits, EF=fmt.exp_field_bits,
+        BIAS=fmt.bias, LOW_EXP=fmt.emin - m2, SPECIAL=special, TOP=(1 << fmt.exp_bits) - 1, WIDTH=fmt.code_bits,
+        FLAG=finite is not None, KB=block if scales is not None else 0, BLOCK=BLOCK, num_warps=WARPS)
+    return out

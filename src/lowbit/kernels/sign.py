@@ -1,0 +1,51 @@
+"""signSGD's kernels: sign bits packed eight to a byte with per-block partial sums of |g| (summed in a fixed order: deterministic), and the scaled decode."""
+
+from __future__ import annotations
+
+import torch
+import triton
+import triton.language as tl
+
+from .common import BLOCK, WARPS, _output, _segment_value, _table
+
+
+@triton.jit
+def _sign_encode_kernel(x_ptr, sign_ptr, part_ptr, n, BLOCK: tl.constexpr):
+    pid = tl.program_id(0).to(tl.int64)
+    o = pid * BLOCK + tl.arange(0, BLOCK)
+    x = tl.load(x_ptr + o, mask=o < n, other=0.0)
+    tl.store(part_ptr + pid, tl.sum(tl.abs(x), axis=0))
+    s = tl.reshape(((x >= 0) & (o < n)).to(tl.int32), (BLOCK // 8, 8))
+    byte = tl.sum(s << tl.arange(0, 8)[None, :], axis=1)
+    ob = pid * (BLOCK // 8) + tl.arange(0, BLOCK // 8)
+    tl.store(sign_ptr + ob, byte.to(tl.uint8), mask=ob < (n + 7) // 8)
+
+
+@triton.jit
+def _sign_decode_kernel(sign_ptr, scale_ptr, seg_ptr, out_ptr, n, SEG: tl.constexpr, BLOCK: tl.constexpr):
+    pid = tl.program_id(0).to(tl.int64)
+    ob = pid * (BLOCK // 8) + tl.arange(0, BLOCK // 8)
+    byte = tl.load(sign_ptr + ob, mask=ob < (n + 7) // 8, other=0).to(tl.int32)
+    s = tl.reshape((byte[:, None] >> tl.arange(0, 8)[None, :]) & 1, (BLOCK,))
+    o = pid * BLOCK + tl.arange(0, BLOCK)
+    scale = _segment_value(scale_ptr, seg_ptr, o, n, SEG)
+    tl.store(out_ptr + o, (s.to(tl.float32) * 2 - 1) * scale, mask=o < n)
+
+
+def sign_encode(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    x = x.contiguous().reshape(-1)
+    n = x.numel()
+    grid = triton.cdiv(n, BLOCK)
+    s = torch.empty((n + 7) // 8, dtype=torch.uint8, device=x.device)
+    part = torch.empty(grid, dtype=torch.float32, device=x.device)
+    _sign_encode_kernel[(grid,)](x, s, part, n, BLOCK=BLOCK, num_warps=WARPS)
+    return s, (part.sum() / max(1, n)).reshape(1)
+
+
+def sign_decode(s: torch.Tensor, scale: torch.Tensor, n: int, seg=None, out=None) -> torch.Tensor:
+    """±scale; ``scale``: one value, or one per segment with ``seg``."""
+    out = _output(n, s.device, out)
+    sc, segp, mode = _table(scale, seg, s.device)
+    _sign_decode_kernel[(triton.cdiv(n, BLOCK),)](s, sc, segp if segp is not None else sc, out, n, SEG=mode,
+                                                  BLOCK=BLOCK, num_warps=WARPS)
+    return out
