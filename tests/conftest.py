@@ -11,11 +11,9 @@ needs_cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA d
 
 
 @pytest.fixture(params=[True, False], ids=["native", "lowbit"])
-def native_paths(request, monkeypatch):
+def native_paths(request):
     """Run a test with and without torch's native CPU casts, so lowbit's own path is checked too."""
-    import importlib
+    from lowbit.quantize import native_casts
 
-    q = importlib.import_module("lowbit.quantize")
-
-    monkeypatch.setattr(q, "_USE_NATIVE", request.param)
-    return request.param
+    with native_casts(request.param):
+        yield request.param

@@ -177,7 +177,7 @@ def test_lowbit_run_under_torchrun_matches_the_simulation_and_resumes_after_a_re
                          env=dict(os.environ, OMP_NUM_THREADS="1"))
     assert sim.returncode == 0, sim.stderr[-3000:]
     # killed (stopped) at the checkpoint of step 40, restarted by torchrun, resumed from it
-    real = _torchrun(["run", str(cfg), "--out", str(tmp_path / "real")], {"LOWBIT_STOP_AFTER": "40"}, restarts=1)
+    real = _torchrun(["run", str(cfg), "--out", str(tmp_path / "real"), "--stop-after", "40"], restarts=1)
     assert real.returncode == 0, real.stderr[-3000:]
     assert "stopped at step 40" in real.stderr
     for method in ("vr-intdiana", "vr-natdiana"):
@@ -222,7 +222,7 @@ def test_deep_run_under_torchrun_is_ddp_with_the_simulations_numbers(tmp_path):
     sim = subprocess.run([sys.executable, "-m", "lowbit", "run", str(cfg), "--quiet", "--out", str(tmp_path / "sim")],
                          capture_output=True, text=True, timeout=600, env=env)
     assert sim.returncode == 0, sim.stderr[-3000:]
-    real = _torchrun(["run", str(cfg), "--out", str(tmp_path / "real")], {"LOWBIT_STOP_AFTER": "1"}, restarts=1)
+    real = _torchrun(["run", str(cfg), "--out", str(tmp_path / "real"), "--stop-after", "1"], restarts=1)
     assert real.returncode == 0, real.stderr[-3000:]
     assert "stopped at step 1" in real.stderr
     runs = {q.parent.name: q.relative_to(tmp_path / "sim") for q in (tmp_path / "sim").rglob("metrics.csv")}

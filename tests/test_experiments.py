@@ -12,6 +12,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
+import torch
 import yaml
 
 from lowbit.cli import main
@@ -152,6 +153,13 @@ def test_killed_process_resumes_from_its_checkpoint(tmp_path):
     assert main(["run", "--resume", str(cut), "--quiet"]) == 0
     assert main(["run", str(tmp_path / "cfg.yaml"), "--out", str(tmp_path / "straight"), "--quiet"]) == 0
     pd.testing.assert_frame_equal(frame(tmp_path / "straight"), frame(cut))
+    # paused on request: --stop-after stops at the checkpoint of step 800 (exit code 3), --resume finishes
+    paused = tmp_path / "paused"
+    assert main(["run", str(tmp_path / "cfg.yaml"), "--out", str(paused), "--quiet", "--stop-after", "700"]) == 3
+    assert torch.load(paused / "checkpoint.pt", weights_only=False)["step"] == 800
+    assert not (paused / "summary.json").exists()
+    assert main(["run", "--resume", str(paused), "--quiet"]) == 0
+    pd.testing.assert_frame_equal(frame(tmp_path / "straight"), frame(paused))
 
 
 def test_theorem_bounds():

@@ -100,6 +100,9 @@ def _run_setup(p):
     p.add_argument("--jobs", type=int, default=1, help="run a sweep's sub-runs in this many processes")
     p.add_argument("--quick", action="store_true", help="apply the config's quick settings")
     p.add_argument("--quiet", action="store_true")
+    p.add_argument("--stop-after", type=int, default=None, metavar="N",
+                   help="stop at the first checkpoint at or after step N (epoch N of a deep run), exit code 3; "
+                        "continue with --resume (under torchrun: the first attempt only, a restart runs to the end)")
 
 
 def _default_out(name: str) -> str:
@@ -135,8 +138,7 @@ def _execute(cfg, out, args, resume=False) -> int:
             out = _broadcast(str(out))
             resume = resume or int(os.environ.get("TORCHELASTIC_RESTART_COUNT", "0")) > 0
         restarted = int(os.environ.get("TORCHELASTIC_RESTART_COUNT", "0")) > 0
-        # fault injection for tests of resume: stop at the first checkpoint at or after this step
-        stop = int(os.environ.get("LOWBIT_STOP_AFTER", "0")) or None if not restarted else None
+        stop = args.stop_after if not restarted else None  # a restart by torchrun resumes and finishes
         summary = run(cfg, out, resume=resume, jobs=args.jobs, quiet=args.quiet or process_group.rank() > 0,
                       stop_after=stop)
         if process_group.rank() == 0:
@@ -179,6 +181,9 @@ def _reproduce_setup(p):
     p.add_argument("--out")
     p.add_argument("--jobs", type=int, default=1)
     p.add_argument("--quiet", action="store_true")
+    p.add_argument("--stop-after", type=int, default=None, metavar="N",
+                   help="stop at the first checkpoint at or after step N (epoch N of a deep run), exit code 3; "
+                        "continue with --resume (under torchrun: the first attempt only, a restart runs to the end)")
 
 
 @command("reproduce", "reproduce a figure or table of the sources (lowbit list shows which)", _reproduce_setup)
@@ -266,7 +271,8 @@ def main(argv: list[str] | None = None) -> int:
     except Exception as e:
         if not isinstance(e, Stop):
             raise
-        print(f"lowbit {args.command}: stopped at step {e.args[0]} (LOWBIT_STOP_AFTER)", file=sys.stderr)
+        print(f"lowbit {args.command}: stopped at step {e.args[0]} (--stop-after); continue with: lowbit run --resume "
+              "<run folder>", file=sys.stderr)
         return 3
     except KeyboardInterrupt:
         print(f"lowbit {args.command}: interrupted; continue with: lowbit run --resume <run folder>", file=sys.stderr)

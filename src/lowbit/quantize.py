@@ -28,6 +28,7 @@ and is zero elsewhere); ``grad="cut"`` makes the result a constant instead.  Nev
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import threading
 from collections import OrderedDict
@@ -41,8 +42,8 @@ from .kernels import cpu
 from .formats import FloatFormat, IntFormat, get_format
 from .scaling import ScaledFormat
 
-__all__ = ["quantize", "round_integer", "draw_ahead", "straight_through", "scaled_quantize", "scaled_values", "ROUNDINGS",
-           "GRADS"]
+__all__ = ["quantize", "round_integer", "draw_ahead", "straight_through", "scaled_quantize", "scaled_values",
+           "native_casts", "ROUNDINGS", "GRADS"]
 
 ROUNDINGS = ("nearest", "stochastic", "zero")
 
@@ -314,7 +315,21 @@ def _round_float(x: torch.Tensor, fmt: FloatFormat, rounding: str, saturate: boo
 
 # Exact native round trips on the CPU (checked against ml_dtypes in the tests); torch's float8_e4m3fn
 # cast saturates instead of overflowing to NaN, so that format stays on lowbit's own path.
-_USE_NATIVE = True
+_native = threading.local()
+
+
+@contextlib.contextmanager
+def native_casts(enabled: bool):
+    """Within the block, nearest rounding on the CPU onto float16, bfloat16 and torch's own float8
+    formats takes (``enabled``, the default outside it) or skips torch's native casts, which give
+    the same values: lowbit's own arithmetic then rounds them (a reference for the casts, and the
+    path every other format takes).  Per thread."""
+    before = getattr(_native, "on", True)
+    _native.on = bool(enabled)
+    try:
+        yield
+    finally:
+        _native.on = before
 _NATIVE_CPU = {
     get_format(name): getattr(torch, name)
     for name in ("float16", "bfloat16", "float8_e5m2", "float8_e4m3fnuz", "float8_e5m2fnuz")
@@ -661,7 +676,8 @@ def _quantize(x, fmt, rounding, saturate, generator, scaling, block) -> torch.Te
         return _quantize(x.float(), fmt, rounding, saturate, generator, None, block).to(x.dtype)
     if isinstance(fmt, IntFormat):
         return _quantize_int(x, fmt, rounding, generator)
-    native = _NATIVE_CPU.get(fmt) if _USE_NATIVE and not saturate and rounding == "nearest" else None
+    use = getattr(_native, "on", True) and not saturate and rounding == "nearest"
+    native = _NATIVE_CPU.get(fmt) if use else None
     if native is not None and x.device.type == "cpu" and x.dtype == torch.float32:
         if native is torch.bfloat16:  # ml_dtypes' cast loop is twice as fast as torch's on the CPU
             return _bfloat16_round_trip(x)
