@@ -41,6 +41,7 @@ from . import kernels
 from .kernels import cpu
 from .formats import FloatFormat, IntFormat, get_format
 from .scaling import ScaledFormat
+from .ste import straight_through
 
 __all__ = ["quantize", "round_integer", "draw_ahead", "straight_through", "scaled_quantize", "scaled_values",
            "native_casts", "ROUNDINGS", "GRADS"]
@@ -441,15 +442,6 @@ def _keep(x: torch.Tensor, q: torch.Tensor, fmt, scaling) -> torch.Tensor | None
     """What the backward of a scaled rounding needs (x and q finite), computed in the forward;
     None without scaling, where |x| ≤ max, read from x in the backward, decides alone."""
     return None if scaling is None else torch.isfinite(x) & torch.isfinite(q)
-
-
-def straight_through(grad: torch.Tensor, x: torch.Tensor, fmt, keep: torch.Tensor | None = None) -> torch.Tensor:
-    """The straight-through estimator's gradient for q = quantize(x): ``grad`` where the rounded
-    value stands for x — without scaling, |x| ≤ max (false for NaN and ±inf; q is then finite) —
-    else zero: where the input was NaN or ±inf, where it overflowed (to inf, NaN or, saturating,
-    ±max).  With scaling, ``keep`` (x and q finite, from :func:`_keep`)."""
-    keep = (x.abs() <= fmt.max) if keep is None else keep
-    return torch.where(keep, grad, torch.zeros_like(grad))
 
 
 class _StraightThrough(torch.autograd.Function):

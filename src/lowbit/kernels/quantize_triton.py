@@ -15,6 +15,7 @@ import triton
 import triton.language as tl
 
 from ..formats import FloatFormat, get_format
+from ..ste import straight_through
 from .blocks import _load_block, _pick, _rem, _store
 from .philox import PHILOX_ROUNDS
 
@@ -174,9 +175,7 @@ def _op_setup(ctx, inputs, output):
 
 def _op_backward(ctx, grad):
     (x,) = ctx.saved_tensors
-    # lowbit.quantize.straight_through without scaling (this module is imported by lowbit.quantize)
-    keep = x.abs() <= get_format(ctx.fmt).max
-    return torch.where(keep, grad, torch.zeros_like(grad)), None, None, None
+    return straight_through(grad, x, get_format(ctx.fmt)), None, None, None
 
 
 quantize_op.register_autograd(_op_backward, setup_context=_op_setup)
