@@ -73,7 +73,7 @@ def main() -> None:
         coder = BucketCoder(make(), sizes, "cpu", shapes=shapes)
         gen = torch.Generator().manual_seed(1)
         memory = torch.zeros_like(flat) if coder.feedback else None
-        states = [coder.inner.init_state(torch.empty(sh)) for sh in shapes] if coder.inner.worker_state else None
+        states = [coder.inner.init_state(torch.empty(sh)) for sh in shapes] if coder.inner.traits.worker_state else None
         last = {}
 
         def encode():

@@ -19,7 +19,7 @@ import pytest
 import torch
 
 import lowbit
-from lowbit.compress import Packet, ErrorFeedback, Factored, Shifted, get_compressor
+from lowbit.compress import ErrorFeedback, Factored, MultiTensor, Packet, Shifted, Summable, Traits, get_compressor
 from lowbit.compress.qsgd import l2norm
 from lowbit.kernels import cpu as _cpu
 
@@ -113,13 +113,13 @@ def test_natural_compression_variance_bound():
     assert mean_sq_error(get_compressor("natural"), g) <= float((g**2).sum()) / 8
 
 
-@pytest.mark.parametrize("name", [n for n in lowbit.compressor_names() if get_compressor(n).omega is not None])
+@pytest.mark.parametrize("name", [n for n in lowbit.compressor_names() if get_compressor(n).traits.omega is not None])
 def test_declared_relative_variance_holds(name):
     """A codec's declared ω (DIANA's shift stepsize is 1/(1 + ω)) bounds its measured error."""
     codec = get_compressor(name)
     g = torch.randn(1000, generator=torch.Generator().manual_seed(5)) * torch.logspace(-3, 3, 1000)
-    assert mean_sq_error(codec, g) <= codec.omega * float((g**2).sum()) * (1 + 1e-6) + 1e-30
-    assert {"natural": 1 / 8, "identity": 0.0}.get(name, codec.omega) == codec.omega
+    assert mean_sq_error(codec, g) <= codec.traits.omega * float((g**2).sum()) * (1 + 1e-6) + 1e-30
+    assert {"natural": 1 / 8, "identity": 0.0}.get(name, codec.traits.omega) == codec.traits.omega
 
 
 @pytest.mark.parametrize("ratio", [0.01, 0.1, 0.5])
@@ -281,8 +281,20 @@ def test_summable_packets_add_exactly():
     assert s.payload["ints"].abs().max() <= 512
     for name in ("qsgd", "natural", "topk"):
         assert not get_compressor(name).summable
-        with pytest.raises(TypeError, match="not summable"):
+        with pytest.raises(AttributeError, match="add"):  # no Summable protocol, no add
             get_compressor(name).add(None, None)
+
+
+@pytest.mark.parametrize("name", lowbit.compressor_names())
+def test_declared_traits_match_the_protocols_implemented(name):
+    """A codec declares summable exactly when it implements the Summable protocol; the codecs
+    that take the multi-tensor path implement MultiTensor; the flags live in one Traits record."""
+    codec = get_compressor(name)
+    assert isinstance(codec.traits, Traits)
+    assert codec.summable == codec.traits.summable == isinstance(codec, Summable)
+    assert codec.unbiased == codec.traits.unbiased
+    multi = {"cast", "identity", "intsgd", "hintsgd", "natural", "onebit", "qsgd", "signsgd", "terngrad"}
+    assert isinstance(codec, MultiTensor) == (name in multi)
 
 
 @pytest.mark.parametrize("n", [2, 4])

@@ -7,7 +7,7 @@ import torch
 
 from conftest import needs_cuda
 from lowbit import get_compressor
-from lowbit.compress.many import flatten, unflatten
+from lowbit.compress.many import batchable, flatten, roundtrip_many, unflatten
 from lowbit.optim import QuantizedGradients
 
 DEVICES = ["cpu", pytest.param("cuda", marks=needs_cuda)]
@@ -61,8 +61,8 @@ def test_deterministic_codecs_match_tensor_by_tensor(case, device):
     codec = codec_of(case, DETERMINISTIC[case])
     ts = tensors(device)
     states = [codec.init_state(t) for t in ts]
-    assert codec.batchable(states)
-    outs, nbytes = codec.roundtrip_many(ts, states=states)
+    assert batchable(codec, states)
+    outs, nbytes = roundtrip_many(codec, ts, states=states)
     assert nbytes == sum(codec.encode(t, state=s).nbytes for t, s in zip(ts, states))
     for t, s, o in zip(ts, states, outs):
         ref, _ = codec.roundtrip(t, state=s)
@@ -79,11 +79,11 @@ def test_stochastic_codecs_keep_the_per_tensor_distribution(case, device):
     (two-sided, P(false alarm) < 1e-5 per coordinate)."""
     codec = codec_of(case, STOCHASTIC[case])
     ts = tensors(device)
-    assert codec.batchable([codec.init_state(t) for t in ts])
+    assert batchable(codec, [codec.init_state(t) for t in ts])
     K = 2000
     gen = torch.Generator(device=device).manual_seed(1)
     many = [torch.stack(o) for o in zip(*[
-        [x.reshape(-1).double() for x in codec.roundtrip_many(ts, generator=gen)[0]] for _ in range(K)])]
+        [x.reshape(-1).double() for x in roundtrip_many(codec, ts, generator=gen)[0]] for _ in range(K)])]
     one = [torch.stack([codec.roundtrip(t, generator=gen)[0].reshape(-1).double() for _ in range(K)]) for t in ts]
     for t, a, b in zip(ts, many, one):
         x = t.reshape(-1).double()
@@ -102,8 +102,8 @@ def test_codecs_with_data_dependent_sizes_go_tensor_by_tensor(case):
     codec = codec_of(case, NOT_BATCHED[case])
     ts = tensors("cpu")
     states = [codec.init_state(t) for t in ts]
-    assert not codec.batchable(states)
-    outs, nbytes = codec.roundtrip_many(ts, states=states, generator=torch.Generator().manual_seed(0))
+    assert not batchable(codec, states)
+    outs, nbytes = roundtrip_many(codec, ts, states=states, generator=torch.Generator().manual_seed(0))
     ref = [codec.roundtrip(t, state=codec.init_state(t), generator=g)
            for t, g in zip(ts, [torch.Generator().manual_seed(0)] * 1)]
     assert len(outs) == len(ts) and all(o.shape == t.shape for o, t in zip(outs, ts))
@@ -119,7 +119,7 @@ def test_non_finite_input_stays_non_finite(case):
         ts = tensors("cpu")
         ts[1] = ts[1].clone()
         ts[1][3] = bad
-        outs, _ = codec.roundtrip_many(ts, generator=torch.Generator().manual_seed(0))
+        outs, _ = roundtrip_many(codec, ts, generator=torch.Generator().manual_seed(0))
         assert not torch.isfinite(outs[1]).all(), (case, bad)
 
 
@@ -136,7 +136,7 @@ def _train(codec, multi_tensor, steps=4):
         torch.nn.functional.cross_entropy(model(x), y).backward()
         opt.step()
         storages.append({p.grad.untyped_storage().data_ptr() for p in model.parameters()})
-    if multi_tensor and opt.codec.batchable():  # one flat buffer, kept across steps; autograd accumulates into it
+    if multi_tensor and batchable(opt.codec):  # one flat buffer, kept across steps; autograd accumulates into it
         assert len(storages[0]) == 1 and all(s == storages[0] for s in storages)
     return [p.detach().clone() for p in model.parameters()], opt.stats
 
@@ -295,7 +295,7 @@ def test_summed_flat_messages_decode_to_the_mean(case):
     ts = tensors("cpu")
     coder = BucketCoder(codec, [t.numel() for t in ts], "cpu")
     assert coder.summable
-    states = [codec.init_state(t) for t in ts] if codec.shared_state else None
+    states = [codec.init_state(t) for t in ts] if codec.traits.shared_state else None
     flats = [flatten(tensors("cpu", seed))[0] for seed in range(3)]
     payloads = [coder.encode(f.clone(), generator=torch.Generator().manual_seed(i), states=states)[0]
                 for i, f in enumerate(flats)]

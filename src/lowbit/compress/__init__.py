@@ -19,10 +19,12 @@ from . import (  # noqa: F401  (each module registers its codec)
     terngrad,
     topk,
 )
-from .base import Compressor, OptionError, Packet, compressor_names, register
+from .base import Compressor, OptionError, Packet, Summable, Traits, WorkerAgreement, compressor_names, register
 from .factory import get_compressor, resolve_codec
 from .feedback import ErrorFeedback, Shifted
 from .isgq import Factored
+from .many import MultiTensor, roundtrip_many
 
-__all__ = ["Compressor", "OptionError", "Packet", "ErrorFeedback", "Shifted", "Factored", "compressor_names",
-           "get_compressor", "register", "resolve_codec"]
+__all__ = ["Compressor", "Traits", "MultiTensor", "Summable", "WorkerAgreement", "OptionError", "Packet",
+           "ErrorFeedback", "Shifted", "Factored", "compressor_names", "get_compressor", "register", "resolve_codec",
+           "roundtrip_many"]

@@ -32,10 +32,10 @@ from typing import Any, Protocol, runtime_checkable
 import torch
 
 from ..kernels import cpu
-from . import many
 from ..kernels.cpu import scratch  # noqa: F401  (re-exported: the codecs import it from here)
 
-__all__ = ["Packet", "Compressor", "BucketCodec", "OptionError", "register", "make_compressor", "compressor_names"]
+__all__ = ["Packet", "Traits", "Compressor", "Summable", "WorkerAgreement", "BucketCodec", "OptionError", "register",
+           "make_compressor", "compressor_names"]
 
 
 @dataclass
@@ -85,20 +85,38 @@ class BucketCodec(Protocol):
         ...
 
 
-class Compressor(ABC):
-    """Base class: subclasses set ``name``, ``unbiased``, ``summable`` and implement
-    ``encode``/``decode``; stateful codecs also implement ``init_state``."""
+@dataclass(frozen=True)
+class Traits:
+    """What a codec declares about itself, in one record (the tests check each claim)."""
 
-    name: str = "?"
-    unbiased: bool = False
-    summable: bool = False
+    unbiased: bool = False  # E[decode(encode(g))] = g for every g
+    summable: bool = False  # packets add without decoding (implements :class:`Summable`)
     elementwise: bool = False  # each coordinate coded alone (given shared public scales)
     shared_state: bool = False  # the state is public (IntSGD's α): one object serves every worker
     worker_state: bool = False  # a per-tensor state of each worker's own (PowerSGD's warm start and error)
-    sent_meta: tuple = ()  # integer meta entries a receiver cannot know (they travel in a header)
     factored: bool = False  # encodes layer inputs and errors (ISGQ), not a gradient tensor
-    reduce_ops: dict = {}  # summable codecs: how each payload field combines in flight (sum/min/max/same)
     omega: float | None = None  # relative variance bound ω: E‖C(v) − v‖² ≤ ω‖v‖² (None: none declared)
+    sent_meta: tuple = ()  # integer meta entries a receiver cannot know (they travel in a header)
+
+
+class Compressor(ABC):
+    """A codec: ``encode``/``decode``, ``init_state`` for stateful codecs, and its declared
+    :class:`Traits` (``traits``; a codec whose claims depend on its options replaces the record in
+    ``__init__``).  What only some codecs can do is an opt-in protocol:
+    :class:`lowbit.compress.many.MultiTensor` (many tensors in one call), :class:`Summable`
+    (packets add in flight), :class:`WorkerAgreement` (a value agreed over workers),
+    :class:`BucketCodec` (a DDP bucket as one message)."""
+
+    name: str = "?"
+    traits: Traits = Traits()
+
+    @property
+    def unbiased(self) -> bool:
+        return self.traits.unbiased
+
+    @property
+    def summable(self) -> bool:
+        return self.traits.summable
 
     def init_state(self, tensor: torch.Tensor) -> Any:
         """Per-tensor state (error memory, warm start, shift); None for stateless codecs."""
@@ -129,140 +147,6 @@ class Compressor(ABC):
         packet = self.encode(tensor, state=state, generator=generator)
         return self.decode(packet), packet.nbytes
 
-    # The multi-tensor path (lowbit.compress.many): codecs of the form C(g) = s(g)·U(g/s(g)),
-    # with a per-tensor scale s and an elementwise unit coder U, code many tensors in one call.
-    def batchable(self, states=None) -> bool:
-        """Whether :meth:`roundtrip_many` may code tensors with these states in one flat call."""
-        return False
-
-    def graph_safe(self, flat: torch.Tensor, states=None) -> bool:
-        """Whether :meth:`flat_roundtrip` on ``flat`` may be captured in a CUDA graph and replayed:
-        device work only, no host value that changes from step to step, no host sync."""
-        return False
-
-    def tensor_scales(self, tensors, states=None) -> torch.Tensor | None:
-        """The per-tensor scales s_j (a float32 vector), or None where C is elementwise (s = 1)."""
-        return None
-
-    def flat_encode(self, flat: torch.Tensor, tensors, segments, *, states=None, generator=None) -> dict:
-        """The messages of every tensor g_j of ``tensors`` (views of ``flat``, the segments of
-        ``segments``) laid end to end as one payload: ``"scales"`` the per-tensor s_j (float32,
-        absent where C is elementwise), then the fields of U(g/s) over the whole buffer.  Field
-        sizes depend on the sizes only, never on the data (:meth:`batchable` codecs), so a
-        receiver knows where each field starts.  Codecs with fused kernels override this to read
-        the scales per segment inside the kernel."""
-        scales = self.tensor_scales(tensors, states)
-        if scales is None:
-            return dict(self.unit_encode(flat, generator))
-        # s = 0: an all-zero tensor, sent as zeros; NaN or inf scales make the tensor non-finite
-        if flat.device.type == "cpu" and flat.dtype == torch.float32:  # tensor by tensor, a reused buffer, no spread
-            u = scratch(flat.numel(), torch.float32, 2)
-            for part, o, s in zip(flat.split(segments.sizes), u.split(segments.sizes), torch.where(scales == 0, 1.0, scales)):
-                torch.div(part, s, out=o)
-            return {"scales": scales, **self.unit_encode(u, generator)}
-        s = segments.spread(scales)
-        return {"scales": scales, **self.unit_encode(flat / torch.where(s == 0, 1.0, s), generator)}
-
-    def flat_decode(self, payload: dict, segments, *, out: torch.Tensor | None = None) -> torch.Tensor:
-        """The flat buffer s_j · U⁻¹(codes) of a :meth:`flat_encode` payload (for summable codecs
-        also of the in-flight sum of several), written into ``out`` when given."""
-        scales = payload.get("scales")
-        codes = {k: v for k, v in payload.items() if k != "scales"}
-        if scales is None:
-            return self.unit_decode(codes, segments.total, out=out)
-        if out is not None and out.device.type == "cpu" and out.is_contiguous():
-            # into out, then each tensor times its scale in place: the same products, no spread copy
-            self.unit_decode(codes, segments.total, out=out)
-            for part, s in zip(out.reshape(-1).split(segments.sizes), scales):
-                part.mul_(s)
-            return out
-        r = self.unit_decode(codes, segments.total) * segments.spread(scales)
-        return r if out is None else out.copy_(r)
-
-    def flat_feedback(self, v: torch.Tensor, tensors, segments, *, states=None, generator=None,
-                      out: torch.Tensor | None = None) -> tuple[dict, torch.Tensor | None]:
-        """Error feedback's step on a flat buffer (Seide et al.; Karimireddy et al.): the payload of
-        C(v), and v ← v − C(v) in place; also returns C(v) decoded (into ``out``), or None where a
-        codec updates v without building it (a receiver then decodes the payload itself)."""
-        payload = self.flat_encode(v, tensors, segments, states=states, generator=generator)
-        decoded = self.flat_decode(payload, segments, out=out)
-        v.sub_(decoded)
-        return payload, decoded
-
-    def flat_mean(self, payloads: list, segments, out: torch.Tensor) -> torch.Tensor | None:
-        """(1/n)·Σ_i of the :meth:`flat_decode` of n payloads, summed in list order, written into
-        ``out`` — where a codec has a faster way than decoding each and adding (the same
-        values), else None."""
-        return None
-
-    def unit_encode(self, u: torch.Tensor, generator=None) -> dict:
-        """The payload fields of U(u), u a flat vector of scaled values."""
-        raise NotImplementedError(f"{self.name} has no elementwise unit coder")
-
-    def unit_decode(self, payload: dict, n: int, out: torch.Tensor | None = None) -> torch.Tensor:
-        """U⁻¹: the float32 values of ``n`` unit codes (written into ``out`` when given)."""
-        raise NotImplementedError(f"{self.name} has no elementwise unit coder")
-
-    def unit_roundtrip(self, u: torch.Tensor, generator=None) -> torch.Tensor:
-        """U(u): the elementwise part of the codec, on the flat vector of scaled values."""
-        return self.unit_decode(self.unit_encode(u.reshape(-1), generator), u.numel()).reshape(u.shape).to(u.dtype)
-
-    def flat_roundtrip(self, flat: torch.Tensor, tensors, segments, *, states=None, generator=None,
-                       out: torch.Tensor | None = None) -> torch.Tensor:
-        """s_j · U(g_j/s_j) for every tensor g_j of ``tensors`` (views of ``flat``, in order: the
-        segments of ``segments``), with s_j = :meth:`tensor_scales` (none: U(g)), written into
-        ``out`` when given: the values of :meth:`flat_decode` of :meth:`flat_encode`, without
-        building the codes where a codec can (the simulation's shortcut)."""
-        scales = self.tensor_scales(tensors, states)
-        if scales is None:
-            r = self.unit_roundtrip(flat, generator)
-        else:
-            s = segments.spread(scales)
-            r = self.unit_roundtrip(flat / torch.where(s == 0, 1.0, s), generator) * s
-        return r if out is None else out.copy_(r)
-
-    def wire_bytes(self, numel: int) -> int:
-        """Bytes of the packet of a tensor of ``numel`` values (batchable codecs: data-independent)."""
-        raise NotImplementedError(f"{self.name} packet sizes depend on the data")
-
-    # Batched runs (lowbit.distributed.SimulatedCluster given R × n × d rows: R independent runs of n
-    # workers each, e.g. seeds): C(v) = s_r·U(v/s_r) with a scale s_r that run r's workers share.
-    def run_scales(self, rows: torch.Tensor, state: Any = None) -> torch.Tensor | None:
-        """Each run's shared scale s_r (R × 1 × 1), or None where C is elementwise without one."""
-        if self.elementwise and not self.shared_state:
-            return None
-        raise NotImplementedError(f"{self.name} cannot code batched runs")
-
-    def run_bits(self, units: torch.Tensor) -> dict:
-        """{"bits": the bits of each run's n packets} (R values) for unit-coded rows (R × n × d)."""
-        R, n, d = units.shape
-        return {"bits": torch.full((R,), 8.0 * n * self.wire_bytes(d), dtype=torch.float64)}
-
-    def roundtrip_many(self, tensors, *, states=None, generator=None) -> tuple[list[torch.Tensor], int]:
-        """([decode(encode(t)) for t in tensors], total bytes): each tensor its own message, coded
-        in one flat call when :meth:`batchable` (see :mod:`lowbit.compress.many`)."""
-        return many.roundtrip_many(self, tensors, states=states, generator=generator)
-
-    def add(self, a: Packet, b: Packet) -> Packet:
-        """a ⊕ b for summable codecs: decode(a ⊕ b) = decode(a) + decode(b)."""
-        raise TypeError(f"{self.name} packets are not summable; decode them and add the tensors")
-
-    # Agreements among workers.  A codec may need a quantity maximized over all workers: before
-    # encoding (HintSGD's max‖g_i‖∞, passed to ``encode`` as ``state``) or after it (IntSGD's
-    # container type, wide enough for the largest integer of any worker).  The simulated cluster
-    # takes the maximum over its rows, a real run all-reduces it (one scalar).
-    def agree_before(self, tensor: torch.Tensor) -> torch.Tensor | None:
-        """Local statistic whose maximum over workers ``encode`` takes as ``state``; None if none."""
-        return None
-
-    def agree_after(self, packet: Packet) -> int | None:
-        """Local statistic of a packet whose maximum over workers every packet must conform to."""
-        return None
-
-    def conform(self, packet: Packet, agreed: int) -> Packet:
-        """``packet`` made consistent with the maximum ``agreed`` of :meth:`agree_after`."""
-        return packet
-
     def spec(self) -> str | None:
         """A JSON string of the name and the options, what the registered operators take (set when
         a registered codec is made; None where an option is not plain data)."""
@@ -275,6 +159,36 @@ class Compressor(ABC):
     def __repr__(self) -> str:
         opts = ", ".join(f"{k}={v!r}" for k, v in self.options().items())
         return f"{self.name}({opts})"
+
+
+class Summable(ABC):
+    """Protocol of codecs whose packets add without decoding (``traits.summable``): IntSGD's
+    integers, identity's floats, so an all-reduce sums them in flight."""
+
+    reduce_ops: dict = {}  # how each payload field combines in flight: sum, min, max, or same
+
+    @abstractmethod
+    def add(self, a: Packet, b: Packet) -> Packet:
+        """a ⊕ b with decode(a ⊕ b) = decode(a) + decode(b)."""
+
+
+class WorkerAgreement(ABC):
+    """Protocol of codecs that need a quantity maximized over all workers: before encoding
+    (HintSGD's max‖g_i‖∞, passed to ``encode`` as ``state``) or after it (IntSGD's container type,
+    wide enough for the largest integer of any worker).  The simulated cluster takes the maximum
+    over its rows, a real run all-reduces it (one scalar)."""
+
+    def agree_before(self, tensor: torch.Tensor) -> torch.Tensor | None:
+        """Local statistic whose maximum over workers ``encode`` takes as ``state``; None if none."""
+        return None
+
+    def agree_after(self, packet: Packet) -> int | None:
+        """Local statistic of a packet whose maximum over workers every packet must conform to."""
+        return None
+
+    def conform(self, packet: Packet, agreed: int) -> Packet:
+        """``packet`` made consistent with the maximum ``agreed`` of :meth:`agree_after`."""
+        return packet
 
 
 def _check_tensor(t: torch.Tensor) -> None:

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import functools
 import math
+from dataclasses import replace
 
 import torch
 
@@ -21,6 +22,7 @@ from ..quantize import quantize, scaled_values
 from ..scaling import ScaledFormat
 from ..kernels import cpu as compiled
 from .base import Compressor, all_finite, Packet, _check_tensor, into, register, scratch
+from .many import MultiTensor
 from .. import kernels
 
 _NATIVE = {name: getattr(torch, name) for name in
@@ -66,7 +68,7 @@ def _int_index(codes: torch.Tensor) -> torch.Tensor:
 
 
 @register("cast")
-class Cast(Compressor):
+class Cast(MultiTensor, Compressor):
     def __init__(self, format="fp8", rounding: str = "nearest", scaling: str | None = None, block: int = 32,
                  saturate: bool = False):
         self.fmt = get_format(format)
@@ -75,14 +77,18 @@ class Cast(Compressor):
         self.scaling = scaling
         self.block = block
         self.saturate = saturate
-        self.unbiased = rounding == "stochastic"
-        self.elementwise = scaling is None
+        self.traits = replace(self.traits, unbiased=rounding == "stochastic", elementwise=scaling is None)
         rule = "fit" if rounding == "stochastic" else "ocp"  # no clipping keeps stochastic unbiased
         self._scaled = ScaledFormat(self.fmt, scaling, block, rule) if scaling else None
         self._native = _NATIVE.get(self.fmt.label) if isinstance(self.fmt, FloatFormat) else None
         if self._native is not None and get_format(self.fmt.label) != self.fmt:
             self._native = None
         self._overflow = self._nan_code = self._pairs = None
+        # the fused kernels: 4- and 8-bit float codes, nearest or stochastic rounding ("zero" runs as torch code)
+        self._coded = (isinstance(self.fmt, FloatFormat) and self.fmt.code_bits in (4, 8)
+                       and kernels.has_kernels(self.fmt))
+        self._fusable = self._scaled is None and self.rounding in _FUSED_ROUNDINGS and self._coded
+        self._block_fusable = scaling == "block" and self.rounding in _FUSED_ROUNDINGS and kernels.has_kernels(self.fmt)
         if self._native is not None and not self.fmt.has_inf and self.fmt.has_nan:
             # the largest |x| that rounds to a finite value: the midpoint past max, if it rounds down
             mid = float(torch.tensor(self.fmt.max + 2.0 ** (math.floor(math.log2(self.fmt.max)) - self.fmt.man_bits) / 2))
@@ -130,11 +136,8 @@ class Cast(Compressor):
         into ``out`` (flat, contiguous float32) where that saves a copy."""
         if out is not None and not (out.is_contiguous() and out.dtype == torch.float32):
             out = None
-        if codes.is_cuda and self.fmt.code_bits in (4, 8) and isinstance(self.fmt, FloatFormat):
-            if kernels.triton_available() and kernels.supports(self.fmt):
-                from ..kernels.codecs_triton import cast_decode
-
-                return cast_decode(codes, self.fmt, n, finite, out=out)
+        if k := kernels.fused_codecs(codes, when=self._coded):
+            return k.cast_decode(codes, self.fmt, n, finite, out=out)
         if finite is not None and finite.device.type == "cpu":  # read on the host: free here
             if not bool(finite.all()):
                 return torch.full((n,), float("nan")) if out is None else out.fill_(float("nan"))
@@ -165,32 +168,15 @@ class Cast(Compressor):
             return self._pairs.index_select(0, idx).view(torch.float32)[:n]
         return decode(codes, self.fmt, (n,))
 
-    def _fused(self, t: torch.Tensor) -> bool:
-        return (self._scaled is None and self.rounding in _FUSED_ROUNDINGS and kernels.fused(t)
-                and isinstance(self.fmt, FloatFormat) and self.fmt.code_bits in (4, 8) and kernels.supports(self.fmt))
-
-    def _fused_block(self, device: torch.device) -> bool:
-        """Block scaling in one fused pass (power-of-two blocks of 4- and 8-bit float formats)."""
-        if (self.scaling != "block" or self.rounding not in _FUSED_ROUNDINGS or device.type != "cuda"
-                or not kernels.supports(self.fmt)):
-            return False
-        from ..kernels.codecs_triton import block_fusable
-
-        return block_fusable(self.fmt, self.block)
-
     def encode(self, tensor, *, state=None, generator=None) -> Packet:
         _check_tensor(tensor)
         t = tensor.detach().reshape(-1).to(torch.float32)
-        if self._fused(t):
-            from ..kernels.codecs_triton import cast_encode
-
-            codes, finite = cast_encode(t, self.fmt, self.rounding, self.saturate, generator)
+        if k := kernels.fused_codecs(t, when=self._fusable):
+            codes, finite = k.cast_encode(t, self.fmt, self.rounding, self.saturate, generator)
             payload = {"codes": codes} if self.fmt.has_nan else {"codes": codes, "finite": finite}
             return Packet(payload, tuple(tensor.shape), tensor.dtype)
-        if self._fused_block(t.device):
-            from ..kernels.codecs_triton import cast_block_encode
-
-            codes, scales, finite = cast_block_encode(t, self.fmt, self.rounding, self.block, self._scaled.rule,
+        if (k := kernels.fused_codecs(t, when=self._block_fusable)) and k.block_fusable(self.fmt, self.block):
+            codes, scales, finite = k.cast_block_encode(t, self.fmt, self.rounding, self.block, self._scaled.rule,
                                                       generator)
             return Packet({"codes": codes, "scales": scales, "finite": finite}, tuple(tensor.shape), tensor.dtype)
         if self._scaled is None:
@@ -207,7 +193,7 @@ class Cast(Compressor):
 
     def roundtrip(self, tensor, *, state=None, generator=None):
         """The rounded tensor and the packet size, without packing codes (no scaling only)."""
-        if self._scaled is not None or self._fused(tensor.detach().to(torch.float32)):
+        if self._scaled is not None or kernels.fused_codecs(tensor.detach().to(torch.float32), when=self._fusable):
             return super().roundtrip(tensor, state=state, generator=generator)
         _check_tensor(tensor)
         t = tensor.detach().to(torch.float32)
@@ -241,15 +227,13 @@ class Cast(Compressor):
         return compiled.call(compiled.table_mean, _byte_values(self._native), codes, k, out.reshape(-1))
 
     def graph_safe(self, flat, states=None) -> bool:
-        return self._fused(flat)
+        return kernels.fused_codecs(flat, when=self._fusable) is not None
 
     def flat_roundtrip(self, flat, tensors, segments, *, states=None, generator=None, out=None):
-        if not self._fused(flat):
+        if not (k := kernels.fused_codecs(flat, when=self._fusable)):
             return super().flat_roundtrip(flat, tensors, segments, states=states, generator=generator, out=out)
-        from ..kernels.codecs_triton import cast_decode, cast_encode
-
-        codes, finite = cast_encode(flat, self.fmt, self.rounding, self.saturate, generator)
-        return cast_decode(codes, self.fmt, flat.numel(), finite, out=out)
+        codes, finite = k.cast_encode(flat, self.fmt, self.rounding, self.saturate, generator)
+        return k.cast_decode(codes, self.fmt, flat.numel(), finite, out=out)
 
     def wire_bytes(self, numel: int) -> int:
         if self._scaled is None:  # the codes, and a finite flag where the format has no NaN code
@@ -264,10 +248,8 @@ class Cast(Compressor):
         p = packet.payload
         if self._scaled is None:  # a non-finite input decodes to NaN everywhere
             v = self._values(p["codes"], n, p.get("finite"))
-        elif self._fused_block(p["codes"].device):
-            from ..kernels.codecs_triton import cast_decode
-
-            v = cast_decode(p["codes"], self.fmt, n, p["finite"], scales=p["scales"], block=self.block)
+        elif (k := kernels.fused_codecs(p["codes"], when=self._block_fusable)) and k.block_fusable(self.fmt, self.block):
+            v = k.cast_decode(p["codes"], self.fmt, n, p["finite"], scales=p["scales"], block=self.block)
         else:
             count = n if self.scaling == "tensor" else p["scales"].numel() * self.block
             v = self._scaled.unscale(self._values(p["codes"], count), p["scales"], (count,))[:n]

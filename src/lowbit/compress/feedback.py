@@ -14,12 +14,12 @@ compression error vanishes at the optimum.  The receiver's copy of h is in ``pac
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import torch
 
-from .base import Compressor, Packet, make_compressor
+from .base import Compressor, Packet, Traits, make_compressor
 
 
 @dataclass
@@ -32,7 +32,7 @@ class _Wrapper(Compressor):
     def __init__(self, compressor: Compressor):
         self.inner = make_compressor(compressor) if isinstance(compressor, str) else compressor
         self.name = f"{type(self).__name__}({self.inner.name})"
-        self.elementwise = self.inner.elementwise
+        self.traits = Traits(elementwise=self.inner.traits.elementwise)
 
     def init_state(self, tensor: torch.Tensor) -> FeedbackState:
         return FeedbackState(torch.zeros_like(tensor, dtype=torch.float32), self.inner.init_state(tensor))
@@ -47,8 +47,6 @@ class _Wrapper(Compressor):
 
 class ErrorFeedback(_Wrapper):
     """Error feedback around any compressor (see the module docstring)."""
-
-    unbiased = False
 
     def encode(self, tensor, *, state=None, generator=None) -> Packet:
         self._need(state)
@@ -69,7 +67,7 @@ class Shifted(_Wrapper):
     def __init__(self, compressor: Compressor, gamma: float = 1.0):
         super().__init__(compressor)
         self.gamma = gamma
-        self.unbiased = self.inner.unbiased
+        self.traits = replace(self.traits, unbiased=self.inner.traits.unbiased)
 
     def encode(self, tensor, *, state=None, generator=None) -> Packet:
         self._need(state)

@@ -4,17 +4,15 @@ from __future__ import annotations
 
 import torch
 
-from .base import Compressor, Packet, _check_tensor, into, register
+from .base import Compressor, Packet, Summable, Traits, _check_tensor, into, register
+from .many import MultiTensor
 
 
 @register("identity")
-class Identity(Compressor):
+class Identity(MultiTensor, Summable, Compressor):
     """Sends the tensor as float32: unbiased, and summable (floats add in flight)."""
 
-    unbiased = True
-    summable = True
-    elementwise = True
-    omega = 0.0
+    traits = Traits(unbiased=True, summable=True, elementwise=True, omega=0.0)
     reduce_ops = {"values": "sum"}
 
     def encode(self, tensor, *, state=None, generator=None) -> Packet:
@@ -23,9 +21,6 @@ class Identity(Compressor):
 
     def decode(self, packet: Packet) -> torch.Tensor:
         return packet.payload["values"].reshape(packet.shape).to(packet.dtype)
-
-    def batchable(self, states=None) -> bool:
-        return True
 
     def graph_safe(self, flat, states=None) -> bool:
         return flat.is_cuda

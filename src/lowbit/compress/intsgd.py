@@ -31,13 +31,14 @@ workers' sum fits).
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import torch
 
 from ..kernels import cpu
 from ..quantize import clamped_stochastic_integers, round_integer
-from .base import Compressor, all_finite, Packet, _check_tensor, into, register
+from .base import Compressor, Packet, Summable, Traits, WorkerAgreement, _check_tensor, all_finite, into, register
+from .many import MultiTensor
 from .. import kernels
 
 _INT_TYPES = [(8, torch.int8), (16, torch.int16), (32, torch.int32), (64, torch.int64)]
@@ -82,11 +83,8 @@ class IntSGDState:
 
 
 @register("intsgd")
-class IntSGD(Compressor):
-    unbiased = True
-    summable = True
-    elementwise = True
-    shared_state = True
+class IntSGD(MultiTensor, Summable, WorkerAgreement, Compressor):
+    traits = Traits(unbiased=True, summable=True, elementwise=True, shared_state=True)
     reduce_ops = {"ints": "sum", "finite": "min", "scales": "same"}
 
     def __init__(self, alpha: float | None = None, rounding: str = "stochastic", bits: int | None = None,
@@ -104,7 +102,7 @@ class IntSGD(Compressor):
         self.n_workers = n_workers
         self.beta = beta
         self.sigma_sq = sigma_sq
-        self.unbiased = rounding == "stochastic"
+        self.traits = replace(self.traits, unbiased=rounding == "stochastic")
 
     @property
     def adaptive(self) -> bool:
@@ -162,10 +160,8 @@ class IntSGD(Compressor):
         if self.rounding == "nearest":
             scaled = t * alpha
             return torch.round(scaled, out=scaled)
-        if kernels.fused(t) and isinstance(alpha, float):
-            from ..kernels.codecs_triton import round_stochastic
-
-            return round_stochastic(t, alpha, generator)
+        if k := kernels.fused_codecs(t, when=isinstance(alpha, float)):
+            return k.round_stochastic(t, alpha, generator)
         return round_integer(t * alpha if not (isinstance(alpha, float) and alpha == 1.0) else t, self.rounding,
                              generator=generator)
 
@@ -175,10 +171,8 @@ class IntSGD(Compressor):
         return self._encode_alpha(t, self.scale(t, state), generator, tuple(tensor.shape), tensor.dtype)
 
     def _encode_alpha(self, t, alpha: float, generator, shape, dtype) -> Packet:
-        if self.bits == 8 and kernels.fused(t):
-            from ..kernels.codecs_triton import int8_encode
-
-            ints, finite = int8_encode(t, alpha, 127 // max(1, self.n_workers), self.rounding == "stochastic", generator)
+        if k := kernels.fused_codecs(t, when=self.bits == 8):
+            ints, finite = k.int8_encode(t, alpha, 127 // max(1, self.n_workers), self.rounding == "stochastic", generator)
             payload = {"ints": ints, "finite": finite}
             return Packet(payload, shape, dtype, {"alpha": alpha, "max_abs": -1, "width": 8})
         ints = None
@@ -210,7 +204,7 @@ class IntSGD(Compressor):
         """decode(encode(u)) without building the packet (the same values: integers decoded in
         float32, every entry NaN when any input is not finite, the fixed width's clamp)."""
         alpha = float(self.alpha) if self.alpha is not None else 1.0
-        if self.bits == 8 and kernels.fused(u):
+        if kernels.fused_codecs(u, when=self.bits == 8):
             return self.decode(self._encode_alpha(u, alpha, generator, tuple(u.shape), u.dtype))
         k = self._round(u.reshape(-1), alpha, generator).reshape(u.shape)
         if self.bits is not None:
@@ -244,43 +238,37 @@ class IntSGD(Compressor):
     def flat_encode(self, flat, tensors, segments, *, states=None, generator=None):
         """Integers Int(α_j·g_j) of every tensor and the finite flag; ``"scales"`` (1/α_j, adaptive
         α only) is public: every worker computes it, it is not sent (``reduce_ops``: same)."""
-        if not (self.bits == 8 and kernels.fused(flat)):
+        if not (k := kernels.fused_codecs(flat, when=self.bits == 8)):
             return super().flat_encode(flat, tensors, segments, states=states, generator=generator)
-        from ..kernels.codecs_triton import int8_encode
-
         lim, stochastic = 127 // max(1, self.n_workers), self.rounding == "stochastic"
         if self.alpha is not None:
-            ints, finite = int8_encode(flat, float(self.alpha), lim, stochastic, generator)
+            ints, finite = k.int8_encode(flat, float(self.alpha), lim, stochastic, generator)
             return {"ints": ints, "finite": finite}
         a, inv = self._alpha_tables(tensors, states, flat.device)
-        ints, finite = int8_encode(flat, a, lim, stochastic, generator, seg=segments.index)
+        ints, finite = k.int8_encode(flat, a, lim, stochastic, generator, seg=segments.index)
         return {"scales": inv, "ints": ints, "finite": finite}
 
     def flat_decode(self, payload, segments, *, out=None):
         ints = payload["ints"]
-        if not (ints.is_cuda and ints.dtype == torch.int8 and kernels.triton_available()):
+        if not (k := kernels.fused_codecs(ints, when=ints.dtype == torch.int8)):
             return super().flat_decode(payload, segments, out=out)
-        from ..kernels.codecs_triton import int8_decode
-
         if "scales" not in payload:
-            return int8_decode(ints, payload["finite"], float(self.alpha), out=out)
-        return int8_decode(ints, payload["finite"], None, seg=segments.index, inv_alpha=payload["scales"], out=out)
+            return k.int8_decode(ints, payload["finite"], float(self.alpha), out=out)
+        return k.int8_decode(ints, payload["finite"], None, seg=segments.index, inv_alpha=payload["scales"], out=out)
 
-    def graph_safe(self, flat, states=None) -> bool:
-        return self.alpha is not None and self.bits == 8 and kernels.fused(flat)  # adaptive α: host values
+    def graph_safe(self, flat, states=None) -> bool:  # adaptive α: host values
+        return kernels.fused_codecs(flat, when=self.alpha is not None and self.bits == 8) is not None
 
     def flat_roundtrip(self, flat, tensors, segments, *, states=None, generator=None, out=None):
-        if not (self.bits == 8 and kernels.fused(flat)):
+        if not (k := kernels.fused_codecs(flat, when=self.bits == 8)):
             return super().flat_roundtrip(flat, tensors, segments, states=states, generator=generator, out=out)
-        from ..kernels.codecs_triton import int8_decode, int8_encode
-
         lim, stochastic = 127 // max(1, self.n_workers), self.rounding == "stochastic"
         if self.alpha is not None:
-            ints, finite = int8_encode(flat, float(self.alpha), lim, stochastic, generator)
-            return int8_decode(ints, finite, float(self.alpha), out=out)
+            ints, finite = k.int8_encode(flat, float(self.alpha), lim, stochastic, generator)
+            return k.int8_decode(ints, finite, float(self.alpha), out=out)
         a, inv = self._alpha_tables(tensors, states, flat.device)
-        ints, finite = int8_encode(flat, a, lim, stochastic, generator, seg=segments.index)
-        return int8_decode(ints, finite, None, seg=segments.index, inv_alpha=inv, out=out)
+        ints, finite = k.int8_encode(flat, a, lim, stochastic, generator, seg=segments.index)
+        return k.int8_decode(ints, finite, None, seg=segments.index, inv_alpha=inv, out=out)
 
     def wire_bytes(self, numel: int) -> int:
         return numel * self.bits // 8 + 1
@@ -316,12 +304,9 @@ class IntSGD(Compressor):
 
     def decode(self, packet: Packet) -> torch.Tensor:
         ints = packet.payload["ints"]
-        if ints.is_cuda and ints.dtype == torch.int8 and isinstance(packet.meta["alpha"], float):
-            if kernels.triton_available():
-                from ..kernels.codecs_triton import int8_decode
-
-                v = int8_decode(ints, packet.payload["finite"], packet.meta["alpha"])
-                return v.reshape(packet.shape).to(packet.dtype)
+        if k := kernels.fused_codecs(ints, when=ints.dtype == torch.int8 and isinstance(packet.meta["alpha"], float)):
+            v = k.int8_decode(ints, packet.payload["finite"], packet.meta["alpha"])
+            return v.reshape(packet.shape).to(packet.dtype)
         v = torch.div(packet.payload["ints"], packet.meta["alpha"])  # float32: the int → float conversion in the pass
         if v.dtype != torch.float32:
             v = v.to(torch.float32)
@@ -356,7 +341,7 @@ class HintSGD(IntSGD):
     L = ⌊(2^(b−1) − 1)/n⌋ with a fixed width of b bits, so that |α·g_i| ≤ L for every entry and
     the sum over n workers fits b bits without clamping: stochastic rounding stays unbiased."""
 
-    shared_state = False
+    traits = replace(IntSGD.traits, shared_state=False)
     reduce_ops = {"ints": "sum", "gmax": "same", "finite": "min"}
 
     def __init__(self, rounding: str = "stochastic", n_workers: int = 1, bits: int | None = None):

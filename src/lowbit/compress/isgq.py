@@ -26,7 +26,7 @@ import torch
 
 from ..packing import pack, unpack
 from ..quantize import round_integer
-from .base import Compressor, Packet, register
+from .base import Compressor, Packet, Traits, register
 
 
 @dataclass
@@ -74,7 +74,8 @@ def expected_error(x, d, a, b, L_x, L_d) -> torch.Tensor:
 
 @register("isgq")
 class ISGQ(Compressor):
-    factored = True  # takes Factored(x, delta), not a gradient tensor
+    traits = Traits(factored=True)  # takes Factored(x, delta), not a gradient tensor
+
     def __init__(self, bits: int = 4, bits_delta: int | None = None, iters: int = 2, grid: int = 10):
         if bits < 2:
             raise ValueError(f"bits must be >= 2, got {bits}")

@@ -1,4 +1,4 @@
-"""Many tensors in one codec call: the multi-tensor path of :meth:`Compressor.roundtrip_many`.
+"""Many tensors in one codec call: the multi-tensor path (:class:`MultiTensor`, :func:`roundtrip_many`).
 
 Every codec here has the form C(g) = s(g) · U(g / s(g)): a per-tensor scale s (‖g‖₂ for QSGD,
 max|g| for TernGrad, ‖g‖₁/d for scaled signSGD, 1/α for IntSGD, none for casts and natural
@@ -18,6 +18,121 @@ from __future__ import annotations
 import torch
 
 from ..kernels.cpu import scratch
+
+
+class MultiTensor:
+    """Protocol (a mixin with defaults) of the codecs that take the multi-tensor path: codecs of
+    the form C(g) = s(g)·U(g/s(g)), with a per-tensor scale s (:meth:`tensor_scales`) and an
+    elementwise unit coder U (:meth:`unit_encode`/:meth:`unit_decode`), whose packet sizes depend
+    on the sizes only (:meth:`wire_bytes`).  The defaults build every flat operation from those
+    three; codecs with fused kernels override the flat ones."""
+
+    def batchable(self, states=None) -> bool:
+        """Whether :func:`roundtrip_many` may code tensors with these states in one flat call."""
+        return True
+
+    def graph_safe(self, flat: torch.Tensor, states=None) -> bool:
+        """Whether :meth:`flat_roundtrip` on ``flat`` may be captured in a CUDA graph and replayed:
+        device work only, no host value that changes from step to step, no host sync."""
+        return False
+
+    def tensor_scales(self, tensors, states=None) -> torch.Tensor | None:
+        """The per-tensor scales s_j (a float32 vector), or None where C is elementwise (s = 1)."""
+        return None
+
+    def flat_encode(self, flat: torch.Tensor, tensors, segments, *, states=None, generator=None) -> dict:
+        """The messages of every tensor g_j of ``tensors`` (views of ``flat``, the segments of
+        ``segments``) laid end to end as one payload: ``"scales"`` the per-tensor s_j (float32,
+        absent where C is elementwise), then the fields of U(g/s) over the whole buffer.  Field
+        sizes depend on the sizes only, never on the data (:meth:`batchable` codecs), so a
+        receiver knows where each field starts.  Codecs with fused kernels override this to read
+        the scales per segment inside the kernel."""
+        scales = self.tensor_scales(tensors, states)
+        if scales is None:
+            return dict(self.unit_encode(flat, generator))
+        # s = 0: an all-zero tensor, sent as zeros; NaN or inf scales make the tensor non-finite
+        if flat.device.type == "cpu" and flat.dtype == torch.float32:  # tensor by tensor, a reused buffer, no spread
+            u = scratch(flat.numel(), torch.float32, 2)
+            for part, o, s in zip(flat.split(segments.sizes), u.split(segments.sizes), torch.where(scales == 0, 1.0, scales)):
+                torch.div(part, s, out=o)
+            return {"scales": scales, **self.unit_encode(u, generator)}
+        s = segments.spread(scales)
+        return {"scales": scales, **self.unit_encode(flat / torch.where(s == 0, 1.0, s), generator)}
+
+    def flat_decode(self, payload: dict, segments, *, out: torch.Tensor | None = None) -> torch.Tensor:
+        """The flat buffer s_j · U⁻¹(codes) of a :meth:`flat_encode` payload (for summable codecs
+        also of the in-flight sum of several), written into ``out`` when given."""
+        scales = payload.get("scales")
+        codes = {k: v for k, v in payload.items() if k != "scales"}
+        if scales is None:
+            return self.unit_decode(codes, segments.total, out=out)
+        if out is not None and out.device.type == "cpu" and out.is_contiguous():
+            # into out, then each tensor times its scale in place: the same products, no spread copy
+            self.unit_decode(codes, segments.total, out=out)
+            for part, s in zip(out.reshape(-1).split(segments.sizes), scales):
+                part.mul_(s)
+            return out
+        r = self.unit_decode(codes, segments.total) * segments.spread(scales)
+        return r if out is None else out.copy_(r)
+
+    def flat_feedback(self, v: torch.Tensor, tensors, segments, *, states=None, generator=None,
+                      out: torch.Tensor | None = None) -> tuple[dict, torch.Tensor | None]:
+        """Error feedback's step on a flat buffer (Seide et al.; Karimireddy et al.): the payload of
+        C(v), and v ← v − C(v) in place; also returns C(v) decoded (into ``out``), or None where a
+        codec updates v without building it (a receiver then decodes the payload itself)."""
+        payload = self.flat_encode(v, tensors, segments, states=states, generator=generator)
+        decoded = self.flat_decode(payload, segments, out=out)
+        v.sub_(decoded)
+        return payload, decoded
+
+    def flat_mean(self, payloads: list, segments, out: torch.Tensor) -> torch.Tensor | None:
+        """(1/n)·Σ_i of the :meth:`flat_decode` of n payloads, summed in list order, written into
+        ``out`` — where a codec has a faster way than decoding each and adding (the same
+        values), else None."""
+        return None
+
+    def unit_encode(self, u: torch.Tensor, generator=None) -> dict:
+        """The payload fields of U(u), u a flat vector of scaled values."""
+        raise NotImplementedError(f"{self.name} has no elementwise unit coder")
+
+    def unit_decode(self, payload: dict, n: int, out: torch.Tensor | None = None) -> torch.Tensor:
+        """U⁻¹: the float32 values of ``n`` unit codes (written into ``out`` when given)."""
+        raise NotImplementedError(f"{self.name} has no elementwise unit coder")
+
+    def unit_roundtrip(self, u: torch.Tensor, generator=None) -> torch.Tensor:
+        """U(u): the elementwise part of the codec, on the flat vector of scaled values."""
+        return self.unit_decode(self.unit_encode(u.reshape(-1), generator), u.numel()).reshape(u.shape).to(u.dtype)
+
+    def flat_roundtrip(self, flat: torch.Tensor, tensors, segments, *, states=None, generator=None,
+                       out: torch.Tensor | None = None) -> torch.Tensor:
+        """s_j · U(g_j/s_j) for every tensor g_j of ``tensors`` (views of ``flat``, in order: the
+        segments of ``segments``), with s_j = :meth:`tensor_scales` (none: U(g)), written into
+        ``out`` when given: the values of :meth:`flat_decode` of :meth:`flat_encode`, without
+        building the codes where a codec can (the simulation's shortcut)."""
+        scales = self.tensor_scales(tensors, states)
+        if scales is None:
+            r = self.unit_roundtrip(flat, generator)
+        else:
+            s = segments.spread(scales)
+            r = self.unit_roundtrip(flat / torch.where(s == 0, 1.0, s), generator) * s
+        return r if out is None else out.copy_(r)
+
+    def wire_bytes(self, numel: int) -> int:
+        """Bytes of the packet of a tensor of ``numel`` values (batchable codecs: data-independent)."""
+        raise NotImplementedError(f"{self.name} packet sizes depend on the data")
+
+    # Batched runs (lowbit.distributed.SimulatedCluster given R × n × d rows: R independent runs of n
+    # workers each, e.g. seeds): C(v) = s_r·U(v/s_r) with a scale s_r that run r's workers share.
+    def run_scales(self, rows: torch.Tensor, state=None) -> torch.Tensor | None:
+        """Each run's shared scale s_r (R × 1 × 1), or None where C is elementwise without one."""
+        if self.traits.elementwise and not self.traits.shared_state:
+            return None
+        raise NotImplementedError(f"{self.name} cannot code batched runs")
+
+    def run_bits(self, units: torch.Tensor) -> dict:
+        """{"bits": the bits of each run's n packets} (R values) for unit-coded rows (R × n × d)."""
+        R, n, d = units.shape
+        return {"bits": torch.full((R,), 8.0 * n * self.wire_bytes(d), dtype=torch.float64)}
 
 
 def memory_order(t: torch.Tensor):
@@ -194,11 +309,11 @@ def roundtrip_flat(codec, tensors, *, states=None, generator=None, flat=None, ou
 
 def roundtrip_many(codec, tensors, *, states=None, generator=None):
     """([decode(encode(t)) for t in tensors], total bytes), through one flat call when the codec
-    allows it (:meth:`Compressor.batchable`), else tensor by tensor."""
+    allows it (:func:`batchable`), else tensor by tensor."""
     tensors = list(tensors)
     if not tensors:
         return [], 0
-    if codec.batchable(states) and len({t.device for t in tensors}) == 1:
+    if batchable(codec, states) and len({t.device for t in tensors}) == 1:
         _, out, layouts, nbytes = roundtrip_flat(codec, tensors, states=states, generator=generator)
         return unflatten(out, layouts), nbytes
     outs, total = [], 0
@@ -207,3 +322,13 @@ def roundtrip_many(codec, tensors, *, states=None, generator=None):
         outs.append(o)
         total += nb
     return outs, total
+
+
+def batchable(codec, states=None) -> bool:
+    """Whether ``codec`` codes tensors with these states in one flat call (:class:`MultiTensor`)."""
+    return isinstance(codec, MultiTensor) and codec.batchable(states)
+
+
+def graph_safe(codec, flat: torch.Tensor, states=None) -> bool:
+    """Whether ``codec``'s flat call on ``flat`` may be captured in a CUDA graph and replayed."""
+    return isinstance(codec, MultiTensor) and codec.graph_safe(flat, states)

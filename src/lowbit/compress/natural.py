@@ -14,7 +14,8 @@ import torch
 from ..formats import FloatFormat
 from ..packing import BYTE_BITS, pack, unpack
 from ..quantize import quantize
-from .base import Compressor, Packet, _check_tensor, into, register, scratch
+from .base import Compressor, Packet, Traits, _check_tensor, into, register, scratch
+from .many import MultiTensor
 from .. import kernels
 
 _POW2 = FloatFormat(8, 0, 127, name="pow2")
@@ -23,26 +24,19 @@ _SIGN_FACTORS = torch.where(BYTE_BITS, -1.0, 1.0)  # a set sign bit: negative
 
 
 @register("natural")
-class Natural(Compressor):
-    unbiased = True
-    elementwise = True
-    omega = 1 / 8
+class Natural(MultiTensor, Compressor):
+    traits = Traits(unbiased=True, elementwise=True, omega=1 / 8)
 
     def encode(self, tensor, *, state=None, generator=None) -> Packet:
         _check_tensor(tensor)
         t = tensor.detach().reshape(-1).to(torch.float32)
-        if kernels.fused(t):
-            from ..kernels.codecs_triton import natural_encode
-
-            e, s = natural_encode(t, generator)
+        if k := kernels.fused_codecs(t):
+            e, s = k.natural_encode(t, generator)
             return Packet({"exponent": e, "sign": s}, tuple(tensor.shape), tensor.dtype)
         q = quantize(t, _POW2, "stochastic", generator=generator).view(torch.int32)
         exponent = ((q >> 23) & 0xFF).to(torch.uint8)
         sign = pack((q < 0).to(torch.uint8), 1)
         return Packet({"exponent": exponent, "sign": sign}, tuple(tensor.shape), tensor.dtype)
-
-    def batchable(self, states=None) -> bool:
-        return True
 
     def unit_roundtrip(self, u, generator=None):
         return self.roundtrip(u, generator=generator)[0]
@@ -51,10 +45,8 @@ class Natural(Compressor):
         return self.encode(u, generator=generator).payload
 
     def unit_decode(self, payload, n, out=None):
-        if payload["exponent"].is_cuda and kernels.triton_available():
-            from ..kernels.codecs_triton import natural_decode
-
-            return natural_decode(payload["exponent"], payload["sign"], n, out=out)
+        if k := kernels.fused_codecs(payload["exponent"]):
+            return k.natural_decode(payload["exponent"], payload["sign"], n, out=out)
         if out is not None and out.dtype == torch.float32 and out.is_contiguous():
             # 2^(e − 127) by one gather per value, times ±1 by one gather per sign byte (exact)
             o, e = out.reshape(-1), payload["exponent"].reshape(-1)[:n]
@@ -67,25 +59,21 @@ class Natural(Compressor):
         return into(self.decode(Packet(payload, (n,))), out)
 
     def graph_safe(self, flat, states=None) -> bool:
-        return kernels.fused(flat)
+        return kernels.fused_codecs(flat) is not None
 
     def flat_roundtrip(self, flat, tensors, segments, *, states=None, generator=None, out=None):
-        if not kernels.fused(flat):
+        if not (k := kernels.fused_codecs(flat)):
             return super().flat_roundtrip(flat, tensors, segments, states=states, generator=generator, out=out)
-        from ..kernels.codecs_triton import natural_decode, natural_encode
-
-        e, s = natural_encode(flat, generator)
-        return natural_decode(e, s, flat.numel(), out=out)
+        e, s = k.natural_encode(flat, generator)
+        return k.natural_decode(e, s, flat.numel(), out=out)
 
     def wire_bytes(self, numel: int) -> int:
         return numel + (numel + 7) // 8
 
     def decode(self, packet: Packet) -> torch.Tensor:
         n = packet.numel
-        if packet.payload["exponent"].is_cuda and kernels.triton_available():
-            from ..kernels.codecs_triton import natural_decode
-
-            v = natural_decode(packet.payload["exponent"], packet.payload["sign"], n)
+        if k := kernels.fused_codecs(packet.payload["exponent"]):
+            v = k.natural_decode(packet.payload["exponent"], packet.payload["sign"], n)
             return v.reshape(packet.shape).to(packet.dtype)
         e = packet.payload["exponent"].to(torch.int32)
         s = unpack(packet.payload["sign"], 1, n).to(torch.int32)

@@ -14,11 +14,11 @@ import torch
 from ..kernels import cpu
 from ..packing import BYTE_BITS, pack, unpack, unpack_bytes
 from .base import Compressor, Packet, _check_tensor, byte_rows_mean, each_tensor, register, scratch
-from .many import per_segment_where, segment_sums
+from .many import MultiTensor, per_segment_where, segment_sums
 
 
 @register("onebit")
-class OneBit(Compressor):
+class OneBit(MultiTensor, Compressor):
     def __init__(self, granularity: str = "tensor"):
         if granularity not in ("tensor", "row"):
             raise ValueError(f"granularity is 'tensor' or 'row', got {granularity!r}")

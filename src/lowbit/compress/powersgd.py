@@ -18,7 +18,7 @@ from dataclasses import dataclass
 
 import torch
 
-from .base import Compressor, Packet, _check_tensor, register
+from .base import Compressor, Packet, Traits, _check_tensor, register
 
 
 @dataclass
@@ -29,6 +29,8 @@ class PowerSGDState:
 
 @register("powersgd")
 class PowerSGD(Compressor):
+    traits = Traits(worker_state=True)  # the warm start and the error memory are each worker's own
+
     def __init__(self, rank: int = 2):
         if rank < 1:
             raise ValueError(f"rank must be >= 1, got {rank}")
@@ -46,8 +48,6 @@ class PowerSGD(Compressor):
     def init_state(self, tensor):
         # contiguous whatever the tensor's memory format (a channels-last weight): M = g + e is formed in it
         return PowerSGDState(None, torch.zeros(tensor.shape, dtype=torch.float32, device=tensor.device))
-
-    worker_state = True  # the warm start and the error memory are each worker's own
 
     def encode(self, tensor, *, state=None, generator=None) -> Packet:
         _check_tensor(tensor)

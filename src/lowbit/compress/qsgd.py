@@ -18,9 +18,9 @@ from ..packing import pack, unpack, unpack_bytes, unpack_sixes
 from ..kernels import cpu
 from ..quantize import _Bits, _stochastic_integers, random_words, round_integer
 from . import elias
-from .base import (Compressor, Packet, _check_tensor, byte_codes, byte_rows_mean, byte_table_decode, into, register,
-                   scratch)
-from .many import foreach_norms
+from .base import (Compressor, Packet, Traits, _check_tensor, byte_codes, byte_rows_mean, byte_table_decode, into,
+                   register, scratch)
+from .many import MultiTensor, foreach_norms
 from .. import kernels
 
 
@@ -28,10 +28,8 @@ def l2norm(v: torch.Tensor) -> torch.Tensor:
     """‖v‖₂ without overflow or underflow of the squares (float64 accumulation for float32 input,
     scaling by max|v| for float64)."""
     if v.dtype == torch.float32:
-        if kernels.fused(v):
-            from ..kernels.codecs_triton import l2norm as fused_l2norm
-
-            return fused_l2norm(v)
+        if k := kernels.fused_codecs(v):
+            return k.l2norm(v)
         return torch.linalg.vector_norm(v, dtype=torch.float64).to(torch.float32)
     amax = v.abs().max() if v.numel() else torch.zeros((), device=v.device)
     safe = torch.where(amax > 0, amax, torch.ones_like(amax))
@@ -62,9 +60,8 @@ def fixed_codes(v: torch.Tensor, safe: torch.Tensor, levels: int, lbits: int, ge
 
 
 @register("qsgd")
-class QSGD(Compressor):
-    unbiased = True
-    sent_meta = ("nbits",)  # Elias coding: the exact bit count of the codes
+class QSGD(MultiTensor, Compressor):
+    traits = Traits(unbiased=True, sent_meta=("nbits",))  # Elias coding: the exact bit count travels
 
     def __init__(self, levels: int = 16, coding: str = "fixed"):
         if levels < 1:
@@ -74,6 +71,7 @@ class QSGD(Compressor):
         self.levels = int(levels)
         self.coding = coding
         self._lbits = max(1, math.ceil(math.log2(self.levels + 1)))
+        self._fusable = coding == "fixed" and 1 + self._lbits in (2, 4, 6, 8)  # the kernels' code widths
 
     def encode(self, tensor, *, state=None, generator=None) -> Packet:
         _check_tensor(tensor)
@@ -82,10 +80,8 @@ class QSGD(Compressor):
         return self._encode_scaled(v, norm, generator, tuple(tensor.shape), tensor.dtype)
 
     def _encode_scaled(self, v, norm, generator, shape, dtype) -> Packet:
-        if self.coding == "fixed" and 1 + self._lbits in (2, 4, 6, 8) and kernels.fused(v):
-            from ..kernels.codecs_triton import levels_encode
-
-            codes = levels_encode(v, norm, self.levels, self._lbits, generator)
+        if k := kernels.fused_codecs(v, when=self._fusable):
+            codes = k.levels_encode(v, norm, self.levels, self._lbits, generator)
             return Packet({"norm": norm, "codes": codes}, shape, dtype)
         safe = torch.where(norm > 0, norm, torch.ones_like(norm))
         if self.coding == "fixed":
@@ -123,16 +119,11 @@ class QSGD(Compressor):
         """Each byte's 8/w values (256 × 8/w) for codes of w = 2, 4 or 8 bits."""
         return self._code_values(norm)[byte_codes(1 + self._lbits)]
 
-    def _fused_flat(self, flat) -> bool:
-        return 1 + self._lbits in (2, 4, 6, 8) and kernels.fused(flat)
-
     def flat_encode(self, flat, tensors, segments, *, states=None, generator=None):
-        if not self._fused_flat(flat):
+        if not (k := kernels.fused_codecs(flat, when=self._fusable)):
             return super().flat_encode(flat, tensors, segments, states=states, generator=generator)
-        from ..kernels.codecs_triton import levels_encode
-
         norms = self.tensor_scales(tensors, states)
-        return {"scales": norms, "codes": levels_encode(flat, norms, self.levels, self._lbits, generator, seg=segments.index)}
+        return {"scales": norms, "codes": k.levels_encode(flat, norms, self.levels, self._lbits, generator, seg=segments.index)}
 
     def flat_mean(self, payloads, segments, out):
         if payloads[0]["codes"].is_cuda or not cpu.wanted(out) or 1 + self._lbits not in (2, 4, 8):
@@ -141,24 +132,20 @@ class QSGD(Compressor):
         return byte_rows_mean(payloads, "codes", lambda p, j: unit * p["scales"][j], segments, out)
 
     def flat_decode(self, payload, segments, *, out=None):
-        if not (payload["codes"].is_cuda and self._fused_flat(payload["scales"])):
+        if not (k := kernels.fused_codecs(payload["codes"], payload["scales"], when=self._fusable)):
             return super().flat_decode(payload, segments, out=out)
-        from ..kernels.codecs_triton import levels_decode
-
-        return levels_decode(payload["codes"], payload["scales"], self.levels, self._lbits, segments.total,
+        return k.levels_decode(payload["codes"], payload["scales"], self.levels, self._lbits, segments.total,
                              seg=segments.index, out=out)
 
     def graph_safe(self, flat, states=None) -> bool:
-        return 1 + self._lbits in (2, 4, 6, 8) and kernels.fused(flat)
+        return kernels.fused_codecs(flat, when=self._fusable) is not None
 
     def flat_roundtrip(self, flat, tensors, segments, *, states=None, generator=None, out=None):
-        if not (1 + self._lbits in (2, 4, 6, 8) and kernels.fused(flat)):
+        if not (k := kernels.fused_codecs(flat, when=self._fusable)):
             return super().flat_roundtrip(flat, tensors, segments, states=states, generator=generator, out=out)
-        from ..kernels.codecs_triton import levels_decode, levels_encode
-
         norms = self.tensor_scales(tensors, states)
-        codes = levels_encode(flat, norms, self.levels, self._lbits, generator, seg=segments.index)
-        return levels_decode(codes, norms, self.levels, self._lbits, flat.numel(), seg=segments.index, out=out)
+        codes = k.levels_encode(flat, norms, self.levels, self._lbits, generator, seg=segments.index)
+        return k.levels_decode(codes, norms, self.levels, self._lbits, flat.numel(), seg=segments.index, out=out)
 
     def wire_bytes(self, numel: int) -> int:
         return 4 + (numel * (1 + self._lbits) + 7) // 8
@@ -166,12 +153,9 @@ class QSGD(Compressor):
     def decode(self, packet: Packet) -> torch.Tensor:
         n = packet.numel
         codes = packet.payload["codes"]
-        if self.coding == "fixed" and codes.is_cuda and 1 + self._lbits in (2, 4, 6, 8):
-            if kernels.triton_available():
-                from ..kernels.codecs_triton import levels_decode
-
-                v = levels_decode(codes, packet.payload["norm"], self.levels, self._lbits, n)
-                return v.reshape(packet.shape).to(packet.dtype)
+        if k := kernels.fused_codecs(codes, packet.payload["norm"], when=self._fusable):
+            v = k.levels_decode(codes, packet.payload["norm"], self.levels, self._lbits, n)
+            return v.reshape(packet.shape).to(packet.dtype)
         if self.coding == "fixed" and not codes.is_cuda and 1 + self._lbits in (2, 4, 8):
             # each byte's values from a table of the codes' values (the same products), one gather
             v = byte_table_decode(codes, self._byte_table(packet.payload["norm"].reshape(1)), n)

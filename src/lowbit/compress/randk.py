@@ -9,13 +9,13 @@ from __future__ import annotations
 
 import torch
 
-from .base import Compressor, all_finite, Packet, _check_tensor, register
+from .base import Compressor, Packet, Traits, _check_tensor, all_finite, register
 from .topk import index_dtype, k_of, scatter
 
 
 @register("randk")
 class RandK(Compressor):
-    unbiased = True
+    traits = Traits(unbiased=True)
 
     def __init__(self, ratio: float = 0.01):
         k_of(ratio, 1)

@@ -11,6 +11,7 @@ from ..packing import BYTE_BITS, pack, unpack
 from ..kernels import cpu
 from .base import (Compressor, Packet, _check_tensor, byte_rows_mean, byte_table_decode, each_tensor, into, register,
                    scratch)
+from .many import MultiTensor
 from .. import kernels
 
 
@@ -19,20 +20,15 @@ _UNIT = torch.where(_BITS, 1.0, -1.0)  # the eight signs of each byte as ±1.0
 
 
 @register("signsgd")
-class SignSGD(Compressor):
+class SignSGD(MultiTensor, Compressor):
     def encode(self, tensor, *, state=None, generator=None) -> Packet:
         _check_tensor(tensor)
         g = tensor.detach().reshape(-1).to(torch.float32)
-        if kernels.fused(g):
-            from ..kernels.codecs_triton import sign_encode
-
-            signs, scale = sign_encode(g)
+        if k := kernels.fused_codecs(g):
+            signs, scale = k.sign_encode(g)
             return Packet({"scale": scale, "signs": signs}, tuple(tensor.shape), tensor.dtype)
         scale = (g.abs().sum() / max(1, g.numel())).reshape(1)
         return Packet({"scale": scale, "signs": pack(g >= 0, 1)}, tuple(tensor.shape), tensor.dtype)
-
-    def batchable(self, states=None) -> bool:
-        return True
 
     def tensor_scales(self, tensors, states=None):
         norms = torch._foreach_norm(list(tensors), 1)  # ‖g_j‖₁ / d_j, no host→device copy
@@ -42,10 +38,8 @@ class SignSGD(Compressor):
         return torch.where(u >= 0, 1.0, -1.0).to(torch.float32)
 
     def unit_encode(self, u, generator=None):
-        if kernels.fused(u):
-            from ..kernels.codecs_triton import sign_encode
-
-            return {"signs": sign_encode(u)[0]}
+        if k := kernels.fused_codecs(u):
+            return {"signs": k.sign_encode(u)[0]}
         return {"signs": pack(u >= 0, 1)}
 
     def unit_decode(self, payload, n, out=None):
@@ -75,33 +69,25 @@ class SignSGD(Compressor):
         return byte_rows_mean(payloads, "signs", lambda p, j: _UNIT * p["scales"][j], segments, out)
 
     def flat_decode(self, payload, segments, *, out=None):
-        if not payload["signs"].is_cuda:  # ±1 into out (unit_decode), then × s_j segment by segment
+        if not (k := kernels.fused_codecs(payload["signs"], payload["scales"])):  # ±1 into out, then × s_j
             return super().flat_decode(payload, segments, out=out)
-        if not kernels.triton_available():
-            return super().flat_decode(payload, segments, out=out)
-        from ..kernels.codecs_triton import sign_decode
-
-        return sign_decode(payload["signs"], payload["scales"], segments.total, seg=segments.index, out=out)
+        return k.sign_decode(payload["signs"], payload["scales"], segments.total, seg=segments.index, out=out)
 
     def graph_safe(self, flat, states=None) -> bool:
-        return kernels.fused(flat)
+        return kernels.fused_codecs(flat) is not None
 
     def flat_roundtrip(self, flat, tensors, segments, *, states=None, generator=None, out=None):
-        if not kernels.fused(flat):
+        if not (k := kernels.fused_codecs(flat)):
             return super().flat_roundtrip(flat, tensors, segments, states=states, generator=generator, out=out)
-        from ..kernels.codecs_triton import sign_decode, sign_encode
-
-        signs, _ = sign_encode(flat)
-        return sign_decode(signs, self.tensor_scales(tensors, states), flat.numel(), seg=segments.index, out=out)
+        signs, _ = k.sign_encode(flat)
+        return k.sign_decode(signs, self.tensor_scales(tensors, states), flat.numel(), seg=segments.index, out=out)
 
     def wire_bytes(self, numel: int) -> int:
         return 4 + (numel + 7) // 8
 
     def decode(self, packet: Packet) -> torch.Tensor:
-        if packet.payload["signs"].is_cuda and kernels.triton_available():
-            from ..kernels.codecs_triton import sign_decode
-
-            v = sign_decode(packet.payload["signs"], packet.payload["scale"], packet.numel)
+        if k := kernels.fused_codecs(packet.payload["signs"], packet.payload["scale"]):
+            v = k.sign_decode(packet.payload["signs"], packet.payload["scale"], packet.numel)
             return v.reshape(packet.shape).to(packet.dtype)
         signs, scale, n = packet.payload["signs"], packet.payload["scale"], packet.numel
         if signs.device.type == "cpu" and scale.numel() == 1:  # one gather: byte → its eight values ±s

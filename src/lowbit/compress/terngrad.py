@@ -7,23 +7,23 @@ coordinate plus the float32 scale.
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import torch
 
 from ..packing import unpack_bytes
 from .qsgd import fixed_codes
 from ..kernels import cpu
 from .base import Compressor, Packet, _check_tensor, byte_codes, byte_rows_mean, byte_table_decode, into, register
-from .many import foreach_norms
+from .many import MultiTensor, foreach_norms
 from .. import kernels
 
 
-
-
 @register("terngrad")
-class TernGrad(Compressor):
+class TernGrad(MultiTensor, Compressor):
     def __init__(self, clip: float | None = None):
         self.clip = clip
-        self.unbiased = clip is None
+        self.traits = replace(self.traits, unbiased=clip is None)
 
     def encode(self, tensor, *, state=None, generator=None) -> Packet:
         _check_tensor(tensor)
@@ -36,10 +36,8 @@ class TernGrad(Compressor):
         return self._encode_scaled(g, s, generator, tuple(tensor.shape), tensor.dtype)
 
     def _encode_scaled(self, g, s, generator, shape, dtype) -> Packet:
-        if kernels.fused(g):  # one level: code = sign << 1 | Bernoulli(|g|/s), as below
-            from ..kernels.codecs_triton import levels_encode
-
-            return Packet({"scale": s, "codes": levels_encode(g, s, 1, 1, generator)}, shape, dtype)
+        if k := kernels.fused_codecs(g):  # one level: code = sign << 1 | Bernoulli(|g|/s), as below
+            return Packet({"scale": s, "codes": k.levels_encode(g, s, 1, 1, generator)}, shape, dtype)
         safe = torch.where(s > 0, s, torch.ones_like(s))
         # one level: code = sign << 1 | Bernoulli(|g|/s), so 0 → 0, 1 → +s, 3 → −s
         return Packet({"scale": s, "codes": fixed_codes(g, safe, 1, 1, generator)}, shape, dtype)
@@ -69,12 +67,10 @@ class TernGrad(Compressor):
         return values[byte_codes(2)]
 
     def flat_encode(self, flat, tensors, segments, *, states=None, generator=None):
-        if not kernels.fused(flat):
+        if not (k := kernels.fused_codecs(flat)):
             return super().flat_encode(flat, tensors, segments, states=states, generator=generator)
-        from ..kernels.codecs_triton import levels_encode
-
         s = self.tensor_scales(tensors, states)
-        return {"scales": s, "codes": levels_encode(flat, s, 1, 1, generator, seg=segments.index)}
+        return {"scales": s, "codes": k.levels_encode(flat, s, 1, 1, generator, seg=segments.index)}
 
     def flat_mean(self, payloads, segments, out):
         if payloads[0]["codes"].is_cuda or not cpu.wanted(out):
@@ -83,32 +79,26 @@ class TernGrad(Compressor):
         return byte_rows_mean(payloads, "codes", lambda p, j: unit * p["scales"][j], segments, out)
 
     def flat_decode(self, payload, segments, *, out=None):
-        if not (payload["codes"].is_cuda and kernels.fused(payload["scales"])):
+        if not (k := kernels.fused_codecs(payload["codes"], payload["scales"])):
             return super().flat_decode(payload, segments, out=out)
-        from ..kernels.codecs_triton import levels_decode
-
-        return levels_decode(payload["codes"], payload["scales"], 1, 1, segments.total, seg=segments.index, out=out)
+        return k.levels_decode(payload["codes"], payload["scales"], 1, 1, segments.total, seg=segments.index, out=out)
 
     def graph_safe(self, flat, states=None) -> bool:
-        return kernels.fused(flat)
+        return kernels.fused_codecs(flat) is not None
 
     def flat_roundtrip(self, flat, tensors, segments, *, states=None, generator=None, out=None):
-        if not kernels.fused(flat):
+        if not (k := kernels.fused_codecs(flat)):
             return super().flat_roundtrip(flat, tensors, segments, states=states, generator=generator, out=out)
-        from ..kernels.codecs_triton import levels_decode, levels_encode
-
         s = self.tensor_scales(tensors, states)
-        codes = levels_encode(flat, s, 1, 1, generator, seg=segments.index)
-        return levels_decode(codes, s, 1, 1, flat.numel(), seg=segments.index, out=out)
+        codes = k.levels_encode(flat, s, 1, 1, generator, seg=segments.index)
+        return k.levels_decode(codes, s, 1, 1, flat.numel(), seg=segments.index, out=out)
 
     def wire_bytes(self, numel: int) -> int:
         return 4 + (2 * numel + 7) // 8
 
     def decode(self, packet: Packet) -> torch.Tensor:
-        if packet.payload["codes"].is_cuda and kernels.triton_available():
-            from ..kernels.codecs_triton import levels_decode
-
-            v = levels_decode(packet.payload["codes"], packet.payload["scale"], 1, 1, packet.numel)
+        if k := kernels.fused_codecs(packet.payload["codes"], packet.payload["scale"]):
+            v = k.levels_decode(packet.payload["codes"], packet.payload["scale"], 1, 1, packet.numel)
             return v.reshape(packet.shape).to(packet.dtype)
         if not packet.payload["codes"].is_cuda:  # the same products, from a byte → four values table
             v = byte_table_decode(packet.payload["codes"], self._byte_table(packet.payload["scale"].reshape(1)), packet.numel)

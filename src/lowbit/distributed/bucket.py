@@ -35,7 +35,8 @@ import torch
 import torch.distributed as dist
 
 from ..compress import Compressor
-from ..compress.base import BucketCodec, scratch
+from ..compress import many
+from ..compress.base import BucketCodec, Summable, scratch
 from ..compress.feedback import ErrorFeedback
 from ..compress.many import segments as segments_of
 from .seeding import bucket_seed, param_seed  # noqa: F401  (re-exported)
@@ -100,7 +101,7 @@ def bucketable(codec: Compressor) -> bool:
     if isinstance(codec, BucketCodec):
         return True
     inner = codec.inner if isinstance(codec, ErrorFeedback) else codec
-    return inner.batchable(None) and not isinstance(inner, ErrorFeedback)
+    return many.batchable(inner) and not isinstance(inner, ErrorFeedback)
 
 
 _MEAN_SLOT = 7  # scratch slot of the running sum's addend (the codecs' own decodes use the low slots)
@@ -123,7 +124,7 @@ class BucketCoder:
         shapes = shapes or [(s,) for s in self.sizes]
         self.shapes = [tuple(sh) for sh in shapes]
         self.matrices = isinstance(codec, BucketCodec)  # coded by shape (PowerSGD), not value by value
-        lossless = self.inner.omega == 0.0  # identity: everything is exact already
+        lossless = self.inner.traits.omega == 0.0  # identity: everything is exact already
         self.exact = [exact_below > 0 and not lossless and (s <= exact_below or len(sh) <= 1)
                       for s, sh in zip(self.sizes, shapes)]
         offs = [0]
@@ -132,7 +133,7 @@ class BucketCoder:
         self.offsets = offs
         self.exact_sizes = [s for s, e in zip(self.sizes, self.exact) if e]
         self.segments = segments_of(self.sizes, self.device) if self.sizes else None
-        self.summable = bool(self.inner.summable and self.inner.reduce_ops) and not self.feedback
+        self.summable = isinstance(self.inner, Summable) and not self.feedback
         self._index = None
         self._decoded = None  # error feedback: the sender's decode of its own message, reused
 

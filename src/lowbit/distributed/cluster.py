@@ -18,6 +18,7 @@ import torch
 import torch.distributed as dist
 
 from ..compress import Compressor, resolve_codec
+from ..compress.base import Summable, WorkerAgreement
 from ..compress.feedback import Shifted
 from ..compress.intsgd import int_widths
 from . import wire
@@ -44,7 +45,7 @@ class DistributedCluster:
         self.wire_bytes = 0  # bytes on the wire, with headers and padding
 
     def _state(self, v):
-        if self.codec.shared_state:
+        if self.codec.traits.shared_state:
             if self.state is None:
                 self.state = self.codec.init_state(v)
             return self.state
@@ -108,19 +109,20 @@ def exchange_all(clusters: list[DistributedCluster], vectors: list[torch.Tensor]
     for c, v in zip(clusters, vectors):
         if c.generator is None:
             c.generator = worker_generator(c.seed, c.rank, v.device)
-    before = [codec.agree_before(v) for v in vectors]
+    agrees = isinstance(codec, WorkerAgreement)
+    before = [codec.agree_before(v) for v in vectors] if agrees else [None]
     if before[0] is not None:
         agreed = wire.all_reduce_max_many(before, dev, group).to(torch.float32)
         states = list(agreed)
     else:
         states = [c._state(v) for c, v in zip(clusters, vectors)]
     packets = [codec.encode(v, state=st, generator=c.generator) for c, v, st in zip(clusters, vectors, states)]
-    after = [codec.agree_after(p) for p in packets]
+    after = [codec.agree_after(p) for p in packets] if agrees else [None]
     if after[0] is not None:
         agreed = wire.all_reduce_max_many(after, dev, group)
         packets = [codec.conform(p, int(a)) for p, a in zip(packets, agreed.tolist())]
     out = []
-    if codec.summable and codec.reduce_ops:
+    if isinstance(codec, Summable):
         totals, sent = wire.all_reduce_packets(packets, codec, group)
         widths = _width_bits(packets, totals, dev, group) if "ints" in packets[0].payload else [{}] * len(packets)
         for c, v, p, t, w in zip(clusters, vectors, packets, totals, widths):

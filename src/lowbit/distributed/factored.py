@@ -63,7 +63,7 @@ class FactoredDataParallel:
     def __init__(self, model: nn.Module, n: int, codec, *, dense=None, seed: int = 0):
         self.model, self.n = model, n
         self.codec = get_compressor(codec) if isinstance(codec, str) else codec
-        if not getattr(self.codec, "factored", False):
+        if not self.codec.traits.factored:
             raise TypeError(f"FactoredDataParallel needs a factored codec (isgq), got {self.codec.name}")
         levels = 2 ** (getattr(self.codec, "bits", 4) - 1) - 1
         self.dense = dense if dense is not None else get_compressor("qsgd", levels=levels)

@@ -45,6 +45,7 @@ import torch
 import torch.distributed as dist
 
 from ..compress import get_compressor
+from ..compress import many
 from ..compress.base import BucketCodec
 from ..quantize import draw_ahead
 from .bucket import BucketCoder, bucketable, carry_memory, observe_states, parameter_states
@@ -92,7 +93,7 @@ class HookState:
             raise ValueError(f"mode is 'gather' (all-gather of every message) or 'scatter' (compressed "
                              f"reduce-scatter + all-gather), got {mode!r}")
         inner = getattr(codec, "inner", codec)
-        if mode == "scatter" and (codec.shared_state or inner.shared_state):
+        if mode == "scatter" and (codec.traits.shared_state or inner.traits.shared_state):
             raise ValueError(f"{codec.name} keeps a public state per parameter (IntSGD's α), which the scatter "
                              "mode's chunks cut across; use mode='gather' (IntSGD sums in flight anyway)")
         if mode == "scatter" and isinstance(codec, BucketCodec):
@@ -158,7 +159,7 @@ class HookState:
     def states(self, key: tuple, params) -> list | None:
         """The per-parameter codec states of a bucket — public (IntSGD's α) or this rank's own
         (PowerSGD's warm start and error) — or None."""
-        if not (self.codec.shared_state or self.codec.worker_state):
+        if not (self.codec.traits.shared_state or self.codec.traits.worker_state):
             return None
         return parameter_states(self.param_states, key, params, self.codec)
 
@@ -421,7 +422,7 @@ def _replayed(state: HookState, key: tuple, b: _Bucket, buf: torch.Tensor, param
     eager hook's: the codec's generator is registered with the graph, so replay k draws what the
     k-th eager call would."""
     if b.graph_safe is None:  # the codec's configuration and the buffer's device and dtype decide
-        b.graph_safe = b.coder.inner.graph_safe(buf, state.states(key, params)) and not b.coder.matrices
+        b.graph_safe = many.graph_safe(b.coder.inner, buf, state.states(key, params)) and not b.coder.matrices
     if not b.graph_safe:
         return None
     entry = b.graphs.get(buf.data_ptr())
@@ -471,7 +472,7 @@ def hook_for(compressor, *, model: "torch.nn.Module | None" = None, seed: int = 
     with ``options``, or a Compressor).  Pass the unwrapped ``model`` so that parameters are
     numbered as in the simulation."""
     codec = get_compressor(compressor, **options)
-    if codec.factored:
+    if codec.traits.factored:
         raise ValueError(f"{codec.name} sends a layer's inputs and output errors, which a gradient hook never "
                          "sees; train it with lowbit's simulated workers (lowbit.compress.isgq.Factored)")
     if not dist.is_initialized():

@@ -31,6 +31,8 @@ import torch
 
 from ..compress import Compressor, resolve_codec
 from ..compress.intsgd import int_widths
+from ..compress import many
+from ..compress.base import Summable, WorkerAgreement
 from ..compress.many import segments
 from .bucket import BucketCoder, bucketable, carry_memory, observe_states, parameter_states
 from .seeding import bucket_seed, param_seed, worker_generator
@@ -64,7 +66,7 @@ class SimulatedCluster:
 
     def _worker_state(self, i: int, v: torch.Tensor):
         codec = self.codec
-        if codec.shared_state:
+        if codec.traits.shared_state:
             if self.state is None:
                 self.state = codec.init_state(v)
             return self.state
@@ -88,8 +90,8 @@ class SimulatedCluster:
         if vectors.shape[0] != self.n:
             raise ValueError(f"expected {self.n} rows (one per worker), got {vectors.shape[0]}")
         codec, d = self.codec, vectors[0].numel()
-        fixed = self.seed is None and codec.batchable(None) and vectors.dtype == torch.float32
-        if fixed and codec.elementwise:  # sizes known, one scale for all: rows in chunks, no packing
+        fixed = self.seed is None and many.batchable(codec) and vectors.dtype == torch.float32
+        if fixed and codec.traits.elementwise:  # sizes known, one scale for all: rows in chunks, no packing
             if self.state is None:
                 self.state = codec.init_state(vectors[0])
             out = vectors if inplace else torch.empty_like(vectors)
@@ -99,7 +101,7 @@ class SimulatedCluster:
                                                     generator=self.generator)[0].reshape(out[i : i + step].shape)
             per = 8 * codec.wire_bytes(d)
             return out, {"bits": per * self.n, "bits_per_worker": [per] * self.n}
-        if self.seed is None and codec.elementwise:
+        if self.seed is None and codec.traits.elementwise:
             if self.state is None:
                 self.state = codec.init_state(vectors[0])
             pk = codec.encode(vectors, state=self.state, generator=self.generator)
@@ -126,14 +128,15 @@ class SimulatedCluster:
         codec, d = self.codec, vectors[0].numel()
         if self.seed is not None and self.generators is None:
             self.generators = [worker_generator(self.seed, i, vectors.device) for i in range(self.n)]
-        before = [codec.agree_before(v) for v in vectors]
+        agrees = isinstance(codec, WorkerAgreement)
+        before = [codec.agree_before(v) for v in vectors] if agrees else [None]
         shared = torch.stack(before).amax() if before[0] is not None else None
         packets = []
         for i, v in enumerate(vectors):
             st = shared if shared is not None else self._worker_state(i, v)
             gen = self.generators[i] if self.generators is not None else self.generator
             packets.append(codec.encode(v, state=st, generator=gen))
-        after = [codec.agree_after(p) for p in packets]
+        after = [codec.agree_after(p) for p in packets] if agrees else [None]
         if after[0] is not None:
             packets = [codec.conform(p, max(after)) for p in packets]
         per_worker = [8 * p.nbytes for p in packets]
@@ -155,7 +158,7 @@ class SimulatedCluster:
         rows over ``rows`` (see :meth:`exchange`)."""
         if exact:
             return rows, rows.mean(0), {"bits": 32 * rows.numel()}
-        if self.seed is not None and self.codec.summable:  # summed in flight, as an all-reduce does
+        if self.seed is not None and isinstance(self.codec, Summable):  # summed in flight, as an all-reduce does
             packets, info = self._per_worker(rows)
             total = packets[0]
             for p in packets[1:]:
@@ -180,7 +183,9 @@ class SimulatedCluster:
         if self.seed is not None:
             raise ValueError("batched runs draw from one generator: per-worker streams (seed=…) take one run")
         codec = self.codec
-        if codec.shared_state and self.state is None:
+        if not isinstance(codec, many.MultiTensor):
+            raise NotImplementedError(f"{codec.name} cannot code batched runs (it has no multi-tensor path)")
+        if codec.traits.shared_state and self.state is None:
             self.state = codec.init_state(rows[0, 0])
         s = codec.run_scales(rows, self.state)
         # float32 values and a float32 inverse scale (IntSGD's α), as every codec's encode and decode use
@@ -319,8 +324,8 @@ class _SimBucket:
     def set_grads(self, worker_grads) -> float:
         o, coder = self.owner, self.coder
         ps = [o.params[j] for j in self.index]
-        states = parameter_states(o.param_states, self.index, ps, o.codec) if o.codec.shared_state else None
-        own = o.codec.worker_state  # each worker's own per-parameter states (PowerSGD)
+        states = parameter_states(o.param_states, self.index, ps, o.codec) if o.codec.traits.shared_state else None
+        own = o.codec.traits.worker_state  # each worker's own per-parameter states (PowerSGD)
         flats = torch.cat([worker_grads[j].reshape(o.n, -1).float() for j in self.index], 1)
         payloads, exacts, bits = [], [], 0.0
         for i in range(o.n):

@@ -70,7 +70,7 @@ def _to_bytes(packet: Packet, codec: Compressor) -> tuple[torch.Tensor, list[int
         b = t.detach().contiguous().reshape(-1).view(torch.uint8)
         parts.append(b)
         header.append(b.numel())
-    header += [int(packet.meta.get(k, 0)) for k in codec.sent_meta]
+    header += [int(packet.meta.get(k, 0)) for k in codec.traits.sent_meta]
     dev = parts[0].device if parts else torch.device("cpu")
     return (torch.cat(parts) if parts else torch.empty(0, dtype=torch.uint8, device=dev)), header
 
@@ -84,7 +84,7 @@ def _from_bytes(buf: torch.Tensor, header: list[int], template: Packet, codec: C
         v = raw.clone().view(t.dtype)  # clone: a view of another dtype needs an aligned start
         payload[key] = v.reshape(t.shape) if v.numel() == t.numel() else v
     meta = dict(template.meta)
-    for k, v in zip(codec.sent_meta, header[nf:]):
+    for k, v in zip(codec.traits.sent_meta, header[nf:]):
         if k in meta:
             meta[k] = v
     return Packet(payload, template.shape, template.dtype, meta)
@@ -106,7 +106,7 @@ def all_gather_packets_many(packets: list[Packet], codec: Compressor, group=None
     with guard(f"all-gather of {codec.name} packet sizes"):
         dist.all_gather(hs, h, group=group)
     headers = [x.tolist() for x in hs]
-    per = [len(p.payload) + len(codec.sent_meta) for p in packets]
+    per = [len(p.payload) + len(codec.traits.sent_meta) for p in packets]
     nf = [len(p.payload) for p in packets]
 
     def total_bytes(hd):

@@ -95,7 +95,7 @@ def run_deep(cfg: RunConfig, folder: RunFolder, *, resume: bool = True, stop_aft
         codec = get_compressor(q.codec, **q.options) if q.options else resolve_codec(q.codec, q.rounding)
     n = dc.workers
     sdp = opt = ddp = hook_state = None
-    factored = codec is not None and codec.factored
+    factored = codec is not None and codec.traits.factored
     N = data.train_x.shape[0]
     vr = cfg.optim.name in ("svrg", "halp")
     world, rank = process_group.world_size(), process_group.rank()

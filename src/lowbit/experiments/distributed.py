@@ -39,7 +39,7 @@ def run_distributed(cfg: RunConfig, folder: RunFolder, *, resume: bool = True, s
                                            sigma_sq=dc.sigma_q**2))()
     L_batch = split.batch_smoothness(b if vr else m)
     # as the IntSGD code: VR-DIANA's stepsize for codecs of relative variance ω > 0, IntSGD's otherwise
-    omega = codec.omega or 0.0
+    omega = codec.traits.omega or 0.0
     lr = vr_diana_stepsize(P.L, omega, n) if omega > 0 else diana_stepsize(P.L, L_batch, n)
     R = cfg.seeds
     x = torch.zeros(P.d, dtype=torch.float64) if R == 1 else torch.zeros(R, P.d, dtype=torch.float64)
@@ -59,7 +59,7 @@ def run_distributed(cfg: RunConfig, folder: RunFolder, *, resume: bool = True, s
         cluster = SimulatedCluster(n, codec, seed=cfg.seed)
     else:
         cluster = None
-    gamma = 1.0 / (1.0 + codec.omega) if codec.omega is not None else 1.0  # DIANA's shift stepsize 1/(1 + ω)
+    gamma = 1.0 / (1.0 + codec.traits.omega) if codec.traits.omega is not None else 1.0  # DIANA's shift stepsize 1/(1 + ω)
     opt = DIANA([x], lr=lr, n_workers=n, codec=codec, local_n=m if vr else None, batch_size=b if vr else None,
                 vr=vr, gamma=gamma, seed=cfg.seed, exact_first_step=True, cluster=cluster)
     zeros = lambda: torch.zeros(R, dtype=torch.float64)  # noqa: E731  one value per run

@@ -16,6 +16,7 @@ from __future__ import annotations
 import torch
 
 from ..compress import Compressor, resolve_codec  # noqa: F401  (resolve_codec: re-exported)
+from ..compress import many
 from ..compress.many import flatten, foreach_norms, roundtrip_flat, segments, sizes_of, unflatten
 from .stats import SUM_KEYS, StatsLog, from_sums, pair_sums, stack_sums, tensor_sums
 from .wrapper import OptimizerWrapper
@@ -219,12 +220,12 @@ class QuantizedGradients(OptimizerWrapper):
             devices = {g.device for g in grads}
             multi = self.multi_tensor if self.multi_tensor is not None else all(d.type == "cuda" for d in devices)
             sums = None
-            if (ps and multi and self.codec.batchable(states) and len(devices) == 1
+            if (ps and multi and many.batchable(self.codec, states) and len(devices) == 1
                     and all(g.dtype == torch.float32 for g in grads)):
                 flat, views = self._flat_grads(gi, ps)
                 tensors = [v for _, v in views]
                 if (self.cuda_graph and self._reused[gi] and flat.is_cuda
-                        and self.codec.graph_safe(flat, states)
+                        and many.graph_safe(self.codec, flat, states)
                         and (self.generator is None or self.generator.device.type == "cuda")):
                     nbytes, sums = self._replay(gi, flat, tensors, states, want_stats)
                     sums = None if sums is None else sums.clone()  # the graph's next replay overwrites it

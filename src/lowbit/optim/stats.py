@@ -37,11 +37,8 @@ def tensor_sums(flat: torch.Tensor, out: torch.Tensor, segments) -> dict[str, to
     """Per tensor of a flat buffer (the segments of ``segments``): ‖g‖², ‖g̃‖², ‖g̃ − g‖²
     (float64 accumulation) and the counts of entries with g ≠ 0 and of those flushed (g̃ = 0),
     as device tensors of one value per tensor — a few multi-tensor passes, no host sync."""
-    if kernels.fused(flat) and out.dtype == torch.float32:  # one read of g and g̃ (a Triton kernel)
-        from ..kernels.codecs_triton import BLOCK
-        from ..kernels.codecs_triton import tensor_sums as fused_sums
-
-        t = fused_sums(flat.detach(), out.detach(), segments.block_plan(BLOCK))
+    if k := kernels.fused_codecs(flat, out):  # one read of g and g̃ (a Triton kernel)
+        t = k.tensor_sums(flat.detach(), out.detach(), segments.block_plan(k.BLOCK))
         return {"gg": t[:, 0], "qq": t[:, 1], "ee": t[:, 2], "nz": t[:, 3], "fl": t[:, 4]}
     sizes = segments.sizes
     g, gt = torch.split(flat.detach(), sizes), torch.split(out.detach(), sizes)
