@@ -25,13 +25,13 @@ from common import device_name, timer, write_results  # noqa: E402
 
 import lowbit  # noqa: E402
 from lowbit.formats import get_format  # noqa: E402
-from lowbit.kernels import codecs_triton as ct  # noqa: E402
+from lowbit.kernels import blocks, codecs_triton as ct  # noqa: E402
 from lowbit.kernels import quantize_triton as qt  # noqa: E402
 
 
 @triton.jit
 def _quantize_before(x_ptr, y_ptr, n, seed_ptr, S: tl.constexpr, EMIN_FIELD: tl.constexpr, LOW: tl.constexpr,
-                     LOW_EXP: tl.constexpr, MAX_BITS: tl.constexpr, OVER_BITS: tl.constexpr, INF_OUT: tl.constexpr,
+                     LOW_EXP: tl.constexpr, ADDER: tl.constexpr, MAX_BITS: tl.constexpr, OVER_BITS: tl.constexpr, INF_OUT: tl.constexpr,
                      FNUZ: tl.constexpr, MODE: tl.constexpr, ROUNDS: tl.constexpr, BLOCK: tl.constexpr):
     Q: tl.constexpr = BLOCK // 4
     pid = tl.program_id(0).to(tl.int64)
@@ -40,14 +40,14 @@ def _quantize_before(x_ptr, y_ptr, n, seed_ptr, S: tl.constexpr, EMIN_FIELD: tl.
     for j in tl.static_range(4):
         o = pid * BLOCK + j * Q + offs
         b = tl.load(x_ptr + o, mask=o < n, other=0).to(tl.int32, bitcast=True)
-        r = ct._pick(j, r0, r1, r2, r3).to(tl.int32, bitcast=True) & 0x7FFFFFFF
-        y = qt._round_bits(b, r, S, EMIN_FIELD, LOW, LOW_EXP, MAX_BITS, OVER_BITS, INF_OUT, FNUZ, MODE)
+        r = blocks._pick(j, r0, r1, r2, r3).to(tl.int32, bitcast=True) & 0x7FFFFFFF
+        y = qt._round_bits(b, r, S, EMIN_FIELD, LOW, LOW_EXP, ADDER, MAX_BITS, OVER_BITS, INF_OUT, FNUZ, MODE)
         tl.store(y_ptr + o, y.to(tl.float32, bitcast=True), mask=o < n)
 
 
 @triton.jit
 def _encode_before(x_ptr, out_ptr, fin_ptr, n, seed_ptr, S: tl.constexpr, EMIN_FIELD: tl.constexpr,
-                   SUB: tl.constexpr, MAX_CODE: tl.constexpr, MODE: tl.constexpr, FNUZ: tl.constexpr,
+                   LOW: tl.constexpr, LOW_EXP: tl.constexpr, ADDER: tl.constexpr, SUB: tl.constexpr, MAX_CODE: tl.constexpr, MODE: tl.constexpr, FNUZ: tl.constexpr,
                    M: tl.constexpr, EF: tl.constexpr, OVER_CODE: tl.constexpr, INF_CODE: tl.constexpr,
                    NAN_CODE: tl.constexpr, FLAG: tl.constexpr, WIDTH: tl.constexpr, ROUNDS: tl.constexpr,
                    BLOCK: tl.constexpr):
@@ -57,8 +57,8 @@ def _encode_before(x_ptr, out_ptr, fin_ptr, n, seed_ptr, S: tl.constexpr, EMIN_F
     r0, r1, r2, r3 = tl.randint4x(tl.load(seed_ptr), (pid * (BLOCK // 4) + tl.arange(0, BLOCK // 4)).to(tl.int32),
                                   ROUNDS)
     rnd = tl.reshape(tl.join(tl.join(r0, r1), tl.join(r2, r3)), (BLOCK // 4, 4)).to(tl.int32, bitcast=True)
-    c = ct._round_code(b, rnd & 0x7FFFFFFF, S, EMIN_FIELD, SUB, MAX_CODE, MODE, FNUZ, M, EF, OVER_CODE, INF_CODE,
-                       NAN_CODE)
+    c = ct._round_code(b, rnd & 0x7FFFFFFF, S, EMIN_FIELD, LOW, LOW_EXP, ADDER, SUB, MAX_CODE, MODE, FNUZ, M, EF,
+                       OVER_CODE, INF_CODE, NAN_CODE)
     if WIDTH == 8:
         tl.store(out_ptr + o, c.to(tl.uint8), mask=o < n)
     else:

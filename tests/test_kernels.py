@@ -100,20 +100,21 @@ def test_cuda_stochastic_is_unbiased():
 
 
 def test_code_rounding_equals_the_quantize_kernel_bit_for_bit(tmp_path):
-    """The codec kernels' one-formula rounding (``_round_code``) against the quantize kernel's
-    ``_round_bits`` on the same inputs and the same random words, nearest and stochastic, for every
-    named format: the code's value is the rounded value, bit for bit (Triton's interpreter)."""
+    """The codec kernels' codes (``_round_code``) against the quantize kernel's values
+    (``_round_bits``) on the same inputs and the same random words, nearest and stochastic, for every
+    named format: the code's value (lowbit's decode table) is the rounded value, bit for bit —
+    the code conversion and the special codes checked (Triton's interpreter)."""
     pytest.importorskip("triton")
     script = tmp_path / "round_code.py"
     script.write_text(textwrap.dedent(
         f"""
         import numpy as np, torch, triton, triton.language as tl, lowbit
         from lowbit.packing import decode_lut
-        from lowbit.kernels.quantize_triton import _round_bits, _constants
-        from lowbit.kernels.codecs_triton import _round_code, _code_constants
+        from lowbit.kernels.rounding import _code_constants, _constants, _round_bits, _round_code
 
         @triton.jit
         def both(x_ptr, r_ptr, code_ptr, val_ptr, n, S: tl.constexpr, EMIN_FIELD: tl.constexpr, SUB: tl.constexpr,
+                 ADDER: tl.constexpr,
                  MAX_CODE: tl.constexpr, MODE: tl.constexpr, FNUZ: tl.constexpr, M: tl.constexpr, EF: tl.constexpr,
                  OVER_CODE: tl.constexpr, INF_CODE: tl.constexpr, NAN_CODE: tl.constexpr, LOW: tl.constexpr,
                  LOW_EXP: tl.constexpr, MAX_BITS: tl.constexpr, OVER_BITS: tl.constexpr, INF_OUT: tl.constexpr,
@@ -121,10 +122,10 @@ def test_code_rounding_equals_the_quantize_kernel_bit_for_bit(tmp_path):
             o = tl.program_id(0) * BLOCK + tl.arange(0, BLOCK)
             b = tl.load(x_ptr + o, mask=o < n, other=0)
             r = tl.load(r_ptr + o, mask=o < n, other=0)
-            tl.store(code_ptr + o, _round_code(b, r, S, EMIN_FIELD, SUB, MAX_CODE, MODE, FNUZ, M, EF, OVER_CODE,
-                                               INF_CODE, NAN_CODE), mask=o < n)
-            tl.store(val_ptr + o, _round_bits(b, r, S, EMIN_FIELD, LOW, LOW_EXP, MAX_BITS, OVER_BITS, INF_OUT,
-                                              FNUZ, MODE), mask=o < n)
+            tl.store(code_ptr + o, _round_code(b, r, S, EMIN_FIELD, LOW, LOW_EXP, ADDER, SUB, MAX_CODE, MODE, FNUZ, M,
+                                               EF, OVER_CODE, INF_CODE, NAN_CODE), mask=o < n)
+            tl.store(val_ptr + o, _round_bits(b, r, S, EMIN_FIELD, LOW, LOW_EXP, ADDER, MAX_BITS, OVER_BITS,
+                                              INF_OUT, FNUZ, MODE), mask=o < n)
 
         rng = np.random.default_rng(0)
         n = 1 << 15
@@ -143,8 +144,8 @@ def test_code_rounding_equals_the_quantize_kernel_bit_for_bit(tmp_path):
                 c = _code_constants(fmt, rounding, sat)
                 code, val = torch.empty_like(x), torch.empty_like(x)
                 both[(triton.cdiv(x.numel(), 4096),)](
-                    x, r, code, val, x.numel(), **c, LOW=k["LOW"], LOW_EXP=k["LOW_EXP"], MAX_BITS=k["MAX_BITS"],
-                    OVER_BITS=k["OVER_BITS"], INF_OUT=k["INF_OUT"], BLOCK=4096)
+                    x, r, code, val, x.numel(), **c, MAX_BITS=k["MAX_BITS"], OVER_BITS=k["OVER_BITS"],
+                    INF_OUT=k["INF_OUT"], BLOCK=4096)
                 got, val = lut[code.long()], val.view(torch.float32)
                 same = (got.view(torch.int32) == val.view(torch.int32)) | (torch.isnan(got) & torch.isnan(val))
                 if not fmt.has_nan:  # no NaN code: the codec sends a finite flag beside the codes

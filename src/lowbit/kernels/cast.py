@@ -15,7 +15,7 @@ from .rounding import _code_constants, _max_nan, _pow2, _round_code, _value_bits
 
 @triton.jit
 def _cast_encode_block(x_ptr, out_ptr, seed_ptr, pid, rem, S: tl.constexpr, EMIN_FIELD: tl.constexpr,
-                       SUB: tl.constexpr, MAX_CODE: tl.constexpr, MODE: tl.constexpr, FNUZ: tl.constexpr,
+                       LOW: tl.constexpr, LOW_EXP: tl.constexpr, ADDER: tl.constexpr, SUB: tl.constexpr, MAX_CODE: tl.constexpr, MODE: tl.constexpr, FNUZ: tl.constexpr,
                        M: tl.constexpr, EF: tl.constexpr, OVER_CODE: tl.constexpr, INF_CODE: tl.constexpr,
                        NAN_CODE: tl.constexpr, WIDTH: tl.constexpr, ROUNDS: tl.constexpr, BLOCK: tl.constexpr,
                        FULL: tl.constexpr):
@@ -26,8 +26,8 @@ def _cast_encode_block(x_ptr, out_ptr, seed_ptr, pid, rem, S: tl.constexpr, EMIN
     amax = tl.zeros((Q,), tl.int32)
     for j in tl.static_range(4):
         b = _pick(j, x0, x1, x2, x3).to(tl.int32, bitcast=True)
-        rnd = _pick(j, r0, r1, r2, r3) if MODE == 1 else b  # _integer_code uses its low 30 bits at most
-        c = _round_code(b, rnd, S, EMIN_FIELD, SUB, MAX_CODE, MODE, FNUZ, M, EF, OVER_CODE, INF_CODE, NAN_CODE)
+        rnd = _pick(j, r0, r1, r2, r3) if MODE == 1 else b  # the rounding uses its low 30 bits at most
+        c = _round_code(b, rnd, S, EMIN_FIELD, LOW, LOW_EXP, ADDER, SUB, MAX_CODE, MODE, FNUZ, M, EF, OVER_CODE, INF_CODE, NAN_CODE)
         amax = tl.maximum(amax, b & 0x7FFFFFFF)
         if WIDTH == 8:
             _store(out_ptr + pid * BLOCK, c.to(tl.uint8), j * Q + offs, rem, FULL)
@@ -40,7 +40,7 @@ def _cast_encode_block(x_ptr, out_ptr, seed_ptr, pid, rem, S: tl.constexpr, EMIN
 
 @triton.jit
 def _cast_encode_kernel(x_ptr, out_ptr, fin_ptr, n, seed_ptr, S: tl.constexpr, EMIN_FIELD: tl.constexpr,
-                        SUB: tl.constexpr, MAX_CODE: tl.constexpr, MODE: tl.constexpr, FNUZ: tl.constexpr,
+                        LOW: tl.constexpr, LOW_EXP: tl.constexpr, ADDER: tl.constexpr, SUB: tl.constexpr, MAX_CODE: tl.constexpr, MODE: tl.constexpr, FNUZ: tl.constexpr,
                         M: tl.constexpr, EF: tl.constexpr, OVER_CODE: tl.constexpr, INF_CODE: tl.constexpr,
                         NAN_CODE: tl.constexpr, FLAG: tl.constexpr, WIDTH: tl.constexpr, ROUNDS: tl.constexpr,
                         BLOCK: tl.constexpr):
@@ -50,10 +50,10 @@ def _cast_encode_kernel(x_ptr, out_ptr, fin_ptr, n, seed_ptr, S: tl.constexpr, E
     pid = tl.program_id(0).to(tl.int64)
     rem = _rem(n, pid, BLOCK)
     if rem == BLOCK:
-        amax = _cast_encode_block(x_ptr, out_ptr, seed_ptr, pid, rem, S, EMIN_FIELD, SUB, MAX_CODE, MODE, FNUZ, M, EF,
+        amax = _cast_encode_block(x_ptr, out_ptr, seed_ptr, pid, rem, S, EMIN_FIELD, LOW, LOW_EXP, ADDER, SUB, MAX_CODE, MODE, FNUZ, M, EF,
                                   OVER_CODE, INF_CODE, NAN_CODE, WIDTH, ROUNDS, BLOCK, True)
     else:
-        amax = _cast_encode_block(x_ptr, out_ptr, seed_ptr, pid, rem, S, EMIN_FIELD, SUB, MAX_CODE, MODE, FNUZ, M, EF,
+        amax = _cast_encode_block(x_ptr, out_ptr, seed_ptr, pid, rem, S, EMIN_FIELD, LOW, LOW_EXP, ADDER, SUB, MAX_CODE, MODE, FNUZ, M, EF,
                                   OVER_CODE, INF_CODE, NAN_CODE, WIDTH, ROUNDS, BLOCK, False)
     if FLAG:  # only formats without a NaN code send whether the input was finite
         tl.store(fin_ptr + pid, (amax < 0x7F800000).to(tl.uint8))
@@ -86,7 +86,8 @@ def _cast_decode_kernel(c_ptr, fin_ptr, scale_ptr, out_ptr, n, M: tl.constexpr, 
 
 @triton.jit
 def _mx_encode_kernel(x_ptr, out_ptr, scale_ptr, fin_ptr, n, nblocks, nbytes, seed_ptr, S: tl.constexpr,
-                      EMIN_FIELD: tl.constexpr, SUB: tl.constexpr, MAX_CODE: tl.constexpr, MODE: tl.constexpr,
+                      EMIN_FIELD: tl.constexpr, LOW: tl.constexpr, LOW_EXP: tl.constexpr, ADDER: tl.constexpr,
+                      SUB: tl.constexpr, MAX_CODE: tl.constexpr, MODE: tl.constexpr,
                       FNUZ: tl.constexpr, M: tl.constexpr, EF: tl.constexpr, OVER_CODE: tl.constexpr,
                       INF_CODE: tl.constexpr, NAN_CODE: tl.constexpr, EMAX: tl.constexpr, MAXV: tl.constexpr,
                       FIT: tl.constexpr, KB: tl.constexpr, WIDTH: tl.constexpr, ROUNDS: tl.constexpr, BLOCK: tl.constexpr):
@@ -113,7 +114,7 @@ def _mx_encode_kernel(x_ptr, out_ptr, scale_ptr, fin_ptr, n, nblocks, nbytes, se
     else:
         rnd = v
     # |v| < 2^(EMAX + 2) for finite inputs (the codes of non-finite ones are never read: the flag)
-    c = _round_code(v, rnd, S, EMIN_FIELD, SUB, MAX_CODE, MODE, FNUZ, M, EF, OVER_CODE, INF_CODE, NAN_CODE,
+    c = _round_code(v, rnd, S, EMIN_FIELD, LOW, LOW_EXP, ADDER, SUB, MAX_CODE, MODE, FNUZ, M, EF, OVER_CODE, INF_CODE, NAN_CODE,
                     BOUNDED=True)
     if WIDTH == 8:
         tl.store(out_ptr + o, c.to(tl.uint8), mask=o < nbytes)

@@ -2,8 +2,8 @@
 
 Each kernel reads its input once and writes its output once:
 
-* ``cast_encode``: rounding and the format's codes in one pass (``_round_code``: one integer
-  formula for every binade, bit for bit the quantize kernel's ``_round_bits``), 8-bit codes one
+* ``cast_encode``: rounding and the format's codes in one pass (``_round_code``: the rounding of
+  the quantize kernel, :mod:`.rounding`, taken as the format's code), 8-bit codes one
   per byte, 4-bit codes packed in registers; ``cast_block_encode``: the same under OCP MX block
   scaling (per-block E8M0 exponents from the block's max, in the same pass); ``cast_decode``:
   codes → values by arithmetic on the code's fields (no table gathers), times the block scales.

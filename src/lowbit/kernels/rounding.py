@@ -1,32 +1,137 @@
-"""Rounding float32 bit patterns to a format's codes inside a kernel (one integer formula for every binade, bit for bit the quantize kernel's ``_round_bits``; nearest rounding on the float adder) and codes back to values."""
+"""Rounding inside the kernels, one copy for :func:`lowbit.quantize`'s kernel and the cast codec's:
+|x| rounded onto a format's grid — nearest on the float adder where that applies
+(``_nearest_magnitude``), else one integer formula (``_round_parts``: the pattern rounded at the
+format's mantissa width, and the count of fixed grid steps below its normal range; stochastic
+rounding adds random bits below the step) — taken as a value (``_round_bits``) or as the format's
+code (``_round_code``), and codes back to values (``_value_bits``)."""
 
 from __future__ import annotations
 
+import torch
 import triton
 import triton.language as tl
 
 from ..formats import FloatFormat
-from .quantize_triton import _constants
+
+_NEAREST, _STOCHASTIC, _ZERO = 0, 1, 2
 
 
 @triton.jit
-def _round_code(b, rnd, S: tl.constexpr, EMIN_FIELD: tl.constexpr, SUB: tl.constexpr, MAX_CODE: tl.constexpr,
-                MODE: tl.constexpr, FNUZ: tl.constexpr, M: tl.constexpr, EF: tl.constexpr, OVER_CODE: tl.constexpr,
-                INF_CODE: tl.constexpr, NAN_CODE: tl.constexpr, BOUNDED: tl.constexpr = False):
-    """The format's code of float32 bits ``b`` rounded to nearest (ties to even, MODE 0) or
-    stochastically (MODE 1: up when the dropped bits plus the random bits ``rnd`` carry), in one
-    integer formula for the whole range: the 24-bit significand ``sig`` loses ``sh`` bits, S in the
-    format's normal range and one more per binade below it (SUB: the subnormal grid; otherwise the
-    grid of step 2^emin), and the rounded count k is the code, offset by the binade above the
-    smallest normal one: code = (max(e − EMIN_FIELD, 0) << M) + k (a carry of k is the next binade).
-    Formats with subnormals whose largest binade e_max satisfies e_max + 127 + S ≤ 254 (all but
-    bfloat16) round to nearest on the float adder instead (``_nearest_code``, the same codes).  Bit
-    for bit the quantize kernel's ``_round_bits``."""
-    a = b & 0x7FFFFFFF
-    if MODE == 0 and SUB and (MAX_CODE >> M) + EMIN_FIELD - 1 + S <= 254:
-        mag = _nearest_code(b, S, EMIN_FIELD, BOUNDED)
+def _grid_count(a, e, rnd, LOW_EXP: tl.constexpr, MODE: tl.constexpr):
+    """k = |x| / 2^LOW_EXP rounded to an integer (the fixed grid below the smallest normal), for
+    |x| given by its float32 bits ``a`` and exponent field ``e``."""
+    if MODE == 1 and 120 + LOW_EXP >= 24:
+        # every |x| < 2^-126 lies 24+ bits below the grid step (the shift below leaves 0 of it),
+        # so float32's own subnormals need neither their exponent of 1 nor the missing hidden bit
+        sig = (a & 0x7FFFFF) | 0x800000
+        sh = (150 + LOW_EXP) - e
     else:
-        mag = _integer_code(a, rnd, S, EMIN_FIELD, SUB, MODE, M)
+        sig = (a & 0x7FFFFF) | ((e > 0).to(tl.int32) << 23)
+        sh = (150 + LOW_EXP) - tl.maximum(e, 1)
+    if MODE == 1:
+        extra = tl.maximum(sh - 30, 0)  # 30 random bits at most: sig + rnd stays below 2^31
+        sh = tl.minimum(tl.maximum(sh, 1), 30)
+        sig = sig >> extra
+        k = (sig + (rnd & ((1 << sh) - 1))) >> sh
+    elif MODE == 0:
+        sh = tl.minimum(tl.maximum(sh, 1), 25)
+        k = (sig + (1 << (sh - 1)) - 1 + ((sig >> sh) & 1)) >> sh
+    else:
+        sh = tl.minimum(tl.maximum(sh, 1), 25)
+        k = sig >> sh
+    return k
+
+
+@triton.jit
+def _nearest_magnitude(b, S: tl.constexpr, EMIN_FIELD: tl.constexpr, BOUNDED: tl.constexpr):
+    """|x| (x's bits ``b``) rounded to nearest-even on a format with subnormals, by the float adder
+    (|·| is an operand modifier there): the grid step of |x|'s binade is s = 2^(max(e, emin) − M),
+    and r = (|x| + s·2^23) − s·2^23 is
+    |x| rounded to a multiple of s (the sum's unit in the last place is s; ties to even).  Where
+    s·2^23 would overflow the exponent it is clamped (|x| ≥ 2^(128 − S): r stays above the
+    format's largest binade, the caller's condition, so it overflows as it should) unless BOUNDED
+    (|x| < 2^104 or non-finite: the results for non-finite inputs are then unspecified)."""
+    eb = b & 0x7F800000
+    if not BOUNDED:
+        eb = tl.minimum(eb, (254 - S) << 23)
+    c = tl.maximum(eb + (S << 23), (EMIN_FIELD + S) << 23).to(tl.float32, bitcast=True)
+    r = (tl.abs(b.to(tl.float32, bitcast=True)) + c) - c
+    return r.to(tl.int32, bitcast=True)
+
+
+@triton.jit
+def _round_parts(a, rnd, S: tl.constexpr, LOW: tl.constexpr, LOW_EXP: tl.constexpr, MODE: tl.constexpr):
+    """The one rounding of |x| (its bits ``a``) onto a format's grid, in two parts: the pattern
+    rounded at bit S — the format's normal range, where a carry is the next binade — and, below
+    that range (LOW), k: the count of grid steps 2^LOW_EXP (the subnormals, or 2^emin for formats
+    without them; ``_grid_count``).  Nearest-even (MODE 0), stochastic (MODE 1: up when the dropped
+    bits plus the random bits ``rnd`` carry, so up with probability exactly the dropped fraction,
+    to 2^-30 of a step), or toward zero (MODE 2).  Formats whose subnormals are float32's need no
+    LOW.  Patterns past the largest value are left to the caller's overflow rule; a non-finite
+    input gives a pattern ≥ inf's, or one wrapped past bit 31 (read it unsigned)."""
+    if S == 0:
+        res = a
+    elif MODE == 0:
+        res = (a + ((1 << (S - 1)) - 1) + ((a >> S) & 1)) & ~((1 << S) - 1)
+    elif MODE == 1:
+        res = (a + (rnd & ((1 << S) - 1))) & ~((1 << S) - 1)
+    else:
+        res = a & ~((1 << S) - 1)
+    if LOW:
+        k = _grid_count(a, a >> 23, rnd, LOW_EXP, MODE)
+    else:
+        k = res
+    return res, k
+
+
+@triton.jit
+def _round_bits(b, rnd, S: tl.constexpr, EMIN_FIELD: tl.constexpr, LOW: tl.constexpr,
+                LOW_EXP: tl.constexpr, ADDER: tl.constexpr, MAX_BITS: tl.constexpr, OVER_BITS: tl.constexpr,
+                INF_OUT: tl.constexpr, FNUZ: tl.constexpr, MODE: tl.constexpr):
+    """x (float32 bits ``b``) rounded onto the format, as float32 bits (:func:`lowbit.quantize`):
+    the rounded magnitude (ADDER: nearest on the float adder, ``_nearest_magnitude``; else
+    ``_round_parts``, k steps below the normal range as k·2^LOW_EXP), then the overflow rule for
+    finite x (OVER_BITS, or saturation at MAX_BITS), ±inf → INF_OUT and NaN kept, and the sign
+    (none on a zero of an fnuz format)."""
+    a = b & 0x7FFFFFFF
+    if ADDER:
+        res = _nearest_magnitude(b, S, EMIN_FIELD, False)
+    else:
+        res, k = _round_parts(a, rnd, S, LOW, LOW_EXP, MODE)
+        if LOW:
+            res = tl.where((a >> 23) < EMIN_FIELD, (k.to(tl.float32) * (2.0 ** LOW_EXP)).to(tl.int32, bitcast=True), res)
+    if OVER_BITS == MAX_BITS:
+        res = tl.minimum(res, MAX_BITS)
+    else:
+        res = tl.where(res > MAX_BITS, OVER_BITS, res)
+    res = tl.where(a >= 0x7F800000, tl.where(a == 0x7F800000, INF_OUT, a), res)
+    sign = b & (-2147483648)
+    if FNUZ:
+        sign = tl.where(res == 0, 0, sign)
+    return res | sign
+
+
+@triton.jit
+def _round_code(b, rnd, S: tl.constexpr, EMIN_FIELD: tl.constexpr, LOW: tl.constexpr, LOW_EXP: tl.constexpr,
+                ADDER: tl.constexpr, SUB: tl.constexpr, MAX_CODE: tl.constexpr, MODE: tl.constexpr,
+                FNUZ: tl.constexpr, M: tl.constexpr, EF: tl.constexpr, OVER_CODE: tl.constexpr,
+                INF_CODE: tl.constexpr, NAN_CODE: tl.constexpr, BOUNDED: tl.constexpr = False):
+    """The format's code of x (float32 bits ``b``) rounded as ``_round_bits`` rounds it.  ADDER:
+    the float adder's magnitude, scaled so that the pattern's top bits are the code
+    (``_magnitude_code``).  Else ``_round_parts``: in the normal range the rounded pattern's
+    exponent and mantissa, rebased to the format's smallest normal binade, (pattern >> S) −
+    ((EMIN_FIELD − 1) << M); below it k, which is the subnormal code itself (k << M without
+    subnormals).  Past the largest value, and for every non-finite input, OVER_CODE; then the
+    codes of ±inf and NaN where they differ, and the sign bit."""
+    a = b & 0x7FFFFFFF
+    if ADDER:
+        mag = _magnitude_code(_nearest_magnitude(b, S, EMIN_FIELD, BOUNDED), S, EMIN_FIELD)
+    else:
+        res, k = _round_parts(a, rnd, S, LOW, LOW_EXP, MODE)
+        # unsigned: a carry past bit 31 (a NaN's payload) stays a code above the largest
+        mag = (res.to(tl.uint32, bitcast=True) >> S).to(tl.int32, bitcast=True) - ((EMIN_FIELD - 1) << M)
+        if LOW:
+            mag = tl.where((a >> 23) < EMIN_FIELD, k if SUB else k << M, mag)
     mag = tl.where(mag > MAX_CODE, OVER_CODE, mag)  # also every inf or NaN input
     if (INF_CODE != OVER_CODE) and (NAN_CODE != OVER_CODE):
         mag = tl.where(a >= 0x7F800000, tl.where(a == 0x7F800000, INF_CODE, NAN_CODE), mag)
@@ -41,57 +146,13 @@ def _round_code(b, rnd, S: tl.constexpr, EMIN_FIELD: tl.constexpr, SUB: tl.const
 
 
 @triton.jit
-def _nearest_code(b, S: tl.constexpr, EMIN_FIELD: tl.constexpr, BOUNDED: tl.constexpr):
-    """Magnitude code of |x| (x's bits ``b``) rounded to nearest-even on a format with subnormals, by
-    the float adder: the grid step of |x|'s binade is s = 2^(max(e, emin) − M), and
-    r = (|x| + s·2^23) − s·2^23 is |x| rounded to a multiple of s (the sum's unit in the last place
-    is s; ties to even).  Scaled by 2^(−126 − emin) the format's subnormals land on float32's
-    (exactly: r is a multiple of 2^(emin − M), M ≤ 23), so the pattern's top bits are the code:
-    code = bits(r·2^(−126 − emin)) >> (23 − M).  Where s·2^23 would overflow the exponent is clamped
-    (|x| ≥ 2^(128 − S): r stays above the format's largest binade, the caller's condition, so it
-    overflows as it should) unless BOUNDED (|x| < 2^104 or non-finite: the codes of non-finite
-    inputs are then unspecified)."""
-    eb = b & 0x7F800000
-    if not BOUNDED:
-        eb = tl.minimum(eb, (254 - S) << 23)
-    c = tl.maximum(eb + (S << 23), (EMIN_FIELD + S) << 23).to(tl.float32, bitcast=True)
-    r = (tl.abs(b.to(tl.float32, bitcast=True)) + c) - c
+def _magnitude_code(r, S: tl.constexpr, EMIN_FIELD: tl.constexpr):
+    """The magnitude code of r (float32 bits of a value on the grid of a format with subnormals,
+    or of one past its range: then a code above the largest): r·2^(1 − EMIN_FIELD) puts the
+    format's smallest normal binade on float32's and its subnormals on float32's (exactly: r is a
+    multiple of 2^(emin − M), M ≤ 23), so the pattern's top bits are the code."""
     down = tl.full([], (128 - EMIN_FIELD) << 23, tl.int32).to(tl.float32, bitcast=True)  # 2^(1 − EMIN_FIELD)
-    return (r * down).to(tl.int32, bitcast=True) >> S
-
-
-@triton.jit
-def _integer_code(a, rnd, S: tl.constexpr, EMIN_FIELD: tl.constexpr, SUB: tl.constexpr, MODE: tl.constexpr,
-                  M: tl.constexpr):
-    """Magnitude code of |x| (bits ``a``) by the integer formula of ``_round_code``."""
-    e = a >> 23
-    # From the binade FLOOR down every value rounds to 0 (nearest: 25 dropped bits leave less than
-    # half a step; stochastic: 54 leave a probability below the 2^-30 resolution), so e is raised
-    # to FLOOR, which also keeps every shift below 32; where FLOOR < 1 (float32's own subnormals
-    # still round to nonzero codes) the exponent is raised to 1 and the hidden bit dropped instead.
-    FLOOR: tl.constexpr = EMIN_FIELD + (S if SUB else 23) - (25 if MODE == 0 else 54)
-    if FLOOR >= 1:
-        ef = tl.maximum(e, FLOOR)
-        sig = (a & 0x7FFFFF) | 0x800000
-    else:
-        ef = tl.maximum(e, 1)
-        sig = tl.where(e > 0, (a & 0x7FFFFF) | 0x800000, a)
-    below = tl.maximum(EMIN_FIELD - ef, 0)  # binades below the format's normal range
-    if SUB:
-        sh = S + below
-    else:
-        sh = tl.where(below > 0, 23 + below, S)
-    if MODE == 0:  # sh ≤ 25 here
-        k = (sig + ((1 << (sh - 1)) - 1) + ((sig >> sh) & 1)) >> sh
-    else:  # sh ≤ 54 here
-        extra = tl.maximum(sh - 30, 0)  # 30 random bits at most: sig + rnd stays below 2^31
-        sh = tl.minimum(sh, 30)
-        k = ((sig >> extra) + (rnd & ((1 << sh) - 1))) >> sh
-    above = tl.maximum(ef - EMIN_FIELD, 0) << M
-    if SUB:
-        return above + k
-    else:
-        return tl.where(below > 0, k << M, above + k)
+    return (r.to(tl.float32, bitcast=True) * down).to(tl.int32, bitcast=True) >> S
 
 
 @triton.jit
@@ -150,7 +211,38 @@ def _code_constants(fmt: FloatFormat, rounding: str, saturate: bool, flagged: bo
         return {k["MAX_BITS"]: max_code, 0x7F800000: top << m}.get(bits, nan_code)
 
     over = code_of(k["OVER_BITS"])
-    return dict(S=k["S"], EMIN_FIELD=k["EMIN_FIELD"], SUB=fmt.subnormals, MAX_CODE=max_code, MODE=k["MODE"],
-                FNUZ=k["FNUZ"], M=m, EF=fmt.exp_field_bits, OVER_CODE=over,
+    return dict(S=k["S"], EMIN_FIELD=k["EMIN_FIELD"], LOW=k["LOW"], LOW_EXP=k["LOW_EXP"], ADDER=k["ADDER"],
+                SUB=fmt.subnormals, MAX_CODE=max_code, MODE=k["MODE"], FNUZ=k["FNUZ"], M=m, EF=fmt.exp_field_bits,
+                OVER_CODE=over,
                 INF_CODE=over if flagged else code_of(k["INF_OUT"]),
                 NAN_CODE=over if flagged else nan_code)
+
+
+def _constants(fmt: FloatFormat, rounding: str, saturate: bool) -> dict:
+    """The constants of ``_round_bits`` (``lowbit.quantize``) for ``fmt``."""
+    max_bits = fmt.max_bits(torch.float32)
+    nan_bits, inf_bits = 0x7FC00000, 0x7F800000
+    if saturate or rounding == "zero" or fmt.overflow == "saturate":
+        over = max_bits
+    else:
+        over = inf_bits if fmt.overflow == "inf" else nan_bits
+    if fmt.has_inf:
+        inf_out = inf_bits
+    else:
+        inf_out = max_bits if saturate or fmt.overflow == "saturate" else nan_bits
+    m2 = fmt.man_bits if fmt.subnormals else 0
+    emin_field = fmt.emin + 127
+    return dict(
+        S=23 - fmt.man_bits,
+        EMIN_FIELD=emin_field,
+        LOW=bool(emin_field >= 2 or not fmt.subnormals),
+        LOW_EXP=fmt.emin - m2,
+        MAX_BITS=max_bits,
+        OVER_BITS=over,
+        INF_OUT=inf_out,
+        FNUZ=not fmt.signed_zero,
+        MODE={"nearest": _NEAREST, "stochastic": _STOCHASTIC, "zero": _ZERO}[rounding],
+        # nearest rounding on the float adder: formats with subnormals whose largest binade e_max
+        # keeps s·2^23 finite, e_max + 127 + S ≤ 254 (all but bfloat16)
+        ADDER=bool(rounding == "nearest" and fmt.subnormals and (max_bits >> 23) + 23 - fmt.man_bits <= 254),
+    )
