@@ -172,7 +172,7 @@ def from_wire(p: Packet) -> Packet:
     return Packet(payload, p.shape, p.dtype, dict(p.meta))
 
 
-FIXED_SIZE = {  # codecs whose packet size is a formula of the tensor's size (Compressor.wire_bytes)
+FIXED_SIZE = {  # codecs whose packet size is a formula of the tensor's size (MultiTensor.wire_bytes)
     "identity": {}, "cast fp8": {"format": "fp8"}, "cast fp4": {"format": "fp4"}, "cast fp16": {"format": "fp16"},
     "cast fp4 block": {"format": "fp4", "scaling": "block"}, "cast fp8 block 16": {"format": "fp8", "scaling": "block",
                                                                                    "block": 16},

@@ -9,23 +9,17 @@ from __future__ import annotations
 
 import torch
 
-from .base import Compressor, Packet, Traits, _check_tensor, all_finite, register
-from .topk import index_dtype, k_of, scatter
+from .base import Packet, Traits, all_finite, register
+from .topk import Sparsifier, index_dtype, scatter
 
 
 @register("randk")
-class RandK(Compressor):
+class RandK(Sparsifier):
     traits = Traits(unbiased=True)
 
-    def __init__(self, ratio: float = 0.01):
-        k_of(ratio, 1)
-        self.ratio = ratio
-
     def encode(self, tensor, *, state=None, generator=None) -> Packet:
-        _check_tensor(tensor)
-        g = tensor.detach().reshape(-1).to(torch.float32)
+        g, k = self._flat(tensor)
         d = g.numel()
-        k = k_of(self.ratio, d)
         gdev = generator.device if generator is not None else g.device
         idx = torch.randperm(d, generator=generator, device=gdev)[:k].to(g.device)
         finite = all_finite(g).reshape(1).to(torch.uint8)

@@ -29,16 +29,24 @@ def scatter(packet: Packet, scale: float = 1.0) -> torch.Tensor:
     return out.reshape(packet.shape).to(packet.dtype)
 
 
-@register("topk")
-class TopK(Compressor):
+class Sparsifier(Compressor):
+    """A codec that sends k = ⌈ratio·d⌉ of a tensor's d entries (their indices and values)."""
+
     def __init__(self, ratio: float = 0.01):
         k_of(ratio, 1)
         self.ratio = ratio
 
-    def encode(self, tensor, *, state=None, generator=None) -> Packet:
+    def _flat(self, tensor) -> tuple[torch.Tensor, int]:
+        """(the tensor as a flat float32 vector, k)."""
         _check_tensor(tensor)
         g = tensor.detach().reshape(-1).to(torch.float32)
-        k = k_of(self.ratio, g.numel())
+        return g, k_of(self.ratio, g.numel())
+
+
+@register("topk")
+class TopK(Sparsifier):
+    def encode(self, tensor, *, state=None, generator=None) -> Packet:
+        g, k = self._flat(tensor)
         _, idx = torch.topk(torch.nan_to_num(g.abs(), nan=float("inf")), k, sorted=False)
         return Packet({"indices": idx.to(index_dtype(g.numel())), "values": g[idx]}, tuple(tensor.shape), tensor.dtype)
 

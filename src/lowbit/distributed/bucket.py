@@ -2,7 +2,7 @@
 is coded, sent and decoded — by the DDP hook and, with the same code, by the simulation.
 
 A bucket holds tensors g_1 … g_m laid end to end.  One call of the codec's multi-tensor path
-(:meth:`Compressor.flat_encode`) codes them all, each with its own scale s_j (QSGD's ‖g_j‖₂,
+(:meth:`MultiTensor.flat_encode`) codes them all, each with its own scale s_j (QSGD's ‖g_j‖₂,
 TernGrad's max|g_j|, IntSGD's 1/α_j), so every tensor keeps the distribution of its own
 per-tensor message; codes of consecutive tensors share bytes, so the coded part is at most
 Σ_j wire_bytes(d_j).  Error feedback (Seide et al.; Karimireddy et al.)

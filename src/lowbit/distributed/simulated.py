@@ -7,7 +7,7 @@ the cluster's codec and returns what the receiver decodes, with the bits sent.  
   (identity, cast without scaling, intsgd, natural, and error feedback around them: a shared
   public scale and per-coordinate rounding make the stacked call identical to n separate ones in
   distribution), one multi-tensor call with a scale per row for the other codecs that have one
-  (QSGD, TernGrad, signSGD: :meth:`Compressor.flat_roundtrip`), one call per worker otherwise;
+  (QSGD, TernGrad, signSGD: :meth:`MultiTensor.flat_roundtrip`), one call per worker otherwise;
   one generator for all workers.
 * per worker (``seed=s``): worker i encodes its own row with its own generator
   :func:`worker_generator` (s, i), exactly as rank i of a real ``torch.distributed`` run with the
@@ -173,7 +173,7 @@ class SimulatedCluster:
     def reduce_runs(self, rows: torch.Tensor, *, exact: bool = False):
         """:meth:`reduce` for R independent runs of this cluster stacked as rows (R × n × d, e.g.
         seeds; see :class:`lowbit.optim.DIANA`): each run's workers share
-        that run's scale s_r (:meth:`Compressor.run_scales`; IntSGD's α_r from a state holding R
+        that run's scale s_r (:meth:`MultiTensor.run_scales`; IntSGD's α_r from a state holding R
         values), the unit coder runs once over all R·n·d values, and ``info`` holds R values each."""
         R, n, d = rows.shape
         if n != self.n:

@@ -50,7 +50,7 @@ class QuantizedGradients(OptimizerWrapper):
     when the log is read.
 
     ``cuda_graph=True`` (CUDA, multi-tensor path, codecs that are
-    :meth:`~lowbit.compress.Compressor.graph_safe`): the codec's kernels are captured once in a
+    :meth:`~lowbit.compress.MultiTensor.graph_safe`): the codec's kernels are captured once in a
     CUDA graph and replayed each step, so the host launches one graph instead of a handful of
     kernels — what matters when the host, not the device, limits the step; the statistics' kernels
     and the finite check are captured with them.  Stochastic codecs
