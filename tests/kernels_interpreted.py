@@ -214,3 +214,18 @@ def test_mx_block_cast_equals_the_scaled_format_path(name, x):
     lo = lowbit.quantize(v, fmt, "zero")
     up = lowbit.quantize(torch.nextafter(d.abs(), torch.zeros(())), fmt, "zero")
     assert ((d == lo) | ((d.abs() > v.abs()) & (up == lo.abs()))).all() and int(fin) == 0
+
+
+@pytest.mark.parametrize("name", ["fp4", "fp8", "float8_e5m2"])
+@pytest.mark.parametrize("block", [32, 2, 1024])
+def test_mx_stochastic_block_cast_draws_the_stream_of_every_kernel(name, block, x):
+    """The stochastic MX encode draws value e's word as every other kernel does: its codes decode,
+    block by block, to ``quantize_triton``'s saturating stochastic rounding of x / X_b for the
+    same generator state, bit for bit (X_b the block's E8M0 scale; x / X_b is exact)."""
+    fmt = lowbit.get_format(name)
+    z = x[6:].clone()
+    codes, sc, fin = K.cast_block_encode(z, fmt, "stochastic", block, "fit", torch.Generator().manual_seed(7))
+    X = torch.ldexp(torch.ones(sc.numel()), sc.int() - 127).repeat_interleave(block)[: z.numel()]
+    dec = K.cast_decode(codes, fmt, z.numel(), None, scales=sc, block=block) / X
+    q = quantize_triton(z / X, fmt, "stochastic", True, torch.Generator().manual_seed(7))
+    assert int(fin) == 1 and torch.equal(dec, q)

@@ -7,9 +7,9 @@ import triton
 import triton.language as tl
 
 from ..formats import FloatFormat
-from .blocks import _load_block, _pick, _rem, _store
+from .blocks import _load4, _load_block, _pick, _rem, _store
 from .common import BLOCK, WARPS, _output, _seed
-from .philox import PHILOX_ROUNDS, _random_words
+from .philox import PHILOX_ROUNDS, block_words
 from .rounding import _code_constants, _max_nan, _pow2, _round_code, _value_bits
 
 
@@ -85,6 +85,53 @@ def _cast_decode_kernel(c_ptr, fin_ptr, scale_ptr, out_ptr, n, M: tl.constexpr, 
 
 
 @triton.jit
+def _mx_encode_block(x_ptr, out_ptr, scale_ptr, pid, rem, nblocks, nbytes, seed_ptr, S: tl.constexpr,
+                     EMIN_FIELD: tl.constexpr, LOW: tl.constexpr, LOW_EXP: tl.constexpr, ADDER: tl.constexpr,
+                     SUB: tl.constexpr, MAX_CODE: tl.constexpr, MODE: tl.constexpr, FNUZ: tl.constexpr, M: tl.constexpr,
+                     EF: tl.constexpr, OVER_CODE: tl.constexpr, INF_CODE: tl.constexpr, NAN_CODE: tl.constexpr,
+                     EMAX: tl.constexpr, MAXV: tl.constexpr, FIT: tl.constexpr, KB: tl.constexpr, WIDTH: tl.constexpr,
+                     ROUNDS: tl.constexpr, BLOCK: tl.constexpr, FULL: tl.constexpr):
+    """One program's codes and scales, a quarter (RQ whole scale blocks of KB values) at a time;
+    returns the largest |x| pattern (NaN's where one is NaN: ≥ 0x7F800000 for a non-finite input)."""
+    Q: tl.constexpr = BLOCK // 4
+    RQ: tl.constexpr = Q // KB
+    o = tl.arange(0, RQ)[:, None] * KB + tl.arange(0, KB)[None, :]
+    x0, x1, x2, x3 = _load4(x_ptr + pid * BLOCK, rem, Q, 0.0, FULL, o=o)
+    if MODE == 1:
+        r0, r1, r2, r3 = block_words(seed_ptr, pid, Q, ROUNDS)
+    else:
+        r0 = tl.zeros((Q,), tl.int32)  # unused
+        r1, r2, r3 = r0, r0, r0
+    top = tl.zeros((RQ,), tl.int32)
+    for j in tl.static_range(4):
+        b = _pick(j, x0, x1, x2, x3).to(tl.int32, bitcast=True)
+        # the pattern of max|x|, NaN where the block holds a NaN (patterns of non-negative floats order as values)
+        amax = tl.reduce(tl.abs(b.to(tl.float32, bitcast=True)), 1, _max_nan).to(tl.int32, bitcast=True)
+        e = (amax >> 23) - 127 - EMAX  # ⌊log₂ max|x|⌋ − EMAX where max|x| is normal
+        if FIT:
+            e += (amax.to(tl.float32, bitcast=True) > MAXV * _pow2(e).to(tl.float32, bitcast=True)).to(tl.int32)
+        # EMAX ≥ 2: a block whose max is 0 or subnormal has e + 127 < 0 (the exponent 0 either way), and
+        # e + 127 ≤ 253 for finite blocks, so 2^(127−e) is a normal float32
+        e = tl.minimum(tl.maximum(e + 127, 0), 254)
+        inv = (254 - e) << 23  # 2^(127−e)
+        v = (b.to(tl.float32, bitcast=True) * inv.to(tl.float32, bitcast=True)[:, None]).to(tl.int32, bitcast=True)
+        rnd = tl.reshape(_pick(j, r0, r1, r2, r3), (RQ, KB)) if MODE == 1 else v
+        # |v| < 2^(EMAX + 2) for finite inputs (the codes of non-finite ones are never read: the flag)
+        c = _round_code(v, rnd, S, EMIN_FIELD, LOW, LOW_EXP, ADDER, SUB, MAX_CODE, MODE, FNUZ, M, EF, OVER_CODE,
+                        INF_CODE, NAN_CODE, BOUNDED=True)
+        if WIDTH == 8:
+            _store(out_ptr + pid * BLOCK + j * Q, c.to(tl.uint8), o, nbytes - pid * BLOCK - j * Q, FULL)
+        else:  # four codes to an int16 word
+            word = tl.sum(tl.reshape(c, (Q // 4, 4)) << (tl.arange(0, 4) * 4)[None, :], axis=1)
+            base = pid * (BLOCK // 4) + j * (Q // 4)
+            _store(out_ptr + base, word.to(tl.int16), tl.arange(0, Q // 4), (nbytes + 1) // 2 - base, FULL)
+        _store(scale_ptr + pid * (BLOCK // KB) + j * RQ, e.to(tl.uint8), tl.arange(0, RQ),
+               nblocks - pid * (BLOCK // KB) - j * RQ, FULL)
+        top = tl.maximum(top, amax)
+    return tl.max(top, axis=0)
+
+
+@triton.jit
 def _mx_encode_kernel(x_ptr, out_ptr, scale_ptr, fin_ptr, n, nblocks, nbytes, seed_ptr, S: tl.constexpr,
                       EMIN_FIELD: tl.constexpr, LOW: tl.constexpr, LOW_EXP: tl.constexpr, ADDER: tl.constexpr,
                       SUB: tl.constexpr, MAX_CODE: tl.constexpr, MODE: tl.constexpr,
@@ -94,37 +141,20 @@ def _mx_encode_kernel(x_ptr, out_ptr, scale_ptr, fin_ptr, n, nblocks, nbytes, se
     """Block scaling (OCP MX) in one pass: per block of KB values the E8M0 exponent
     e = ⌊log₂ max|x|⌋ − EMAX + 127 (FIT: one more where max·2^(e−127) < max|x|; 0 for an all-zero
     block; clamped to [0, 254]), the codes of x·2^(127−e) rounded with saturation, and a flag per
-    program: were all inputs finite."""
-    R: tl.constexpr = BLOCK // KB
+    program: were all inputs finite.  The program reads its BLOCK values as four quarters of whole
+    scale blocks (KB ≤ BLOCK/4), so value j·Q + i draws word j of Philox counter pid·Q + i, the
+    stream of every stochastic kernel (``block_words``)."""
     pid = tl.program_id(0).to(tl.int64)
-    o = pid * BLOCK + tl.arange(0, R)[:, None] * KB + tl.arange(0, KB)[None, :]
-    b = tl.load(x_ptr + o, mask=o < n, other=0).to(tl.int32, bitcast=True)
-    # the pattern of max|x|, NaN where the block holds a NaN (patterns of non-negative floats order as values)
-    amax = tl.reduce(tl.abs(b.to(tl.float32, bitcast=True)), 1, _max_nan).to(tl.int32, bitcast=True)
-    e = (amax >> 23) - 127 - EMAX  # ⌊log₂ max|x|⌋ − EMAX where max|x| is normal
-    if FIT:
-        e += (amax.to(tl.float32, bitcast=True) > MAXV * _pow2(e).to(tl.float32, bitcast=True)).to(tl.int32)
-    # EMAX ≥ 2: a block whose max is 0 or subnormal has e + 127 < 0 (the exponent 0 either way), and
-    # e + 127 ≤ 253 for finite blocks, so 2^(127−e) is a normal float32
-    e = tl.minimum(tl.maximum(e + 127, 0), 254)
-    inv = (254 - e) << 23  # 2^(127−e)
-    v = (b.to(tl.float32, bitcast=True) * inv.to(tl.float32, bitcast=True)[:, None]).to(tl.int32, bitcast=True)
-    if MODE == 1:
-        rnd = tl.reshape(_random_words(seed_ptr, pid, BLOCK // 4, ROUNDS), (R, KB))
+    rem = _rem(n, pid, BLOCK)
+    if rem == BLOCK:
+        top = _mx_encode_block(x_ptr, out_ptr, scale_ptr, pid, rem, nblocks, nbytes, seed_ptr, S, EMIN_FIELD, LOW,
+                               LOW_EXP, ADDER, SUB, MAX_CODE, MODE, FNUZ, M, EF, OVER_CODE, INF_CODE, NAN_CODE, EMAX,
+                               MAXV, FIT, KB, WIDTH, ROUNDS, BLOCK, True)
     else:
-        rnd = v
-    # |v| < 2^(EMAX + 2) for finite inputs (the codes of non-finite ones are never read: the flag)
-    c = _round_code(v, rnd, S, EMIN_FIELD, LOW, LOW_EXP, ADDER, SUB, MAX_CODE, MODE, FNUZ, M, EF, OVER_CODE, INF_CODE, NAN_CODE,
-                    BOUNDED=True)
-    if WIDTH == 8:
-        tl.store(out_ptr + o, c.to(tl.uint8), mask=o < nbytes)
-    else:  # four codes to an int16 word
-        word = tl.sum(tl.reshape(c, (BLOCK // 4, 4)) << (tl.arange(0, 4) * 4)[None, :], axis=1)
-        ow = pid * (BLOCK // 4) + tl.arange(0, BLOCK // 4)
-        tl.store(out_ptr + ow, word.to(tl.int16), mask=ow < (nbytes + 1) // 2)
-    bi = pid * R + tl.arange(0, R)
-    tl.store(scale_ptr + bi, e.to(tl.uint8), mask=bi < nblocks)
-    tl.store(fin_ptr + pid, (tl.max(amax, axis=0) < 0x7F800000).to(tl.uint8))
+        top = _mx_encode_block(x_ptr, out_ptr, scale_ptr, pid, rem, nblocks, nbytes, seed_ptr, S, EMIN_FIELD, LOW,
+                               LOW_EXP, ADDER, SUB, MAX_CODE, MODE, FNUZ, M, EF, OVER_CODE, INF_CODE, NAN_CODE, EMAX,
+                               MAXV, FIT, KB, WIDTH, ROUNDS, BLOCK, False)
+    tl.store(fin_ptr + pid, (top < 0x7F800000).to(tl.uint8))
 
 
 def cast_encode(x: torch.Tensor, fmt: FloatFormat, rounding: str, saturate: bool, generator=None, *,
@@ -146,9 +176,10 @@ def cast_encode(x: torch.Tensor, fmt: FloatFormat, rounding: str, saturate: bool
 
 
 def block_fusable(fmt, block: int) -> bool:
-    """Whether ``cast_block_encode`` takes ``fmt`` with blocks of ``block`` values (formats whose
-    largest value is at least 4, as every MX element format's)."""
-    return (isinstance(fmt, FloatFormat) and fmt.code_bits in (4, 8) and fmt.emax >= 2 and 2 <= block <= BLOCK
+    """Whether ``cast_block_encode`` takes ``fmt`` with blocks of ``block`` values: formats whose
+    largest value is at least 4 (every MX element format), blocks of a power of two up to BLOCK/4
+    values (a quarter of a program holds whole blocks)."""
+    return (isinstance(fmt, FloatFormat) and fmt.code_bits in (4, 8) and fmt.emax >= 2 and 2 <= block <= BLOCK // 4
             and block & (block - 1) == 0)
 
 

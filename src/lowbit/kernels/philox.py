@@ -18,18 +18,9 @@ PHILOX_ROUNDS = 7
 @triton.jit
 def block_words(seed_ptr, pid, Q: tl.constexpr, ROUNDS: tl.constexpr):
     """The random words of program ``pid`` over BLOCK = 4·Q values, as int32: value j·Q + i of the
-    block draws word j of counter pid·Q + i.  Every stochastic kernel of lowbit but the MX block
-    encode maps its values to the stream this way, so a stream is a function of the seed and the
-    value's index alone, and kernels that round the same way give the same values."""
+    block draws word j of counter pid·Q + i.  Every stochastic kernel of lowbit maps its values to
+    the stream this way, so a stream is a function of the seed and the value's index alone, and
+    kernels that round the same way give the same values."""
     r0, r1, r2, r3 = tl.randint4x(tl.load(seed_ptr), (pid * Q + tl.arange(0, Q)).to(tl.int32), ROUNDS)
     return (r0.to(tl.int32, bitcast=True), r1.to(tl.int32, bitcast=True), r2.to(tl.int32, bitcast=True),
             r3.to(tl.int32, bitcast=True))
-
-
-@triton.jit
-def _random_words(seed_ptr, pid, Q: tl.constexpr, ROUNDS: tl.constexpr):
-    """4·Q random 31-bit words for a program's 4·Q coordinates: Philox-4x32 at counters
-    pid·Q … pid·Q + Q − 1, the four words of a counter going to four neighbouring coordinates."""
-    r0, r1, r2, r3 = tl.randint4x(tl.load(seed_ptr), (pid * Q + tl.arange(0, Q)).to(tl.int32), ROUNDS)
-    r = tl.reshape(tl.join(tl.join(r0, r1), tl.join(r2, r3)), (4 * Q,))
-    return r.to(tl.int32, bitcast=True) & 0x7FFFFFFF
