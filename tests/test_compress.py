@@ -626,3 +626,19 @@ def test_compiled_fp4_encode_gives_the_eager_codes_and_falls_back(monkeypatch):
     monkeypatch.setattr(compiled, "_compiled", broken)
     with pytest.warns(RuntimeWarning, match="running it eagerly"):
         assert torch.equal(codec.encode(x).payload["codes"], want)
+
+
+def test_fused_or_torch_is_chosen_in_one_place():
+    """``kernels.fused_codecs`` sends a call to the fused kernels only for CUDA tensors (floating
+    ones float32) when the codec's configuration has kernels: CPU tensors, a configuration without
+    kernels, and float64 take the torch code, so the codecs' CPU outputs come from torch."""
+    from lowbit import kernels
+
+    x = torch.zeros(8)
+    assert kernels.fused_codecs(x) is None and kernels.fused_codecs(x, when=False) is None
+    assert kernels.fused_codecs(x.double()) is None and kernels.fused_codecs(x.to(torch.uint8)) is None
+    if torch.cuda.is_available() and kernels.triton_available():
+        c = x.cuda()
+        assert kernels.fused_codecs(c) is not None and kernels.fused_codecs(c, c.to(torch.uint8)) is not None
+        assert kernels.fused_codecs(c, when=False) is None and kernels.fused_codecs(c.double()) is None
+        assert kernels.fused_codecs(c, x) is None  # one tensor off the device

@@ -6,7 +6,7 @@ indices); ``Packet.nbytes`` is their total size and ``Packet.to_bytes()`` produc
 ``Packet.meta`` holds what the receiver already knows without it being sent (shapes, a scale that
 every worker computes from public quantities, a mirrored shift).
 
-Declared properties, checked by the tests:
+Declared properties (one :class:`Traits` record, ``codec.traits``), checked by the tests; among them:
 
 * ``unbiased``: E[decode(encode(g))] = g for every g (over the codec's randomness).
 * ``summable``: packets add without decoding: decode(a ⊕ b) = decode(a) + decode(b) exactly
