@@ -642,3 +642,31 @@ def test_fused_or_torch_is_chosen_in_one_place():
         assert kernels.fused_codecs(c) is not None and kernels.fused_codecs(c, c.to(torch.uint8)) is not None
         assert kernels.fused_codecs(c, when=False) is None and kernels.fused_codecs(c.double()) is None
         assert kernels.fused_codecs(c, x) is None  # one tensor off the device
+
+
+DECLARED_BITS = [(n, {}) for n in lowbit.compressor_names()] + [
+    ("cast", {"format": "fp4", "scaling": "block"}), ("cast", {"format": "fp8", "scaling": "tensor"}),
+    ("cast", {"format": "fp6"}), ("qsgd", {"levels": 3}), ("intsgd", {"bits": 8, "alpha": 100.0}),
+    ("hintsgd", {"bits": 16, "n_workers": 2}), ("topk", {"ratio": 0.1}), ("randk", {"ratio": 0.1}),
+    ("signsgd", {"error_feedback": True}), ("qsgd", {"coding": "elias"})]
+
+
+def test_declared_bits_per_coordinate_are_the_packets():
+    """``traits.bits``, where declared, is what a packet of a large tensor costs per coordinate
+    (8·nbytes/numel), up to the tensor's few scalars and the padding of its last byte or block
+    (under 0.005 bits at 65,539 values); codecs whose size depends on the data declare None."""
+    g = torch.randn(65539, generator=torch.Generator().manual_seed(3))
+    declared = 0
+    for name, opts in DECLARED_BITS:
+        codec = get_compressor(name, **opts)
+        if name in ("isgq", "powersgd"):  # factors, or the shape's rank: no per-coordinate figure
+            assert codec.traits.bits is None, name
+            continue
+        state = codec.init_state(g)
+        p = codec.encode(g, state=state, generator=torch.Generator().manual_seed(0))
+        if codec.traits.bits is None:  # IntSGD's and HintSGD's automatic width, Elias codes
+            assert (name in ("intsgd", "hintsgd") and "bits" not in opts) or opts.get("coding") == "elias", name
+            continue
+        declared += 1
+        assert abs(8 * p.nbytes / g.numel() - codec.traits.bits) < 5e-3, (name, opts, p.bits_per_coordinate)
+    assert declared >= 16

@@ -96,6 +96,7 @@ class Traits:
     worker_state: bool = False  # a per-tensor state of each worker's own (PowerSGD's warm start and error)
     factored: bool = False  # encodes layer inputs and errors (ISGQ), not a gradient tensor
     omega: float | None = None  # relative variance bound ω: E‖C(v) − v‖² ≤ ω‖v‖² (None: none declared)
+    bits: float | None = None  # bits per coordinate on the wire, a tensor's few scalars aside (None: data-dependent)
     sent_meta: tuple = ()  # integer meta entries a receiver cannot know (they travel in a header)
 
 

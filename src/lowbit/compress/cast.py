@@ -77,7 +77,8 @@ class Cast(MultiTensor, Compressor):
         self.scaling = scaling
         self.block = block
         self.saturate = saturate
-        self.traits = replace(self.traits, unbiased=rounding == "stochastic", elementwise=scaling is None)
+        bits = self.fmt.code_bits + (8 / block if scaling == "block" else 0)  # an E8M0 exponent per block
+        self.traits = replace(self.traits, unbiased=rounding == "stochastic", elementwise=scaling is None, bits=bits)
         rule = "fit" if rounding == "stochastic" else "ocp"  # no clipping keeps stochastic unbiased
         self._scaled = ScaledFormat(self.fmt, scaling, block, rule) if scaling else None
         self._native = _NATIVE.get(self.fmt.label) if isinstance(self.fmt, FloatFormat) else None

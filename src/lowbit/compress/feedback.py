@@ -32,7 +32,7 @@ class _Wrapper(Compressor):
     def __init__(self, compressor: Compressor):
         self.inner = make_compressor(compressor) if isinstance(compressor, str) else compressor
         self.name = f"{type(self).__name__}({self.inner.name})"
-        self.traits = Traits(elementwise=self.inner.traits.elementwise)
+        self.traits = Traits(elementwise=self.inner.traits.elementwise, bits=self.inner.traits.bits)
 
     def init_state(self, tensor: torch.Tensor) -> FeedbackState:
         return FeedbackState(torch.zeros_like(tensor, dtype=torch.float32), self.inner.init_state(tensor))

@@ -12,7 +12,7 @@ from .many import MultiTensor
 class Identity(MultiTensor, Summable, Compressor):
     """Sends the tensor as float32: unbiased, and summable (floats add in flight)."""
 
-    traits = Traits(unbiased=True, summable=True, elementwise=True, omega=0.0)
+    traits = Traits(unbiased=True, summable=True, elementwise=True, omega=0.0, bits=32)
     reduce_ops = {"values": "sum"}
 
     def encode(self, tensor, *, state=None, generator=None) -> Packet:

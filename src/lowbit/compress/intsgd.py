@@ -102,7 +102,7 @@ class IntSGD(MultiTensor, Summable, WorkerAgreement, Compressor):
         self.n_workers = n_workers
         self.beta = beta
         self.sigma_sq = sigma_sq
-        self.traits = replace(self.traits, unbiased=rounding == "stochastic")
+        self.traits = replace(self.traits, unbiased=rounding == "stochastic", bits=bits)
 
     @property
     def adaptive(self) -> bool:

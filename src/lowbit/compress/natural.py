@@ -25,7 +25,7 @@ _SIGN_FACTORS = torch.where(BYTE_BITS, -1.0, 1.0)  # a set sign bit: negative
 
 @register("natural")
 class Natural(MultiTensor, Compressor):
-    traits = Traits(unbiased=True, elementwise=True, omega=1 / 8)
+    traits = Traits(unbiased=True, elementwise=True, omega=1 / 8, bits=9)
 
     def encode(self, tensor, *, state=None, generator=None) -> Packet:
         _check_tensor(tensor)

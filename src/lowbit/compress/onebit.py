@@ -13,7 +13,7 @@ import torch
 
 from ..kernels import cpu
 from ..packing import BYTE_BITS, pack, unpack, unpack_bytes
-from .base import Compressor, Packet, _check_tensor, byte_rows_mean, each_tensor, register, scratch
+from .base import Compressor, Packet, Traits, _check_tensor, byte_rows_mean, each_tensor, register, scratch
 from .many import MultiTensor, per_segment_where, segment_sums
 
 
@@ -23,6 +23,7 @@ class OneBit(MultiTensor, Compressor):
         if granularity not in ("tensor", "row"):
             raise ValueError(f"granularity is 'tensor' or 'row', got {granularity!r}")
         self.granularity = granularity
+        self.traits = Traits(bits=1)
 
     def _rows(self, t: torch.Tensor) -> torch.Tensor:
         if self.granularity == "row" and t.dim() >= 2:

@@ -11,6 +11,7 @@ for non-zero levels — much shorter when most levels are zero (small s).
 from __future__ import annotations
 
 import math
+from dataclasses import replace
 
 import torch
 
@@ -72,6 +73,7 @@ class QSGD(MultiTensor, Compressor):
         self.coding = coding
         self._lbits = max(1, math.ceil(math.log2(self.levels + 1)))
         self._fusable = coding == "fixed" and 1 + self._lbits in (2, 4, 6, 8)  # the kernels' code widths
+        self.traits = replace(self.traits, bits=1 + self._lbits if coding == "fixed" else None)
 
     def encode(self, tensor, *, state=None, generator=None) -> Packet:
         _check_tensor(tensor)

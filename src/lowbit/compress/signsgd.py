@@ -9,8 +9,8 @@ import torch
 
 from ..packing import BYTE_BITS, pack, unpack
 from ..kernels import cpu
-from .base import (Compressor, Packet, _check_tensor, byte_rows_mean, byte_table_decode, each_tensor, into, register,
-                   scratch)
+from .base import (Compressor, Packet, Traits, _check_tensor, byte_rows_mean, byte_table_decode, each_tensor, into,
+                   register, scratch)
 from .many import MultiTensor
 from .. import kernels
 
@@ -21,6 +21,8 @@ _UNIT = torch.where(_BITS, 1.0, -1.0)  # the eight signs of each byte as ±1.0
 
 @register("signsgd")
 class SignSGD(MultiTensor, Compressor):
+    traits = Traits(bits=1)
+
     def encode(self, tensor, *, state=None, generator=None) -> Packet:
         _check_tensor(tensor)
         g = tensor.detach().reshape(-1).to(torch.float32)

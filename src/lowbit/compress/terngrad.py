@@ -23,7 +23,7 @@ from .. import kernels
 class TernGrad(MultiTensor, Compressor):
     def __init__(self, clip: float | None = None):
         self.clip = clip
-        self.traits = replace(self.traits, unbiased=clip is None)
+        self.traits = replace(self.traits, unbiased=clip is None, bits=2)
 
     def encode(self, tensor, *, state=None, generator=None) -> Packet:
         _check_tensor(tensor)

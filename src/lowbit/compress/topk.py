@@ -7,6 +7,7 @@ entries).  Use with ErrorFeedback for convergence.
 from __future__ import annotations
 
 import math
+from dataclasses import replace
 
 import torch
 
@@ -35,6 +36,7 @@ class Sparsifier(Compressor):
     def __init__(self, ratio: float = 0.01):
         k_of(ratio, 1)
         self.ratio = ratio
+        self.traits = replace(self.traits, bits=64 * ratio)  # an int32 index and a float32 value per kept entry
 
     def _flat(self, tensor) -> tuple[torch.Tensor, int]:
         """(the tensor as a flat float32 vector, k)."""
