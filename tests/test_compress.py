@@ -19,6 +19,8 @@ import pytest
 import torch
 
 import lowbit
+from lowbit import kernels
+from lowbit.cli import main
 from lowbit.compress import ErrorFeedback, Factored, MultiTensor, Packet, Shifted, Summable, Traits, get_compressor
 from lowbit.compress.qsgd import l2norm
 from lowbit.kernels import cpu as _cpu
@@ -632,8 +634,6 @@ def test_fused_or_torch_is_chosen_in_one_place():
     """``kernels.fused_codecs`` sends a call to the fused kernels only for CUDA tensors (floating
     ones float32) when the codec's configuration has kernels: CPU tensors, a configuration without
     kernels, and float64 take the torch code, so the codecs' CPU outputs come from torch."""
-    from lowbit import kernels
-
     x = torch.zeros(8)
     assert kernels.fused_codecs(x) is None and kernels.fused_codecs(x, when=False) is None
     assert kernels.fused_codecs(x.double()) is None and kernels.fused_codecs(x.to(torch.uint8)) is None
@@ -670,3 +670,15 @@ def test_declared_bits_per_coordinate_are_the_packets():
         declared += 1
         assert abs(8 * p.nbytes / g.numel() - codec.traits.bits) < 5e-3, (name, opts, p.bits_per_coordinate)
     assert declared >= 16
+
+
+def test_codecs_table_from_the_cli(capsys):
+    """``lowbit codecs`` lists every registered codec with its declared traits beside what its
+    packet measured: the declared bits per coordinate equal the measured ones where declared."""
+    assert main(["codecs", "--numel", "8192"]) == 0
+    rows = {line.split()[0]: line.split() for line in capsys.readouterr().out.splitlines()[1:] if line.strip()}
+    for name in lowbit.compressor_names():
+        cols = rows[name]
+        assert cols[1:3] == [str(get_compressor(name).unbiased), str(get_compressor(name).summable)]
+        if cols[3] != "data":
+            assert abs(float(cols[3]) - float(cols[4])) < 0.01, cols
