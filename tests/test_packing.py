@@ -64,3 +64,22 @@ def test_special_codes():
         encode(torch.tensor([float("nan")]), "fp4")
     with pytest.raises(TypeError):
         decode(torch.zeros(3, dtype=torch.int32), fn, (3,))
+
+
+@pytest.mark.parametrize("w", list(range(1, 17)) + [24, 32])
+def test_pack_equals_numpys_bit_order_for_every_width(w):
+    """pack's bytes against an independent oracle — numpy's packbits of each code's w bits, low
+    bit first — for every width, sizes that leave a partial group, and uint8/int32/int64 codes;
+    the input is left unchanged."""
+    np = pytest.importorskip("numpy")
+    g = torch.Generator().manual_seed(w)
+    for n in (0, 1, 3, 5, 8, 13, 1000, 4099):
+        codes = torch.randint(0, 2**w, (n,), generator=g)
+        bits = ((codes.numpy()[:, None] >> np.arange(w)) & 1).astype(np.uint8).reshape(-1)
+        want = np.packbits(bits, bitorder="little")
+        for dt in ((torch.uint8,) if w <= 8 else ()) + (torch.int32, torch.int64):
+            c = codes.to(dt)
+            keep = c.clone()
+            got = pack(c, w)
+            assert got.dtype == torch.uint8 and got.numpy().tobytes() == want.tobytes(), (w, n, dt)
+            assert torch.equal(c, keep)

@@ -62,8 +62,22 @@ def pack(codes: torch.Tensor, w: int) -> torch.Tensor:
         for i in range(1, per):
             out |= c[:, i] << (w * i)
         return out
-    c = codes.reshape(-1).to(torch.int64)
     g = _group(w)
+    if g is not None and g[0] * w <= 64 and codes.device.type == "cpu" and sys.byteorder == "little":
+        # a group of codes in the low bytes of one little-endian int32 (3, 6 bits) or int64 (5, 7, …
+        # bits) word, one OR per slot
+        per, nb = g
+        dt, size = (torch.int32, 4) if per * w <= 32 else (torch.int64, 8)
+        c = codes.reshape(-1)
+        pad = (-n) % per
+        if pad:
+            c = torch.nn.functional.pad(c, (0, pad))
+        c = c.view(-1, per)
+        word = torch.empty(c.shape[0], dtype=dt).copy_(c[:, 0])
+        for i in range(1, per):
+            word |= c[:, i].to(dt) << (w * i)
+        return word.view(torch.uint8).view(-1, size)[:, :nb].reshape(-1)[:nbytes]
+    c = codes.reshape(-1).to(torch.int64)
     if g is None:  # general width: expand to bits
         bits = (c[:, None] >> torch.arange(w, device=c.device)) & 1
         bits = torch.nn.functional.pad(bits.reshape(-1), (0, nbytes * 8 - n * w))
