@@ -2,11 +2,13 @@
 
 import math
 
+import numpy as np
 import pytest
 import torch
 
 import lowbit
-from lowbit.packing import decode, encode, pack, unpack
+from lowbit.packing import decode, encode, float_codes, pack, unpack
+from oracles import ML_DTYPES
 
 NAMES = ["float16", "bfloat16", "float8_e4m3fn", "float8_e4m3", "float8_e5m2", "float8_e3m4",
          "float8_e4m3fnuz", "float8_e5m2fnuz", "float6_e3m2fn", "float6_e2m3fn", "float4_e2m1fn",
@@ -71,7 +73,6 @@ def test_pack_equals_numpys_bit_order_for_every_width(w):
     """pack's bytes against an independent oracle — numpy's packbits of each code's w bits, low
     bit first — for every width, sizes that leave a partial group, and uint8/int32/int64 codes;
     the input is left unchanged."""
-    np = pytest.importorskip("numpy")
     g = torch.Generator().manual_seed(w)
     for n in (0, 1, 3, 5, 8, 13, 1000, 4099):
         codes = torch.randint(0, 2**w, (n,), generator=g)
@@ -83,3 +84,21 @@ def test_pack_equals_numpys_bit_order_for_every_width(w):
             got = pack(c, w)
             assert got.dtype == torch.uint8 and got.numpy().tobytes() == want.tobytes(), (w, n, dt)
             assert torch.equal(c, keep)
+
+
+@pytest.mark.parametrize("name", sorted(ML_DTYPES))
+def test_codes_of_quantized_values_are_ml_dtypes_bits(name):
+    """float_codes of values on the format's grid (signed zeros, subnormals, the largest finite,
+    values over 40 binades) are the bit patterns ml_dtypes stores for them (an independent oracle);
+    with a NaN or inf among them the general formula runs, and gives the same codes elsewhere."""
+    fmt = lowbit.get_format(name)
+    g = torch.Generator().manual_seed(1)
+    x = torch.randn(50_000, generator=g) * 2.0 ** torch.randint(-30, 12, (50_000,), generator=g)
+    x[:3] = torch.tensor([0.0, -0.0, fmt.max])
+    q = lowbit.quantize(x, fmt, saturate=True)
+    bits = np.asarray(q.numpy().astype(ML_DTYPES[name])).view(np.uint8 if fmt.code_bits <= 8 else np.uint16)
+    codes = float_codes(q, fmt, quantized=True)
+    assert codes.dtype == torch.int64 and np.array_equal(codes.numpy(), bits.astype(np.int64))
+    if fmt.has_nan or fmt.has_inf:
+        special = torch.cat([q, torch.tensor([float("nan") if fmt.has_nan else float("inf")])])
+        assert torch.equal(float_codes(special, fmt, quantized=True)[:-1], codes)

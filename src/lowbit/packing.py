@@ -154,6 +154,8 @@ def float_codes(x: torch.Tensor, fmt: FloatFormat, *, quantized: bool = False, n
     without a NaN code raises ValueError, unless ``nan_ok`` (then its code is unspecified and the
     caller carries the information, as the ``cast`` compressor does)."""
     q = (x if quantized else quantize(x, fmt)).reshape(-1).to(torch.float32)
+    if _grid_scalable(fmt) and bool(torch.isfinite(q).all()):
+        return _grid_codes(q, fmt)
     b = q.view(torch.int32).to(torch.int64)
     sign = (b >> 31) & 1
     a = b & 0x7FFFFFFF
@@ -182,6 +184,23 @@ def float_codes(x: torch.Tensor, fmt: FloatFormat, *, quantized: bool = False, n
             field = torch.where(isnan, torch.zeros_like(field), field)
             mant = torch.where(isnan, torch.zeros_like(mant), mant)
     return (sign << (ef + m)) | (field << m) | mant
+
+
+def _grid_scalable(fmt: FloatFormat) -> bool:
+    """Formats whose codes :func:`_grid_codes` computes: subnormals, the IEEE bias 1 − emin, a
+    smallest normal binade at or above float32's, and a mantissa narrower than float32's."""
+    return fmt.subnormals and fmt.emin == 1 - fmt.bias and fmt.emin >= -126 and fmt.man_bits < 23
+
+
+def _grid_codes(q: torch.Tensor, fmt: FloatFormat) -> torch.Tensor:
+    """Codes (int64) of finite float32 values on ``fmt``'s grid, as the kernels compute them: scaled
+    by 2^(−126 − emin) the format's smallest normal binade lands on float32's and its subnormals on
+    float32's subnormals (exactly: every value is a multiple of 2^(emin − m)), so the top bits of
+    the pattern, shifted right by 23 − m, are the exponent field and mantissa; then the sign bit."""
+    m, ef = fmt.man_bits, fmt.exp_field_bits
+    mag = (q.abs() * 2.0 ** (-126 - fmt.emin)).view(torch.int32) >> (23 - m)
+    sign = (q.view(torch.int32) >> 31) & 1
+    return (mag | (sign << (ef + m))).to(torch.int64)
 
 
 def int_codes(x: torch.Tensor, fmt: IntFormat, *, quantized: bool = False) -> torch.Tensor:
