@@ -154,7 +154,7 @@ def float_codes(x: torch.Tensor, fmt: FloatFormat, *, quantized: bool = False, n
     without a NaN code raises ValueError, unless ``nan_ok`` (then its code is unspecified and the
     caller carries the information, as the ``cast`` compressor does)."""
     q = (x if quantized else quantize(x, fmt)).reshape(-1).to(torch.float32)
-    if _grid_scalable(fmt) and bool(torch.isfinite(q).all()):
+    if q.device.type == "cpu" and _grid_scalable(fmt) and bool(torch.isfinite(q).all()):  # a free host read here
         return _grid_codes(q, fmt)
     b = q.view(torch.int32).to(torch.int64)
     sign = (b >> 31) & 1
