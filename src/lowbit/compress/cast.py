@@ -194,10 +194,10 @@ class Cast(MultiTensor, Compressor):
 
     def roundtrip(self, tensor, *, state=None, generator=None):
         """The rounded tensor and the packet size, without packing codes (no scaling only)."""
-        if self._scaled is not None or kernels.fused_codecs(tensor.detach().to(torch.float32), when=self._fusable):
-            return super().roundtrip(tensor, state=state, generator=generator)
         _check_tensor(tensor)
         t = tensor.detach().to(torch.float32)
+        if self._scaled is not None or kernels.fused_codecs(t, when=self._fusable):
+            return super().roundtrip(tensor, state=state, generator=generator)
         q = quantize(t, self.fmt, self.rounding, saturate=self.saturate, generator=generator)
         nbytes = self.fmt.nbytes(t.numel()) + (0 if self.fmt.has_nan else 1)
         if not self.fmt.has_nan:  # as decode does: NaN everywhere when the input was not finite
