@@ -2,8 +2,9 @@
 bucket (11.2 M float32), one thread, through ``lowbit.distributed.bucket.BucketCoder`` — the encode a
 rank makes, and the mean of two ranks' messages it decodes (the in-flight sum's decode for
 summable codecs).  Best of ``--reps`` after a warm-up; the peers, measured in the same run: a
-copy of the bucket (read + write), and drawing one random word in [0, 2^31) per value from torch's
-CPU generator (what bit-exact stochastic rounding consumes).  ``encode, words ahead``: the encode after
+copy of the bucket (read + write), drawing one random word in [0, 2^31) per value from torch's
+CPU generator (what the CPU's stochastic rounding drew before lowbit's own stream), and lowbit's
+stream's words (``lowbit.kernels.stream``: what it draws now).  ``encode, words ahead``: the encode after
 ``lowbit.quantize.draw_ahead`` has drawn its random words (what the DDP hook arranges while a
 bucket is on the wire).
 
@@ -66,8 +67,16 @@ def main() -> None:
     draw_s = best(lambda: words.random_(0, 2**31, generator=g), args.reps)  # what bit-exact stochastic rounding draws
     rows = [{"codec": "peer: copy of the bucket", "encode_ms": 1e3 * copy_s},
             {"codec": "peer: torch's random words in [0, 2^31), one per value", "encode_ms": 1e3 * draw_s}]
+    try:
+        from lowbit.kernels import stream
+    except ImportError:  # a release without it
+        stream = None
+    if stream is not None:
+        stream_s = best(lambda: stream.words(words, 12345), args.reps)
+        rows.append({"codec": "lowbit's stream: Philox words, one per value", "encode_ms": 1e3 * stream_s})
     print(f"{sum(sizes):,} float32 in {len(sizes)} tensors, one thread; copy {1e3 * copy_s:.1f} ms; "
-          f"random words {1e3 * draw_s:.1f} ms ({1e9 * draw_s / sum(sizes):.1f} ns per value)")
+          f"torch's random words {1e3 * draw_s:.1f} ms ({1e9 * draw_s / sum(sizes):.1f} ns per value)"
+          + (f"; lowbit's stream {1e3 * stream_s:.1f} ms" if stream is not None else ""))
     print(f"{'codec':20s} {'encode ms':>10s} {'words ahead':>12s} {'mean of 2 ms':>13s}")
     for label, make in CODECS.items():
         coder = BucketCoder(make(), sizes, "cpu", shapes=shapes)

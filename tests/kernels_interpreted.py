@@ -17,6 +17,10 @@ from lowbit.kernels import codecs_triton as K  # noqa: E402
 from lowbit.kernels.quantize_triton import quantize_triton  # noqa: E402
 from lowbit.packing import decode_lut, float_codes, pack  # noqa: E402
 from lowbit.quantize import round_integer, scaled_values  # noqa: E402
+from lowbit.kernels import stream  # noqa: E402
+from lowbit.kernels.philox import PHILOX_ROUNDS, block_words  # noqa: E402
+import triton  # noqa: E402
+import triton.language as tl  # noqa: E402
 
 CAST_FORMATS = ["fp8", "float8_e5m2", "float8_e4m3fnuz", "float8_e4m3", "fp4", "e3m4", "float8_e4m3b11fnuz", "e2m1"]
 
@@ -229,3 +233,50 @@ def test_mx_stochastic_block_cast_draws_the_stream_of_every_kernel(name, block, 
     dec = K.cast_decode(codes, fmt, z.numel(), None, scales=sc, block=block) / X
     q = quantize_triton(z / X, fmt, "stochastic", True, torch.Generator().manual_seed(7))
     assert int(fin) == 1 and torch.equal(dec, q)
+
+
+@triton.jit
+def _words_kernel(seed_ptr, out_ptr, Q: tl.constexpr):
+    pid = tl.program_id(0)
+    r0, r1, r2, r3 = block_words(seed_ptr, pid, Q, PHILOX_ROUNDS)
+    o = pid * 4 * Q + tl.arange(0, Q)
+    tl.store(out_ptr + o, r0)
+    tl.store(out_ptr + o + Q, r1)
+    tl.store(out_ptr + o + 2 * Q, r2)
+    tl.store(out_ptr + o + 3 * Q, r3)
+
+
+def test_the_cpu_draws_the_kernels_words():
+    """lowbit.kernels.stream's CPU words are the kernels' block_words, less their top bit."""
+    seed = torch.tensor([987654321], dtype=torch.int64)
+    got = torch.empty(3 * 4096, dtype=torch.int32)
+    _words_kernel[(3,)](seed, got, Q=1024)
+    assert torch.equal(got & 0x7FFFFFFF, stream.words(torch.empty(3 * 4096, dtype=torch.int32), 987654321))
+
+
+@pytest.mark.parametrize("name", CAST_FORMATS + ["bfloat16", "fp16"])
+def test_cpu_stochastic_rounding_is_the_kernels_bit_for_bit(name, x):
+    """One stream and one rounding on both devices: for the same generator state the CPU's
+    stochastic ``quantize`` and cast codec give the kernels' values bit for bit."""
+    fmt = lowbit.get_format(name)
+    q = quantize_triton(x, fmt, "stochastic", False, torch.Generator().manual_seed(5))
+    assert _same(lowbit.quantize(x, name, "stochastic", generator=torch.Generator().manual_seed(5)), q).all()
+    if fmt.bits <= 8:  # the codec on finite values (a packet with a non-finite value decodes to NaN)
+        z = x[6:]
+        codes, _ = K.cast_encode(z, fmt, "stochastic", False, torch.Generator().manual_seed(5))
+        c = lowbit.get_compressor("cast", format=name, rounding="stochastic")
+        dec = c.decode(c.encode(z, generator=torch.Generator().manual_seed(5)))
+        assert _same(dec, K.cast_decode(codes, fmt, z.numel())).all()
+
+
+@pytest.mark.parametrize("name", ["fp4", "fp8"])
+def test_cpu_mx_and_natural_stochastic_codecs_are_the_kernels_bit_for_bit(name, x):
+    """The same for block-scaled (MX) casts and natural compression, on finite values."""
+    fmt, x = lowbit.get_format(name), x[6:]
+    c = lowbit.get_compressor("cast", format=name, rounding="stochastic", scaling="block", block=32)
+    codes, sc, _ = K.cast_block_encode(x, fmt, "stochastic", 32, c._scaled.rule, torch.Generator().manual_seed(7))
+    dec = c.decode(c.encode(x, generator=torch.Generator().manual_seed(7)))
+    assert _same(dec, K.cast_decode(codes, fmt, x.numel(), None, scales=sc, block=32)).all()
+    e, s = K.natural_encode(x, torch.Generator().manual_seed(7))
+    nat = lowbit.get_compressor("natural")
+    assert _same(nat.decode(nat.encode(x, generator=torch.Generator().manual_seed(7))), K.natural_decode(e, s, x.numel())).all()

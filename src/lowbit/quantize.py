@@ -38,7 +38,7 @@ import numpy as np
 import torch
 
 from . import kernels
-from .kernels import cpu
+from .kernels import cpu, stream
 from .formats import FloatFormat, IntFormat, get_format
 from .scaling import ScaledFormat
 from .ste import straight_through
@@ -75,7 +75,23 @@ def _check(x: torch.Tensor, rounding: str) -> None:
         raise ValueError(f"rounding must be one of {ROUNDINGS}, got {rounding!r}")
 
 
+class _Drawn:
+    """A chunk's slice of the words drawn for a whole vector, standing in for its generator."""
+
+    __slots__ = ("words",)
+
+    def __init__(self, words: torch.Tensor):
+        self.words = words
+
+
 def _random_bits(x: torch.Tensor, bits: _Bits, generator) -> torch.Tensor:
+    """Random words in [0, 2^31) (float32 values) or [0, 2^62) (float64), one per value of x.  A
+    CPU float32 tensor takes the words of lowbit's Philox stream (:func:`random_words`); the other
+    cases draw from the generator's own stream (on the CPU, a Mersenne Twister per chunk)."""
+    if isinstance(generator, _Drawn):
+        return generator.words.view(x.shape)
+    if bits.it == torch.int32 and x.device.type == "cpu" and (generator is None or generator.device.type == "cpu"):
+        return random_words(x.numel(), generator).view(x.shape)
     high = 2**31 if bits.it == torch.int32 else 2**62
     if generator is not None and generator.device != x.device:
         r = torch.randint(0, high, x.shape, dtype=bits.it, device=generator.device, generator=generator)
@@ -84,8 +100,9 @@ def _random_bits(x: torch.Tensor, bits: _Bits, generator) -> torch.Tensor:
 
 
 # CPU: elementwise work on large tensors runs in cache-sized chunks on a small thread pool (torch
-# ops release the GIL); stochastic rounding then seeds one generator per chunk from a base seed
-# drawn from the caller's generator, so the result does not depend on scheduling.
+# ops release the GIL); stochastic rounding of float32 values draws the whole vector's words first
+# (one seed, lowbit's Philox stream), that of float64 values seeds one generator per chunk from a
+# base seed drawn from the caller's generator: the result does not depend on scheduling.
 CHUNK = 1 << 17
 _POOL: ThreadPoolExecutor | None = None
 _POOL_LOCK = threading.Lock()
@@ -111,9 +128,14 @@ def _elementwise(x: torch.Tensor, rounding: str, generator, fn) -> torch.Tensor:
     if x.device.type != "cpu":
         return fn(flat, generator).reshape(x.shape)
     n = flat.numel()
+    if rounding == "stochastic" and flat.dtype == torch.float32 and (generator is None or generator.device.type == "cpu"):
+        words = random_words(n, generator)
+        chunk_gen = lambda i: _Drawn(words[i * CHUNK : (i + 1) * CHUNK])  # noqa: E731
+        generator = _Drawn(words)
+    else:
+        chunk_gen = _chunk_generators(generator) if rounding == "stochastic" else lambda i: None
     if n <= CHUNK:
         return fn(flat, generator).reshape(x.shape)
-    chunk_gen = _chunk_generators(generator) if rounding == "stochastic" else lambda i: None
     out = torch.empty_like(flat)
 
     def work(i: int) -> None:
@@ -124,30 +146,18 @@ def _elementwise(x: torch.Tensor, rounding: str, generator, fn) -> torch.Tensor:
     return out.reshape(x.shape)
 
 
-def _draw_words(words: torch.Tensor, generator, parallel: bool = True) -> torch.Tensor:
-    n = words.numel()
-    if n <= CHUNK:
-        return words.random_(0, 2**31, generator=generator)
-    chunk_gen = _chunk_generators(generator)
-
-    def work(i: int) -> None:
-        lo = i * CHUNK
-        words[lo : lo + CHUNK].random_(0, 2**31, generator=chunk_gen(i))
-
-    chunks = range((n + CHUNK - 1) // CHUNK)
-    if parallel:
-        list(_pool().map(work, chunks))
-    else:
-        for i in chunks:
-            work(i)
-    return words
+def _draw_words(words: torch.Tensor, generator) -> torch.Tensor:
+    """``words`` ← the first n words of lowbit's Philox stream (:mod:`lowbit.kernels.stream`) for
+    one seed drawn from ``generator``, less their top bit: the words the Triton kernels draw for
+    values 0 … n − 1 with that seed."""
+    return stream.words(words, stream.draw_seed(generator))
 
 
 def random_words(n: int, generator) -> torch.Tensor:
-    """The int32 random words in [0, 2^31) that :func:`_elementwise`'s chunks of a CPU float32
-    vector of n values draw (the same stream), in one reused buffer — or the words
-    :func:`draw_ahead` drew already from this generator's present state (then the generator is
-    moved on exactly as the draw would have)."""
+    """The int32 random words in [0, 2^31) of a CPU stochastic rounding of n float32 values, in one
+    reused buffer: one seed drawn from ``generator``, then the stream's words for values 0 … n − 1
+    (:func:`_draw_words`) — or the words :func:`draw_ahead` drew already from this generator's
+    present state (then the generator is moved on exactly as the draw would have)."""
     ahead = _AHEAD.pop(generator, None) if generator is not None else None
     if generator is not None and generator.device.type == "cpu":
         _LAST_DRAW[generator] = n
@@ -202,9 +212,8 @@ def draw_ahead(generator: torch.Generator, n: int | None = None) -> None:
     """Start drawing, on a background thread, the random words that the next CPU stochastic
     rounding of n float32 values from ``generator`` will use — while the caller waits for a
     network, say (a DDP hook between its encode and the next step's); n defaults to the size of
-    the last such rounding from this generator (nothing is drawn if there was none, or if it ran
-    on the eager passes, which draw in their own order).  The draw runs on a copy of
-    the generator: ``generator`` itself is untouched, and the words are used only if, when they
+    the last such rounding from this generator (nothing is drawn if there was none).  The draw
+    runs on a copy of the generator: ``generator`` itself is untouched, and the words are used only if, when they
     are asked for, the generator is still in the state they were drawn from and n is the same;
     otherwise they are dropped and drawn anew.  Either way the values are those of drawing then."""
     global _AHEAD_THREAD
@@ -225,7 +234,7 @@ def draw_ahead(generator: torch.Generator, n: int | None = None) -> None:
     def draw():
         copy = torch.Generator().manual_seed(0)
         copy.set_state(before)
-        _draw_words(buf, copy, parallel=False)  # the pool may be busy with the caller's own work
+        _draw_words(buf, copy)
         return buf, before, copy.get_state()
 
     _AHEAD[generator] = _AHEAD_THREAD.submit(draw)

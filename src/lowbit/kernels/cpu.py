@@ -5,8 +5,8 @@ compilation (seconds, once per process; inductor caches the code on disk).
 Each compiled pass has an eager twin that is the reference and the fallback: the results are the
 same bits (tested).  ``LOWBIT_CPU_COMPILE=0`` turns them off; where compilation fails (no C++
 compiler, say) the eager path runs, with one warning; before torch 2.13 the eager paths always
-run.  Random words are always drawn eagerly, from the caller's generator, so a compiled pass
-consumes exactly the stream of its eager twin."""
+run.  Random words come first, from one seed drawn from the caller's generator
+(:mod:`lowbit.kernels.stream`), so a compiled pass consumes exactly the words of its eager twin."""
 
 from __future__ import annotations
 
@@ -41,10 +41,14 @@ TORCH_OK = tuple(int(p) for p in torch.__version__.split("+")[0].split(".")[:2])
 _broken: set[str] = set()
 
 
+def compiling() -> bool:
+    """Whether the compiled passes are on (torch ≥ 2.13 and ``LOWBIT_CPU_COMPILE`` is not 0)."""
+    return TORCH_OK and os.environ.get("LOWBIT_CPU_COMPILE", "1") != "0"
+
+
 def wanted(t: torch.Tensor) -> bool:
     """Whether a CPU buffer is large enough for the compiled passes (and they are on)."""
-    return (TORCH_OK and t.device.type == "cpu" and t.numel() >= MIN_VALUES
-            and os.environ.get("LOWBIT_CPU_COMPILE", "1") != "0")
+    return t.device.type == "cpu" and t.numel() >= MIN_VALUES and compiling()
 
 
 @functools.lru_cache(maxsize=None)

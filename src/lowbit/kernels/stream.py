@@ -1,0 +1,101 @@
+"""lowbit's random stream: Philox-4x32 (Salmon, Moraes, Dror and Shaw, "Parallel random numbers:
+as easy as 1, 2, 3", SC'11), a counter-based generator, on the GPU and on the CPU.
+
+A stochastic rounding of n float32 values draws one seed s ∈ [0, 2^31 − 1) from the caller's
+torch generator, then value k takes one 32-bit word: with blocks of 4·Q values (Q = 1024),
+value k = 4Q·b + Q·j + i takes word j of Philox-4x32-R(counter = (Q·b + i, 0, 0, 0),
+key = (s, 0)).  The words are a function of (s, k) alone, so a vector can be cut anywhere and its
+pieces computed in any order or on any device.  The Triton kernels compute them in registers
+(:func:`lowbit.kernels.philox.block_words`); the CPU computes the same words into a buffer
+(:func:`words`), by one loop compiled with ``torch.compile`` or by numpy.
+
+``ROUNDS = 7``: Salmon et al. find 7 rounds of Philox-4x32 free of BigCrush failures (10, cuRAND's
+and ``tl.randint4x``'s default, adds a safety margin); 7 rounds make the GPU kernels faster
+(BENCHMARKS.md).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from . import cpu
+
+ROUNDS = 7
+Q = 1024  # counters per block of 4·Q values
+M0, M1 = 0xD2511F53, 0xCD9E8D57  # the round multipliers
+W0, W1 = 0x9E3779B9, 0xBB67AE85  # the key increments (Weyl sequence)
+_MASK = 0xFFFFFFFF
+# below this many values numpy's passes beat a compiled loop's call overhead
+COMPILED_FROM = 1 << 15
+
+
+def philox_numpy(counters: np.ndarray, key: int, rounds: int = ROUNDS) -> tuple[np.ndarray, ...]:
+    """The four words (uint64 arrays holding 32-bit values) of Philox-4x32-``rounds`` at counters
+    (c, 0, 0, 0) with key (key mod 2^32, key ≫ 32): each round maps (c0, c1, c2, c3) to
+    (hi(M1·c2) ⊕ c1 ⊕ k0, lo(M1·c2), hi(M0·c0) ⊕ c3 ⊕ k1, lo(M0·c0)), then the key is
+    raised by (W0, W1).  The products of two 32-bit numbers are exact in uint64; (c0, c2) and
+    (c1, c3) are the rows of two arrays, so a round is five numpy calls."""
+    a = np.zeros((2, counters.size), dtype=np.uint64)  # rows c0, c2
+    a[0] = counters
+    b = np.zeros_like(a)  # rows c1, c3
+    m = np.array([[M0], [M1]], dtype=np.uint64)
+    k = np.array([[key & _MASK], [(key >> 32) & _MASK]], dtype=np.uint64)
+    w = np.array([[W0], [W1]], dtype=np.uint64)
+    for _ in range(rounds):
+        p = a * m  # rows M0·c0, M1·c2
+        hi = (p >> np.uint64(32))[::-1]  # rows hi(M1·c2), hi(M0·c0)
+        b ^= k
+        a, b = hi ^ b, (p & np.uint64(_MASK))[::-1]
+        k = (k + w) & np.uint64(_MASK)
+    return a[0], b[0], a[1], b[1]
+
+
+def _words_numpy(n: int, key: int, rounds: int) -> np.ndarray:
+    """Words 0 … n − 1 (uint64 holding 32 bits): the counters Q·b + i that some value uses, then
+    each block's four words laid end to end."""
+    full, rem = divmod(n, 4 * Q)
+    r = np.stack(philox_numpy(np.arange(full * Q + min(rem, Q), dtype=np.uint64), key, rounds))
+    head = r[:, : full * Q].reshape(4, full, Q).transpose(1, 0, 2).reshape(-1)
+    return np.concatenate([head, r[:, full * Q :].reshape(-1)[:rem]])
+
+
+def _philox_loop(out: torch.Tensor, key: torch.Tensor) -> torch.Tensor:
+    """``out[k]`` ← bits 0–30 of word k of the stream with seed ``key`` (a 0-d int64 tensor,
+    0 ≤ key < 2^31), ``ROUNDS`` rounds; each value computes its own counter's round, as the
+    fused loop then needs no buffer per word (int64 lanes hold the 32-bit words and their
+    products)."""
+    k = torch.arange(out.numel(), dtype=torch.int64, device=out.device)
+    j = (k >> 10) & 3
+    c0 = ((k >> 12) << 10) | (k & (Q - 1))
+    c1 = c2 = c3 = torch.zeros_like(k)
+    k0, k1 = key, torch.zeros_like(key)
+    for _ in range(ROUNDS):
+        p0, p2 = c0 * M0, c2 * M1  # wraps past 2^63: the low 64 bits are right, ≫ 32 then masked
+        c0, c1, c2, c3 = ((p2 >> 32) & _MASK) ^ c1 ^ k0, p2 & _MASK, ((p0 >> 32) & _MASK) ^ c3 ^ k1, p0 & _MASK
+        k0, k1 = (k0 + W0) & _MASK, (k1 + W1) & _MASK
+    w = torch.where(j == 0, c0, torch.where(j == 1, c1, torch.where(j == 2, c2, c3)))
+    return out.copy_((w & 0x7FFFFFFF).to(torch.int32))
+
+
+def words(out: torch.Tensor, seed: int) -> torch.Tensor:
+    """Fill the int32 CPU vector ``out`` with the low 31 bits of the stream's first n words for
+    ``seed`` (0 ≤ seed < 2^31): the words a Triton kernel draws for its values 0 … n − 1, less
+    their top bit (every CPU rounding uses 30 bits at most).  One compiled loop for large
+    buffers (:mod:`lowbit.kernels.cpu`), else numpy; the same words either way (tested)."""
+    n = out.numel()
+    if n >= COMPILED_FROM and cpu.compiling():
+        if cpu.call(_philox_loop, out, torch.tensor(seed, dtype=torch.int64)) is not None:
+            return out
+    w = _words_numpy(n, seed, ROUNDS) & np.uint64(0x7FFFFFFF)
+    out.numpy()[:] = w.astype(np.int32)
+    return out
+
+
+def draw_seed(generator) -> int:
+    """One seed from the caller's generator (the caller's device), as the Triton kernels draw it."""
+    dev = generator.device if generator is not None else "cpu"
+    return int(torch.randint(0, 2**31 - 1, (1,), device=dev, generator=generator, dtype=torch.int64))
+
+
+__all__ = ["COMPILED_FROM", "Q", "ROUNDS", "draw_seed", "philox_numpy", "words"]
