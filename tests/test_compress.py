@@ -501,8 +501,8 @@ def _eager_then_compiled(run, monkeypatch):
     ("qsgd", dict(levels=100)), ("qsgd", dict(levels=16)), ("terngrad", {}),
     ("cast", dict(format="fp8", rounding="stochastic"))])
 def test_compiled_cpu_stochastic_codecs_give_the_eager_payloads(name, options, monkeypatch):
-    """The stochastic codecs' CPU encodes through the compiled loops (random words drawn eagerly
-    from the same streams) send the eager passes' payloads bit for bit — integers clamped to the
+    """The stochastic codecs' CPU encodes through the compiled loops (with the same random words;
+    natural compression's fields and TernGrad's scales too) send the eager passes' payloads bit for bit — integers clamped to the
     fixed width, a NaN and ±inf included — per tensor and through the multi-tensor path, and
     decode (IntSGD's k/α compiled too) to the same values."""
     from lowbit.compress.many import segments

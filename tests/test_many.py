@@ -352,3 +352,21 @@ def test_bucket_encode_and_mean_do_not_synchronize_on_cuda(name):
         coder.mean_decoded([p, p], torch.empty_like(x))
     finally:
         torch.cuda.set_sync_debug_mode(0)
+
+
+def test_inf_norms_on_the_cpu_equal_torchs():
+    """TernGrad's scales max|g_j| on the CPU come from aminmax: torch's inf-norms bit for bit, a NaN
+    or ±inf included, −0 and all-zero tensors giving +0, an empty tensor 0."""
+    from lowbit.compress.many import foreach_norms
+
+    g = torch.Generator().manual_seed(0)
+    ts = [torch.randn(n, generator=g) * 10.0 ** k for n, k in [(5, -3), (1000, 2), (7, 0), (3, 0), (4, 0), (5, 0)]]
+    ts[2].zero_()
+    ts[3][1] = float("nan")
+    ts[4][2] = -float("inf")
+    ts[5] = -torch.zeros(5)
+    got = foreach_norms(ts, float("inf"))
+    want = torch.stack(torch._foreach_norm(ts, float("inf"))).float()
+    assert torch.equal(got.isnan(), want.isnan())
+    assert torch.equal(got[~got.isnan()].view(torch.int32), want[~want.isnan()].view(torch.int32))
+    assert torch.equal(foreach_norms([torch.zeros(0), ts[0]], float("inf")), torch.stack([torch.zeros(()), want[0]]))

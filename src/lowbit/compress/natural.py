@@ -17,6 +17,7 @@ from ..quantize import quantize
 from .base import Compressor, Packet, Traits, _check_tensor, into, register, scratch
 from .many import MultiTensor
 from .. import kernels
+from ..kernels import cpu
 
 _POW2 = FloatFormat(8, 0, 127, name="pow2")
 _EXPONENT_VALUES = (torch.arange(256, dtype=torch.int32) << 23).view(torch.float32)  # field e → 2^(e − 127), 0, inf
@@ -34,9 +35,14 @@ class Natural(MultiTensor, Compressor):
             e, s = k.natural_encode(t, generator)
             return Packet({"exponent": e, "sign": s}, tuple(tensor.shape), tensor.dtype)
         q = quantize(t, _POW2, "stochastic", generator=generator).view(torch.int32)
-        exponent = ((q >> 23) & 0xFF).to(torch.uint8)
-        sign = pack((q < 0).to(torch.uint8), 1)
-        return Packet({"exponent": exponent, "sign": sign}, tuple(tensor.shape), tensor.dtype)
+        exponent = negative = None
+        if cpu.wanted(q):
+            exponent, negative = torch.empty(q.numel(), dtype=torch.uint8), scratch(q.numel(), torch.uint8, 3)
+            if cpu.call(cpu.exponent_and_sign, q, exponent, negative) is None:
+                exponent = None
+        if exponent is None:
+            exponent, negative = ((q >> 23) & 0xFF).to(torch.uint8), (q < 0).to(torch.uint8)
+        return Packet({"exponent": exponent, "sign": pack(negative, 1)}, tuple(tensor.shape), tensor.dtype)
 
     def unit_roundtrip(self, u, generator=None):
         return self.roundtrip(u, generator=generator)[0]

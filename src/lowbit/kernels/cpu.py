@@ -132,6 +132,14 @@ def level_codes(u: torch.Tensor, safe: torch.Tensor, rnd: torch.Tensor, levels: 
     return torch.where((u < 0) & (lev > 0), lev + sign, lev).to(torch.int32).to(torch.uint8)
 
 
+def exponent_and_sign(bits: torch.Tensor, exponent: torch.Tensor, negative: torch.Tensor) -> torch.Tensor:
+    """exponent ← bits 23–30 and negative ← bit 31 (0/1 bytes) of float32 patterns ``bits``
+    (int32): natural compression's two fields, in one loop; returns ``exponent``."""
+    exponent.copy_(((bits >> 23) & 0xFF).to(torch.uint8))
+    negative.copy_(torch.where(bits < 0, 1, 0).to(torch.uint8))
+    return exponent
+
+
 def rows_into(table: torch.Tensor, codes: torch.Tensor, out: torch.Tensor) -> torch.Tensor:
     """``out[i] = table[codes[i]]``: each byte of packed codes to its row of values (a 256 × k
     table), in one loop."""
