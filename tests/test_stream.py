@@ -62,7 +62,7 @@ def test_words_follow_the_kernels_layout():
 
 @needs_compiled
 def test_the_compiled_loop_gives_the_numpy_words(monkeypatch):
-    monkeypatch.setattr(stream, "COMPILED_FROM", 1)
+    monkeypatch.setattr(cpu, "MIN_VALUES", 1)
     calls = []
     real = cpu.call
     monkeypatch.setattr(cpu, "call", lambda fn, *a: calls.append(fn.__name__) or real(fn, *a))

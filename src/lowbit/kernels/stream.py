@@ -26,8 +26,6 @@ Q = 1024  # counters per block of 4·Q values
 M0, M1 = 0xD2511F53, 0xCD9E8D57  # the round multipliers
 W0, W1 = 0x9E3779B9, 0xBB67AE85  # the key increments (Weyl sequence)
 _MASK = 0xFFFFFFFF
-# below this many values numpy's passes beat a compiled loop's call overhead
-COMPILED_FROM = 1 << 15
 
 
 def philox_numpy(counters: np.ndarray, key: int, rounds: int = ROUNDS) -> tuple[np.ndarray, ...]:
@@ -81,13 +79,12 @@ def _philox_loop(out: torch.Tensor, key: torch.Tensor) -> torch.Tensor:
 def words(out: torch.Tensor, seed: int) -> torch.Tensor:
     """Fill the int32 CPU vector ``out`` with the low 31 bits of the stream's first n words for
     ``seed`` (0 ≤ seed < 2^31): the words a Triton kernel draws for its values 0 … n − 1, less
-    their top bit (every CPU rounding uses 30 bits at most).  One compiled loop for large
-    buffers (:mod:`lowbit.kernels.cpu`), else numpy; the same words either way (tested)."""
-    n = out.numel()
-    if n >= COMPILED_FROM and cpu.compiling():
-        if cpu.call(_philox_loop, out, torch.tensor(seed, dtype=torch.int64)) is not None:
-            return out
-    w = _words_numpy(n, seed, ROUNDS) & np.uint64(0x7FFFFFFF)
+    their top bit (every CPU rounding uses 30 bits at most).  One compiled loop for the buffers
+    the other compiled passes take (:func:`lowbit.kernels.cpu.wanted`), else numpy; the same
+    words either way (tested)."""
+    if cpu.wanted(out) and cpu.call(_philox_loop, out, torch.tensor(seed, dtype=torch.int64)) is not None:
+        return out
+    w = _words_numpy(out.numel(), seed, ROUNDS) & np.uint64(0x7FFFFFFF)
     out.numpy()[:] = w.astype(np.int32)
     return out
 
@@ -98,4 +95,4 @@ def draw_seed(generator) -> int:
     return int(torch.randint(0, 2**31 - 1, (1,), device=dev, generator=generator, dtype=torch.int64))
 
 
-__all__ = ["COMPILED_FROM", "Q", "ROUNDS", "draw_seed", "philox_numpy", "words"]
+__all__ = ["Q", "ROUNDS", "draw_seed", "philox_numpy", "words"]
