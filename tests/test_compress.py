@@ -549,13 +549,13 @@ def test_compiled_mean_of_8_bit_messages_equals_decoding_and_adding(n, monkeypat
 
 
 @needs_compiled
-@pytest.mark.parametrize("label", ["signsgd+ef", "onebit", "qsgd", "qsgd-2bit", "terngrad"])
+@pytest.mark.parametrize("label", ["signsgd+ef", "onebit", "qsgd", "qsgd-2bit", "terngrad", "natural"])
 def test_compiled_bucket_paths_give_the_eager_bits(label, monkeypatch):
     """Codecs of packed codes on a CPU bucket through the compiled loops — signSGD with error
     feedback (the sign bits and the residual e = v ∓ s_j in one loop per tensor), 1-bit SGD (the
     bits and their counts), and for them, QSGD and TernGrad the mean of n messages from their bytes
     by per-tensor tables, tensor by tensor, the values that share a byte with a neighbouring tensor
-    done eagerly — against the eager passes: the same payloads, memory and mean, bit for bit (±0,
+    done eagerly, and natural compression's mean from its exponents and sign bits in one loop — against the eager passes: the same payloads, memory and mean, bit for bit (±0,
     NaN and tensors whose sizes are not multiples of 8 included)."""
     from lowbit.compress import ErrorFeedback
     from lowbit.distributed.bucket import BucketCoder
@@ -569,7 +569,7 @@ def test_compiled_bucket_paths_give_the_eager_bits(label, monkeypatch):
     def run():
         codec = {"signsgd+ef": lambda: ErrorFeedback(get_compressor("signsgd")), "onebit": lambda: get_compressor("onebit"),
                  "qsgd": lambda: get_compressor("qsgd", levels=7), "qsgd-2bit": lambda: get_compressor("qsgd", levels=1),
-                 "terngrad": lambda: get_compressor("terngrad")}[label]()
+                 "terngrad": lambda: get_compressor("terngrad"), "natural": lambda: get_compressor("natural")}[label]()
         coder = BucketCoder(codec, sizes, "cpu")
         memory = torch.zeros(sum(sizes)) if coder.feedback else None
         payloads, memories = [], []
@@ -580,7 +580,7 @@ def test_compiled_bucket_paths_give_the_eager_bits(label, monkeypatch):
         return payloads, memories, coder.mean_decoded(payloads, torch.empty(sum(sizes)))
 
     want, got, calls = _eager_then_compiled(run, monkeypatch)
-    assert "rows_mean" in calls, calls
+    assert ("natural_mean" if label == "natural" else "rows_mean") in calls, calls
     assert label not in ("onebit", "signsgd+ef") or ("nonnegative" if label == "onebit" else "signed_residual") in calls
     def same(a, b):  # bit for bit, except that a NaN's sign may differ
         if not a.is_floating_point():
@@ -592,7 +592,10 @@ def test_compiled_bucket_paths_give_the_eager_bits(label, monkeypatch):
         assert p.keys() == q.keys() and all(same(p[k], q[k]) for k in p)
     assert all(same(a, b) for a, b in zip(got[1], want[1]))
     assert same(got[2], want[2])
-    assert torch.isnan(got[2][70_001:70_004]).all() and not torch.isnan(got[2][:70_001]).any()
+    if label == "natural":  # NaN's exponent field decodes to ±inf: non-finite all the same
+        assert not torch.isfinite(got[2][70_002]) and torch.isfinite(got[2][:70_001]).all()
+    else:
+        assert torch.isnan(got[2][70_001:70_004]).all() and not torch.isnan(got[2][:70_001]).any()
 
 
 @needs_compiled

@@ -64,6 +64,15 @@ class Natural(MultiTensor, Compressor):
             return o.mul_(signs[:n]).view(out.shape)
         return into(self.decode(Packet(payload, (n,))), out)
 
+    def flat_mean(self, payloads, segments, out):
+        """(1/n)·Σ_i decode(payload_i) into ``out`` in one compiled loop (CPU, n > 1), else None."""
+        if len(payloads) < 2 or payloads[0]["exponent"].is_cuda or not (out.is_contiguous() and cpu.wanted(out)):
+            return None
+        m = segments.total
+        exponents = [p["exponent"].reshape(-1)[:m] for p in payloads]
+        signs = [p["sign"].reshape(-1) for p in payloads]
+        return cpu.call(cpu.natural_mean, exponents, signs, torch.tensor(float(len(payloads))), out.reshape(-1))
+
     def graph_safe(self, flat, states=None) -> bool:
         return kernels.fused_codecs(flat) is not None
 

@@ -140,6 +140,20 @@ def exponent_and_sign(bits: torch.Tensor, exponent: torch.Tensor, negative: torc
     return exponent
 
 
+def natural_mean(exponents: list, signs: list, n: torch.Tensor, out: torch.Tensor) -> torch.Tensor:
+    """(Σ_i decode_i) / n into ``out``, summed in list order: the mean of n natural-compression
+    messages, each value ±2^(e − 127) (field e; 0 → 0, 255 → inf) with its sign from bit
+    (k mod 8) of byte ⌊k/8⌋ of the packed signs — the float32 pattern (s ≪ 31) | (e ≪ 23), the
+    values of the eager decode's table and ±1 product, in one loop (``n`` a 0-d float32)."""
+    k = torch.arange(out.numel(), device=out.device)
+    acc = None
+    for e, s in zip(exponents, signs):
+        bit = (s[k >> 3].to(torch.int32) >> (k & 7).to(torch.int32)) & 1
+        v = ((bit << 31) | (e.to(torch.int32) << 23)).view(torch.float32)
+        acc = v if acc is None else acc + v
+    return out.copy_(acc / n)
+
+
 def rows_into(table: torch.Tensor, codes: torch.Tensor, out: torch.Tensor) -> torch.Tensor:
     """``out[i] = table[codes[i]]``: each byte of packed codes to its row of values (a 256 × k
     table), in one loop."""
