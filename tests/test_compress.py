@@ -685,3 +685,17 @@ def test_codecs_table_from_the_cli(capsys):
         assert cols[1:3] == [str(get_compressor(name).unbiased), str(get_compressor(name).summable)]
         if cols[3] != "data":
             assert abs(float(cols[3]) - float(cols[4])) < 0.01, cols
+
+
+def test_onebit_float64_sums_are_torchs():
+    """1-bit SGD's per-tensor Σx and Σ|x| in float64 through one reused float64 copy: the values of
+    ``sum(dtype=float64)`` and ``vector_norm(·, 1, dtype=float64)`` bit for bit, over sizes that
+    exercise the reductions' vector widths and tails and values over 40 binades."""
+    from lowbit.compress.onebit import float64_sums
+
+    g = torch.Generator().manual_seed(0)
+    sizes = [1, 7, 31, 64, 1000, 4097, 65537, (1 << 20) + 3]
+    ts = [torch.randn(n, generator=g) * torch.logspace(-20, 20, n) for n in sizes]
+    tot, mag = float64_sums(ts)
+    for t, s, m in zip(ts, tot, mag):
+        assert torch.equal(s, t.sum(dtype=torch.float64)) and torch.equal(m, torch.linalg.vector_norm(t, 1, dtype=torch.float64))

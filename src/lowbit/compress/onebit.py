@@ -17,6 +17,19 @@ from .base import Compressor, Packet, Traits, _check_tensor, byte_rows_mean, eac
 from .many import MultiTensor, per_segment_where, segment_sums
 
 
+def float64_sums(tensors) -> tuple[torch.Tensor, torch.Tensor]:
+    """(Σx, Σ|x|) of each float32 tensor in float64: ``t.sum(dtype=float64)`` and
+    ``vector_norm(t, 1, dtype=float64)``, which both convert t to a fresh float64 tensor first;
+    here one conversion per tensor into a reused buffer, then the same two reductions on it —
+    the same values (tested), without the second conversion and the fresh pages."""
+    tot, mag = [], []
+    for t in tensors:
+        b = scratch(t.numel(), torch.float64, 4).copy_(t) if t.device.type == "cpu" else t.to(torch.float64)
+        tot.append(b.sum())
+        mag.append(torch.linalg.vector_norm(b, 1))
+    return torch.stack(tot), torch.stack(mag)
+
+
 @register("onebit")
 class OneBit(MultiTensor, Compressor):
     def __init__(self, granularity: str = "tensor"):
@@ -68,10 +81,8 @@ class OneBit(MultiTensor, Compressor):
             npos = segment_sums(pos.to(flat.dtype), segments)
             spos = segment_sums(torch.where(pos, flat, 0.0), segments)
             sneg = segment_sums(torch.where(pos, 0.0, flat), segments)
-        else:  # S± = (Σx ± Σ|x|)/2 in float64, tensor by tensor: reads only, no temporaries
-            vs = flat.split(segments.sizes)
-            tot = torch.stack([v.sum(dtype=torch.float64) for v in vs])
-            mag = torch.stack([torch.linalg.vector_norm(v, 1, dtype=torch.float64) for v in vs])
+        else:  # S± = (Σx ± Σ|x|)/2 in float64, tensor by tensor
+            tot, mag = float64_sums(flat.split(segments.sizes))
             if npos is None:
                 npos = torch.stack([p.sum() for p in pos.split(segments.sizes)]).to(torch.float64)
             spos, sneg = (tot + mag) / 2, (tot - mag) / 2

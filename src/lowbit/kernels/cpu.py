@@ -24,8 +24,8 @@ def scratch(n: int, dtype: torch.dtype, slot: int = 0) -> torch.Tensor:
     """A CPU buffer of ``n`` values of ``dtype`` for a temporary, kept per thread and reused: a
     fresh large allocation costs its page faults on every call, often more than the pass that
     fills it (the contents are overwritten by the caller; one buffer per dtype, slot and thread).
-    Slots: 0–1 codec decodes, 2 a multi-tensor encode's scaled values, 3 sign bits, 5 random words, 7 the
-    bucket mean's addend."""
+    Slots: 0–1 codec decodes, 2 a multi-tensor encode's scaled values, 3 sign bits, 4 a float64 copy
+    (1-bit SGD's sums), 5 random words, 7 the bucket mean's addend."""
     key = f"{dtype}/{slot}"
     buf = getattr(_SCRATCH, key, None)
     if buf is None or buf.numel() < n:
