@@ -699,3 +699,27 @@ def test_onebit_float64_sums_are_torchs():
     tot, mag = float64_sums(ts)
     for t, s, m in zip(ts, tot, mag):
         assert torch.equal(s, t.sum(dtype=torch.float64)) and torch.equal(m, torch.linalg.vector_norm(t, 1, dtype=torch.float64))
+
+
+def test_natural_fields_from_the_words_are_quantizes():
+    """Natural compression's one-loop fields (the pattern of |x| plus the low 23 bits of its word,
+    shifted) against ``quantize(x, pow2, "stochastic")`` with the same words, on 2^21 random bit
+    patterns with every subnormal pattern below 1,000, the 1,000 below the largest finite value
+    (carries to inf), ±0, ±inf and NaNs."""
+    from lowbit.compress.natural import _POW2
+    from lowbit.kernels import cpu
+    from lowbit.quantize import random_words
+
+    n = 1 << 21
+    b = np.random.default_rng(0).integers(0, 2**32, size=n, dtype=np.uint64).astype(np.uint32)
+    b[:1000] = np.arange(1000, dtype=np.uint32)
+    b[1000:2000] = 0x7F7FFFFF - np.arange(1000, dtype=np.uint32)
+    b[2000:2010] = [0, 0x80000000, 0x7F800000, 0xFF800000, 0x7FC00000, 0xFFC00000, 0x7F800001, 0x00800000,
+                    0x807FFFFF, 0x3F800000]
+    x = torch.from_numpy(b.view(np.float32).copy())
+    q = lowbit.quantize(x, _POW2, "stochastic", generator=torch.Generator().manual_seed(4)).view(torch.int32)
+    words = random_words(n, torch.Generator().manual_seed(4)).clone()
+    exponent, negative = torch.empty(n, dtype=torch.uint8), torch.empty(n, dtype=torch.uint8)
+    cpu.natural_fields(x.view(torch.int32), words, exponent, negative)
+    assert torch.equal(exponent, ((q >> 23) & 0xFF).to(torch.uint8))
+    assert torch.equal(negative, (q < 0).to(torch.uint8))

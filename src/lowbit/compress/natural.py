@@ -13,7 +13,7 @@ import torch
 
 from ..formats import FloatFormat
 from ..packing import BYTE_BITS, pack, unpack
-from ..quantize import quantize
+from ..quantize import quantize, random_words
 from .base import Compressor, Packet, Traits, _check_tensor, into, register, scratch
 from .many import MultiTensor
 from .. import kernels
@@ -34,13 +34,13 @@ class Natural(MultiTensor, Compressor):
         if k := kernels.fused_codecs(t):
             e, s = k.natural_encode(t, generator)
             return Packet({"exponent": e, "sign": s}, tuple(tensor.shape), tensor.dtype)
-        q = quantize(t, _POW2, "stochastic", generator=generator).view(torch.int32)
-        exponent = negative = None
-        if cpu.wanted(q):
-            exponent, negative = torch.empty(q.numel(), dtype=torch.uint8), scratch(q.numel(), torch.uint8, 3)
-            if cpu.call(cpu.exponent_and_sign, q, exponent, negative) is None:
-                exponent = None
-        if exponent is None:
+        if cpu.wanted(t):  # the fields straight from the words, in one loop (the same values)
+            words = random_words(t.numel(), generator)
+            exponent, negative = torch.empty(t.numel(), dtype=torch.uint8), scratch(t.numel(), torch.uint8, 3)
+            if cpu.call(cpu.natural_fields, t.view(torch.int32), words, exponent, negative) is None:
+                cpu.natural_fields(t.view(torch.int32), words, exponent, negative)
+        else:
+            q = quantize(t, _POW2, "stochastic", generator=generator).view(torch.int32)
             exponent, negative = ((q >> 23) & 0xFF).to(torch.uint8), (q < 0).to(torch.uint8)
         return Packet({"exponent": exponent, "sign": pack(negative, 1)}, tuple(tensor.shape), tensor.dtype)
 

@@ -132,10 +132,14 @@ def level_codes(u: torch.Tensor, safe: torch.Tensor, rnd: torch.Tensor, levels: 
     return torch.where((u < 0) & (lev > 0), lev + sign, lev).to(torch.int32).to(torch.uint8)
 
 
-def exponent_and_sign(bits: torch.Tensor, exponent: torch.Tensor, negative: torch.Tensor) -> torch.Tensor:
-    """exponent ← bits 23–30 and negative ← bit 31 (0/1 bytes) of float32 patterns ``bits``
-    (int32): natural compression's two fields, in one loop; returns ``exponent``."""
-    exponent.copy_(((bits >> 23) & 0xFF).to(torch.uint8))
+def natural_fields(bits: torch.Tensor, rnd: torch.Tensor, exponent: torch.Tensor, negative: torch.Tensor) -> torch.Tensor:
+    """Natural compression of float32 patterns ``bits`` (int32) with the random words ``rnd``:
+    exponent ← ⌊(|x|'s pattern + (r mod 2^23)) / 2^23⌋, the field of |x| rounded stochastically
+    to a power of two (up with probability mantissa/2^23; subnormals to 0 or 2^−126; a carry past
+    2^127 to inf), 0xFF kept for inf and NaN; negative ← the sign bit (0/1 bytes).  The values of
+    ``quantize(x, pow2, "stochastic")``'s fields for the same words (tested), in one loop."""
+    a = bits & 0x7FFFFFFF
+    exponent.copy_(torch.where(a >= 0x7F800000, 0xFF, (a + (rnd & 0x7FFFFF)) >> 23).to(torch.uint8))
     negative.copy_(torch.where(bits < 0, 1, 0).to(torch.uint8))
     return exponent
 
