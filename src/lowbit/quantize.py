@@ -84,13 +84,19 @@ class _Drawn:
         self.words = words
 
 
+def _on_stream(x: torch.Tensor, generator) -> bool:
+    """Whether x's stochastic rounding draws lowbit's Philox words: float32 on the CPU, with a CPU
+    generator (or the default one)."""
+    return x.dtype == torch.float32 and x.device.type == "cpu" and (generator is None or generator.device.type == "cpu")
+
+
 def _random_bits(x: torch.Tensor, bits: _Bits, generator) -> torch.Tensor:
     """Random words in [0, 2^31) (float32 values) or [0, 2^62) (float64), one per value of x.  A
     CPU float32 tensor takes the words of lowbit's Philox stream (:func:`random_words`); the other
     cases draw from the generator's own stream (on the CPU, a Mersenne Twister per chunk)."""
     if isinstance(generator, _Drawn):
         return generator.words.view(x.shape)
-    if bits.it == torch.int32 and x.device.type == "cpu" and (generator is None or generator.device.type == "cpu"):
+    if _on_stream(x, generator):
         return random_words(x.numel(), generator).view(x.shape)
     high = 2**31 if bits.it == torch.int32 else 2**62
     if generator is not None and generator.device != x.device:
@@ -128,7 +134,7 @@ def _elementwise(x: torch.Tensor, rounding: str, generator, fn) -> torch.Tensor:
     if x.device.type != "cpu":
         return fn(flat, generator).reshape(x.shape)
     n = flat.numel()
-    if rounding == "stochastic" and flat.dtype == torch.float32 and (generator is None or generator.device.type == "cpu"):
+    if rounding == "stochastic" and _on_stream(flat, generator):
         words = random_words(n, generator)
         chunk_gen = lambda i: _Drawn(words[i * CHUNK : (i + 1) * CHUNK])  # noqa: E731
         generator = _Drawn(words)
