@@ -370,3 +370,40 @@ def test_inf_norms_on_the_cpu_equal_torchs():
     assert torch.equal(got.isnan(), want.isnan())
     assert torch.equal(got[~got.isnan()].view(torch.int32), want[~want.isnan()].view(torch.int32))
     assert torch.equal(foreach_norms([torch.zeros(0), ts[0]], float("inf")), torch.stack([torch.zeros(()), want[0]]))
+
+
+@pytest.mark.skipif(not __import__("lowbit.kernels.cpu", fromlist=["x"]).TORCH_OK,
+                    reason="the CPU's compiled loops run with torch >= 2.13")
+def test_compiled_float64_norms_and_sums_against_exact_sums():
+    """QSGD's ‖g_j‖₂ and 1-bit SGD's Σx, Σ|x| on large CPU tensors come from compiled float64 loops
+    (another order of addition than torch's).  Oracle: math.fsum, the exactly rounded sum.  Any
+    order of n float64 additions is within (n−1)·2^−53·Σ|terms| of it (each square and each
+    float32 value exact in float64); the float32 norms and counts must be exact, on tensors over
+    40 binades, with tails that exercise the vector widths, ±inf and NaN."""
+    from lowbit.compress.many import foreach_norms
+    from lowbit.kernels import cpu
+
+    g = torch.Generator().manual_seed(1)
+    sizes = [(1 << 14) + 1, 65_537, 100_003, (1 << 20) + 7]
+    ts = [torch.randn(n, generator=g) * torch.logspace(-20, 20, n)[torch.randperm(n, generator=g)] for n in sizes]
+    ts += [torch.randn(1 << 16, generator=g) * 10.0 ** k for k in (-30, 0, 30)]
+    for t in ts:
+        n = t.numel()
+        sq = [float(v) ** 2 for v in t.double().tolist()]
+        exact = math.fsum(sq)
+        got = float(cpu.call(cpu.sum_squares, t))
+        assert abs(got - exact) <= (n - 1) * 2.0**-53 * exact
+        norm = foreach_norms([t, t[:5]], 2)  # the big one compiled (≥ 2^20 values in all), the small eager
+        assert torch.equal(norm, torch.tensor([math.sqrt(exact), math.sqrt(math.fsum(sq[:5]))], dtype=torch.float64).float())
+        pos = torch.empty(n, dtype=torch.uint8)
+        tot, mag, count = cpu.call(cpu.signs_and_sums, t, pos).tolist()
+        vals = t.double().tolist()
+        absum = math.fsum(abs(v) for v in vals)
+        assert abs(tot - math.fsum(vals)) <= (n - 1) * 2.0**-53 * absum and abs(mag - absum) <= (n - 1) * 2.0**-53 * absum
+        assert count == int((t >= 0).sum()) and torch.equal(pos, (t >= 0).to(torch.uint8))
+    bad = ts[-1].clone()
+    bad[3] = float("inf")
+    assert math.isinf(float(cpu.call(cpu.sum_squares, bad)))
+    bad[4] = float("nan")
+    assert math.isnan(float(cpu.call(cpu.sum_squares, bad)))
+    assert math.isnan(cpu.call(cpu.signs_and_sums, bad, torch.empty(bad.numel(), dtype=torch.uint8))[0])

@@ -32,7 +32,7 @@ from typing import Any, Protocol, runtime_checkable
 import torch
 
 from ..kernels import cpu
-from ..kernels.cpu import scratch  # noqa: F401  (re-exported: the codecs import it from here)
+from ..kernels.cpu import EACH_MIN, each_tensor, scratch  # noqa: F401  (re-exported: the codecs import them from here)
 
 __all__ = ["Packet", "Traits", "Compressor", "Summable", "WorkerAgreement", "BucketCodec", "OptionError", "register",
            "make_compressor", "compressor_names"]
@@ -276,18 +276,6 @@ def byte_table_decode(codes: torch.Tensor, table: torch.Tensor, n: int, out: tor
     return o
 
 
-_EACH_MIN = 1 << 14  # tensors of fewer values run the same formula eagerly (a compiled call costs more)
-
-
-def each_tensor(fn, flat: torch.Tensor, *args):
-    """``fn(flat, *args)`` compiled where ``flat`` is large, else eagerly (the same bits)."""
-    if flat.numel() >= _EACH_MIN:
-        r = cpu.call(fn, flat, *args)
-        if r is not None:
-            return r
-    return fn(flat, *args)
-
-
 def byte_rows_mean(payloads: list, field: str, table, segments, out: torch.Tensor) -> torch.Tensor:
     """(1/n)·Σ_i of n messages whose field ``field`` packs k codes to a byte and whose tensor j
     decodes by the 256 × k table ``table(payload_i, j)`` of each byte's values, summed in list
@@ -304,7 +292,7 @@ def byte_rows_mean(payloads: list, field: str, table, segments, out: torch.Tenso
         b = max(a, end // k * k)
         if b > a:
             args = ([p[field][a // k : b // k] for p in payloads], tables, n, out[a:b])
-            if not (b - a >= _EACH_MIN and cpu.call(cpu.rows_mean, *args) is not None):
+            if not (b - a >= EACH_MIN and cpu.call(cpu.rows_mean, *args) is not None):
                 cpu.rows_mean(*args)
         for lo, hi in ((pos, a), (b, end)):
             if hi > lo:

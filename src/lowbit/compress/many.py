@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import torch
 
+from ..kernels import cpu
 from ..kernels.cpu import scratch
 
 
@@ -287,6 +288,8 @@ def per_segment_where(mask: torch.Tensor, a: torch.Tensor, b: torch.Tensor, seg:
 def foreach_norms(tensors, ord) -> torch.Tensor:
     """The ord-norms of the tensors, as one float32 vector (float64 accumulation for ord 2)."""
     tensors = list(tensors)
+    if ord == 2 and tensors and _compiled_norms(tensors):
+        return torch.stack([norm_float64(t) for t in tensors]).to(torch.float32)
     if ord == 2:
         try:
             return torch.stack(torch._foreach_norm(tensors, 2, dtype=torch.float64)).to(torch.float32)
@@ -295,6 +298,24 @@ def foreach_norms(tensors, ord) -> torch.Tensor:
     if ord == float("inf") and tensors and tensors[0].device.type == "cpu":
         return torch.stack([_max_abs(t) for t in tensors]).to(torch.float32)
     return torch.stack(torch._foreach_norm(tensors, ord)).to(torch.float32)
+
+
+def _compiled_norms(tensors) -> bool:
+    """Whether CPU float32 tensors this large take :func:`norm_float64`'s compiled sums."""
+    t0 = tensors[0]
+    return (t0.device.type == "cpu" and all(t.dtype == torch.float32 for t in tensors) and cpu.compiling()
+            and sum(t.numel() for t in tensors) >= cpu.MIN_VALUES)
+
+
+def norm_float64(t: torch.Tensor) -> torch.Tensor:
+    """‖t‖₂ in float64 of a CPU float32 tensor: from one compiled loop of float64 squares when
+    it is large (:func:`lowbit.kernels.cpu.sum_squares`, whose float32 rounding is the same),
+    else ``vector_norm(t, dtype=float64)``."""
+    if t.numel() >= cpu.EACH_MIN and t.is_contiguous():
+        s = cpu.call(cpu.sum_squares, t.reshape(-1))
+        if s is not None:
+            return s.sqrt()
+    return torch.linalg.vector_norm(t, dtype=torch.float64)
 
 
 def _max_abs(t: torch.Tensor) -> torch.Tensor:

@@ -70,20 +70,19 @@ class OneBit(MultiTensor, Compressor):
     def flat_encode(self, flat, tensors, segments, *, states=None, generator=None):
         """Sign bits of the whole buffer and, per tensor j, a_j = mean{x ≥ 0}, b_j = mean{x < 0}
         from segment sums (NaN for a tensor whose sums are not finite, as a non-finite input)."""
-        if flat.device.type == "cpu" and cpu.wanted(flat):  # the bits and their counts, one loop per tensor
-            pos = scratch(flat.numel(), torch.uint8, 3)
-            npos = torch.stack([each_tensor(cpu.nonnegative, v, p) for v, p in
-                                zip(flat.split(segments.sizes), pos.split(segments.sizes))]).to(torch.float64)
-            pos = pos.view(torch.bool)
-        else:
-            pos, npos = flat >= 0, None
+        pos = flat >= 0 if flat.device.type != "cpu" or not cpu.wanted(flat) else None
         if flat.is_cuda:
             npos = segment_sums(pos.to(flat.dtype), segments)
             spos = segment_sums(torch.where(pos, flat, 0.0), segments)
             sneg = segment_sums(torch.where(pos, 0.0, flat), segments)
         else:  # S± = (Σx ± Σ|x|)/2 in float64, tensor by tensor
-            tot, mag = float64_sums(flat.split(segments.sizes))
-            if npos is None:
+            if pos is None:  # the bits, the sums and the counts in one loop per tensor
+                pos = scratch(flat.numel(), torch.uint8, 3)
+                tot, mag, npos = torch.stack([each_tensor(cpu.signs_and_sums, v, p) for v, p in
+                                              zip(flat.split(segments.sizes), pos.split(segments.sizes))]).unbind(1)
+                pos = pos.view(torch.bool)
+            else:
+                tot, mag = float64_sums(flat.split(segments.sizes))
                 npos = torch.stack([p.sum() for p in pos.split(segments.sizes)]).to(torch.float64)
             spos, sneg = (tot + mag) / 2, (tot - mag) / 2
         a = spos / npos.clamp(min=1)

@@ -21,7 +21,7 @@ from ..quantize import _Bits, _stochastic_integers, random_words, round_integer
 from . import elias
 from .base import (Compressor, Packet, Traits, _check_tensor, byte_codes, byte_rows_mean, byte_table_decode, into,
                    register, scratch)
-from .many import MultiTensor, foreach_norms
+from .many import MultiTensor, foreach_norms, norm_float64
 from .. import kernels
 
 
@@ -31,6 +31,8 @@ def l2norm(v: torch.Tensor) -> torch.Tensor:
     if v.dtype == torch.float32:
         if k := kernels.fused_codecs(v):
             return k.l2norm(v)
+        if cpu.wanted(v):
+            return norm_float64(v).to(torch.float32)
         return torch.linalg.vector_norm(v, dtype=torch.float64).to(torch.float32)
     amax = v.abs().max() if v.numel() else torch.zeros((), device=v.device)
     safe = torch.where(amax > 0, amax, torch.ones_like(amax))

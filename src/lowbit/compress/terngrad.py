@@ -31,7 +31,7 @@ class TernGrad(MultiTensor, Compressor):
         if self.clip is not None and g.numel() > 1:
             c = self.clip * g.std()
             g = torch.maximum(torch.minimum(g, c), -c)
-        s = (torch.linalg.vector_norm(g, float("inf")).reshape(1) if g.numel()  # max|g| in one pass, NaN propagates
+        s = (foreach_norms([g], float("inf")).reshape(1) if g.numel()  # max|g| in one pass, NaN propagates
              else torch.zeros(1, device=g.device))
         return self._encode_scaled(g, s, generator, tuple(tensor.shape), tensor.dtype)
 

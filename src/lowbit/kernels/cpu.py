@@ -70,6 +70,38 @@ def call(fn, *args):
         return None
 
 
+EACH_MIN = 1 << 14  # tensors of fewer values run a pass's formula eagerly (a compiled call costs more)
+
+
+def each_tensor(fn, flat: torch.Tensor, *args):
+    """``fn(flat, *args)`` compiled where ``flat`` is large, else eagerly (the same bits)."""
+    if flat.numel() >= EACH_MIN:
+        r = call(fn, flat, *args)
+        if r is not None:
+            return r
+    return fn(flat, *args)
+
+
+def sum_squares(v: torch.Tensor) -> torch.Tensor:
+    """Σ v_i² of a float32 vector, accumulated in float64 (each square exact), in one loop:
+    ``vector_norm(v, dtype=float64)²`` without its float64 copy of v (which makes torch's CPU
+    norm about 20× slower).  The float64 sums of the two differ in their order of addition
+    only, so their square roots rounded to float32 agree except where the float64 value lies
+    within a few of its ulps of a float32 rounding boundary (about 1 in 10^7; torch's own result
+    moves the same way with the thread count); tested against an exactly rounded sum."""
+    return v.to(torch.float64).square().sum()
+
+
+def signs_and_sums(v: torch.Tensor, pos: torch.Tensor) -> torch.Tensor:
+    """pos ← (v ≥ 0) as 0/1 bytes, and [Σx, Σ|x|, #{x ≥ 0}] in float64 of a float32 vector, in one
+    loop: 1-bit SGD's sign bits and the sums of its two means, with the float64 rounding claim
+    of :func:`sum_squares` (the float32 means agree with the eager sums' except within a few
+    float64 ulps of a float32 rounding boundary)."""
+    pos.copy_(torch.where(v >= 0, 1, 0).to(torch.uint8))
+    d = v.to(torch.float64)
+    return torch.stack([d.sum(), d.abs().sum(), torch.where(v >= 0, 1.0, 0.0).to(torch.float64).sum()])
+
+
 def fp4_pack(x: torch.Tensor, table: torch.Tensor) -> torch.Tensor:
     """Packed fp4 (e2m1) codes of a float32 vector of even length, two per byte, low nibble
     first: each code is the table's entry at x's top 16 bits with the sticky bit of its low 16
@@ -78,6 +110,23 @@ def fp4_pack(x: torch.Tensor, table: torch.Tensor) -> torch.Tensor:
     idx = ((i >> 16) & 0xFFFF) | ((i & 0xFFFF) != 0).to(torch.int32)
     c = table[idx.long()].view(-1, 2)
     return (c[:, 0] | (c[:, 1] << 4)).to(torch.uint8)
+
+
+def packed_words(w: torch.Tensor, width: int) -> torch.Tensor:
+    """Four codes of ``width`` (2 or 6) bits, one per byte of each little-endian int32 of ``w``,
+    packed into the low 4·width bits of an int32, the first code lowest: ``pack``'s bit order,
+    by shifts and masks on whole words (each byte's code < 2^width, so no bits collide)."""
+    mask = (1 << width) - 1
+    out = w & mask
+    for k in range(1, 4):
+        out = out | ((w >> (k * (8 - width))) & (mask << (k * width)))
+    return out
+
+
+def six_bit_bytes(w: torch.Tensor) -> torch.Tensor:
+    """The three bytes (m × 3, uint8) of :func:`packed_words` of 6-bit codes, low byte first."""
+    p = packed_words(w, 6)
+    return torch.stack([(p >> (8 * k)) & 255 for k in range(3)], 1).to(torch.uint8)
 
 
 def stochastic_integers(v: torch.Tensor, rnd: torch.Tensor) -> torch.Tensor:
@@ -128,7 +177,8 @@ def level_codes(u: torch.Tensor, safe: torch.Tensor, rnd: torch.Tensor, levels: 
     eager passes, in one loop; ``safe``, ``levels`` and ``sign`` 0-d float32 tensors (see
     :func:`clamped_integers`)."""
     a = u.abs() / safe * levels
-    lev = torch.minimum(torch.nan_to_num(stochastic_integers(a, rnd), nan=0.0).clamp(min=0.0), levels)
+    k = stochastic_integers(a, rnd)  # NaN → 0 by a comparison: inductor's isnan is a scalar loop
+    lev = torch.minimum(torch.where(k == k, k, 0.0).clamp(min=0.0), levels)
     return torch.where((u < 0) & (lev > 0), lev + sign, lev).to(torch.int32).to(torch.uint8)
 
 
@@ -171,12 +221,6 @@ def signed_residual(v: torch.Tensor, s: torch.Tensor, pos: torch.Tensor) -> torc
     (a bool output, or a cast of the comparison, keeps inductor from vectorizing it: 20-60× slower)."""
     pos.copy_(torch.where(v >= 0, 1, 0).to(torch.uint8))
     return v.copy_(torch.where(v >= 0, v - s, v + s))
-
-
-def nonnegative(v: torch.Tensor, pos: torch.Tensor) -> torch.Tensor:
-    """pos ← (v ≥ 0) as 0/1 bytes, and how many there are (an int64 0-d tensor), in one loop."""
-    pos.copy_(torch.where(v >= 0, 1, 0).to(torch.uint8))
-    return torch.where(v >= 0, 1, 0).sum()
 
 
 def rows_mean(codes: list, tables: list, n: torch.Tensor, out: torch.Tensor) -> torch.Tensor:
