@@ -62,6 +62,23 @@ def fixed_codes(v: torch.Tensor, safe: torch.Tensor, levels: int, lbits: int, ge
     return pack((sign << lbits) | level, 1 + lbits)
 
 
+def flat_fixed_codes(flat: torch.Tensor, sizes, scales: torch.Tensor, levels: int, lbits: int, generator):
+    """:func:`fixed_codes` of a CPU multi-tensor buffer, tensor j scaled by its s_j (s_j = 0: 1)
+    inside the loop: the codes of the default multi-tensor encode, which first writes u = g_j/s_j
+    and codes |u|/1·levels — the same values a = |g_j|/s_j·levels (IEEE division is
+    sign-symmetric and /1 exact; −0 and NaN give level 0 either way) and the same words, one
+    pass fewer.  None where the compiled loops are off (the caller then takes the default path)."""
+    if not (cpu.wanted(flat) and lbits < 8 and flat.dim() == 1):
+        return None
+    words = random_words(flat.numel(), generator)
+    codes = scratch(flat.numel(), torch.uint8, 3)
+    lv = torch.tensor([float(levels), float(1 << lbits)])
+    safe = torch.where(scales == 0, 1.0, scales)
+    for part, w, c, s in zip(flat.split(sizes), words.split(sizes), codes.split(sizes), safe):
+        c.copy_(cpu.each_tensor(cpu.level_codes, part, s, w, lv[0], lv[1]))
+    return pack(codes, 1 + lbits)
+
+
 @register("qsgd")
 class QSGD(MultiTensor, Compressor):
     traits = Traits(unbiased=True, sent_meta=("nbits",))  # Elias coding: the exact bit count travels
@@ -125,6 +142,11 @@ class QSGD(MultiTensor, Compressor):
 
     def flat_encode(self, flat, tensors, segments, *, states=None, generator=None):
         if not (k := kernels.fused_codecs(flat, when=self._fusable)):
+            if self.coding == "fixed" and cpu.wanted(flat):
+                norms = self.tensor_scales(tensors, states)
+                codes = flat_fixed_codes(flat, segments.sizes, norms, self.levels, self._lbits, generator)
+                if codes is not None:
+                    return {"scales": norms, "codes": codes}
             return super().flat_encode(flat, tensors, segments, states=states, generator=generator)
         norms = self.tensor_scales(tensors, states)
         return {"scales": norms, "codes": k.levels_encode(flat, norms, self.levels, self._lbits, generator, seg=segments.index)}

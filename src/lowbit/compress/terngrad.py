@@ -12,7 +12,7 @@ from dataclasses import replace
 import torch
 
 from ..packing import unpack_bytes
-from .qsgd import fixed_codes
+from .qsgd import fixed_codes, flat_fixed_codes
 from ..kernels import cpu
 from .base import Compressor, Packet, _check_tensor, byte_codes, byte_rows_mean, byte_table_decode, into, register
 from .many import MultiTensor, foreach_norms
@@ -68,6 +68,11 @@ class TernGrad(MultiTensor, Compressor):
 
     def flat_encode(self, flat, tensors, segments, *, states=None, generator=None):
         if not (k := kernels.fused_codecs(flat)):
+            if cpu.wanted(flat):
+                s = self.tensor_scales(tensors, states)
+                codes = flat_fixed_codes(flat, segments.sizes, s, 1, 1, generator)
+                if codes is not None:
+                    return {"scales": s, "codes": codes}
             return super().flat_encode(flat, tensors, segments, states=states, generator=generator)
         s = self.tensor_scales(tensors, states)
         return {"scales": s, "codes": k.levels_encode(flat, s, 1, 1, generator, seg=segments.index)}
