@@ -79,6 +79,20 @@ def flat_fixed_codes(flat: torch.Tensor, sizes, scales: torch.Tensor, levels: in
     return pack(codes, 1 + lbits)
 
 
+def _six_bit_decode(codes: torch.Tensor, norm: torch.Tensor, levels: int, n: int) -> torch.Tensor | None:
+    """n 6-bit codes decoded in two compiled loops (their 24-bit words, then the values), the
+    values of the table path; None where the compiled loops are unavailable."""
+    groups = (n + 3) // 4
+    b = codes.reshape(-1)[: 3 * groups]
+    if b.numel() < 3 * groups:
+        b = torch.nn.functional.pad(b, (0, 3 * groups - b.numel()))
+    words = cpu.call(cpu.six_bit_words, b)
+    if words is None:
+        return None
+    unit = (norm.reshape(1) / levels).reshape(())  # the table's norm/s, the same float32 division
+    return cpu.call(cpu.six_bit_levels, words, unit, torch.empty(n))
+
+
 @register("qsgd")
 class QSGD(MultiTensor, Compressor):
     traits = Traits(unbiased=True, sent_meta=("nbits",))  # Elias coding: the exact bit count travels
@@ -187,6 +201,8 @@ class QSGD(MultiTensor, Compressor):
             v = byte_table_decode(codes, self._byte_table(packet.payload["norm"].reshape(1)), n)
             return v.reshape(packet.shape).to(packet.dtype)
         if self.coding == "fixed" and not codes.is_cuda and 1 + self._lbits == 6:
+            if cpu.wanted(codes) and (v := _six_bit_decode(codes, packet.payload["norm"], self.levels, n)) is not None:
+                return v.reshape(packet.shape).to(packet.dtype)
             table = self._code_values(packet.payload["norm"])
             v = torch.index_select(table, 0, scratch(n, torch.int32).copy_(unpack_sixes(codes, n)))
             return v.reshape(packet.shape).to(packet.dtype)

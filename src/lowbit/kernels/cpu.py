@@ -129,6 +129,24 @@ def six_bit_bytes(w: torch.Tensor) -> torch.Tensor:
     return torch.stack([(p >> (8 * k)) & 255 for k in range(3)], 1).to(torch.uint8)
 
 
+def six_bit_words(b: torch.Tensor) -> torch.Tensor:
+    """The little-endian 24-bit words (int32) of packed 6-bit codes, three bytes each (a length
+    that is a multiple of 3): four codes per word, the first in the low bits."""
+    g = b.view(-1, 3).to(torch.int32)
+    return g[:, 0] | (g[:, 1] << 8) | (g[:, 2] << 16)
+
+
+def six_bit_levels(words: torch.Tensor, unit: torch.Tensor, out: torch.Tensor) -> torch.Tensor:
+    """QSGD's 6-bit codes decoded into ``out``: code i is bits 6(i mod 4) … of word ⌊i/4⌋, its
+    value ±level·unit (sign bit 5, level bits 0–4; ``unit`` = norm/s, a 0-d float32) — the
+    products and negation of the decode's table of code values, without the table or the
+    unpacked codes."""
+    i = torch.arange(out.numel(), device=out.device)
+    code = (words[i >> 2] >> ((i & 3) * 6).to(torch.int32)) & 63
+    level = (code & 31).to(torch.float32) * unit
+    return out.copy_(torch.where(code >= 32, -level, level))
+
+
 def stochastic_integers(v: torch.Tensor, rnd: torch.Tensor) -> torch.Tensor:
     """``lowbit.quantize.round_integer(v, "stochastic")`` of a float32 vector given its random
     words ``rnd`` (int32 in [0, 2^31)): k = (sig ≫ extra + (r mod 2^sh)) ≫ sh with the sign
