@@ -79,9 +79,10 @@ def flat_fixed_codes(flat: torch.Tensor, sizes, scales: torch.Tensor, levels: in
     return pack(codes, 1 + lbits)
 
 
-def _six_bit_decode(codes: torch.Tensor, norm: torch.Tensor, levels: int, n: int) -> torch.Tensor | None:
+def _six_bit_decode(codes: torch.Tensor, norm: torch.Tensor, levels: int, n: int, out=None) -> torch.Tensor | None:
     """n 6-bit codes decoded in two compiled loops (their 24-bit words, then the values), the
-    values of the table path; None where the compiled loops are unavailable."""
+    values of the table path, into ``out`` (contiguous float32) when given; None where the
+    compiled loops are unavailable."""
     groups = (n + 3) // 4
     b = codes.reshape(-1)[: 3 * groups]
     if b.numel() < 3 * groups:
@@ -90,7 +91,7 @@ def _six_bit_decode(codes: torch.Tensor, norm: torch.Tensor, levels: int, n: int
     if words is None:
         return None
     unit = (norm.reshape(1) / levels).reshape(())  # the table's norm/s, the same float32 division
-    return cpu.call(cpu.six_bit_levels, words, unit, torch.empty(n))
+    return cpu.call(cpu.six_bit_levels, words, unit, torch.empty(n) if out is None else out.reshape(-1))
 
 
 @register("qsgd")
@@ -142,6 +143,10 @@ class QSGD(MultiTensor, Compressor):
         codes = payload["codes"]
         if self.coding == "fixed" and not codes.is_cuda and 1 + self._lbits in (2, 4, 8):
             return byte_table_decode(codes, self._byte_table(torch.ones(1)), n, out)
+        if (self.coding == "fixed" and self._lbits == 5 and cpu.wanted(codes) and out is not None
+                and out.dtype == torch.float32 and out.is_contiguous()):  # 6-bit codes straight into out
+            if _six_bit_decode(codes, torch.ones(1), self.levels, n, out) is not None:
+                return out
         return into(self.decode(Packet({"norm": torch.ones(1, device=codes.device), **payload}, (n,))), out)
 
     def _code_values(self, norm: torch.Tensor) -> torch.Tensor:
