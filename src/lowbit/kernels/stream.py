@@ -58,33 +58,42 @@ def _words_numpy(n: int, key: int, rounds: int) -> np.ndarray:
     return np.concatenate([head, r[:, full * Q :].reshape(-1)[:rem]])
 
 
-def _philox_loop(out: torch.Tensor, key: torch.Tensor) -> torch.Tensor:
-    """``out[k]`` ← bits 0–30 of word k of the stream with seed ``key`` (a 0-d int64 tensor,
-    0 ≤ key < 2^31), ``ROUNDS`` rounds; each value computes its own counter's round, as the
-    fused loop then needs no buffer per word (int64 lanes hold the 32-bit words and their
+def _philox_counters(m: int, key: torch.Tensor) -> tuple[torch.Tensor, ...]:
+    """The four words (bits 0–30, int32) of counters 0 … m − 1 with seed ``key`` (a 0-d int64
+    tensor, 0 ≤ key < 2^31), ``ROUNDS`` rounds, as four vectors: one loop that computes each
+    counter's rounds once and stores its four words (int64 lanes hold the 32-bit words and their
     products)."""
-    k = torch.arange(out.numel(), dtype=torch.int64, device=out.device)
-    j = (k >> 10) & 3
-    c0 = ((k >> 12) << 10) | (k & (Q - 1))
-    c1 = c2 = c3 = torch.zeros_like(k)
+    c0 = torch.arange(m, dtype=torch.int64)
+    c1 = c2 = c3 = torch.zeros_like(c0)
     k0, k1 = key, torch.zeros_like(key)
     for _ in range(ROUNDS):
         p0, p2 = c0 * M0, c2 * M1  # wraps past 2^63: the low 64 bits are right, ≫ 32 then masked
         c0, c1, c2, c3 = ((p2 >> 32) & _MASK) ^ c1 ^ k0, p2 & _MASK, ((p0 >> 32) & _MASK) ^ c3 ^ k1, p0 & _MASK
         k0, k1 = (k0 + W0) & _MASK, (k1 + W1) & _MASK
-    w = torch.where(j == 0, c0, torch.where(j == 1, c1, torch.where(j == 2, c2, c3)))
-    return out.copy_((w & 0x7FFFFFFF).to(torch.int32))
+    return tuple((w & 0x7FFFFFFF).to(torch.int32) for w in (c0, c1, c2, c3))
 
 
 def words(out: torch.Tensor, seed: int) -> torch.Tensor:
     """Fill the int32 CPU vector ``out`` with the low 31 bits of the stream's first n words for
     ``seed`` (0 ≤ seed < 2^31): the words a Triton kernel draws for its values 0 … n − 1, less
-    their top bit (every CPU rounding uses 30 bits at most).  One compiled loop for the buffers
-    the other compiled passes take (:func:`lowbit.kernels.cpu.wanted`), else numpy; the same
-    words either way (tested)."""
-    if cpu.wanted(out) and cpu.call(_philox_loop, out, torch.tensor(seed, dtype=torch.int64)) is not None:
-        return out
-    w = _words_numpy(out.numel(), seed, ROUNDS) & np.uint64(0x7FFFFFFF)
+    their top bit (every CPU rounding uses 30 bits at most).  For the buffers the other compiled
+    passes take (:func:`lowbit.kernels.cpu.wanted`) the whole blocks come from one compiled loop
+    over their counters, laid out block by block (four copies of Q words each), and the last
+    partial block from numpy; else numpy throughout; the same words either way (tested)."""
+    n = out.numel()
+    full = n // (4 * Q)
+    if full and cpu.wanted(out):
+        ws = cpu.call(_philox_counters, full * Q, torch.tensor(seed, dtype=torch.int64))
+        if ws is not None:
+            blocks = out[: full * 4 * Q].view(full, 4, Q)
+            for j, w in enumerate(ws):
+                blocks[:, j, :].copy_(w.view(full, Q))
+            rem = n - full * 4 * Q
+            if rem:  # value 4Q·full + Q·j + i: word j of counter Q·full + i
+                r = np.stack(philox_numpy(np.arange(full * Q, full * Q + min(rem, Q), dtype=np.uint64), seed, ROUNDS))
+                out[full * 4 * Q :] = torch.from_numpy((r.reshape(-1)[:rem] & np.uint64(0x7FFFFFFF)).astype(np.int32))
+            return out
+    w = _words_numpy(n, seed, ROUNDS) & np.uint64(0x7FFFFFFF)
     out.numpy()[:] = w.astype(np.int32)
     return out
 
