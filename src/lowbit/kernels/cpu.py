@@ -25,7 +25,8 @@ def scratch(n: int, dtype: torch.dtype, slot: int = 0) -> torch.Tensor:
     fresh large allocation costs its page faults on every call, often more than the pass that
     fills it (the contents are overwritten by the caller; one buffer per dtype, slot and thread).
     Slots: 0–1 codec decodes, 2 a multi-tensor encode's scaled values, 3 sign bits, 4 a float64 copy
-    (1-bit SGD's sums), 5 random words, 7 the bucket mean's addend."""
+    (1-bit SGD's sums), 5 random words, 7 the bucket mean's addend, 8–11 the four words of each
+    Philox counter (:mod:`lowbit.kernels.stream`)."""
     key = f"{dtype}/{slot}"
     buf = getattr(_SCRATCH, key, None)
     if buf is None or buf.numel() < n:

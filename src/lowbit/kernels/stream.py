@@ -58,19 +58,22 @@ def _words_numpy(n: int, key: int, rounds: int) -> np.ndarray:
     return np.concatenate([head, r[:, full * Q :].reshape(-1)[:rem]])
 
 
-def _philox_counters(m: int, key: torch.Tensor) -> tuple[torch.Tensor, ...]:
-    """The four words (bits 0–30, int32) of counters 0 … m − 1 with seed ``key`` (a 0-d int64
-    tensor, 0 ≤ key < 2^31), ``ROUNDS`` rounds, as four vectors: one loop that computes each
-    counter's rounds once and stores its four words (int64 lanes hold the 32-bit words and their
-    products)."""
-    c0 = torch.arange(m, dtype=torch.int64)
+def _philox_counters(key: torch.Tensor, w0: torch.Tensor, w1: torch.Tensor, w2: torch.Tensor,
+                     w3: torch.Tensor) -> torch.Tensor:
+    """w_j[c] ← bits 0–30 of word j of counter c (c < m, the buffers' length) with seed ``key`` (a
+    0-d int64 tensor, 0 ≤ key < 2^31), ``ROUNDS`` rounds: one loop that computes each counter's
+    rounds once and stores its four words (int64 lanes hold the 32-bit words and their products).
+    The buffers are the caller's (fresh ones cost their page faults on every call)."""
+    c0 = torch.arange(w0.numel(), dtype=torch.int64)
     c1 = c2 = c3 = torch.zeros_like(c0)
     k0, k1 = key, torch.zeros_like(key)
     for _ in range(ROUNDS):
         p0, p2 = c0 * M0, c2 * M1  # wraps past 2^63: the low 64 bits are right, ≫ 32 then masked
         c0, c1, c2, c3 = ((p2 >> 32) & _MASK) ^ c1 ^ k0, p2 & _MASK, ((p0 >> 32) & _MASK) ^ c3 ^ k1, p0 & _MASK
         k0, k1 = (k0 + W0) & _MASK, (k1 + W1) & _MASK
-    return tuple((w & 0x7FFFFFFF).to(torch.int32) for w in (c0, c1, c2, c3))
+    for w, c in zip((w0, w1, w2, w3), (c0, c1, c2, c3)):
+        w.copy_((c & 0x7FFFFFFF).to(torch.int32))
+    return w0
 
 
 def words(out: torch.Tensor, seed: int) -> torch.Tensor:
@@ -83,8 +86,8 @@ def words(out: torch.Tensor, seed: int) -> torch.Tensor:
     n = out.numel()
     full = n // (4 * Q)
     if full and cpu.wanted(out):
-        ws = cpu.call(_philox_counters, full * Q, torch.tensor(seed, dtype=torch.int64))
-        if ws is not None:
+        ws = [cpu.scratch(full * Q, torch.int32, 8 + j) for j in range(4)]
+        if cpu.call(_philox_counters, torch.tensor(seed, dtype=torch.int64), *ws) is not None:
             blocks = out[: full * 4 * Q].view(full, 4, Q)
             for j, w in enumerate(ws):
                 blocks[:, j, :].copy_(w.view(full, Q))
