@@ -292,7 +292,7 @@ def byte_rows_mean(payloads: list, field: str, table, segments, out: torch.Tenso
         b = max(a, end // k * k)
         if b > a:
             args = ([p[field][a // k : b // k] for p in payloads], tables, n, out[a:b])
-            if not (b - a >= EACH_MIN and cpu.call(cpu.rows_mean, *args) is not None):
+            if not (b - a >= cpu.LOOP_MIN and cpu.call(cpu.rows_mean, *args) is not None):
                 cpu.rows_mean(*args)
         for lo, hi in ((pos, a), (b, end)):
             if hi > lo:

@@ -71,12 +71,15 @@ def call(fn, *args):
         return None
 
 
-EACH_MIN = 1 << 14  # tensors of fewer values run a pass's formula eagerly (a compiled call costs more)
+EACH_MIN = 1 << 14  # below this a single torch reduction (a norm, a table gather) beats a compiled call
+LOOP_MIN = 64  # below this a multi-pass formula runs eagerly (its compiled call then costs about as much)
 
 
 def each_tensor(fn, flat: torch.Tensor, *args):
-    """``fn(flat, *args)`` compiled where ``flat`` is large, else eagerly (the same bits)."""
-    if flat.numel() >= EACH_MIN:
+    """``fn(flat, *args)`` compiled, else (tiny tensors, or no compiler) eagerly: the same bits.
+    A compiled call costs about 40 µs, the eager formulas (ten passes or so) 120 µs and more
+    at any size (one thread)."""
+    if flat.numel() >= LOOP_MIN:
         r = call(fn, flat, *args)
         if r is not None:
             return r
