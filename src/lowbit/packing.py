@@ -53,23 +53,23 @@ def pack(codes: torch.Tensor, w: int) -> torch.Tensor:
         if c.storage_offset() % 2:  # a view that starts mid-pair
             c = c.clone()
         pair = c.view(torch.int16)
-        return (pair | (pair >> 4)).to(torch.uint8)
+        packed = cpu.call(cpu.nibble_bytes, pair) if cpu.wanted(c) else None  # one loop, no temporaries
+        return packed if packed is not None else cpu.nibble_bytes(pair)
     if w in (2, 6) and codes.device.type == "cpu" and sys.byteorder == "little" and n >= 4:
         # four codes, one per byte, as one little-endian int32, packed by shifts and masks of whole
-        # words: 2 bits to a byte, 6 bits to three bytes of each word
+        # words into w/2 bytes; the last n mod 4 codes (whole bytes of their own) by the paths below
         c = codes.reshape(-1).to(torch.uint8)
-        if n % 4:
-            c = torch.nn.functional.pad(c, (0, (-n) % 4))
+        main = n - n % 4
         if c.storage_offset() % 4:
             c = c.clone()
-        words = c.view(torch.int32)
-        fn, args = (cpu.packed_words, (words, 2)) if w == 2 else (cpu.six_bit_bytes, (words,))
-        packed = cpu.call(fn, *args) if cpu.wanted(c) else None  # one loop on large buffers
-        if packed is None:
-            packed = cpu.packed_words(words, w)
-            if w == 6:
-                packed = packed.view(torch.uint8).view(-1, 4)[:, :3]
-        return packed.to(torch.uint8).reshape(-1)[:nbytes]
+        words = c[:main].view(torch.int32)
+        out = torch.empty(nbytes, dtype=torch.uint8)
+        body = out[: main * w // 8]
+        if not (cpu.wanted(c) and cpu.call(cpu.packed_into, words, body, w) is not None):  # one loop when large
+            cpu.packed_into(words, body, w)
+        if main < n:
+            out[main * w // 8 :] = pack(c[main:], w)
+        return out
     if w in (1, 2, 4):  # whole codes per byte: uint8 arithmetic, no widening, one OR per slot
         per = 8 // w
         c = codes.reshape(-1).to(torch.uint8)

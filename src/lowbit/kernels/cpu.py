@@ -127,10 +127,18 @@ def packed_words(w: torch.Tensor, width: int) -> torch.Tensor:
     return out
 
 
-def six_bit_bytes(w: torch.Tensor) -> torch.Tensor:
-    """The three bytes (m × 3, uint8) of :func:`packed_words` of 6-bit codes, low byte first."""
-    p = packed_words(w, 6)
-    return torch.stack([(p >> (8 * k)) & 255 for k in range(3)], 1).to(torch.uint8)
+def packed_into(words: torch.Tensor, out: torch.Tensor, width: int) -> torch.Tensor:
+    """``out`` ← the bytes of :func:`packed_words` of ``width``-bit codes (2: one byte per word;
+    6: three bytes per word, low byte first; ``out`` holds exactly those bytes)."""
+    p = packed_words(words, width)
+    if width == 2:
+        return out.copy_(p.to(torch.uint8))
+    return out.view(-1, 3).copy_(torch.stack([(p >> (8 * k)) & 255 for k in range(3)], 1).to(torch.uint8))
+
+
+def nibble_bytes(pairs: torch.Tensor) -> torch.Tensor:
+    """Bytes c0 | c1 ≪ 4 of two 4-bit codes held as one little-endian int16 c0 + 256·c1."""
+    return (pairs | (pairs >> 4)).to(torch.uint8)
 
 
 def six_bit_words(b: torch.Tensor) -> torch.Tensor:
