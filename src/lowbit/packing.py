@@ -21,7 +21,7 @@ from .kernels import cpu
 from .quantize import quantize, scaled_values
 from .scaling import ScaledFormat
 
-__all__ = ["encode", "decode", "Encoded", "pack", "unpack", "unpack_bytes", "float_codes", "int_codes", "decode_lut"]
+__all__ = ["encode", "decode", "Encoded", "pack", "unpack", "unpack_bytes", "six_bit_words", "float_codes", "int_codes", "decode_lut"]
 
 
 def _group(w: int) -> tuple[int, int] | None:
@@ -150,16 +150,22 @@ def unpack_bytes(data: torch.Tensor, w: int, n: int) -> torch.Tensor:
     return out.reshape(-1)[:n]
 
 
+def six_bit_words(data: torch.Tensor, n: int) -> torch.Tensor | None:
+    """The little-endian 24-bit words (int32) of n packed 6-bit codes, four codes per word, the
+    first in the low bits (the last group zero-padded); one compiled loop on large CPU buffers."""
+    groups = (n + 3) // 4
+    b = data.reshape(-1)[: 3 * groups]
+    if b.numel() < 3 * groups:
+        b = torch.nn.functional.pad(b, (0, 3 * groups - b.numel()))
+    words = cpu.call(cpu.six_bit_words, b) if cpu.wanted(b) else None
+    return words if words is not None else cpu.six_bit_words(b)
+
+
 def unpack_sixes(data: torch.Tensor, n: int) -> torch.Tensor:
     """:func:`unpack` for 6-bit codes, as uint8 codes: each 3 bytes, read as one little-endian
     24-bit word, hold four codes, the first in the low bits (no widening to int64)."""
-    need = (n * 6 + 7) // 8
-    groups = (n + 3) // 4
-    b = data.reshape(-1)[:need]
-    if b.numel() < 3 * groups:
-        b = torch.nn.functional.pad(b, (0, 3 * groups - b.numel()))
-    b = b.view(groups, 3).to(torch.int32)
-    word = b[:, 0] | (b[:, 1] << 8) | (b[:, 2] << 16)
+    word = six_bit_words(data, n)
+    groups = word.numel()
     out = torch.empty(groups, 4, dtype=torch.uint8, device=data.device)
     for k in range(4):
         torch.bitwise_and(word >> (6 * k), 63, out=out[:, k])

@@ -32,7 +32,7 @@ from typing import Any, Protocol, runtime_checkable
 import torch
 
 from ..kernels import cpu
-from ..kernels.cpu import EACH_MIN, each_tensor, scratch  # noqa: F401  (re-exported: the codecs import them from here)
+from ..kernels.cpu import each_tensor, scratch  # noqa: F401  (re-exported: the codecs import them from here)
 
 __all__ = ["Packet", "Traits", "Compressor", "Summable", "WorkerAgreement", "BucketCodec", "OptionError", "register",
            "make_compressor", "compressor_names"]

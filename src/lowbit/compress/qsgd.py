@@ -15,7 +15,7 @@ from dataclasses import replace
 
 import torch
 
-from ..packing import pack, unpack, unpack_bytes, unpack_sixes
+from ..packing import pack, six_bit_words, unpack, unpack_bytes, unpack_sixes
 from ..kernels import cpu
 from ..quantize import _Bits, _stochastic_integers, random_words, round_integer
 from . import elias
@@ -83,13 +83,7 @@ def _six_bit_decode(codes: torch.Tensor, norm: torch.Tensor, levels: int, n: int
     """n 6-bit codes decoded in two compiled loops (their 24-bit words, then the values), the
     values of the table path, into ``out`` (contiguous float32) when given; None where the
     compiled loops are unavailable."""
-    groups = (n + 3) // 4
-    b = codes.reshape(-1)[: 3 * groups]
-    if b.numel() < 3 * groups:
-        b = torch.nn.functional.pad(b, (0, 3 * groups - b.numel()))
-    words = cpu.call(cpu.six_bit_words, b)
-    if words is None:
-        return None
+    words = six_bit_words(codes, n)
     unit = (norm.reshape(1) / levels).reshape(())  # the table's norm/s, the same float32 division
     return cpu.call(cpu.six_bit_levels, words, unit, torch.empty(n) if out is None else out.reshape(-1))
 
