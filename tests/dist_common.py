@@ -49,6 +49,9 @@ SCATTER = {  # the compressed reduce-scatter mode: the mean is coded twice
 }
 
 
+PER_PARAMETER = ("qsgd", "intsgd-int8", "natural")  # bucketable codecs also run with per_parameter=True
+
+
 RESUMED = {  # deterministic codecs: a restarted DDP lays its buckets out afresh, so a restart
     # resumes bit for bit where the randomness does not depend on the layout
     "ef-signsgd": lambda n: ErrorFeedback(get_compressor("signsgd")),
@@ -91,3 +94,9 @@ def diana_optimizer(split, x, cluster):
 
 
 DIANA_STEPS = 600
+DIANA_CODECS = {  # (codec, steps): the automatic width goes as packets, the others take the bucket route
+    "vr-intdiana": (lambda n: get_compressor("intsgd", n_workers=n, rule="adaptive", sigma_sq=1e-6), DIANA_STEPS),
+    "vr-intdiana-int16": (lambda n: get_compressor("intsgd", bits=16, n_workers=n, rule="adaptive", sigma_sq=1e-6), 40),
+    "vr-natdiana": (lambda n: get_compressor("natural"), 40),
+    "vr-qsgd-diana": (lambda n: get_compressor("qsgd", levels=4), 40),
+}

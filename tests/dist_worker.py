@@ -1,7 +1,7 @@
 """A worker process of the distributed tests, started like torchrun starts one (RANK,
 WORLD_SIZE, MASTER_ADDR, MASTER_PORT in the environment).
 
-    python dist_worker.py equiv OUT   # every codec through DDP hooks; VR-IntDIANA; OUT.<rank>.pt
+    python dist_worker.py equiv OUT   # every codec through DDP hooks; the DIANA family; OUT.<rank>.pt
     python dist_worker.py kill        # all-reduces until a peer is killed
 """
 
@@ -34,19 +34,24 @@ def equiv(out):
     for label, make in C.SCATTER.items():  # compressed reduce-scatter + all-gather
         model, state = _train(make(world), rank, dev, mode="scatter")
         res["scatter " + label] = {"params": [p.detach().cpu() for p in model.parameters()], "bytes": state.bytes_sent}
+    for label in C.PER_PARAMETER:  # one message per parameter: the bucket route of DistributedCluster
+        model, state = _train(C.CODECS[label](world), rank, dev, per_parameter=True)
+        res["per-parameter " + label] = {"params": [p.detach().cpu() for p in model.parameters()],
+                                         "bytes": state.bytes_sent}
     split = C.diana_problem(world)
     split = type(split)(split.A.to(dev), split.y.to(dev), split.lam)
-    x = torch.zeros(split.A.shape[2], dtype=torch.float64, device=dev)
-    cluster = ld.DistributedCluster(lowbit_codec(world), seed=C.SEED)
-    assert isinstance(cluster, ld.Cluster)  # the protocol the DIANA family takes
-    opt = C.diana_optimizer(split, x, cluster)
     mine = split.workers(slice(rank, rank + 1))
-    subopt = []
     P = split.problem()
-    for _ in range(C.DIANA_STEPS):
-        opt.step(mine.grads)
-        subopt.append(P.suboptimality(x))
-    res["vr-intdiana"] = {"x": x.cpu(), "subopt": subopt, "bytes": cluster.bytes_sent}
+    for label, (make, steps) in C.DIANA_CODECS.items():
+        x = torch.zeros(split.A.shape[2], dtype=torch.float64, device=dev)
+        cluster = ld.DistributedCluster(make(world), seed=C.SEED)
+        assert isinstance(cluster, ld.Cluster)  # the protocol the DIANA family takes
+        opt = C.diana_optimizer(split, x, cluster)
+        subopt = []
+        for _ in range(steps):
+            opt.step(mine.grads)
+            subopt.append(P.suboptimality(x))
+        res[label] = {"x": x.cpu(), "subopt": subopt, "bytes": cluster.bytes_sent}
     torch.save(res, f"{out}.{rank}.pt")
 
 
@@ -91,12 +96,6 @@ def _train_resumed(codec, rank, dev, restart):
         opt.step()
         state.observe(C.LR, [float(((p.detach() - b) ** 2).sum()) for p, b in zip(model.parameters(), before)])
     return [p.detach().cpu() for p in model.parameters()]
-
-
-def lowbit_codec(world):
-    from lowbit import get_compressor
-
-    return get_compressor("intsgd", n_workers=world, rule="adaptive", sigma_sq=1e-6)
 
 
 def kill():

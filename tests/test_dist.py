@@ -57,19 +57,18 @@ def _simulate(label: str, n: int, buckets=None):
     return [p.detach().cpu() for p in params], sdp.bits_per_worker
 
 
-def _simulate_diana(n: int):
+def _simulate_diana(n: int, label: str):
     split = C.diana_problem(n)
     x = torch.zeros(split.A.shape[2], dtype=torch.float64, device=split.A.device)
-    from lowbit import get_compressor
-
-    cl = SimulatedCluster(n, get_compressor("intsgd", n_workers=n, rule="adaptive", sigma_sq=1e-6), seed=C.SEED)
+    make, steps = C.DIANA_CODECS[label]
+    cl = SimulatedCluster(n, make(n), seed=C.SEED)
     opt = C.diana_optimizer(split, x, cl)
     P = split.problem()
     sub = []
-    for _ in range(C.DIANA_STEPS):
+    for _ in range(steps):
         opt.step(split.grads)
         sub.append(P.suboptimality(x))
-    return x.cpu(), sub
+    return x.cpu(), sub, cl
 
 
 @pytest.mark.parametrize("world", [2, 4])
@@ -109,13 +108,24 @@ def test_ddp_hooks_and_diana_match_the_simulation(world, tmp_path):
             if label == "cast-fp16":  # coded twice in fp16: close to the exact mean's training
                 for a, b in zip(got[0], exact_params):
                     assert torch.allclose(a, b, rtol=1e-2, atol=1e-3), (a - b).abs().max()
-        x, sub = _simulate_diana(world)
+        for label in C.PER_PARAMETER:  # DistributedCluster's bucket route, one message per parameter
+            params, bits = _simulate(label, world)
+            for r in range(world):
+                got = res[r]["per-parameter " + label]
+                for a, b in zip(got["params"], params):
+                    assert torch.allclose(a, b, rtol=1e-5, atol=1e-6), (label, r, (a - b).abs().max())
+                assert 8 * got["bytes"] == bits[r], (label, r, got["bytes"], bits[r] / 8)
+        diana = {label: _simulate_diana(world, label) for label in C.DIANA_CODECS}
     finally:
         torch.set_num_threads(threads)
-    for r in range(world):
-        d = res[r]["vr-intdiana"]
-        assert torch.allclose(d["x"], x, rtol=1e-9, atol=1e-12), (r, (d["x"] - x).abs().max())
-        assert abs(d["subopt"][-1] - sub[-1]) <= 1e-9 * max(1.0, sub[0]) + 1e-14
+    for label, (x, sub, cl) in diana.items():
+        for r in range(world):
+            d = res[r][label]
+            assert torch.allclose(d["x"], x, rtol=1e-9, atol=1e-12), (label, r, (d["x"] - x).abs().max())
+            assert abs(d["subopt"][-1] - sub[-1]) <= 1e-9 * max(1.0, sub[0]) + 1e-14, label
+        if label != "vr-intdiana":  # the bucket route: every worker's message is coded as the others'
+            assert cl._coder is not None, label
+    x, sub, _ = diana["vr-intdiana"]
     assert sub[-1] < 1e-3 * sub[0]  # and it converges
 
 

@@ -194,6 +194,14 @@ class BucketCoder:
             return payload, v, decoded
         return codec.flat_encode(coded, self.tensors(coded), seg, states=states, generator=generator), None, None
 
+    def encode_own(self, coded: torch.Tensor, *, generator=None, memory=None, states=None):
+        """(payload, new error-feedback memory or None, the sender's own decoded message, a new
+        tensor): what a worker of the DIANA family keeps (its shift follows its own Δ̂_i).  The
+        decode is taken before anything is sent: an all-reduce sums some payloads in place."""
+        payload, memory, own = self.encode_decoded(coded, generator=generator, memory=memory, states=states)
+        own = own.clone() if own is not None else self.mean_decoded([payload], torch.empty_like(coded))
+        return payload, memory, own
+
     def public(self, key: str) -> bool:
         """Whether payload field ``key`` is known to every receiver (not sent)."""
         return self.summable and self.inner.reduce_ops.get(key) == "same"

@@ -2,10 +2,21 @@
 
 The same interface as :class:`lowbit.distributed.SimulatedCluster` (``reduce``, ``mean``, ``state``,
 ``state_dict``), for one worker per process: rank r encodes its own vector with its own
-generator :func:`~lowbit.distributed.simulated.worker_generator` (seed, r), agrees with the others on
-shared quantities (an all-reduce of one scalar), and sends its packet — summed in flight
-(all-reduce) when the codec is summable, else all-gathered as bytes and decoded on arrival — so
-that a run over real processes gives the numbers of the per-worker simulation with the same seed.
+generator :func:`~lowbit.distributed.simulated.worker_generator` (seed, r), so that a run over
+real processes gives the numbers of the per-worker simulation with the same seed.
+
+Two routes, chosen by the codec, both shared with the simulation:
+
+* codecs whose message sizes depend on the sizes only (:func:`~lowbit.distributed.bucket.bucketable`:
+  identity, IntSGD with a fixed width, natural compression, QSGD, TernGrad, signSGD, 1-bit SGD,
+  PowerSGD, error feedback around them) take the DDP hook's bucket path: the vector is a bucket
+  of one tensor, coded by :class:`~lowbit.distributed.bucket.BucketCoder`, summed in flight in its
+  integer or float type by one all-reduce (summable codecs) or all-gathered as bytes with no
+  header and decoded by every rank in worker order;
+* the others (HintSGD and IntSGD with the automatic width, whose scale or container the workers
+  agree on from their data; top-k, rand-k, Elias codes, block-scaled casts, which have no
+  multi-tensor path) go as packets (:mod:`lowbit.distributed.wire`): an all-reduce of the agreements, then
+  the packets summed in flight or all-gathered with a header of their sizes.
 
 For ``Shifted`` (DIANA-style) codecs each rank mirrors every sender's shift h_i, as the
 simulation's packets carry it (:meth:`lowbit.compress.Shifted.decode_mirrored`).
@@ -22,6 +33,7 @@ from ..compress.base import Summable, WorkerAgreement
 from ..compress.feedback import Shifted
 from ..compress.intsgd import int_widths
 from . import wire
+from .bucket import BucketCoder, bucketable
 from .process_group import guard
 from .seeding import worker_generator
 
@@ -41,6 +53,8 @@ class DistributedCluster:
         self.state = None  # shared (public) codec state, e.g. IntSGD's α
         self.own_state = None  # this worker's codec state (error memory, warm start, shift)
         self.mirrors: list | None = None  # Shifted: every sender's shift
+        self.memory: torch.Tensor | None = None  # bucket route: error-feedback memory
+        self._coder: BucketCoder | None = None
         self.bytes_sent = 0  # payload bytes this rank sent (the codec's nbytes)
         self.wire_bytes = 0  # bytes on the wire, with headers and padding
 
@@ -56,6 +70,18 @@ class DistributedCluster:
     def exchange(self, v: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, dict]:
         """(this rank's decoded vector, the mean over ranks of the decoded vectors, info)."""
         return exchange_all([self], [v])[0]
+
+    def coder(self, v: torch.Tensor) -> BucketCoder:
+        """The bucket route's coder: a bucket of the one tensor ``v``."""
+        if self._coder is None or self._coder.shapes[0] != tuple(v.shape) or self._coder.device != v.device:
+            self._coder = one_tensor_coder(self.codec, v)
+        return self._coder
+
+    def states(self, v: torch.Tensor) -> list | None:
+        """The bucket route's codec states, as the DDP hook passes them: public (IntSGD's α) or
+        this worker's own (PowerSGD's), else None."""
+        t = self.codec.traits
+        return [self._state(v)] if t.shared_state or t.worker_state else None
 
     def _decode_from(self, i: int, packet):
         if not isinstance(self.codec, Shifted):
@@ -84,12 +110,14 @@ class DistributedCluster:
 
     def state_dict(self) -> dict:
         return {"state": self.state, "own_state": self.own_state, "mirrors": self.mirrors,
+                "memory": self.memory.clone() if self.memory is not None else None,
                 "generator": (str(self.generator.device), self.generator.get_state()) if self.generator else None,
                 "bytes_sent": self.bytes_sent, "wire_bytes": self.wire_bytes}
 
     def load_state_dict(self, sd: dict) -> None:
         self.state, self.own_state, self.mirrors = sd["state"], sd["own_state"], sd["mirrors"]
         self.bytes_sent, self.wire_bytes = sd["bytes_sent"], sd["wire_bytes"]
+        self.memory = sd["memory"].clone() if sd.get("memory") is not None else None
         if sd["generator"] is not None:
             dev, st = sd["generator"]
             self.generator = torch.Generator(device=dev)
@@ -109,6 +137,8 @@ def exchange_all(clusters: list[DistributedCluster], vectors: list[torch.Tensor]
     for c, v in zip(clusters, vectors):
         if c.generator is None:
             c.generator = worker_generator(c.seed, c.rank, v.device)
+    if bucketable(codec):
+        return _exchange_buckets(clusters, vectors)
     agrees = isinstance(codec, WorkerAgreement)
     before = [codec.agree_before(v) for v in vectors] if agrees else [None]
     if before[0] is not None:
@@ -139,6 +169,69 @@ def exchange_all(clusters: list[DistributedCluster], vectors: list[torch.Tensor]
             c.bytes_sent += p.nbytes
         c0.wire_bytes += on_wire
     return out
+
+
+def one_tensor_coder(codec: Compressor, v: torch.Tensor) -> BucketCoder:
+    """A bucket of one tensor shaped as ``v`` (the bucket route of both clusters)."""
+    return BucketCoder(codec, [v.numel()], v.device, shapes=[tuple(v.shape)])
+
+
+def _exchange_buckets(clusters: list[DistributedCluster], vectors: list[torch.Tensor]) -> list[tuple]:
+    """The bucket route of :func:`exchange_all`: each vector a bucket of one tensor, coded as the
+    DDP hook codes a bucket; the buckets' sum buffers travel in one all-reduce, or their bytes in
+    one all-gather.  The mean is decoded in float32 and returned in the vector's dtype."""
+    c0 = clusters[0]
+    group, n = c0.group, c0.n
+    coders, payloads, owns = [], [], []
+    for c, v in zip(clusters, vectors):
+        coder = c.coder(v)
+        flat = v.detach().reshape(-1).to(torch.float32, copy=True)  # identity's payload is this buffer
+        payload, c.memory, own = coder.encode_own(flat, generator=c.generator, memory=c.memory, states=c.states(v))
+        coders.append(coder)
+        payloads.append(payload)
+        owns.append(own)
+        c.bytes_sent += coder.nbytes(payload)
+    means = [torch.empty_like(o) for o in owns]
+    if coders[0].summable:
+        sends = [cd.to_sum_buffer(p) for cd, p in zip(coders, payloads)]
+        buf = torch.cat(sends) if len(sends) > 1 else sends[0]
+        wide = buf.to(torch.int32) if buf.dtype == torch.int16 else buf  # neither gloo nor NCCL sums int16
+        with guard(f"all-reduce of {c0.codec.name} buckets"):
+            dist.all_reduce(wide, group=group)
+        c0.wire_bytes += wide.numel() * wide.element_size()
+        total = wide.to(buf.dtype) if wide is not buf else buf  # the fixed width's clamp makes the sum fit
+        totals = [cd.from_sum_buffer(t, p) for cd, t, p in zip(coders, total.split([s.numel() for s in sends]), payloads)]
+        for cd, t, m in zip(coders, totals, means):
+            cd.decode_sum(t, n, m)
+        widths = _bucket_width_bits(payloads, totals, owns[0].device, group)
+    else:
+        layouts = [cd.byte_layout(p) for cd, p in zip(coders, payloads)]
+        mine = [cd.to_bytes(p, owns[0][:0], lay) for cd, p, lay in zip(coders, payloads, layouts)]
+        buf = torch.cat(mine) if len(mine) > 1 else mine[0]
+        got = torch.empty(n * buf.numel(), dtype=torch.uint8, device=buf.device)
+        with guard(f"all-gather of {c0.codec.name} buckets"):
+            wire.all_gather_into(got, buf.contiguous(), group=group)
+        c0.wire_bytes += buf.numel()
+        per_rank = got.view(n, -1).split([m.numel() for m in mine], dim=1)
+        for cd, lay, pieces, m in zip(coders, layouts, per_rank, means):
+            cd.mean_decoded([cd.from_bytes(piece.contiguous(), lay)[0] for piece in pieces], m)
+        widths = [{}] * len(clusters)
+    return [(own.view(v.shape).to(v.dtype), m.view(v.shape).to(v.dtype), {"bits": 8 * cd.nbytes(p) * n, **w})
+            for v, own, m, cd, p, w in zip(vectors, owns, means, coders, payloads, widths)]
+
+
+def _bucket_width_bits(payloads, totals, device, group) -> list[dict]:
+    """The IntSGD paper's count per tensor of the bucket route (one all-reduce), as the
+    simulation reports it; empty where no integers travel."""
+    if "ints" not in payloads[0]:
+        return [{}] * len(payloads)
+    peak = lambda t: t.abs().max().double() if t.numel() else torch.zeros((), dtype=torch.float64, device=device)  # noqa: E731
+    local = int_widths(torch.stack([peak(p["ints"]) for p in payloads]))
+    with guard("all-reduce of integer widths"):
+        dist.all_reduce(local, group=group)
+    summed = int_widths(torch.stack([peak(t["ints"]) for t in totals]))
+    return [{"width_bits": float(w) * p["ints"].numel(), "sum_width_bits": float(ws) * p["ints"].numel()}
+            for w, ws, p in zip(local.tolist(), summed.tolist(), payloads)]
 
 
 def _width_bits(packets, totals, device, group) -> list[dict]:

@@ -50,6 +50,7 @@ from ..compress.base import BucketCodec
 from ..quantize import draw_ahead
 from .bucket import BucketCoder, bucketable, carry_memory, observe_states, parameter_states
 from .cluster import DistributedCluster, exchange_all
+from .wire import all_gather_into as _all_gather_into
 from .seeding import bucket_seed, param_seed, worker_generator
 
 
@@ -306,9 +307,6 @@ def _scatter(state: "HookState", b: "_Bucket", flat, exact, n: int, finish):
     work.wait()
     got, w2 = second()
     return w2.get_future().then(lambda _f: last(got))
-
-
-_all_gather_into = getattr(dist, "all_gather_single", None) or dist.all_gather_into_tensor  # renamed in torch 2.10
 
 
 def compressed_hook(state: HookState, bucket) -> torch.futures.Future[torch.Tensor]:

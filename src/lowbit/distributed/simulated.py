@@ -12,7 +12,9 @@ the cluster's codec and returns what the receiver decodes, with the bits sent.  
 * per worker (``seed=s``): worker i encodes its own row with its own generator
   :func:`worker_generator` (s, i), exactly as rank i of a real ``torch.distributed`` run with the
   same seed does (:class:`lowbit.distributed.DistributedCluster`, :mod:`lowbit.distributed.hooks`), so both
-  give the same numbers.
+  give the same numbers.  Codecs of fixed sizes take the real run's bucket route (each row a
+  bucket of one tensor, :class:`~lowbit.distributed.bucket.BucketCoder`: the mean is decoded in
+  float32, the summable ones from the sum of the payloads); the others go as packets.
 
 Agreements among workers (HintSGD's max‖g_i‖∞ before encoding, IntSGD's container type after it;
 see :class:`lowbit.compress.Compressor`) are maxima over the rows, as a real run's all-reduce.
@@ -35,6 +37,7 @@ from ..compress import many
 from ..compress.base import Summable, WorkerAgreement
 from ..compress.many import segments
 from .bucket import BucketCoder, bucketable, carry_memory, observe_states, parameter_states
+from .cluster import one_tensor_coder
 from .seeding import bucket_seed, param_seed, worker_generator
 
 
@@ -55,6 +58,8 @@ class SimulatedCluster:
         self.generators: list[torch.Generator] | None = None
         self.state = None
         self._states: list | None = None
+        self.memory: list | None = None  # per-worker streams, bucket route: each worker's error-feedback memory
+        self._coder: BucketCoder | None = None
 
     def _width_bits(self, ints: torch.Tensor, d: int) -> dict:
         rows = ints.reshape(self.n, -1)
@@ -121,8 +126,46 @@ class SimulatedCluster:
                                      out=out[i : i + step].reshape(-1))
             per = 8 * codec.wire_bytes(d)
             return out, {"bits": per * self.n, "bits_per_worker": [per] * self.n}
+        if self.seed is not None and bucketable(codec):
+            own, _, info = self._buckets(vectors)
+            return own, info
         packets, info = self._per_worker(vectors)
         return torch.stack([codec.decode(p).to(vectors.dtype) for p in packets]), info
+
+    def _buckets(self, rows: torch.Tensor):
+        """Per-worker streams of a codec of fixed sizes: each row coded as a bucket of one tensor,
+        as rank i of a real run codes it (:func:`lowbit.distributed.cluster.exchange_all`).
+        Returns (decoded rows, mean, info) in the rows' dtype."""
+        codec, n = self.codec, self.n
+        if self.generators is None:
+            self.generators = [worker_generator(self.seed, i, rows.device) for i in range(n)]
+        if self.memory is None:
+            self.memory = [None] * n
+        like = rows[0]
+        if self._coder is None or self._coder.shapes[0] != tuple(like.shape) or self._coder.device != like.device:
+            self._coder = one_tensor_coder(codec, like)
+        coder, t = self._coder, codec.traits
+        payloads, owns, bits = [], [], []
+        for i in range(n):
+            flat = rows[i].detach().reshape(-1).to(torch.float32, copy=True)
+            states = [self._worker_state(i, like)] if t.shared_state or t.worker_state else None
+            p, self.memory[i], own = coder.encode_own(flat, generator=self.generators[i], memory=self.memory[i],
+                                                      states=states)
+            payloads.append(p)
+            owns.append(own)
+            bits.append(8 * coder.nbytes(p))
+        mean = torch.empty_like(owns[0])
+        info = {"bits": sum(bits), "bits_per_worker": bits}
+        if coder.summable:
+            total = coder.sum_payloads(payloads)
+            coder.decode_sum(total, n, mean)
+            if "ints" in total:
+                d = like.numel()
+                info.update(self._width_bits(torch.stack([p["ints"].reshape(-1) for p in payloads]), d))
+        else:
+            coder.mean_decoded(payloads, mean)
+        own = torch.stack(owns).view(rows.shape).to(rows.dtype)
+        return own, mean.view(like.shape).to(rows.dtype), info
 
     def _per_worker(self, vectors: torch.Tensor):
         codec, d = self.codec, vectors[0].numel()
@@ -158,6 +201,9 @@ class SimulatedCluster:
         rows over ``rows`` (see :meth:`exchange`)."""
         if exact:
             return rows, rows.mean(0), {"bits": 32 * rows.numel()}
+        if self.seed is not None and bucketable(self.codec):  # the real run's bucket route
+            own, mean, info = self._buckets(rows)
+            return (rows.copy_(own) if inplace else own), mean, info
         if self.seed is not None and isinstance(self.codec, Summable):  # summed in flight, as an all-reduce does
             packets, info = self._per_worker(rows)
             total = packets[0]
@@ -200,11 +246,14 @@ class SimulatedCluster:
 
     def state_dict(self) -> dict:
         return {"state": self.state, "states": self._states,
+                "memory": [m.clone() if m is not None else None for m in self.memory] if self.memory else None,
                 "generators": [(str(g.device), g.get_state()) for g in self.generators]
                 if self.generators is not None else None}
 
     def load_state_dict(self, sd: dict) -> None:
         self.state, self._states = sd["state"], sd["states"]
+        mem = sd.get("memory")
+        self.memory = [m.clone() if m is not None else None for m in mem] if mem is not None else None
         if sd.get("generators") is not None:
             self.generators = []
             for dev, st in sd["generators"]:

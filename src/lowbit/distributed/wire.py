@@ -25,6 +25,7 @@ import torch.distributed as dist
 from ..compress import Compressor, Packet
 from .process_group import guard
 
+all_gather_into = getattr(dist, "all_gather_single", None) or dist.all_gather_into_tensor  # renamed in torch 2.10
 _OPS = {"sum": dist.ReduceOp.SUM, "min": dist.ReduceOp.MIN, "max": dist.ReduceOp.MAX}
 _WIDER = {torch.int16: torch.int32}  # neither gloo nor NCCL reduces int16: it travels as int32
 
