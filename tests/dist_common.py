@@ -28,6 +28,7 @@ CODECS = {
                                                       sigma_sq=1e-4),  # per-tensor α_j = √d_j/σ, int16 summed as int32
     "intsgd-auto": lambda n: get_compressor("intsgd", alpha=1e4, n_workers=n),
     "hintsgd": lambda n: get_compressor("hintsgd", n_workers=n),
+    "hintsgd-int8": lambda n: get_compressor("hintsgd", bits=8, n_workers=n),  # bucketed: scales agreed first
     "natural": lambda n: get_compressor("natural"),
     "qsgd": lambda n: get_compressor("qsgd", levels=4),
     "qsgd-elias": lambda n: get_compressor("qsgd", levels=2, coding="elias"),
@@ -49,7 +50,7 @@ SCATTER = {  # the compressed reduce-scatter mode: the mean is coded twice
 }
 
 
-PER_PARAMETER = ("qsgd", "intsgd-int8", "natural")  # bucketable codecs also run with per_parameter=True
+PER_PARAMETER = ("qsgd", "intsgd-int8", "hintsgd-int8")  # bucketable codecs also run with per_parameter=True
 
 
 RESUMED = {  # deterministic codecs: a restarted DDP lays its buckets out afresh, so a restart
@@ -98,5 +99,6 @@ DIANA_CODECS = {  # (codec, steps): the automatic width goes as packets, the oth
     "vr-intdiana": (lambda n: get_compressor("intsgd", n_workers=n, rule="adaptive", sigma_sq=1e-6), DIANA_STEPS),
     "vr-intdiana-int16": (lambda n: get_compressor("intsgd", bits=16, n_workers=n, rule="adaptive", sigma_sq=1e-6), 40),
     "vr-natdiana": (lambda n: get_compressor("natural"), 40),
+    "vr-hintdiana-int8": (lambda n: get_compressor("hintsgd", bits=8, n_workers=n), 40),
     "vr-qsgd-diana": (lambda n: get_compressor("qsgd", levels=4), 40),
 }

@@ -18,10 +18,12 @@ DETERMINISTIC = {
     "intsgd-fixed": {"alpha": 100.0, "bits": 8, "rounding": "nearest"},
     "intsgd-adaptive": {"bits": 16, "rounding": "nearest", "sigma_sq": 1e-4},
     "intsgd-adaptive8": {"bits": 8, "rounding": "nearest", "sigma_sq": 25.0},  # α_j = √d_j/5: one α per tensor
+    "hintsgd-nearest": {"bits": 8, "rounding": "nearest", "n_workers": 2},  # α_j = ⌊127/2⌋/‖g_j‖∞
 }
 STOCHASTIC = {
     "natural": {}, "qsgd": {"levels": 4}, "qsgd-1": {"levels": 1}, "terngrad": {},
     "cast-fp8-sr": {"format": "fp8", "rounding": "stochastic"}, "intsgd": {"alpha": 20.0, "bits": 8},  # |x| ≤ 5.6 < 127/α: no saturation
+    "hintsgd": {"bits": 8, "n_workers": 2},
 }
 NOT_BATCHED = {"qsgd-elias": {"levels": 2, "coding": "elias"}, "terngrad-clip": {"clip": 2.5},
                "cast-block": {"format": "fp4", "scaling": "block"}, "intsgd-auto": {"alpha": 10.0},

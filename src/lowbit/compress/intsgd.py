@@ -38,7 +38,7 @@ import torch
 from ..kernels import cpu
 from ..quantize import clamped_stochastic_integers, round_integer
 from .base import Compressor, Packet, Summable, Traits, WorkerAgreement, _check_tensor, all_finite, into, register
-from .many import MultiTensor
+from .many import MultiTensor, foreach_norms
 from .. import kernels
 
 _INT_TYPES = [(8, torch.int8), (16, torch.int16), (32, torch.int32), (64, torch.int64)]
@@ -342,7 +342,8 @@ class HintSGD(IntSGD):
     the sum over n workers fits b bits without clamping: stochastic rounding stays unbiased."""
 
     traits = replace(IntSGD.traits, shared_state=False)
-    reduce_ops = {"ints": "sum", "gmax": "same", "finite": "min"}
+    reduce_ops = {"ints": "sum", "gmax": "same", "finite": "min", "scales": "same"}
+    agreed_scales = True  # multi-tensor path: s_j = max_i ‖g_ij‖∞ / L, agreed by an all-reduce (max)
 
     def __init__(self, rounding: str = "stochastic", n_workers: int = 1, bits: int | None = None):
         super().__init__(alpha=None, rounding=rounding, bits=bits, n_workers=n_workers)
@@ -356,7 +357,26 @@ class HintSGD(IntSGD):
     def adaptive(self) -> bool:
         return False
 
+    # multi-tensor path (fixed width): s_j = gmax_j / L, so α_j = L / gmax_j as in encode, where gmax_j is
+    # ‖g_j‖∞ of this worker (states None) or the maximum over the workers (states: the agreed
+    # vector, which the bucket paths all-reduce before coding; "scales" is then public)
     def batchable(self, states=None) -> bool:
+        return self.bits is not None
+
+    def agreement(self, tensors) -> torch.Tensor:
+        """‖g_j‖∞ of every tensor (float32, one vector): the workers agree on its maximum."""
+        return foreach_norms(tensors, float("inf"))
+
+    def tensor_scales(self, tensors, states=None):
+        gmax = states if isinstance(states, torch.Tensor) else self.agreement(tensors)
+        gmax = gmax.to(device=tensors[0].device, dtype=torch.float32)
+        return torch.where(gmax > 0, gmax / self.levels, torch.ones_like(gmax))
+
+    def _alpha_tables(self, tensors, states, device):
+        s = self.tensor_scales(tensors, states).to(device)
+        return 1.0 / s, s
+
+    def graph_safe(self, flat, states=None) -> bool:
         return False
 
     def init_state(self, tensor):
@@ -373,6 +393,9 @@ class HintSGD(IntSGD):
 
     def _header_bits(self) -> int:
         return 32  # gmax travels with the integers
+
+    def wire_bytes(self, numel: int) -> int:
+        return super().wire_bytes(numel) + 4  # and gmax (in a bucket: the agreement's float)
 
     def encode(self, tensor, *, state=None, generator=None) -> Packet:
         _check_tensor(tensor)

@@ -28,6 +28,15 @@ class MultiTensor:
     on the sizes only (:meth:`wire_bytes`).  The defaults build every flat operation from those
     three; codecs with fused kernels override the flat ones."""
 
+    #: the per-tensor scales follow from a vector the workers agree on by its maximum (HintSGD's
+    #: max_i ‖g_ij‖∞): :meth:`agreement` of each worker's tensors, all-reduced (max) and passed as
+    #: ``states`` before coding; without ``states`` each worker uses its own
+    agreed_scales = False
+
+    def agreement(self, tensors) -> torch.Tensor:
+        """This worker's vector of the agreement (``agreed_scales`` codecs)."""
+        raise NotImplementedError(f"{type(self).__name__} has no agreement")
+
     def batchable(self, states=None) -> bool:
         """Whether :func:`roundtrip_many` may code tensors with these states in one flat call."""
         return True

@@ -100,8 +100,11 @@ def bucketable(codec: Compressor) -> bool:
     :class:`~lowbit.compress.base.BucketCodec` (PowerSGD; not inside error feedback, which it has)."""
     if isinstance(codec, BucketCodec):
         return True
-    inner = codec.inner if isinstance(codec, ErrorFeedback) else codec
-    return many.batchable(inner) and not isinstance(inner, ErrorFeedback)
+    feedback = isinstance(codec, ErrorFeedback)
+    inner = codec.inner if feedback else codec
+    if not many.batchable(inner) or isinstance(inner, ErrorFeedback):
+        return False
+    return not (feedback and inner.agreed_scales)  # an agreement on g + e: not offered
 
 
 _MEAN_SLOT = 7  # scratch slot of the running sum's addend (the codecs' own decodes use the low slots)
@@ -134,6 +137,7 @@ class BucketCoder:
         self.exact_sizes = [s for s, e in zip(self.sizes, self.exact) if e]
         self.segments = segments_of(self.sizes, self.device) if self.sizes else None
         self.summable = isinstance(self.inner, Summable) and not self.feedback
+        self.agreed = not self.matrices and getattr(self.inner, "agreed_scales", False)  # HintSGD's max‖g‖∞
         self._index = None
         self._decoded = None  # error feedback: the sender's decode of its own message, reused
 
@@ -202,6 +206,17 @@ class BucketCoder:
         own = own.clone() if own is not None else self.mean_decoded([payload], torch.empty_like(coded))
         return payload, memory, own
 
+    def agreement(self, coded: torch.Tensor) -> torch.Tensor:
+        """This worker's vector of the scales' agreement (``agreed`` codecs: HintSGD's ‖g_j‖∞ of
+        every tensor); the maximum over the workers goes to :meth:`encode` as ``states``."""
+        return self.inner.agreement(self.tensors(coded))
+
+    def agree(self, coded: torch.Tensor, group=None) -> torch.Tensor:
+        """:meth:`agreement` all-reduced (max) over ``group``: one float per tensor, waited for."""
+        m = self.agreement(coded)
+        dist.all_reduce(m, dist.ReduceOp.MAX, group=group)
+        return m
+
     def public(self, key: str) -> bool:
         """Whether payload field ``key`` is known to every receiver (not sent)."""
         return self.summable and self.inner.reduce_ops.get(key) == "same"
@@ -209,7 +224,8 @@ class BucketCoder:
     def nbytes(self, payload: dict) -> int:
         """Bytes a worker sends for this bucket: the payload's sent fields and the exact values."""
         sent = sum(t.numel() * t.element_size() for k, t in payload.items() if not self.public(k))
-        return sent + 4 * sum(self.exact_sizes)
+        agreement = 4 * len(self.sizes) if self.agreed else 0  # its all-reduce: one float32 per tensor
+        return sent + 4 * sum(self.exact_sizes) + agreement
 
     # -- summable codecs: one buffer summed in flight ------------------------------------------------
     def sum_layout(self, payload: dict):

@@ -12,10 +12,11 @@ Two routes, chosen by the codec, both shared with the simulation:
   PowerSGD, error feedback around them) take the DDP hook's bucket path: the vector is a bucket
   of one tensor, coded by :class:`~lowbit.distributed.bucket.BucketCoder`, summed in flight in its
   integer or float type by one all-reduce (summable codecs) or all-gathered as bytes with no
-  header and decoded by every rank in worker order;
-* the others (HintSGD and IntSGD with the automatic width, whose scale or container the workers
-  agree on from their data; top-k, rand-k, Elias codes, block-scaled casts, which have no
-  multi-tensor path) go as packets (:mod:`lowbit.distributed.wire`): an all-reduce of the agreements, then
+  header and decoded by every rank in worker order.  HintSGD with a fixed width takes it too,
+  its scales agreed first by one all-reduce (max) of every tensor's ‖g‖∞;
+* the others (IntSGD and HintSGD with the automatic width, whose container the workers agree on
+  from their data; top-k, rand-k, Elias codes, block-scaled casts, which have no multi-tensor
+  path) go as packets (:mod:`lowbit.distributed.wire`): an all-reduce of the agreements, then
   the packets summed in flight or all-gathered with a header of their sizes.
 
 For ``Shifted`` (DIANA-style) codecs each rank mirrors every sender's shift h_i, as the
@@ -23,7 +24,6 @@ simulation's packets carry it (:meth:`lowbit.compress.Shifted.decode_mirrored`).
 """
 
 from __future__ import annotations
-
 
 import torch
 import torch.distributed as dist
@@ -182,12 +182,18 @@ def _exchange_buckets(clusters: list[DistributedCluster], vectors: list[torch.Te
     one all-gather.  The mean is decoded in float32 and returned in the vector's dtype."""
     c0 = clusters[0]
     group, n = c0.group, c0.n
-    coders, payloads, owns = [], [], []
-    for c, v in zip(clusters, vectors):
-        coder = c.coder(v)
-        flat = v.detach().reshape(-1).to(torch.float32, copy=True)  # identity's payload is this buffer
-        payload, c.memory, own = coder.encode_own(flat, generator=c.generator, memory=c.memory, states=c.states(v))
-        coders.append(coder)
+    coders = [c.coder(v) for c, v in zip(clusters, vectors)]
+    flats = [v.detach().reshape(-1).to(torch.float32, copy=True) for v in vectors]  # identity's payload is this buffer
+    states = [c.states(v) for c, v in zip(clusters, vectors)]
+    if coders[0].agreed:  # HintSGD: the maxima over ranks of every tensor's ‖g‖∞, in one all-reduce
+        local = [cd.agreement(f) for cd, f in zip(coders, flats)]
+        agreed = torch.cat(local)
+        with guard(f"all-reduce of {c0.codec.name} scales"):
+            dist.all_reduce(agreed, dist.ReduceOp.MAX, group=group)
+        states = list(agreed.split([m.numel() for m in local]))
+    payloads, owns = [], []
+    for c, coder, flat, st in zip(clusters, coders, flats, states):
+        payload, c.memory, own = coder.encode_own(flat, generator=c.generator, memory=c.memory, states=st)
         payloads.append(payload)
         owns.append(own)
         c.bytes_sent += coder.nbytes(payload)

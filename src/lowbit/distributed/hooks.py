@@ -4,14 +4,15 @@
     ddp = torch.nn.parallel.DistributedDataParallel(model)
     ddp.register_comm_hook(state, hook)
 
-Codecs with a multi-tensor path (identity, casts without scaling, IntSGD with a fixed width,
-natural compression, QSGD with fixed-width codes, TernGrad, signSGD, 1-bit SGD, and error
-feedback around any of them), and PowerSGD (its factors of every tensor as one message), code
+Codecs with a multi-tensor path (identity, casts without scaling, IntSGD and HintSGD with a
+fixed width, natural compression, QSGD with fixed-width codes, TernGrad, signSGD, 1-bit SGD, and error
+feedback around any of them but HintSGD), and PowerSGD (its factors of every tensor as one message), code
 DDP's whole bucket in one call (:mod:`lowbit.distributed.bucket`): each parameter
 keeps its own scale (QSGD's norm, TernGrad's max, IntSGD's α are per layer, as in the papers),
 no value is read on the host, and the hook returns the collective's future chained with the
 decode, as torch's ``powerSGD_hook`` does, so communication overlaps the rest of backward.
-Summable codecs are summed in flight in their integer or float type by one all-reduce; the
+Summable codecs are summed in flight in their integer or float type by one all-reduce (HintSGD's
+scales first agreed by a small all-reduce of every tensor's ‖g‖∞, which the hook waits for); the
 others are all-gathered as bytes (on gloo in chunks of ``gather_chunk`` bytes, all in flight) and
 every rank decodes and averages the n messages.  On the CPU a stochastic codec's next random
 words are drawn while the bucket is on the wire (:func:`lowbit.quantize.draw_ahead`: the same words).
@@ -24,7 +25,7 @@ after the first step); IntSGD's α is per parameter.  ``state.buckets()`` lists 
 and ``SimulatedDataParallel(…, buckets=state.buckets())`` with the same seed gives the numbers of
 the DDP run.  A run restarted from ``state.state_dict()`` resumes exactly for deterministic codecs;
 stochastic ones draw the same numbers only where the new DDP lays its buckets out as before.  The other codecs (top-k, rand-k, Elias
-codes, block-scaled casts, HintSGD, IntSGD with the automatic width) are exchanged parameter by
+codes, block-scaled casts, HintSGD and IntSGD with the automatic width) are exchanged parameter by
 parameter through :class:`~lowbit.distributed.DistributedCluster` (parameter j seeded with
 param_seed(seed, j); ``SimulatedDataParallel`` without buckets), synchronously.
 
@@ -350,8 +351,9 @@ def _exchange(state: HookState, key: tuple, b: _Bucket, buf: torch.Tensor, param
     flat = buf if buf.dtype == torch.float32 else buf.float()
     exact = coder.exact_part(flat)
     finish = _finisher(coder, flat, buf)
-    payload, b.memory, own = coder.encode_decoded(flat, generator=b.generator, memory=b.memory,
-                                                  states=state.states(key, params))
+    # HintSGD: every rank's scales from the maximum over ranks of its ‖g_j‖∞ (a small all-reduce, waited for)
+    states = coder.agree(flat, group) if coder.agreed else state.states(key, params)
+    payload, b.memory, own = coder.encode_decoded(flat, generator=b.generator, memory=b.memory, states=states)
     b.bytes_sent += coder.nbytes(payload)
     # CPU stochastic codecs: next step's random words are drawn while this bucket is on the
     # wire (the same words, drawn earlier; see lowbit.quantize.draw_ahead)

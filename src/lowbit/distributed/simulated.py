@@ -95,7 +95,8 @@ class SimulatedCluster:
         if vectors.shape[0] != self.n:
             raise ValueError(f"expected {self.n} rows (one per worker), got {vectors.shape[0]}")
         codec, d = self.codec, vectors[0].numel()
-        fixed = self.seed is None and many.batchable(codec) and vectors.dtype == torch.float32
+        fixed = (self.seed is None and many.batchable(codec) and not codec.agreed_scales  # HintSGD: max over all rows
+                 and vectors.dtype == torch.float32)
         if fixed and codec.traits.elementwise:  # sizes known, one scale for all: rows in chunks, no packing
             if self.state is None:
                 self.state = codec.init_state(vectors[0])
@@ -145,10 +146,13 @@ class SimulatedCluster:
         if self._coder is None or self._coder.shapes[0] != tuple(like.shape) or self._coder.device != like.device:
             self._coder = one_tensor_coder(codec, like)
         coder, t = self._coder, codec.traits
+        flats = rows.detach().reshape(n, -1).to(torch.float32, copy=True)
+        agreed = torch.stack([coder.agreement(f) for f in flats]).amax(0) if coder.agreed else None
         payloads, owns, bits = [], [], []
         for i in range(n):
-            flat = rows[i].detach().reshape(-1).to(torch.float32, copy=True)
-            states = [self._worker_state(i, like)] if t.shared_state or t.worker_state else None
+            flat = flats[i]
+            states = agreed if agreed is not None else (
+                [self._worker_state(i, like)] if t.shared_state or t.worker_state else None)
             p, self.memory[i], own = coder.encode_own(flat, generator=self.generators[i], memory=self.memory[i],
                                                       states=states)
             payloads.append(p)
@@ -376,6 +380,8 @@ class _SimBucket:
         states = parameter_states(o.param_states, self.index, ps, o.codec) if o.codec.traits.shared_state else None
         own = o.codec.traits.worker_state  # each worker's own per-parameter states (PowerSGD)
         flats = torch.cat([worker_grads[j].reshape(o.n, -1).float() for j in self.index], 1)
+        if coder.agreed:  # HintSGD: the maximum over the workers, as the hook's all-reduce
+            states = torch.stack([coder.agreement(flats[i]) for i in range(o.n)]).amax(0)
         payloads, exacts, bits = [], [], 0.0
         for i in range(o.n):
             exacts.append(coder.exact_part(flats[i]))
