@@ -84,6 +84,7 @@ def hooks(world: int):
         "torch powerSGD_hook r=4": powersgd,
         "lowbit identity": lowbit(lambda: get_compressor("identity")),
         "lowbit intsgd int8": lowbit(lambda: get_compressor("intsgd", alpha=64.0, bits=8, n_workers=world)),
+        "lowbit hintsgd int8": lowbit(lambda: get_compressor("hintsgd", bits=8, n_workers=world)),
         "lowbit cast fp8": lowbit(lambda: get_compressor("cast", format="fp8")),
         "lowbit cast fp8, scatter": lowbit(lambda: get_compressor("cast", format="fp8"), mode="scatter"),
         "lowbit cast fp4": lowbit(lambda: get_compressor("cast", format="fp4")),
