@@ -32,6 +32,7 @@ CODECS = {
     "lowbit cast fp8": lambda: get_compressor("cast", format="fp8"),
     "lowbit cast fp4": lambda: get_compressor("cast", format="fp4"),
     "lowbit intsgd int8": lambda: get_compressor("intsgd", alpha=64.0, bits=8, n_workers=1),
+    "lowbit hintsgd int8": lambda: get_compressor("hintsgd", bits=8, n_workers=1),
     "lowbit natural": lambda: get_compressor("natural"),
     "lowbit qsgd s=16": lambda: get_compressor("qsgd", levels=16),
     "lowbit qsgd 4-bit (s=7)": lambda: get_compressor("qsgd", levels=7),
