@@ -5,7 +5,9 @@ The model has ResNet-18's parameter tensors (62 tensors, 11.2 M floats) and a lo
 gradient is a fixed dense random tensor, so a step's time is the exchange alone; one torch thread
 per rank; median s/step of ``--steps`` steps after ``--warmup``.  Hooks: fp32 (DDP's default),
 torch's fp16 and PowerSGD (rank 4) hooks (its bf16 hook refuses gloo: it needs NCCL), and every lowbit codec through
-``lowbit.distributed.hooks``.  Bytes: what a rank sent per step (torch hooks: computed from the sizes).
+``lowbit.distributed.hooks``; and "no exchange", a hook that returns the bucket untouched: DDP's
+own work in a step, the ceiling every hook's × fp32 is bounded by on this machine.  Bytes: what a
+rank sent per step (torch hooks: computed from the sizes).
 
     sudo python benchmarks/link.py                 # builds the namespaces, runs, removes them
     sudo python benchmarks/link.py --rates 1gbit   # one rate
@@ -64,6 +66,13 @@ def hooks(world: int):
     from lowbit.compress import ErrorFeedback
     from lowbit.distributed.hooks import hook_for
 
+    def no_exchange(state, bucket):  # DDP's own work in a step, nothing sent: the ceiling of every hook
+        import torch
+
+        fut = torch.futures.Future()
+        fut.set_result(bucket.buffer())
+        return fut
+
     def torch_hook(fn, width):
         return lambda m: (None, fn, width * sum(p.numel() for p in m.parameters()))
 
@@ -80,6 +89,7 @@ def hooks(world: int):
 
     return {
         "fp32 (DDP default)": lambda m: (None, None, 4 * sum(p.numel() for p in m.parameters())),
+        "no exchange (ceiling)": lambda m: (None, no_exchange, 0),
         "torch fp16_compress_hook": torch_hook(dh.fp16_compress_hook, 2),
         "torch powerSGD_hook r=4": powersgd,
         "lowbit identity": lowbit(lambda: get_compressor("identity")),
