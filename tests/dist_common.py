@@ -50,7 +50,7 @@ SCATTER = {  # the compressed reduce-scatter mode: the mean is coded twice
 }
 
 
-PER_PARAMETER = ("qsgd", "intsgd-int8", "hintsgd-int8")  # bucketable codecs also run with per_parameter=True
+PER_PARAMETER = ("qsgd", "intsgd-int8", "hintsgd-int8", "ef-signsgd")  # bucketable codecs also run with per_parameter=True
 
 
 RESUMED = {  # deterministic codecs: a restarted DDP lays its buckets out afresh, so a restart
