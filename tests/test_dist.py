@@ -167,6 +167,8 @@ problem: {lam: 0.001}
 dist: {workers: 2, iterations: 120, batch_divisor: 10, backend: gloo, timeout: 60}
 sweep:
   dist.method: [vr-intdiana, vr-natdiana]
+extra_runs:
+  - {dist.method: vr-hintdiana, dist.bits: 8}  # the bucket route with its agreement of scales
 """
 
 
@@ -190,9 +192,11 @@ def test_lowbit_run_under_torchrun_matches_the_simulation_and_resumes_after_a_re
     real = _torchrun(["run", str(cfg), "--out", str(tmp_path / "real"), "--stop-after", "40"], restarts=1)
     assert real.returncode == 0, real.stderr[-3000:]
     assert "stopped at step 40" in real.stderr
-    for method in ("vr-intdiana", "vr-natdiana"):
-        a = pd.read_csv(tmp_path / "sim" / "runs" / f"method={method}" / "metrics.csv")
-        b = pd.read_csv(tmp_path / "real" / "runs" / f"method={method}" / "metrics.csv")
+    runs = sorted(p.name for p in (tmp_path / "sim" / "runs").iterdir())
+    assert len(runs) == 3 and runs == sorted(p.name for p in (tmp_path / "real" / "runs").iterdir())
+    for method in runs:
+        a = pd.read_csv(tmp_path / "sim" / "runs" / method / "metrics.csv")
+        b = pd.read_csv(tmp_path / "real" / "runs" / method / "metrics.csv")
         assert list(a["step"]) == list(b["step"])
         assert ((a["suboptimality"] - b["suboptimality"]).abs() <= 1e-9 * a["suboptimality"].abs() + 1e-15).all(), method
         assert (a["bits"] == b["bits"]).all() and (a["grad_computations"] == b["grad_computations"]).all()

@@ -34,9 +34,9 @@ def run_distributed(cfg: RunConfig, folder: RunFolder, *, resume: bool = True, s
         "l-svrg": lambda: get_compressor("identity"),
         "diana": lambda: get_compressor("identity"),
         "vr-natdiana": lambda: get_compressor("natural"),
-        "vr-hintdiana": lambda: get_compressor("hintsgd", n_workers=n),
+        "vr-hintdiana": lambda: get_compressor("hintsgd", n_workers=n, bits=dc.bits),
     }.get(dc.method, lambda: get_compressor("intsgd", n_workers=n, rule=dc.alpha_rule, beta=dc.beta,
-                                           sigma_sq=dc.sigma_q**2))()
+                                           sigma_sq=dc.sigma_q**2, bits=dc.bits))()
     L_batch = split.batch_smoothness(b if vr else m)
     # as the IntSGD code: VR-DIANA's stepsize for codecs of relative variance ω > 0, IntSGD's otherwise
     omega = codec.traits.omega or 0.0
