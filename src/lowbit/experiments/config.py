@@ -101,16 +101,11 @@ class DistConfig(_Strict):
     sigma_q: float = 1e-3
     beta: float = 0.0
     bits: Literal[8, 16, 32, 64] | None = None  # IntSGD's and HintSGD's integers: a fixed width (each worker
-    # clamped to ⌊(2^(b−1)−1)/n⌋; the bucket route of a real run) or None, the width agreed from the data
+    # clamped to ⌊(2^(b−1)−1)/n⌋; the bucket route of a real run) or None, the width agreed from the data;
+    # the methods that send no integers (l-svrg, diana, vr-natdiana) ignore it, so a sweep may set it
     streams: Literal["batched", "per-worker"] = "batched"  # simulated codec randomness; per-worker = real runs'
     backend: Literal["auto", "gloo", "nccl"] = "auto"  # under torchrun: nccl with CUDA, else gloo
     timeout: float = 300.0  # seconds a collective waits for a peer before the run fails naming it
-
-    @model_validator(mode="after")
-    def _bits_need_integers(self):
-        if self.bits is not None and self.method not in ("vr-intdiana", "intdiana", "vr-hintdiana"):
-            raise ValueError(f"dist.bits sets the integer width of IntSGD and HintSGD; {self.method} sends no integers")
-        return self
 
 
 class DeepConfig(_Strict):
