@@ -165,7 +165,7 @@ def test_codec_kernels_in_interpreter_match_the_torch_paths():
     pytest.importorskip("triton")
     here = os.path.dirname(__file__)
     env = dict(os.environ, TRITON_INTERPRET="1")
-    r = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider",
+    r = subprocess.run([sys.executable, "-m", "pytest", "-q", "-n0", "-p", "no:cacheprovider",
                         os.path.join(here, "kernels_interpreted.py")], cwd=here, env=env, capture_output=True,
                        text=True, timeout=900)
     assert r.returncode == 0 and " passed" in r.stdout and "skipped" not in r.stdout.splitlines()[-1], r.stdout[-4000:]
