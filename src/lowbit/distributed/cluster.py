@@ -190,6 +190,7 @@ def _exchange_buckets(clusters: list[DistributedCluster], vectors: list[torch.Te
         agreed = torch.cat(local)
         with guard(f"all-reduce of {c0.codec.name} scales"):
             dist.all_reduce(agreed, dist.ReduceOp.MAX, group=group)
+        c0.wire_bytes += agreed.numel() * agreed.element_size()
         states = list(agreed.split([m.numel() for m in local]))
     payloads, owns = [], []
     for c, coder, flat, st in zip(clusters, coders, flats, states):
