@@ -50,7 +50,7 @@ SCATTER = {  # the compressed reduce-scatter mode: the mean is coded twice
 }
 
 
-PER_PARAMETER = ("qsgd", "intsgd-int8", "hintsgd-int8", "ef-signsgd")  # bucketable codecs also run with per_parameter=True
+PER_PARAMETER = ("qsgd", "intsgd-int8", "hintsgd-int8", "ef-signsgd")  # these also run with per_parameter=True
 
 
 RESUMED = {  # deterministic codecs: a restarted DDP lays its buckets out afresh, so a restart
@@ -95,10 +95,11 @@ def diana_optimizer(split, x, cluster):
 
 
 DIANA_STEPS = 600
-DIANA_CODECS = {  # (codec, steps): the automatic width goes as packets, the others take the bucket route
+DIANA_CODECS = {  # (codec, steps), each on the bucket route; the automatic widths agree on their container
     "vr-intdiana": (lambda n: get_compressor("intsgd", n_workers=n, rule="adaptive", sigma_sq=1e-6), DIANA_STEPS),
     "vr-intdiana-int16": (lambda n: get_compressor("intsgd", bits=16, n_workers=n, rule="adaptive", sigma_sq=1e-6), 40),
     "vr-natdiana": (lambda n: get_compressor("natural"), 40),
+    "vr-hintdiana": (lambda n: get_compressor("hintsgd", n_workers=n), 40),
     "vr-hintdiana-int8": (lambda n: get_compressor("hintsgd", bits=8, n_workers=n), 40),
     "vr-qsgd-diana": (lambda n: get_compressor("qsgd", levels=4), 40),
 }

@@ -192,6 +192,20 @@ class IntSGD(MultiTensor, Summable, WorkerAgreement, Compressor):
     def batchable(self, states=None) -> bool:
         return self.bits is not None
 
+    @property
+    def agreed_container(self) -> bool:  # a bucket of one tensor, automatic width: the container agreed after
+        return self.bits is None
+
+    def payload_peak(self, payload: dict) -> torch.Tensor:
+        """max|Int| of a payload's integers (float64, 0 when empty): what the workers maximize."""
+        ints = payload["ints"]
+        return ints.abs().max().double() if ints.numel() else torch.zeros((), dtype=torch.float64, device=ints.device)
+
+    def conform_payload(self, payload: dict, agreed: int) -> dict:
+        """The payload's integers in the container of the largest max|Int| over the workers."""
+        dt = _container(int(agreed), self.n_workers)
+        return payload if payload["ints"].dtype == dt else {**payload, "ints": payload["ints"].to(dt)}
+
     def _alphas(self, tensors, states) -> list[float]:
         return [self.scale(t, None if states is None else states[j]) for j, t in enumerate(tensors)]
 

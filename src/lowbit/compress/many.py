@@ -32,6 +32,11 @@ class MultiTensor:
     #: max_i ‖g_ij‖∞): :meth:`agreement` of each worker's tensors, all-reduced (max) and passed as
     #: ``states`` before coding; without ``states`` each worker uses its own
     agreed_scales = False
+    #: the integers' container is agreed after coding, from the largest magnitude over the workers
+    #: (IntSGD's automatic width): :meth:`payload_peak`, all-reduced (max), then
+    #: :meth:`conform_payload`; the sizes then depend on the data, so only a bucket of one tensor
+    #: (a parameter, a DIANA vector) takes it, never a DDP bucket
+    agreed_container = False
 
     def agreement(self, tensors) -> torch.Tensor:
         """This worker's vector of the agreement (``agreed_scales`` codecs)."""

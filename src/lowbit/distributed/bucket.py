@@ -107,6 +107,13 @@ def bucketable(codec: Compressor) -> bool:
     return not (feedback and inner.agreed_scales)  # an agreement on g + e: not offered
 
 
+def one_tensor_route(codec: Compressor) -> bool:
+    """Whether ``codec`` codes a bucket of one tensor (a parameter, a DIANA vector) through
+    :class:`BucketCoder`: every :func:`bucketable` codec, and those whose integer container is
+    agreed after coding (IntSGD and HintSGD with the automatic width: ``agreed_container``)."""
+    return bucketable(codec) or (isinstance(codec, many.MultiTensor) and codec.agreed_container)
+
+
 _MEAN_SLOT = 7  # scratch slot of the running sum's addend (the codecs' own decodes use the low slots)
 
 
@@ -138,6 +145,7 @@ class BucketCoder:
         self.segments = segments_of(self.sizes, self.device) if self.sizes else None
         self.summable = isinstance(self.inner, Summable) and not self.feedback
         self.agreed = not self.matrices and getattr(self.inner, "agreed_scales", False)  # HintSGD's max‖g‖∞
+        self.container = not self.matrices and getattr(self.inner, "agreed_container", False)  # automatic width
         self._index = None
         self._decoded = None  # error feedback: the sender's decode of its own message, reused
 
@@ -216,6 +224,14 @@ class BucketCoder:
         m = self.agreement(coded)
         dist.all_reduce(m, dist.ReduceOp.MAX, group=group)
         return m
+
+    def peak(self, payload: dict) -> torch.Tensor:
+        """(``container`` codecs) this worker's max|Int|: the workers agree on their maximum."""
+        return self.inner.payload_peak(payload)
+
+    def conform(self, payload: dict, agreed) -> dict:
+        """(``container`` codecs) the payload in the container of the agreed maximum ``agreed``."""
+        return self.inner.conform_payload(payload, agreed)
 
     def public(self, key: str) -> bool:
         """Whether payload field ``key`` is known to every receiver (not sent)."""
@@ -330,5 +346,5 @@ class BucketCoder:
         return out.div_(len(payloads)) if len(payloads) > 1 else out
 
 
-__all__ = ["BucketCoder", "bucketable", "bucket_seed", "carry_memory", "ddp_layouts", "observe_states", "param_seed",
+__all__ = ["BucketCoder", "bucketable", "one_tensor_route", "bucket_seed", "carry_memory", "ddp_layouts", "observe_states", "param_seed",
            "parameter_states"]

@@ -7,17 +7,17 @@ real processes gives the numbers of the per-worker simulation with the same seed
 
 Two routes, chosen by the codec, both shared with the simulation:
 
-* codecs whose message sizes depend on the sizes only (:func:`~lowbit.distributed.bucket.bucketable`:
-  identity, IntSGD with a fixed width, natural compression, QSGD, TernGrad, signSGD, 1-bit SGD,
-  PowerSGD, error feedback around them) take the DDP hook's bucket path: the vector is a bucket
-  of one tensor, coded by :class:`~lowbit.distributed.bucket.BucketCoder`, summed in flight in its
-  integer or float type by one all-reduce (summable codecs) or all-gathered as bytes with no
-  header and decoded by every rank in worker order.  HintSGD with a fixed width takes it too,
-  its scales agreed first by one all-reduce (max) of every tensor's ‖g‖∞;
-* the others (IntSGD and HintSGD with the automatic width, whose container the workers agree on
-  from their data; top-k, rand-k, Elias codes, block-scaled casts, which have no multi-tensor
-  path) go as packets (:mod:`lowbit.distributed.wire`): an all-reduce of the agreements, then
-  the packets summed in flight or all-gathered with a header of their sizes.
+* codecs with a multi-tensor path (:func:`~lowbit.distributed.bucket.one_tensor_route`: identity,
+  IntSGD and HintSGD, natural compression, QSGD, TernGrad, signSGD, 1-bit SGD, PowerSGD, error
+  feedback around them) take the DDP hook's bucket path: the vector is a bucket of one tensor,
+  coded by :class:`~lowbit.distributed.bucket.BucketCoder`, summed in flight in its integer or
+  float type by one all-reduce (summable codecs) or all-gathered as bytes with no header and
+  decoded by every rank in worker order.  HintSGD's scales are agreed first by one all-reduce
+  (max) of every tensor's ‖g‖∞; with the automatic width, the integers' container after coding,
+  by one all-reduce (max) of every tensor's max|Int| (read on the host: it picks the dtype);
+* the others (top-k, rand-k, Elias codes, block-scaled casts, which have no multi-tensor path) go
+  as packets (:mod:`lowbit.distributed.wire`): an all-reduce of the agreements, then the packets
+  summed in flight or all-gathered with a header of their sizes.
 
 For ``Shifted`` (DIANA-style) codecs each rank mirrors every sender's shift h_i, as the
 simulation's packets carry it (:meth:`lowbit.compress.Shifted.decode_mirrored`).
@@ -33,7 +33,7 @@ from ..compress.base import Summable, WorkerAgreement
 from ..compress.feedback import Shifted
 from ..compress.intsgd import int_widths
 from . import wire
-from .bucket import BucketCoder, bucketable
+from .bucket import BucketCoder, one_tensor_route
 from .process_group import guard
 from .seeding import worker_generator
 
@@ -137,7 +137,7 @@ def exchange_all(clusters: list[DistributedCluster], vectors: list[torch.Tensor]
     for c, v in zip(clusters, vectors):
         if c.generator is None:
             c.generator = worker_generator(c.seed, c.rank, v.device)
-    if bucketable(codec):
+    if one_tensor_route(codec):
         return _exchange_buckets(clusters, vectors)
     agrees = isinstance(codec, WorkerAgreement)
     before = [codec.agree_before(v) for v in vectors] if agrees else [None]
@@ -197,6 +197,13 @@ def _exchange_buckets(clusters: list[DistributedCluster], vectors: list[torch.Te
         payload, c.memory, own = coder.encode_own(flat, generator=c.generator, memory=c.memory, states=st)
         payloads.append(payload)
         owns.append(own)
+    if coders[0].container:  # the automatic width: every tensor's container from the largest max|Int| over ranks
+        peaks = torch.stack([cd.peak(p) for cd, p in zip(coders, payloads)])
+        with guard(f"all-reduce of {c0.codec.name} widths"):
+            dist.all_reduce(peaks, dist.ReduceOp.MAX, group=group)
+        c0.wire_bytes += peaks.numel() * peaks.element_size()
+        payloads = [cd.conform(p, a) for cd, p, a in zip(coders, payloads, peaks.tolist())]  # dtypes: a host read
+    for c, coder, payload in zip(clusters, coders, payloads):
         c.bytes_sent += coder.nbytes(payload)
     means = [torch.empty_like(o) for o in owns]
     if coders[0].summable:

@@ -12,9 +12,9 @@ the cluster's codec and returns what the receiver decodes, with the bits sent.  
 * per worker (``seed=s``): worker i encodes its own row with its own generator
   :func:`worker_generator` (s, i), exactly as rank i of a real ``torch.distributed`` run with the
   same seed does (:class:`lowbit.distributed.DistributedCluster`, :mod:`lowbit.distributed.hooks`), so both
-  give the same numbers.  Codecs of fixed sizes take the real run's bucket route (each row a
-  bucket of one tensor, :class:`~lowbit.distributed.bucket.BucketCoder`: the mean is decoded in
-  float32, the summable ones from the sum of the payloads); the others go as packets.
+  give the same numbers.  Codecs with a multi-tensor path take the real run's bucket route (each
+  row a bucket of one tensor, :class:`~lowbit.distributed.bucket.BucketCoder`: the mean is
+  decoded in float32, the summable ones from the sum of the payloads); the others go as packets.
 
 Agreements among workers (HintSGD's max‖g_i‖∞ before encoding, IntSGD's container type after it;
 see :class:`lowbit.compress.Compressor`) are maxima over the rows, as a real run's all-reduce.
@@ -36,7 +36,7 @@ from ..compress.intsgd import int_widths
 from ..compress import many
 from ..compress.base import Summable, WorkerAgreement
 from ..compress.many import segments
-from .bucket import BucketCoder, bucketable, carry_memory, observe_states, parameter_states
+from .bucket import BucketCoder, bucketable, carry_memory, observe_states, one_tensor_route, parameter_states
 from .cluster import one_tensor_coder
 from .seeding import bucket_seed, param_seed, worker_generator
 
@@ -127,7 +127,7 @@ class SimulatedCluster:
                                      out=out[i : i + step].reshape(-1))
             per = 8 * codec.wire_bytes(d)
             return out, {"bits": per * self.n, "bits_per_worker": [per] * self.n}
-        if self.seed is not None and bucketable(codec):
+        if self.seed is not None and one_tensor_route(codec):
             own, _, info = self._buckets(vectors)
             return own, info
         packets, info = self._per_worker(vectors)
@@ -148,7 +148,7 @@ class SimulatedCluster:
         coder, t = self._coder, codec.traits
         flats = rows.detach().reshape(n, -1).to(torch.float32, copy=True)
         agreed = torch.stack([coder.agreement(f) for f in flats]).amax(0) if coder.agreed else None
-        payloads, owns, bits = [], [], []
+        payloads, owns = [], []
         for i in range(n):
             flat = flats[i]
             states = agreed if agreed is not None else (
@@ -157,7 +157,10 @@ class SimulatedCluster:
                                                       states=states)
             payloads.append(p)
             owns.append(own)
-            bits.append(8 * coder.nbytes(p))
+        if coder.container:  # the automatic width: the container of the largest max|Int| over the workers
+            agreed = float(torch.stack([coder.peak(p) for p in payloads]).amax())
+            payloads = [coder.conform(p, agreed) for p in payloads]
+        bits = [8 * coder.nbytes(p) for p in payloads]
         mean = torch.empty_like(owns[0])
         info = {"bits": sum(bits), "bits_per_worker": bits}
         if coder.summable:
@@ -205,7 +208,7 @@ class SimulatedCluster:
         rows over ``rows`` (see :meth:`exchange`)."""
         if exact:
             return rows, rows.mean(0), {"bits": 32 * rows.numel()}
-        if self.seed is not None and bucketable(self.codec):  # the real run's bucket route
+        if self.seed is not None and one_tensor_route(self.codec):  # the real run's bucket route
             own, mean, info = self._buckets(rows)
             return (rows.copy_(own) if inplace else own), mean, info
         if self.seed is not None and isinstance(self.codec, Summable):  # summed in flight, as an all-reduce does
