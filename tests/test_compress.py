@@ -737,3 +737,17 @@ def test_natural_fields_from_the_words_are_quantizes():
     cpu.natural_fields(x.view(torch.int32), words, exponent, negative)
     assert torch.equal(exponent, ((q >> 23) & 0xFF).to(torch.uint8))
     assert torch.equal(negative, (q < 0).to(torch.uint8))
+
+
+@needs_compiled
+@pytest.mark.parametrize("fmt", ["fp8", "float8_e5m2"])
+def test_eight_bit_cast_decode_in_one_loop_is_the_eager_decode(fmt, monkeypatch):
+    """An 8-bit cast's CPU decode of a large packet (one compiled table gather) against the eager
+    index_select, bit for bit (NaN patterns included), every one of the 256 codes present."""
+    codec = get_compressor("cast", format=fmt)
+    codes = torch.arange(256, dtype=torch.uint8).repeat(1 << 12)  # 2^20 codes
+    codes = torch.cat([codes, torch.randint(0, 256, (7,), dtype=torch.uint8, generator=torch.Generator().manual_seed(2))])
+    packet = Packet({"codes": codes}, (codes.numel(),), torch.float32)
+    want, got, calls = _eager_then_compiled(lambda: codec.decode(packet), monkeypatch)
+    assert "table_mean" in calls
+    assert torch.equal(got.view(torch.int32), want.view(torch.int32))
