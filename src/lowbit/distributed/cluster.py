@@ -73,8 +73,7 @@ class DistributedCluster:
 
     def coder(self, v: torch.Tensor) -> BucketCoder:
         """The bucket route's coder: a bucket of the one tensor ``v``."""
-        if self._coder is None or self._coder.shapes[0] != tuple(v.shape) or self._coder.device != v.device:
-            self._coder = one_tensor_coder(self.codec, v)
+        self._coder = one_tensor_coder(self.codec, v, self._coder)
         return self._coder
 
     def states(self, v: torch.Tensor) -> list | None:
@@ -124,11 +123,13 @@ class DistributedCluster:
             self.generator.set_state(st)
 
 
-def exchange_all(clusters: list[DistributedCluster], vectors: list[torch.Tensor]) -> list[tuple]:
+def exchange_all(clusters: list[DistributedCluster], vectors: list[torch.Tensor], *,
+                 counts: bool = True) -> list[tuple]:
     """:meth:`DistributedCluster.exchange` of several tensors (one cluster each, one codec) with
     the communication batched: one all-reduce for each agreement, then one all-reduce per payload
     field and dtype (summable codecs) or one all-gather of headers and one of bytes (the others),
-    whatever the number of tensors.  Returns one (own, mean, info) per tensor."""
+    whatever the number of tensors.  Returns one (own, mean, info) per tensor; ``counts=False``
+    leaves out the IntSGD paper's width counts from ``info`` (and their all-reduce)."""
     if not clusters:
         return []
     c0 = clusters[0]
@@ -138,7 +139,7 @@ def exchange_all(clusters: list[DistributedCluster], vectors: list[torch.Tensor]
         if c.generator is None:
             c.generator = worker_generator(c.seed, c.rank, v.device)
     if one_tensor_route(codec):
-        return _exchange_buckets(clusters, vectors)
+        return _exchange_buckets(clusters, vectors, counts)
     agrees = isinstance(codec, WorkerAgreement)
     before = [codec.agree_before(v) for v in vectors] if agrees else [None]
     if before[0] is not None:
@@ -154,7 +155,8 @@ def exchange_all(clusters: list[DistributedCluster], vectors: list[torch.Tensor]
     out = []
     if isinstance(codec, Summable):
         totals, sent = wire.all_reduce_packets(packets, codec, group)
-        widths = _width_bits(packets, totals, dev, group) if "ints" in packets[0].payload else [{}] * len(packets)
+        ints = counts and "ints" in packets[0].payload
+        widths = _width_bits(packets, totals, dev, group) if ints else [{}] * len(packets)
         for c, v, p, t, w in zip(clusters, vectors, packets, totals, widths):
             own = codec.decode(p).to(v.dtype)
             out.append((own, codec.decode(t).to(v.dtype) / n, {"bits": 8 * p.nbytes * n, **w}))
@@ -171,12 +173,15 @@ def exchange_all(clusters: list[DistributedCluster], vectors: list[torch.Tensor]
     return out
 
 
-def one_tensor_coder(codec: Compressor, v: torch.Tensor) -> BucketCoder:
-    """A bucket of one tensor shaped as ``v`` (the bucket route of both clusters)."""
+def one_tensor_coder(codec: Compressor, v: torch.Tensor, cached: BucketCoder | None = None) -> BucketCoder:
+    """A bucket of one tensor shaped as ``v`` (the bucket route of both clusters): ``cached``
+    where it is one already."""
+    if cached is not None and cached.shapes[0] == tuple(v.shape) and cached.device == v.device:
+        return cached
     return BucketCoder(codec, [v.numel()], v.device, shapes=[tuple(v.shape)])
 
 
-def _exchange_buckets(clusters: list[DistributedCluster], vectors: list[torch.Tensor]) -> list[tuple]:
+def _exchange_buckets(clusters: list[DistributedCluster], vectors: list[torch.Tensor], counts: bool) -> list[tuple]:
     """The bucket route of :func:`exchange_all`: each vector a bucket of one tensor, coded as the
     DDP hook codes a bucket; the buckets' sum buffers travel in one all-reduce, or their bytes in
     one all-gather.  The mean is decoded in float32 and returned in the vector's dtype."""
@@ -217,7 +222,7 @@ def _exchange_buckets(clusters: list[DistributedCluster], vectors: list[torch.Te
         totals = [cd.from_sum_buffer(t, p) for cd, t, p in zip(coders, total.split([s.numel() for s in sends]), payloads)]
         for cd, t, m in zip(coders, totals, means):
             cd.decode_sum(t, n, m)
-        widths = _bucket_width_bits(payloads, totals, owns[0].device, group)
+        widths = _bucket_width_bits(payloads, totals, owns[0].device, group) if counts else [{}] * len(clusters)
     else:
         layouts = [cd.byte_layout(p) for cd, p in zip(coders, payloads)]
         mine = [cd.to_bytes(p, owns[0][:0], lay) for cd, p, lay in zip(coders, payloads, layouts)]

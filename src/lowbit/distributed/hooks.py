@@ -223,7 +223,8 @@ def _per_parameter(state: HookState, bucket) -> torch.futures.Future[torch.Tenso
     buf = bucket.buffer()
     grads = bucket.gradients()
     clusters = [state.cluster(p) for p in bucket.parameters()]
-    results = exchange_all(clusters, [g.detach() for g in grads])  # in the parameters' shapes
+    # in the parameters' shapes; the IntSGD paper's width counts (a collective more) are not wanted here
+    results = exchange_all(clusters, [g.detach() for g in grads], counts=False)
     for g, (_, mean, _) in zip(grads, results):
         g.copy_(mean.reshape(g.shape).to(g.dtype))  # g is a view into the bucket's buffer
     fut = torch.futures.Future()

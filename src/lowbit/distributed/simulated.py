@@ -143,8 +143,7 @@ class SimulatedCluster:
         if self.memory is None:
             self.memory = [None] * n
         like = rows[0]
-        if self._coder is None or self._coder.shapes[0] != tuple(like.shape) or self._coder.device != like.device:
-            self._coder = one_tensor_coder(codec, like)
+        self._coder = one_tensor_coder(codec, like, self._coder)
         coder, t = self._coder, codec.traits
         flats = rows.detach().reshape(n, -1).to(torch.float32, copy=True)
         agreed = torch.stack([coder.agreement(f) for f in flats]).amax(0) if coder.agreed else None
