@@ -65,7 +65,7 @@ def pack(codes: torch.Tensor, w: int) -> torch.Tensor:
         words = c[:main].view(torch.int32)
         out = torch.empty(nbytes, dtype=torch.uint8)
         body = out[: main * w // 8]
-        if not (cpu.wanted(c) and cpu.call(cpu.packed_into, words, body, w) is not None):  # one loop when large
+        if not (cpu.wanted(c) and cpu.call(cpu.PACKED_INTO[w], words, body) is not None):  # one loop when large
             cpu.packed_into(words, body, w)
         if main < n:
             out[main * w // 8 :] = pack(c[main:], w)

@@ -406,16 +406,17 @@ def round_integer(x: torch.Tensor, rounding: str = "stochastic", *, generator=No
 
 def clamped_stochastic_integers(x: torch.Tensor, alpha: float, lim: int, dtype: torch.dtype, *, generator=None):
     """``round_integer(x·α, "stochastic").clamp(−lim, lim).to(dtype)`` of a CPU float32 vector,
-    the same values and draws, in one compiled loop where :func:`lowbit.kernels.cpu.wanted`
-    (else None: the caller runs its own passes)."""
+    the same values and draws, and whether x is all finite (a 0-d bool), in one compiled loop
+    where :func:`lowbit.kernels.cpu.wanted` (else None: the caller runs its own passes)."""
     if not (x.dtype == torch.float32 and x.dim() == 1 and x.is_contiguous() and cpu.wanted(x)):
         return None
     words = random_words(x.numel(), generator)
     a_lim = torch.tensor([alpha, float(lim)], dtype=torch.float32)
-    k = cpu.call(cpu.clamped_integers, x, a_lim[0], words, a_lim[1], dtype)
-    if k is None:  # no compiler: the eager passes, on the words already drawn
+    r = cpu.call(cpu.clamped_integers, x, a_lim[0], words, a_lim[1], dtype)
+    if r is None:  # no compiler: the eager passes, on the words already drawn
         k = _stochastic_integers(x * alpha, _Bits(torch.float32), None, words).clamp_(-lim, lim).to(dtype)
-    return k
+        r = k, torch.isfinite(x).all()
+    return r
 
 
 def _stochastic_integers(v: torch.Tensor, bits: _Bits, generator, rnd=None) -> torch.Tensor:
@@ -702,14 +703,22 @@ def _quantize(x, fmt, rounding, saturate, generator, scaling, block) -> torch.Te
     return _elementwise(x, rounding, generator, lambda v, g: _quantize_float(v, fmt, rounding, saturate, g))
 
 
+_COMPILED_FORMATS: dict = {}
+
+
 @functools.lru_cache(maxsize=None)
 def _stochastic_float(fmt: FloatFormat, saturate: bool):
     """Stochastic rounding onto ``fmt`` of a CPU float32 vector given its random words, as one
     loop for :func:`lowbit.kernels.cpu.call` (the formula of :func:`_round_float`)."""
 
-    max_bits = fmt.max_bits(torch.float32)
+    # the format is read from a module global: torch.compile makes the integers of a global
+    # constants of the loop, those of a closure or an argument symbols (shifts by a symbol and a
+    # 2^k computed per vector: twice as slow)
+    key = f"{fmt!r}/{saturate}"
+    _COMPILED_FORMATS[key] = (fmt, saturate, fmt.max_bits(torch.float32))
 
     def stochastic_float(v, rnd):
-        return _round_float(v, fmt, "stochastic", saturate, rnd, skip_empty=False, max_bits=max_bits)
+        f, sat, max_bits = _COMPILED_FORMATS[key]
+        return _round_float(v, f, "stochastic", sat, rnd, skip_empty=False, max_bits=max_bits)
 
     return stochastic_float

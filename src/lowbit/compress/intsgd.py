@@ -175,15 +175,15 @@ class IntSGD(MultiTensor, Summable, WorkerAgreement, Compressor):
             ints, finite = k.int8_encode(t, alpha, 127 // max(1, self.n_workers), self.rounding == "stochastic", generator)
             payload = {"ints": ints, "finite": finite}
             return Packet(payload, shape, dtype, {"alpha": alpha, "max_abs": -1, "width": 8})
-        ints = None
+        coded = None
         if self.bits in (8, 16) and self.rounding == "stochastic" and isinstance(alpha, float):
             lim, dt = (2 ** (self.bits - 1) - 1) // max(1, self.n_workers), dict(_INT_TYPES)[self.bits]
-            ints = clamped_stochastic_integers(t, alpha, lim, dt, generator=generator)  # CPU: one loop
-        if ints is None:
-            ints, m = self._pack_ints(self._round(t, alpha, generator))
+            coded = clamped_stochastic_integers(t, alpha, lim, dt, generator=generator)  # CPU: one loop
+        if coded is None:
+            (ints, m), finite = self._pack_ints(self._round(t, alpha, generator)), all_finite(t)
         else:
-            m = -1
-        payload = {"ints": ints, "finite": all_finite(t).reshape(1).to(torch.uint8)}
+            (ints, finite), m = coded, -1
+        payload = {"ints": ints, "finite": finite.reshape(1).to(torch.uint8)}
         meta = {"alpha": alpha, "max_abs": m, "width": int_width(m) if m >= 0 else self.bits}
         return Packet(payload, shape, dtype, meta)
 

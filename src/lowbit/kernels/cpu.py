@@ -136,6 +136,22 @@ def packed_into(words: torch.Tensor, out: torch.Tensor, width: int) -> torch.Ten
     return out.view(-1, 3).copy_(torch.stack([(p >> (8 * k)) & 255 for k in range(3)], 1).to(torch.uint8))
 
 
+def packed2_into(words: torch.Tensor, out: torch.Tensor) -> torch.Tensor:
+    """:func:`packed_into` of 2-bit codes (the width a literal: see :data:`PACKED_INTO`)."""
+    return packed_into(words, out, 2)
+
+
+def packed6_into(words: torch.Tensor, out: torch.Tensor) -> torch.Tensor:
+    """:func:`packed_into` of 6-bit codes."""
+    return packed_into(words, out, 6)
+
+
+# One compiled loop per width: torch.compile makes an int argument (or a closure's int) a symbol
+# of the loop, so shifts by it and the masks built from it are computed at run time; an int that is
+# a literal or a module global is a constant of the loop.
+PACKED_INTO = {2: packed2_into, 6: packed6_into}
+
+
 def nibble_bytes(pairs: torch.Tensor) -> torch.Tensor:
     """Bytes c0 | c1 ≪ 4 of two 4-bit codes held as one little-endian int16 c0 + 256·c1."""
     return (pairs | (pairs >> 4)).to(torch.uint8)
@@ -174,14 +190,16 @@ def stochastic_integers(v: torch.Tensor, rnd: torch.Tensor) -> torch.Tensor:
     return torch.where(a >= (150 << 23), v, k)
 
 
-def clamped_integers(t: torch.Tensor, alpha: torch.Tensor, rnd: torch.Tensor, lim: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+def clamped_integers(t: torch.Tensor, alpha: torch.Tensor, rnd: torch.Tensor, lim: torch.Tensor,
+                     dtype: torch.dtype) -> tuple[torch.Tensor, torch.Tensor]:
     """IntSGD's fixed-width integers: ``round_integer(t·α, "stochastic")`` clamped to ±lim and
-    stored as ``dtype`` (NaN as 0, as torch's conversion gives), in one loop; α and lim 0-d
-    float32 tensors (numbers passed as Python scalars were bound to the wrong symbols by
-    torch 2.13's compiler)."""
+    stored as ``dtype`` (NaN as 0, as torch's conversion gives), and whether every entry of t is
+    finite (a 0-d bool: max|t| < inf, False for NaN), in one loop; α and lim 0-d float32 tensors
+    (numbers passed as Python scalars were bound to the wrong symbols by torch 2.13's compiler)."""
     k = stochastic_integers(t * alpha, rnd)
     k = torch.minimum(torch.maximum(k, -lim), lim)
-    return torch.where(k == k, k, 0.0).to(torch.int64).to(dtype)
+    # |k| ≤ lim < 2^31: int32 holds it exactly (AVX2 has no vector float → int64 conversion)
+    return torch.where(k == k, k, 0.0).to(torch.int32).to(dtype), t.abs().amax() < float("inf")
 
 
 def divided_into(ints: torch.Tensor, alpha: torch.Tensor, out: torch.Tensor) -> torch.Tensor:
