@@ -499,7 +499,9 @@ def _eager_then_compiled(run, monkeypatch):
     ("intsgd", dict(alpha=64.0, bits=8, n_workers=2)), ("intsgd", dict(alpha=3e4, bits=16, n_workers=4)),
     ("intsgd", dict(bits=8, n_workers=1)), ("natural", {}), ("qsgd", dict(levels=7)), ("qsgd", dict(levels=1)),
     ("qsgd", dict(levels=100)), ("qsgd", dict(levels=16)), ("terngrad", {}),
-    ("cast", dict(format="fp8", rounding="stochastic"))])
+    ("cast", dict(format="fp8", rounding="stochastic")), ("cast", dict(format="fp8_e5m2", rounding="stochastic")),
+    ("cast", dict(format="float8_e4m3fnuz", rounding="stochastic")),
+    ("cast", dict(format="fp8", rounding="stochastic", saturate=True))])
 def test_compiled_cpu_stochastic_codecs_give_the_eager_payloads(name, options, monkeypatch):
     """The stochastic codecs' CPU encodes through the compiled loops (with the same random words;
     natural compression's fields and TernGrad's scales too) send the eager passes' payloads bit for bit — integers clamped to the
@@ -740,7 +742,7 @@ def test_natural_fields_from_the_words_are_quantizes():
 
 
 @needs_compiled
-@pytest.mark.parametrize("fmt", ["fp8", "float8_e5m2"])
+@pytest.mark.parametrize("fmt", ["fp8", "float8_e5m2", "float8_e4m3fnuz", "float8_e5m2fnuz"])
 def test_eight_bit_cast_decode_in_one_loop_is_the_eager_decode(fmt, monkeypatch):
     """An 8-bit cast's CPU decode of a large packet (one compiled table gather) against the eager
     index_select, bit for bit (NaN patterns included), every one of the 256 codes present."""

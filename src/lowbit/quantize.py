@@ -694,31 +694,50 @@ def _quantize(x, fmt, rounding, saturate, generator, scaling, block) -> torch.Te
         if kernels.supports(fmt):
             return kernels.quantize(x, fmt, rounding, saturate, generator)
     if rounding == "stochastic" and x.dtype == torch.float32 and cpu.wanted(x):
-        flat = x.contiguous().reshape(-1)
-        words = random_words(flat.numel(), generator)
-        q = cpu.call(_stochastic_float(fmt, saturate), flat, words)
-        if q is None:  # no compiler: the same formula eagerly, on the words already drawn
-            q = _round_float(flat, fmt, "stochastic", saturate, words)
-        return q.reshape(x.shape)
+        return _stochastic_loop(x, fmt, saturate, generator).reshape(x.shape)
     return _elementwise(x, rounding, generator, lambda v, g: _quantize_float(v, fmt, rounding, saturate, g))
+
+
+def _stochastic_loop(x: torch.Tensor, fmt: FloatFormat, saturate: bool, generator, native=None) -> torch.Tensor:
+    """Stochastic rounding of a CPU float32 tensor onto ``fmt`` in one compiled loop, on the words
+    drawn first (the eager formula on the same words where the compiler is unavailable), as a
+    flat vector: the values, or with ``native`` (torch's 8-bit float dtype of fmt) their bytes."""
+    flat = x.contiguous().reshape(-1)
+    words = random_words(flat.numel(), generator)
+    q = cpu.call(_stochastic_float(fmt, saturate, native), flat, words)
+    if q is None:
+        q = _round_float(flat, fmt, "stochastic", saturate, words)
+        q = q if native is None else q.to(native).view(torch.uint8)
+    return q
+
+
+def stochastic_codes(x: torch.Tensor, fmt, native: torch.dtype, *, saturate: bool = False, generator=None):
+    """The bytes of ``quantize(x, fmt, "stochastic")`` as torch's 8-bit float dtype ``native``
+    (fmt's codes), the same draws, from one compiled loop on a large CPU float32 tensor (the
+    cast codec's encode without a pass over the rounded floats); None where that does not apply."""
+    if not (x.dtype == torch.float32 and cpu.wanted(x)):
+        return None
+    return _stochastic_loop(x, get_format(fmt), saturate, generator, native)
 
 
 _COMPILED_FORMATS: dict = {}
 
 
 @functools.lru_cache(maxsize=None)
-def _stochastic_float(fmt: FloatFormat, saturate: bool):
+def _stochastic_float(fmt: FloatFormat, saturate: bool, native: torch.dtype | None = None):
     """Stochastic rounding onto ``fmt`` of a CPU float32 vector given its random words, as one
-    loop for :func:`lowbit.kernels.cpu.call` (the formula of :func:`_round_float`)."""
+    loop for :func:`lowbit.kernels.cpu.call` (the formula of :func:`_round_float`), converted to
+    ``native`` and viewed as bytes when given."""
 
     # the format is read from a module global: torch.compile makes the integers of a global
     # constants of the loop, those of a closure or an argument symbols (shifts by a symbol and a
     # 2^k computed per vector: twice as slow)
-    key = f"{fmt!r}/{saturate}"
-    _COMPILED_FORMATS[key] = (fmt, saturate, fmt.max_bits(torch.float32))
+    key = f"{fmt!r}/{saturate}/{native}"
+    _COMPILED_FORMATS[key] = (fmt, saturate, fmt.max_bits(torch.float32), native)
 
     def stochastic_float(v, rnd):
-        f, sat, max_bits = _COMPILED_FORMATS[key]
-        return _round_float(v, f, "stochastic", sat, rnd, skip_empty=False, max_bits=max_bits)
+        f, sat, max_bits, to = _COMPILED_FORMATS[key]
+        q = _round_float(v, f, "stochastic", sat, rnd, skip_empty=False, max_bits=max_bits)
+        return q if to is None else q.to(to).view(torch.uint8)
 
     return stochastic_float

@@ -18,7 +18,7 @@ import torch
 
 from ..formats import FloatFormat, get_format
 from ..packing import decode, float_codes, int_codes, pack
-from ..quantize import quantize, scaled_values
+from ..quantize import quantize, scaled_values, stochastic_codes
 from ..scaling import ScaledFormat
 from ..kernels import cpu as compiled
 from .base import Compressor, all_finite, Packet, _check_tensor, into, register, scratch
@@ -38,8 +38,12 @@ _FP4 = get_format("fp4")  # the fused kernels' roundings; "zero" runs as torch c
 @functools.lru_cache(maxsize=None)
 def _byte_values(dtype: torch.dtype) -> torch.Tensor:
     """The float32 value of each of the 256 codes of an 8-bit torch dtype: decoding on the CPU is
-    one gather (torch's own conversion loop is slower)."""
-    return torch.arange(256, dtype=torch.uint8).view(dtype).to(torch.float32)
+    one gather (torch's own conversion loop is slower).  NaNs are quiet: torch converts the fnuz
+    formats' NaN to a signalling one, which any arithmetic (the compiled decode's division by n)
+    would quiet, so the eager and the compiled decodes give the same bits."""
+    v = torch.arange(256, dtype=torch.uint8).view(dtype).to(torch.float32)
+    bits = v.view(torch.int32)
+    return torch.where(torch.isnan(v), bits | 0x400000, bits).view(torch.float32)
 
 
 @functools.lru_cache(maxsize=None)
@@ -108,12 +112,17 @@ class Cast(MultiTensor, Compressor):
             c = int_codes(q, self.fmt, quantized=True)
         return pack(c, self.fmt.code_bits)
 
-    def _direct_codes(self, t: torch.Tensor) -> torch.Tensor | None:
+    def _direct_codes(self, t: torch.Tensor, generator=None) -> torch.Tensor | None:
         """The codes of round-to-nearest on the CPU in a few passes, or None where this does not
-        apply: torch's own conversion for native formats (it saturates float8_e4m3fn, so values
+        apply (stochastic rounding onto torch's 8-bit formats: one loop from the values to the
+        codes, :func:`lowbit.quantize.stochastic_codes`): torch's own conversion for native formats (it saturates float8_e4m3fn, so values
         that round past the largest finite one are set to NaN unless ``saturate``), and the
         binades of fp4 (e2m1) for MX fp4.  Bit-exact with :func:`lowbit.quantize` (tested)."""
-        if self.rounding != "nearest" or t.device.type != "cpu":
+        if t.device.type != "cpu":
+            return None
+        if self.rounding == "stochastic" and self._native is not None and torch.finfo(self._native).bits == 8:
+            return stochastic_codes(t, self.fmt, self._native, saturate=self.saturate, generator=generator)
+        if self.rounding != "nearest":
             return None
         if self._native is not None:
             c = t.to(self._native).view(torch.uint8)
@@ -187,7 +196,7 @@ class Cast(MultiTensor, Compressor):
                                                       generator)
             return Packet({"codes": codes, "scales": scales, "finite": finite}, tuple(tensor.shape), tensor.dtype)
         if self._scaled is None:
-            codes = self._direct_codes(t)
+            codes = self._direct_codes(t, generator)
             if codes is None:
                 codes = self._codes(quantize(t, self.fmt, self.rounding, saturate=self.saturate, generator=generator))
             payload = {"codes": codes}
