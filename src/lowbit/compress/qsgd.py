@@ -85,7 +85,12 @@ def _six_bit_decode(codes: torch.Tensor, norm: torch.Tensor, levels: int, n: int
     compiled loops are unavailable."""
     words = six_bit_words(codes, n)
     unit = (norm.reshape(1) / levels).reshape(())  # the table's norm/s, the same float32 division
-    return cpu.call(cpu.six_bit_levels, words, unit, torch.empty(n) if out is None else out.reshape(-1))
+    o, m = (torch.empty(n) if out is None else out.reshape(-1)), n // 4
+    if m and cpu.call(cpu.six_bit_levels, words[:m], unit, o[: 4 * m]) is None:
+        return None
+    if n > 4 * m:  # the last word's first n mod 4 codes, by the same formula eagerly
+        o[4 * m :] = cpu.six_bit_levels(words[m : m + 1], unit, torch.empty(4)).reshape(-1)[: n - 4 * m]
+    return o
 
 
 @register("qsgd")
