@@ -11,6 +11,7 @@ rank sent per step (torch hooks: computed from the sizes).
 
     sudo python benchmarks/link.py                 # builds the namespaces, runs, removes them
     sudo python benchmarks/link.py --rates 1gbit   # one rate
+    sudo python benchmarks/link.py --rates unshaped  # no tc: what the CPUs alone allow
 
 Needs root (``ip netns``, ``tc``).  The addresses (10.231.0.1–2) exist only inside the two
 namespaces this script creates; they are deleted on exit, also after an error or Ctrl-C.
@@ -46,14 +47,15 @@ def setup(rate: str) -> None:
     for ns in NS:
         sh("ip", "netns", "add", ns)
     sh("ip", "link", "add", DEV[0], "netns", NS[0], "type", "veth", "peer", "name", DEV[1], "netns", NS[1])
-    bits = float(rate.lower().replace("gbit", "e9").replace("mbit", "e6"))
-    burst = max(64 * 1024, int(bits / 8 / 250))  # 4 ms of traffic: tbf needs burst ≥ rate/HZ
     for ns, dev, addr in zip(NS, DEV, ADDR):
         sh("ip", "-n", ns, "addr", "add", f"{addr}/24", "dev", dev)
         sh("ip", "-n", ns, "link", "set", dev, "up")
         sh("ip", "-n", ns, "link", "set", "lo", "up")
-        sh("ip", "netns", "exec", ns, "tc", "qdisc", "add", "dev", dev, "root", "tbf", "rate", rate,
-           "burst", str(burst), "latency", "100ms")
+        if rate != "unshaped":  # "unshaped": the veth pair at the speed of the machine's memory copies
+            bits = float(rate.lower().replace("gbit", "e9").replace("mbit", "e6"))
+            burst = max(64 * 1024, int(bits / 8 / 250))  # 4 ms of traffic: tbf needs burst ≥ rate/HZ
+            sh("ip", "netns", "exec", ns, "tc", "qdisc", "add", "dev", dev, "root", "tbf", "rate", rate,
+               "burst", str(burst), "latency", "100ms")
 
 
 # -- the worker side ---------------------------------------------------------------------------------
@@ -309,7 +311,7 @@ def run_rate(rate: str, args, e2e: bool = False) -> list:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--rates", nargs="+", default=["1gbit", "10gbit"])
+    ap.add_argument("--rates", nargs="+", default=["1gbit", "10gbit"], help="tc rates, or unshaped (no tc)")
     ap.add_argument("--steps", type=int, default=4)
     ap.add_argument("--warmup", type=int, default=3)
     ap.add_argument("--threads", type=int, default=1)
