@@ -75,7 +75,7 @@ def flat_fixed_codes(flat: torch.Tensor, sizes, scales: torch.Tensor, levels: in
     lv = torch.tensor([float(levels), float(1 << lbits)])
     safe = torch.where(scales == 0, 1.0, scales)
     for part, w, c, s in zip(flat.split(sizes), words.split(sizes), codes.split(sizes), safe):
-        c.copy_(cpu.each_tensor(cpu.level_codes, part, s, w, lv[0], lv[1]))
+        cpu.each_tensor(cpu.level_codes_into, part, s, w, lv[0], lv[1], c)
     return pack(codes, 1 + lbits)
 
 

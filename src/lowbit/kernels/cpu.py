@@ -233,6 +233,13 @@ def level_codes(u: torch.Tensor, safe: torch.Tensor, rnd: torch.Tensor, levels: 
     return torch.where((u < 0) & (lev > 0), lev + sign, lev).to(torch.int32).to(torch.uint8)
 
 
+def level_codes_into(u: torch.Tensor, safe: torch.Tensor, rnd: torch.Tensor, levels: torch.Tensor, sign: torch.Tensor,
+                     out: torch.Tensor) -> torch.Tensor:
+    """:func:`level_codes` written into ``out`` (a tensor's slice of a multi-tensor buffer's codes),
+    with no fresh tensor and no copy."""
+    return out.copy_(level_codes(u, safe, rnd, levels, sign))
+
+
 def natural_fields(bits: torch.Tensor, rnd: torch.Tensor, exponent: torch.Tensor, negative: torch.Tensor) -> torch.Tensor:
     """Natural compression of float32 patterns ``bits`` (int32) with the random words ``rnd``:
     exponent ← ⌊(|x|'s pattern + (r mod 2^23)) / 2^23⌋, the field of |x| rounded stochastically
