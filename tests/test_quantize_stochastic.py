@@ -150,6 +150,31 @@ def test_compiled_cpu_stochastic_rounding_equals_the_eager_passes(n, monkeypatch
 
 
 @needs_compiled
+def test_each_format_gets_a_compiled_loop_of_its_own(monkeypatch):
+    """Every format's stochastic rounding loop is compiled with its fields as constants, and each
+    has its own code object, so torch.compile's limit on compilations per code object
+    (``recompile_limit``, 8) never sends a format back to Python: with the limit at 1, two
+    formats still make two graphs (one function shared by both would make one, then run the
+    second format eagerly)."""
+    import torch._dynamo as dynamo
+    from torch._dynamo.utils import counters
+
+    from lowbit.formats import get_format
+    from lowbit.kernels import cpu
+    from lowbit.quantize import _stochastic_float
+
+    monkeypatch.setattr(dynamo.config, "recompile_limit", 1)
+    x = torch.randn(4096, generator=torch.Generator().manual_seed(1))
+    words = torch.randint(0, 2**31 - 1, (4096,), dtype=torch.int32, generator=torch.Generator().manual_seed(2))
+    before = counters["stats"]["unique_graphs"]
+    for name in ("e3m2", "e2m3"):  # formats no other test compiles in this process
+        fn = _stochastic_float(get_format(name), True)
+        got = cpu.call(fn, x, words)
+        assert torch.equal(got, fn(x, words)), name  # the compiled loop against its eager formula
+    assert counters["stats"]["unique_graphs"] - before == 2
+
+
+@needs_compiled
 def test_stochastic_rounding_without_a_compiler_gives_the_same_values(monkeypatch):
     """Where torch.compile fails, the words already drawn are rounded by the eager formula: the
     same values as with the compiler off, and one warning."""

@@ -31,6 +31,7 @@ from __future__ import annotations
 import contextlib
 import functools
 import threading
+import types
 from collections import OrderedDict
 from concurrent.futures import ThreadPoolExecutor
 
@@ -740,4 +741,7 @@ def _stochastic_float(fmt: FloatFormat, saturate: bool, native: torch.dtype | No
         q = _round_float(v, f, "stochastic", sat, rnd, skip_empty=False, max_bits=max_bits)
         return q if to is None else q.to(to).view(torch.uint8)
 
-    return stochastic_float
+    # a code object of its own: torch.compile keeps its compilations per code object, at most 8
+    # (``recompile_limit``), and every format would otherwise share this function's
+    return types.FunctionType(stochastic_float.__code__.replace(), stochastic_float.__globals__,
+                              stochastic_float.__name__, None, stochastic_float.__closure__)
