@@ -377,7 +377,7 @@ def test_inf_norms_on_the_cpu_equal_torchs():
 @pytest.mark.skipif(not __import__("lowbit.kernels.cpu", fromlist=["x"]).TORCH_OK,
                     reason="the CPU's compiled loops run with torch >= 2.13")
 def test_compiled_float64_norms_and_sums_against_exact_sums():
-    """QSGD's ‖g_j‖₂ and 1-bit SGD's Σx, Σ|x| on large CPU tensors come from compiled float64 loops
+    """QSGD's ‖g_j‖₂, signSGD's ‖g_j‖₁ and 1-bit SGD's Σx, Σ|x| on large CPU tensors come from compiled float64 loops
     (another order of addition than torch's).  Oracle: math.fsum, the exactly rounded sum.  Any
     order of n float64 additions is within (n−1)·2^−53·Σ|terms| of it (each square and each
     float32 value exact in float64); the float32 norms and counts must be exact, on tensors over
@@ -403,6 +403,10 @@ def test_compiled_float64_norms_and_sums_against_exact_sums():
         absum = math.fsum(abs(v) for v in vals)
         assert abs(tot - math.fsum(vals)) <= (n - 1) * 2.0**-53 * absum and abs(mag - absum) <= (n - 1) * 2.0**-53 * absum
         assert count == int((t >= 0).sum()) and torch.equal(pos, (t >= 0).to(torch.uint8))
+        l1 = foreach_norms([t, t[:5]], 1)  # signSGD's ‖g_j‖₁: float64 sums, the same float32 norms
+        assert torch.equal(l1, torch.tensor([absum, math.fsum(abs(v) for v in vals[:5])], dtype=torch.float64).float())
+        scales = get_compressor("signsgd").tensor_scales([t, t[:5]])
+        assert torch.equal(scales, torch.stack([l1[0] / n, l1[1] / 5]))
     bad = ts[-1].clone()
     bad[3] = float("inf")
     assert math.isinf(float(cpu.call(cpu.sum_squares, bad)))

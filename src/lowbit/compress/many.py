@@ -300,10 +300,13 @@ def per_segment_where(mask: torch.Tensor, a: torch.Tensor, b: torch.Tensor, seg:
 
 
 def foreach_norms(tensors, ord) -> torch.Tensor:
-    """The ord-norms of the tensors, as one float32 vector (float64 accumulation for ord 2)."""
+    """The ord-norms of the tensors, as one float32 vector (float64 accumulation for ord 2, and
+    for ord 1 on large CPU buffers)."""
     tensors = list(tensors)
     if ord == 2 and tensors and _compiled_norms(tensors):
         return torch.stack([norm_float64(t) for t in tensors]).to(torch.float32)
+    if ord == 1 and tensors and _cpu_float32(tensors):
+        return torch.stack([l1_float64(t) for t in tensors]).to(torch.float32)
     if ord == 2:
         try:
             return torch.stack(torch._foreach_norm(tensors, 2, dtype=torch.float64)).to(torch.float32)
@@ -312,6 +315,10 @@ def foreach_norms(tensors, ord) -> torch.Tensor:
     if ord == float("inf") and tensors and tensors[0].device.type == "cpu":
         return torch.stack([_max_abs(t) for t in tensors]).to(torch.float32)
     return torch.stack(torch._foreach_norm(tensors, ord)).to(torch.float32)
+
+
+def _cpu_float32(tensors) -> bool:
+    return all(t.device.type == "cpu" and t.dtype == torch.float32 for t in tensors)
 
 
 def _compiled_norms(tensors) -> bool:
@@ -330,6 +337,16 @@ def norm_float64(t: torch.Tensor) -> torch.Tensor:
         if s is not None:
             return s.sqrt()
     return torch.linalg.vector_norm(t, dtype=torch.float64)
+
+
+def l1_float64(t: torch.Tensor) -> torch.Tensor:
+    """‖t‖₁ in float64 of a CPU float32 tensor: one compiled loop when it is large
+    (:func:`lowbit.kernels.cpu.sum_abs`), else torch's float64 sum; the same float32 rounding."""
+    if t.numel() >= cpu.EACH_MIN and t.is_contiguous() and cpu.compiling():
+        s = cpu.call(cpu.sum_abs, t.reshape(-1))
+        if s is not None:
+            return s
+    return t.to(torch.float64).abs().sum()
 
 
 def _max_abs(t: torch.Tensor) -> torch.Tensor:

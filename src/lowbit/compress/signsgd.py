@@ -11,7 +11,7 @@ from ..packing import BYTE_BITS, pack, unpack
 from ..kernels import cpu
 from .base import (Compressor, Packet, Traits, _check_tensor, byte_rows_mean, byte_table_decode, each_tensor, into,
                    register, scratch)
-from .many import MultiTensor
+from .many import MultiTensor, _cpu_float32, foreach_norms
 from .. import kernels
 
 
@@ -33,7 +33,12 @@ class SignSGD(MultiTensor, Compressor):
         return Packet({"scale": scale, "signs": pack(g >= 0, 1)}, tuple(tensor.shape), tensor.dtype)
 
     def tensor_scales(self, tensors, states=None):
-        norms = torch._foreach_norm(list(tensors), 1)  # ‖g_j‖₁ / d_j, no host→device copy
+        tensors = list(tensors)
+        if tensors and _cpu_float32(tensors):  # ‖g_j‖₁ summed in float64 (torch's CPU L1 norm: in float32)
+            norms = list(foreach_norms(tensors, 1).unbind())
+        else:
+            norms = torch._foreach_norm(tensors, 1)
+        # ‖g_j‖₁ / d_j, no host→device copy
         return torch.stack(torch._foreach_div(norms, [float(max(1, t.numel())) for t in tensors])).to(torch.float32)
 
     def unit_roundtrip(self, u, generator=None):
