@@ -276,12 +276,13 @@ def byte_table_decode(codes: torch.Tensor, table: torch.Tensor, n: int, out: tor
     return o
 
 
-def byte_rows_mean(payloads: list, field: str, table, segments, out: torch.Tensor) -> torch.Tensor:
+def byte_rows_mean(payloads: list, field: str, table, segments, out: torch.Tensor, loop=None) -> torch.Tensor:
     """(1/n)·Σ_i of n messages whose field ``field`` packs k codes to a byte and whose tensor j
     decodes by the 256 × k table ``table(payload_i, j)`` of each byte's values, summed in list
     order, into ``out``: tensor by tensor, its whole bytes in one loop
-    (:func:`lowbit.kernels.cpu.rows_mean`), the values that share a byte with a neighbouring
-    tensor by the same formula, eagerly."""
+    (:func:`lowbit.kernels.cpu.rows_mean`, or ``loop(j, codes, n, out)`` where a codec computes
+    the same values without the table; None from it: the table's loop), the values that share a
+    byte with a neighbouring tensor by the same formula, eagerly."""
     n = torch.tensor(float(len(payloads)))
     pos = 0
     for j, size in enumerate(segments.sizes):
@@ -292,8 +293,10 @@ def byte_rows_mean(payloads: list, field: str, table, segments, out: torch.Tenso
         b = max(a, end // k * k)
         if b > a:
             args = ([p[field][a // k : b // k] for p in payloads], tables, n, out[a:b])
-            if not (b - a >= cpu.LOOP_MIN and cpu.call(cpu.rows_mean, *args) is not None):
-                cpu.rows_mean(*args)
+            big = b - a >= cpu.LOOP_MIN
+            if not (big and loop is not None and loop(j, args[0], n, out[a:b]) is not None):
+                if not (big and cpu.call(cpu.rows_mean, *args) is not None):
+                    cpu.rows_mean(*args)
         for lo, hi in ((pos, a), (b, end)):
             if hi > lo:
                 q = torch.arange(lo, hi)

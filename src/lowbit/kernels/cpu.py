@@ -280,6 +280,24 @@ def rows_into(table: torch.Tensor, codes: torch.Tensor, out: torch.Tensor) -> to
 
 
 
+def nibble_levels_mean(codes: list, scales: list, inv_levels: torch.Tensor, n: torch.Tensor,
+                       out: torch.Tensor) -> torch.Tensor:
+    """(1/n)·Σ_i of n messages of QSGD's 4-bit codes (two to a byte, the first in the low nibble;
+    sign bit 3, level bits 0–2) into ``out``, summed in list order: code c of message i is
+    ±(level·inv_levels)·s_i — the products of the decode's table, computed — each byte's two
+    values as two columns (a 256 × 2 table gather is twice as slow); ``scales`` the messages'
+    0-d float32 s_i, ``inv_levels`` the table's 1/s (0-d float32)."""
+    acc = [None, None]
+    for c, s in zip(codes, scales):
+        c32 = c.to(torch.int32)
+        for h in range(2):
+            code = (c32 >> (4 * h)) & 15
+            lev = (code & 7).to(torch.float32) * inv_levels
+            v = torch.where(code >= 8, -lev, lev) * s
+            acc[h] = v if acc[h] is None else acc[h] + v
+    return out.view(-1, 2).copy_(torch.stack([acc[0] / n, acc[1] / n], 1))
+
+
 def signed_residual(v: torch.Tensor, s: torch.Tensor, pos: torch.Tensor) -> torch.Tensor:
     """pos ← (v ≥ 0) as 0/1 bytes and v ← v − s·sign(v) in place, sign(v) = +1 where v ≥ 0, else
     −1: a scaled sign code's bits and error feedback's residual (``s`` a 0-d float32), in one loop
