@@ -301,7 +301,7 @@ def per_segment_where(mask: torch.Tensor, a: torch.Tensor, b: torch.Tensor, seg:
 
 def foreach_norms(tensors, ord) -> torch.Tensor:
     """The ord-norms of the tensors, as one float32 vector (float64 accumulation for ord 2, and
-    for ord 1 on large CPU buffers)."""
+    for ord 1 on the CPU)."""
     tensors = list(tensors)
     if ord == 2 and tensors and _compiled_norms(tensors):
         return torch.stack([norm_float64(t) for t in tensors]).to(torch.float32)
@@ -318,14 +318,13 @@ def foreach_norms(tensors, ord) -> torch.Tensor:
 
 
 def _cpu_float32(tensors) -> bool:
+    """Whether every tensor is a CPU float32 tensor."""
     return all(t.device.type == "cpu" and t.dtype == torch.float32 for t in tensors)
 
 
 def _compiled_norms(tensors) -> bool:
     """Whether CPU float32 tensors this large take :func:`norm_float64`'s compiled sums."""
-    t0 = tensors[0]
-    return (t0.device.type == "cpu" and all(t.dtype == torch.float32 for t in tensors) and cpu.compiling()
-            and sum(t.numel() for t in tensors) >= cpu.MIN_VALUES)
+    return _cpu_float32(tensors) and cpu.compiling() and sum(t.numel() for t in tensors) >= cpu.MIN_VALUES
 
 
 def norm_float64(t: torch.Tensor) -> torch.Tensor:
