@@ -604,6 +604,45 @@ def test_compiled_bucket_paths_give_the_eager_bits(label, monkeypatch):
 
 
 @needs_compiled
+@pytest.mark.parametrize("offset", [0, 1])
+def test_compiled_two_values_per_byte_write_pairs_at_any_offset(offset, monkeypatch):
+    """The loops that write two float32 values per index as one int64 (QSGD's 4-bit mean and
+    6-bit decode, a 256 × 2 table's decode and mean) against the eager passes, bit for bit, into
+    a buffer at an even offset (the int64 view) and at an odd one (a temporary, or the 2-D loop),
+    NaN codes and an odd length included."""
+    from lowbit.compress.base import byte_rows_mean, byte_table_decode
+    from lowbit.compress.many import segments
+    from lowbit.distributed.bucket import BucketCoder
+
+    g = torch.Generator().manual_seed(9)
+    sizes = [40_001, 7, 30_000]
+    n = sum(sizes)
+    seg = segments(sizes, "cpu")
+    table = torch.randn(256, 2, generator=g)
+    table[3, 1] = float("nan")
+    codes = [torch.randint(0, 256, (n // 2 + 1,), dtype=torch.uint8, generator=g) for _ in range(2)]
+    x = torch.randn(n, generator=g) * torch.logspace(-3, 2, n)
+    qsgd = {bits: get_compressor("qsgd", levels=levels) for bits, levels in ((4, 7), (6, 16))}
+    packets = {b: c.flat_encode(x, list(x.split(sizes)), seg, generator=torch.Generator().manual_seed(1))
+               for b, c in qsgd.items()}
+
+    def run():
+        bufs = [torch.full((n + 1,), 7.0) for _ in range(4)]
+        outs = [b[offset : offset + n] for b in bufs]
+        byte_table_decode(codes[0], table, n, outs[0])
+        byte_rows_mean([{"c": c} for c in codes], "c", lambda p, j: table * (j + 1.0), seg, outs[1])
+        BucketCoder(qsgd[4], sizes, "cpu").mean_decoded([packets[4], packets[4]], outs[2])
+        qsgd[6].flat_decode(packets[6], seg, out=outs[3])
+        return bufs
+
+    want, got, calls = _eager_then_compiled(run, monkeypatch)
+    assert {"rows_into", "rows_mean", "six_bit_levels"} <= set(calls), calls
+    assert ("nibble_levels_mean" in calls) == (offset == 0)  # an odd offset: the table's 2-D loop
+    for a, b in zip(got, want):
+        assert torch.equal(a.view(torch.int32), b.view(torch.int32))
+
+
+@needs_compiled
 def test_compiled_fp4_encode_gives_the_eager_codes_and_falls_back(monkeypatch):
     """The CPU fp4 encode compiled by torch.compile (one loop) against the eager passes, on
     float32 bit patterns of every kind (subnormals, ties, ±inf, NaN, huge); odd lengths and

@@ -64,7 +64,7 @@ def pack(codes: torch.Tensor, w: int) -> torch.Tensor:
             c = c.clone()
         words = c[:main].view(torch.int32)
         out = torch.empty(nbytes, dtype=torch.uint8)
-        body = out[: main * w // 8]
+        body = out[: main * w // 8] if w == 2 else out[: main * w // 8].view(-1, 3)  # a word's bytes per row
         if not (cpu.wanted(c) and cpu.call(cpu.PACKED_INTO[w], words, body) is not None):  # one loop when large
             cpu.packed_into(words, body, w)
         if main < n:

@@ -269,7 +269,10 @@ def byte_table_decode(codes: torch.Tensor, table: torch.Tensor, n: int, out: tor
     full = n // k
     if full:
         rows = o[: k * full].view(full, k)
-        if not (cpu.wanted(o) and cpu.call(cpu.rows_into, table, codes[:full], rows) is not None):
+        t, r = table, rows
+        if k == 2 and (pairs := cpu.as_pairs(o[: k * full])) is not None:  # one 8-byte row per byte
+            t, r = table.contiguous().view(torch.int64).reshape(-1), pairs
+        if not (cpu.wanted(o) and cpu.call(cpu.rows_into, t, codes[:full], r) is not None):
             torch.index_select(table, 0, scratch(full, torch.int32).copy_(codes[:full]), out=rows)
     if n > k * full:
         o[k * full :] = table[int(codes[full])][: n - k * full]
@@ -292,7 +295,10 @@ def byte_rows_mean(payloads: list, field: str, table, segments, out: torch.Tenso
         a = min(end, -(-pos // k) * k)  # the tensor's whole bytes: values [a, b)
         b = max(a, end // k * k)
         if b > a:
-            args = ([p[field][a // k : b // k] for p in payloads], tables, n, out[a:b])
+            pairs = cpu.as_pairs(out[a:b]) if k == 2 else None  # two values per byte: 8-byte rows
+            args = (([p[field][a // k : b // k] for p in payloads], [t.contiguous().view(torch.int64).reshape(-1) for t in tables],
+                     n, pairs) if pairs is not None else
+                    ([p[field][a // k : b // k] for p in payloads], tables, n, out[a:b].view(-1, k)))
             big = b - a >= cpu.LOOP_MIN
             if not (big and loop is not None and loop(j, args[0], n, out[a:b]) is not None):
                 if not (big and cpu.call(cpu.rows_mean, *args) is not None):

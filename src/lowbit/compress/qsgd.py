@@ -86,10 +86,16 @@ def _six_bit_decode(codes: torch.Tensor, norm: torch.Tensor, levels: int, n: int
     words = six_bit_words(codes, n)
     unit = (norm.reshape(1) / levels).reshape(())  # the table's norm/s, the same float32 division
     o, m = (torch.empty(n) if out is None else out.reshape(-1)), n // 4
-    if m and cpu.call(cpu.six_bit_levels, words[:m], unit, o[: 4 * m]) is None:
-        return None
+    if m:
+        pairs = cpu.as_pairs(o[: 4 * m])
+        tmp = torch.empty(4 * m) if pairs is None else None  # an odd offset in the caller's buffer
+        if cpu.call(cpu.six_bit_levels, words[:m], unit, pairs if tmp is None else tmp.view(torch.int64)) is None:
+            return None
+        if tmp is not None:
+            o[: 4 * m] = tmp
     if n > 4 * m:  # the last word's first n mod 4 codes, by the same formula eagerly
-        o[4 * m :] = cpu.six_bit_levels(words[m : m + 1], unit, torch.empty(4)).reshape(-1)[: n - 4 * m]
+        last = cpu.six_bit_levels(words[m : m + 1], unit, torch.empty(2, dtype=torch.int64))
+        o[4 * m :] = last.view(torch.float32)[: n - 4 * m]
     return o
 
 
@@ -178,7 +184,9 @@ class QSGD(MultiTensor, Compressor):
             inv = (torch.ones(1) / self.levels).reshape(())  # the table's norm/s with norm 1
 
             def loop(j, codes, n, o):
-                return cpu.call(cpu.nibble_levels_mean, codes, [p["scales"][j] for p in payloads], inv, n, o)
+                if (pairs := cpu.as_pairs(o)) is None:
+                    return None
+                return cpu.call(cpu.nibble_levels_mean, codes, [p["scales"][j] for p in payloads], inv, n, pairs)
 
         return byte_rows_mean(payloads, "codes", lambda p, j: unit * p["scales"][j], segments, out, loop)
 
