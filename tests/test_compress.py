@@ -581,7 +581,8 @@ def test_compiled_bucket_paths_give_the_eager_bits(label, monkeypatch):
             p, memory = coder.encode(x.clone(), memory=memory, generator=torch.Generator().manual_seed(3))
             payloads.append(p)
             memories.append(memory.clone() if memory is not None else torch.zeros(0))
-        return payloads, memories, coder.mean_decoded(payloads, torch.empty(sum(sizes)))
+        out = torch.empty(sum(sizes) + 1)[: sum(sizes)]  # a storage of whole int64: 4-bit QSGD's pairs
+        return payloads, memories, coder.mean_decoded(payloads, out)
 
     want, got, calls = _eager_then_compiled(run, monkeypatch)
     mean = {"natural": "natural_mean", "qsgd": "nibble_levels_mean"}.get(label, "rows_mean")
@@ -604,12 +605,12 @@ def test_compiled_bucket_paths_give_the_eager_bits(label, monkeypatch):
 
 
 @needs_compiled
-@pytest.mark.parametrize("offset", [0, 1])
-def test_compiled_two_values_per_byte_write_pairs_at_any_offset(offset, monkeypatch):
+@pytest.mark.parametrize("offset,extra", [(0, 2), (1, 2), (0, 1)])
+def test_compiled_two_values_per_byte_write_pairs_at_any_offset(offset, extra, monkeypatch):
     """The loops that write two float32 values per index as one int64 (QSGD's 4-bit mean and
     6-bit decode, a 256 × 2 table's decode and mean) against the eager passes, bit for bit, into
-    a buffer at an even offset (the int64 view) and at an odd one (a temporary, or the 2-D loop),
-    NaN codes and an odd length included."""
+    a buffer at an even offset (the int64 view), at an odd one and in a storage of 8k + 4 bytes
+    (a temporary, or the 2-D loop), NaN codes and an odd length included."""
     from lowbit.compress.base import byte_rows_mean, byte_table_decode
     from lowbit.compress.many import segments
     from lowbit.distributed.bucket import BucketCoder
@@ -627,17 +628,17 @@ def test_compiled_two_values_per_byte_write_pairs_at_any_offset(offset, monkeypa
                for b, c in qsgd.items()}
 
     def run():
-        bufs = [torch.full((n + 1,), 7.0) for _ in range(4)]
+        bufs = [torch.full((n + extra,), 7.0) for _ in range(4)]  # n + 2: a storage of whole int64
         outs = [b[offset : offset + n] for b in bufs]
         byte_table_decode(codes[0], table, n, outs[0])
-        byte_rows_mean([{"c": c} for c in codes], "c", lambda p, j: table * (j + 1.0), seg, outs[1])
+        byte_rows_mean([{"c": c} for c in codes], "c", lambda p: table * torch.arange(1.0, 4.0)[:, None, None], seg, outs[1])
         BucketCoder(qsgd[4], sizes, "cpu").mean_decoded([packets[4], packets[4]], outs[2])
         qsgd[6].flat_decode(packets[6], seg, out=outs[3])
         return bufs
 
     want, got, calls = _eager_then_compiled(run, monkeypatch)
     assert {"rows_into", "rows_mean", "six_bit_levels"} <= set(calls), calls
-    assert ("nibble_levels_mean" in calls) == (offset == 0)  # an odd offset: the table's 2-D loop
+    assert ("nibble_levels_mean" in calls) == ((offset, extra) == (0, 2))  # else the 2-D loop of the tables
     for a, b in zip(got, want):
         assert torch.equal(a.view(torch.int32), b.view(torch.int32))
 

@@ -280,35 +280,47 @@ def byte_table_decode(codes: torch.Tensor, table: torch.Tensor, n: int, out: tor
 
 
 def byte_rows_mean(payloads: list, field: str, table, segments, out: torch.Tensor, loop=None) -> torch.Tensor:
-    """(1/n)·Σ_i of n messages whose field ``field`` packs k codes to a byte and whose tensor j
-    decodes by the 256 × k table ``table(payload_i, j)`` of each byte's values, summed in list
-    order, into ``out``: tensor by tensor, its whole bytes in one loop
-    (:func:`lowbit.kernels.cpu.rows_mean`, or ``loop(j, codes, n, out)`` where a codec computes
-    the same values without the table; None from it: the table's loop), the values that share a
-    byte with a neighbouring tensor by the same formula, eagerly."""
+    """(1/n)·Σ_i of n messages whose field ``field`` packs k codes to a byte, summed in list order,
+    into ``out`` (CPU); ``table(payload_i)``: the (tensors, 256, k) float32 values of each byte
+    in each tensor.  Byte b takes the table of the tensor of its first value.  Every whole byte
+    in one loop (:func:`lowbit.kernels.cpu.rows_mean`, which reads each byte's tensor from
+    :meth:`~lowbit.compress.many.Segments.byte_index`), or, where a codec computes the same
+    values without the tables, ``loop(codes, index, j, n, out)`` over the runs of
+    :meth:`~lowbit.compress.many.Segments.byte_runs` (index None: all of tensor j; None from
+    it: the tables' loop).  Then the values of a tensor that share a byte with the tensor before
+    it, and the last partial byte, by the same formula eagerly.  Few loops, not one per tensor:
+    a call costs about 40 µs, 2.5 ms over ResNet-18's 62 tensors."""
     n = torch.tensor(float(len(payloads)))
+    tables = [table(p) for p in payloads]
+    k = tables[0].shape[2]
+    full = segments.total // k
+    done = False
+    if loop is not None and full * k >= cpu.LOOP_MIN:
+        done = all(loop([p[field][b0:b1] for p in payloads], index, j, n, out[b0 * k : b1 * k]) is not None
+                   for b0, b1, j, index in segments.byte_runs(k))
+    if full and not done:
+        codes = [p[field][:full] for p in payloads]
+        index = segments.byte_index(k) if len(segments.sizes) > 1 else None
+        whole = out[: full * k]
+        pairs = cpu.as_pairs(whole) if k == 2 else None  # two values per byte: 8-byte rows
+        if pairs is not None:
+            args = (codes, [t.reshape(-1, 2).contiguous().view(torch.int64).reshape(-1) for t in tables], index, n, pairs)
+        else:
+            args = (codes, [t.reshape(-1, k) for t in tables], index, n, whole.view(-1, k))
+        if not (full * k >= cpu.LOOP_MIN and cpu.call(cpu.rows_mean, *args) is not None):
+            cpu.rows_mean(*args)
     pos = 0
     for j, size in enumerate(segments.sizes):
-        tables = [table(p, j) for p in payloads]
-        k = tables[0].shape[1]
         end = pos + size
-        a = min(end, -(-pos // k) * k)  # the tensor's whole bytes: values [a, b)
-        b = max(a, end // k * k)
-        if b > a:
-            pairs = cpu.as_pairs(out[a:b]) if k == 2 else None  # two values per byte: 8-byte rows
-            args = (([p[field][a // k : b // k] for p in payloads], [t.contiguous().view(torch.int64).reshape(-1) for t in tables],
-                     n, pairs) if pairs is not None else
-                    ([p[field][a // k : b // k] for p in payloads], tables, n, out[a:b].view(-1, k)))
-            big = b - a >= cpu.LOOP_MIN
-            if not (big and loop is not None and loop(j, args[0], n, out[a:b]) is not None):
-                if not (big and cpu.call(cpu.rows_mean, *args) is not None):
-                    cpu.rows_mean(*args)
-        for lo, hi in ((pos, a), (b, end)):
+        fix = [(pos, min(end, -(-pos // k) * k))]  # values in a byte that an earlier tensor starts
+        if end > full * k:
+            fix.append((max(pos, full * k), end))  # the last partial byte
+        for lo, hi in fix:
             if hi > lo:
                 q = torch.arange(lo, hi)
                 acc = None
                 for p, t in zip(payloads, tables):
-                    v = t[p[field][q // k].to(torch.int64), q % k]
+                    v = t[j][p[field][q // k].to(torch.int64), q % k]
                     acc = v if acc is None else acc + v
                 out[lo:hi] = acc / n
         pos = end

@@ -219,6 +219,41 @@ class Segments:
             self._index = torch.repeat_interleave(ids, torch.as_tensor(self.sizes)).to(self.device)
         return self._index
 
+    def byte_index(self, k: int) -> torch.Tensor:
+        """The tensor number of the first value of each whole group of k values (a byte of k
+        packed codes), in the narrowest integer type that holds it (uint8 up to 256 tensors):
+        CPU loops over packed codes read each byte's tensor from it (kept per k)."""
+        if not hasattr(self, "_byte_index"):
+            self._byte_index = {}
+        if k not in self._byte_index:
+            count = len(self.sizes)
+            dtype = torch.uint8 if count <= 256 else torch.int16 if count <= 1 << 15 else torch.int32
+            self._byte_index[k] = self.index[: self.total // k * k : k].to(dtype).contiguous()
+        return self._byte_index[k]
+
+    def byte_runs(self, k: int, big: int = 1 << 16) -> list:
+        """Runs of the whole bytes of k packed codes, (first byte, end byte, tensor number, index):
+        byte b belongs to the tensor of its first value; a tensor of ``big`` values or more is a
+        run of its own (index None), consecutive smaller ones share one whose ``index`` is the
+        slice of :meth:`byte_index` (a loop that reads a per-tensor value through an index
+        gathers it value by value: for a large tensor one call without it is cheaper)."""
+        if not hasattr(self, "_byte_runs"):
+            self._byte_runs = {}
+        if (k, big) not in self._byte_runs:
+            full, runs, pos = self.total // k, [], 0
+            for j, size in enumerate(self.sizes):
+                b0, b1 = min(full, -(-pos // k)), min(full, -(-(pos + size) // k))
+                pos += size
+                if b1 <= b0:
+                    continue
+                if size < big and runs and runs[-1][3] is not None and runs[-1][1] == b0:
+                    runs[-1][1] = b1
+                else:
+                    runs.append([b0, b1, j, None if size >= big else True])
+            index = self.byte_index(k)
+            self._byte_runs[(k, big)] = [(b0, b1, j, None if ix is None else index[b0:b1]) for b0, b1, j, ix in runs]
+        return self._byte_runs[(k, big)]
+
     def block_plan(self, block: int):
         """(starts, lengths, blocks per segment, first block of each segment, the most blocks of one
         segment) of blocks of at most ``block`` values that each lie inside one segment (tensors on

@@ -94,8 +94,11 @@ class OneBit(MultiTensor, Compressor):
     def flat_mean(self, payloads, segments, out):
         if payloads[0]["signs"].is_cuda or not cpu.wanted(out):
             return None
-        return byte_rows_mean(payloads, "signs", lambda p, j: torch.where(BYTE_BITS, p["means"][2 * j],
-                                                                          p["means"][2 * j + 1]), segments, out)
+        def table(p):  # tensor j: the mean of its positive entries where a bit is set, else of the rest
+            ab = p["means"].reshape(-1, 2, 1, 1)
+            return torch.where(BYTE_BITS, ab[:, 0], ab[:, 1])
+
+        return byte_rows_mean(payloads, "signs", table, segments, out)
 
     def flat_decode(self, payload, segments, *, out=None):
         ab = payload["means"].reshape(-1, 2)

@@ -183,12 +183,13 @@ class QSGD(MultiTensor, Compressor):
         if self._lbits == 3:  # 4-bit codes: the same products computed, not gathered
             inv = (torch.ones(1) / self.levels).reshape(())  # the table's norm/s with norm 1
 
-            def loop(j, codes, n, o):
+            def loop(codes, index, j, n, o):
                 if (pairs := cpu.as_pairs(o)) is None:
                     return None
-                return cpu.call(cpu.nibble_levels_mean, codes, [p["scales"][j] for p in payloads], inv, n, pairs)
+                scales = [p["scales"] if index is not None else p["scales"][j : j + 1] for p in payloads]
+                return cpu.call(cpu.nibble_levels_mean, codes, scales, index, inv, n, pairs)
 
-        return byte_rows_mean(payloads, "codes", lambda p, j: unit * p["scales"][j], segments, out, loop)
+        return byte_rows_mean(payloads, "codes", lambda p: unit * p["scales"][:, None, None], segments, out, loop)
 
     def flat_decode(self, payload, segments, *, out=None):
         if not (k := kernels.fused_codecs(payload["codes"], payload["scales"], when=self._fusable)):

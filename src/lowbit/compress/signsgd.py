@@ -73,7 +73,7 @@ class SignSGD(MultiTensor, Compressor):
     def flat_mean(self, payloads, segments, out):
         if payloads[0]["signs"].is_cuda or not cpu.wanted(out):
             return None
-        return byte_rows_mean(payloads, "signs", lambda p, j: _UNIT * p["scales"][j], segments, out)
+        return byte_rows_mean(payloads, "signs", lambda p: _UNIT * p["scales"][:, None, None], segments, out)
 
     def flat_decode(self, payload, segments, *, out=None):
         if not (k := kernels.fused_codecs(payload["signs"], payload["scales"])):  # ±1 into out, then × s_j

@@ -81,7 +81,7 @@ class TernGrad(MultiTensor, Compressor):
         if payloads[0]["codes"].is_cuda or not cpu.wanted(out):
             return None
         unit = self._byte_table(torch.ones(1))  # tensor j of message i: unit · s_ij, the decode's products
-        return byte_rows_mean(payloads, "codes", lambda p, j: unit * p["scales"][j], segments, out)
+        return byte_rows_mean(payloads, "codes", lambda p: unit * p["scales"][:, None, None], segments, out)
 
     def flat_decode(self, payload, segments, *, out=None):
         if not (k := kernels.fused_codecs(payload["codes"], payload["scales"])):

@@ -306,25 +306,29 @@ def pair_halves(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
 
 
 def as_pairs(t: torch.Tensor) -> torch.Tensor | None:
-    """A contiguous float32 vector of even length at an 8-byte aligned offset as int64 pairs
-    (:func:`float_pairs`); None where it is not one."""
-    if t.dtype != torch.float32 or t.dim() != 1 or not t.is_contiguous() or t.numel() % 2 or t.storage_offset() % 2:
+    """A contiguous float32 vector of even length at an 8-byte aligned offset, in a storage of a
+    whole number of int64, as int64 pairs (:func:`float_pairs`); None where it is not one (the
+    compiler's fake tensors fail on some int64 views of a storage of 8k + 4 bytes)."""
+    if (t.dtype != torch.float32 or t.dim() != 1 or not t.is_contiguous() or t.numel() % 2 or t.storage_offset() % 2
+            or t.untyped_storage().nbytes() % 8):
         return None
     return t.view(torch.int64)
 
 
-def nibble_levels_mean(codes: list, scales: list, inv_levels: torch.Tensor, n: torch.Tensor,
+def nibble_levels_mean(codes: list, scales: list, index, inv_levels: torch.Tensor, n: torch.Tensor,
                        out: torch.Tensor) -> torch.Tensor:
     """(1/n)·Σ_i of n messages of QSGD's 4-bit codes (two to a byte, the first in the low nibble;
     sign bit 3, level bits 0–2) into ``out``, the int64 pairs of the float32 values
-    (:func:`float_pairs`), summed in list order: code c of message i is ±(level·inv_levels)·s_i
-    — the products of the decode's table, computed, not gathered; ``scales`` the messages'
-    0-d float32 s_i, ``inv_levels`` the table's 1/s (0-d float32)."""
+    (:func:`float_pairs`), summed in list order: code c of byte b of message i is
+    ±(level·inv_levels)·s_i[index[b]] — the products of the decode's table, computed, not
+    gathered; ``scales`` the messages' float32 per-tensor s_i, ``index`` each byte's tensor (None:
+    one tensor), ``inv_levels`` the table's 1/s (0-d float32)."""
     acc = [None, None]
     for c, s in zip(codes, scales):
         c32 = c.to(torch.int32)
+        sb = s[0] if index is None else s[index.to(torch.int32)]
         for h in range(2):
-            v = _signed_level((c32 >> (4 * h)) & 15, 8, inv_levels) * s
+            v = _signed_level((c32 >> (4 * h)) & 15, 8, inv_levels) * sb
             acc[h] = v if acc[h] is None else acc[h] + v
     return out.copy_(float_pairs(acc[0] / n, acc[1] / n))
 
@@ -337,18 +341,20 @@ def signed_residual(v: torch.Tensor, s: torch.Tensor, pos: torch.Tensor) -> torc
     return v.copy_(torch.where(v >= 0, v - s, v + s))
 
 
-def rows_mean(codes: list, tables: list, n: torch.Tensor, out: torch.Tensor) -> torch.Tensor:
-    """(Σ_i tables[i][codes[i]]) / n into ``out`` (shape (bytes, k)), summed in list order: the
-    mean of n messages of packed codes, k to a byte, each decoded by its own 256 × k table of
-    each byte's values (``n`` a 0-d float32), in one loop.  For k = 2 pass the tables (256) and
-    ``out`` (bytes) as int64 pairs (:func:`float_pairs`): 2.5× faster."""
+def rows_mean(codes: list, tables: list, index, n: torch.Tensor, out: torch.Tensor) -> torch.Tensor:
+    """(Σ_i tables[i][256·index + codes[i]]) / n into ``out`` (shape (bytes, k)), summed in list
+    order: the mean of n messages of packed codes, k to a byte, byte b of tensor index[b] decoded
+    by rows 256·index[b] … of its message's table (tensors·256 × k; ``index`` None: one tensor;
+    ``n`` a 0-d float32), in one loop.  For k = 2 pass the tables (tensors·256) and ``out``
+    (bytes) as int64 pairs (:func:`float_pairs`): 2.5× faster."""
+    rows = [c.to(torch.int32) if index is None else (index.to(torch.int32) << 8) | c.to(torch.int32) for c in codes]
     if tables[0].dtype == torch.int64:
-        halves = [pair_halves(t[c.to(torch.int32)]) for c, t in zip(codes, tables)]
+        halves = [pair_halves(t[r]) for r, t in zip(rows, tables)]
         first, second = halves[0]
         for a, b in halves[1:]:
             first, second = first + a, second + b
         return out.copy_(float_pairs(first / n, second / n))
-    acc = tables[0][codes[0].to(torch.int32)]
-    for c, t in zip(codes[1:], tables[1:]):
-        acc = acc + t[c.to(torch.int32)]
+    acc = tables[0][rows[0]]
+    for r, t in zip(rows[1:], tables[1:]):
+        acc = acc + t[r]
     return out.copy_(acc / n)
