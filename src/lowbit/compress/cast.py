@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import functools
 import math
+import types
 from dataclasses import replace
 
 import torch
@@ -44,6 +45,72 @@ def _byte_values(dtype: torch.dtype) -> torch.Tensor:
     v = torch.arange(256, dtype=torch.uint8).view(dtype).to(torch.float32)
     bits = v.view(torch.int32)
     return torch.where(torch.isnan(v), bits | 0x400000, bits).view(torch.float32)
+
+
+# The fields of each 8-bit format's decode loop, read from a module global: torch.compile makes
+# the integers of a global constants of the loop (those of a closure or an argument: symbols).
+_FLOAT8_FIELDS: dict = {}
+
+
+def _float8_mean(codes: list, n: torch.Tensor, out: torch.Tensor, key: str) -> torch.Tensor:
+    """(Σ_i value(codes_i)) / n into ``out``: the 8-bit codes' float32 values computed from their
+    fields — sign, exponent e and mantissa f of M bits: (1.f)·2^(e − bias) as a bit pattern,
+    f·2^(1 − bias − M) for e = 0, and the format's NaN and infinity codes — the values of
+    :func:`_byte_values` bit for bit (checked on all 256 codes before the loop is used), 2× faster
+    than gathering them from the table."""
+    m, bias, kind, nan_pos, nan_neg = _FLOAT8_FIELDS[key]
+    acc = None
+    for c in codes:
+        c = c.to(torch.int32)
+        sign = (c >> 7) << 31
+        e, f = (c >> m) & ((1 << (7 - m)) - 1), c & ((1 << m) - 1)
+        normal = (sign | ((e + (127 - bias)) << 23) | (f << (23 - m))).view(torch.float32)
+        sub = f.to(torch.float32) * (2.0 ** (1 - bias - m))
+        v = torch.where(e == 0, torch.where(sign != 0, -sub, sub), normal)
+        if kind == "ieee":  # the top exponent: ±inf (f = 0) and quiet NaNs
+            special = (sign | 0x7F800000 | (f << (23 - m)) | ((f != 0).to(torch.int32) << 22)).view(torch.float32)
+            v = torch.where(e == (1 << (7 - m)) - 1, special, v)
+        elif kind == "fn":  # all ones but the sign: NaN
+            nan = torch.where(sign != 0, nan_neg, nan_pos).to(torch.int32).view(torch.float32)
+            v = torch.where((c & 0x7F) == 0x7F, nan, v)
+        else:  # fnuz: the negative zero's code is NaN (its bits built from c = 0x80: a constant's
+            # bits would be folded into the compiler's canonical NaN)
+            v = torch.where(c == 0x80, ((c >> 7) * nan_pos).view(torch.float32), v)
+        acc = v if acc is None else acc + v
+    return out.copy_(acc / n)
+
+
+@functools.lru_cache(maxsize=None)
+def _float8_loop(dtype: torch.dtype):
+    """:func:`_float8_mean` for torch's 8-bit float ``dtype``, a code object of its own (torch.compile
+    keeps at most 8 compilations per code object), or None where its values are not those of
+    :func:`_byte_values` on every code (then the table's gather runs)."""
+    table, name = _byte_values(dtype), str(dtype)
+    m = int(name.split("m")[-1][0]) if "_e" in name else 0  # float8_e4m3fn: 3
+    bias = 1 - round(math.log2(torch.finfo(dtype).smallest_normal))
+    kind = "fnuz" if torch.isnan(table[0x80]) else "ieee" if torch.isinf(table).any() else "fn"
+    bits = table.view(torch.int32)
+    nans = (0x80, 0x80) if kind == "fnuz" else (0x7F, 0xFF)
+    key = name
+    _FLOAT8_FIELDS[key] = (m, bias, kind, int(bits[nans[0]]), int(bits[nans[1]]))
+
+    def float8_mean(codes, n, out):
+        return _float8_mean(codes, n, out, key)
+
+    loop = types.FunctionType(float8_mean.__code__.replace(), float8_mean.__globals__, float8_mean.__name__, None,
+                              float8_mean.__closure__)
+    every = torch.arange(256, dtype=torch.uint8)
+    got = loop([every], _ONE, torch.empty(256))
+    return loop if torch.equal(got.view(torch.int32), (table / _ONE).view(torch.int32)) else None
+
+
+def _codes_mean(dtype: torch.dtype, codes: list, n: torch.Tensor, out: torch.Tensor):
+    """(Σ_i value(codes_i)) / n of 8-bit ``dtype`` codes in one compiled loop — the values computed
+    (:func:`_float8_loop`), else gathered from :func:`_byte_values` — or None without a compiler."""
+    loop = _float8_loop(dtype)
+    if loop is not None and (r := compiled.call(loop, codes, n, out)) is not None:
+        return r
+    return compiled.call(compiled.table_mean, _byte_values(dtype), codes, n, out)
 
 
 @functools.lru_cache(maxsize=None)
@@ -166,7 +233,7 @@ class Cast(MultiTensor, Compressor):
         if self._native is not None and cpu and torch.finfo(self._native).bits == 8:
             if compiled.wanted(codes):  # one compiled gather, 10× faster than index_select
                 into_ = torch.empty(n) if flat is None else flat
-                r = compiled.call(compiled.table_mean, _byte_values(self._native), [codes.reshape(-1)[:n]], _ONE, into_)
+                r = _codes_mean(self._native, [codes.reshape(-1)[:n]], _ONE, into_)
                 if r is not None:
                     return r
             return torch.index_select(_byte_values(self._native), 0, _int_index(codes.reshape(-1)[:n]), out=flat)
@@ -240,7 +307,7 @@ class Cast(MultiTensor, Compressor):
             return None
         codes = [p["codes"].reshape(-1)[:n] for p in payloads]
         k = torch.tensor(float(len(payloads)))
-        return compiled.call(compiled.table_mean, _byte_values(self._native), codes, k, out.reshape(-1))
+        return _codes_mean(self._native, codes, k, out.reshape(-1))
 
     def graph_safe(self, flat, states=None) -> bool:
         return kernels.fused_codecs(flat, when=self._fusable) is not None
