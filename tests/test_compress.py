@@ -526,6 +526,7 @@ def test_compiled_cpu_stochastic_codecs_give_the_eager_payloads(name, options, m
 
     want, got, calls = _eager_then_compiled(payloads, monkeypatch)
     assert calls, "the compiled loops were not used"
+    assert name != "cast" or "stochastic_code" in calls, calls  # the codes computed from the words
     for p, q in zip(got, want):
         assert p.keys() == q.keys()
         for k in p:

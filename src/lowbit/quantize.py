@@ -699,12 +699,14 @@ def _quantize(x, fmt, rounding, saturate, generator, scaling, block) -> torch.Te
     return _elementwise(x, rounding, generator, lambda v, g: _quantize_float(v, fmt, rounding, saturate, g))
 
 
-def _stochastic_loop(x: torch.Tensor, fmt: FloatFormat, saturate: bool, generator, native=None) -> torch.Tensor:
+def _stochastic_loop(x: torch.Tensor, fmt: FloatFormat, saturate: bool, generator, native=None,
+                     words=None) -> torch.Tensor:
     """Stochastic rounding of a CPU float32 tensor onto ``fmt`` in one compiled loop, on the words
-    drawn first (the eager formula on the same words where the compiler is unavailable), as a
-    flat vector: the values, or with ``native`` (torch's 8-bit float dtype of fmt) their bytes."""
+    drawn first (or given), the eager formula on the same words where the compiler is
+    unavailable, as a flat vector: the values, or with ``native`` (torch's 8-bit float dtype of
+    fmt) their bytes."""
     flat = x.contiguous().reshape(-1)
-    words = random_words(flat.numel(), generator)
+    words = random_words(flat.numel(), generator) if words is None else words
     q = cpu.call(_stochastic_float(fmt, saturate, native), flat, words)
     if q is None:
         q = _round_float(flat, fmt, "stochastic", saturate, words)
@@ -715,10 +717,82 @@ def _stochastic_loop(x: torch.Tensor, fmt: FloatFormat, saturate: bool, generato
 def stochastic_codes(x: torch.Tensor, fmt, native: torch.dtype, *, saturate: bool = False, generator=None):
     """The bytes of ``quantize(x, fmt, "stochastic")`` as torch's 8-bit float dtype ``native``
     (fmt's codes), the same draws, from one compiled loop on a large CPU float32 tensor (the
-    cast codec's encode without a pass over the rounded floats); None where that does not apply."""
+    cast codec's encode without a pass over the rounded floats: the codes computed from the
+    words as the Triton kernels compute them, :func:`_stochastic_code`, where that formula
+    applies); None where that does not apply."""
     if not (x.dtype == torch.float32 and cpu.wanted(x)):
         return None
-    return _stochastic_loop(x, get_format(fmt), saturate, generator, native)
+    f = get_format(fmt)
+    if (loop := _stochastic_code(f, saturate, native)) is not None:
+        flat = x.contiguous().reshape(-1)
+        words = random_words(flat.numel(), generator)
+        if (q := cpu.call(loop, flat, words)) is not None:
+            return q
+        return _stochastic_loop(flat, f, saturate, None, native, words)
+    return _stochastic_loop(x, f, saturate, generator, native)
+
+
+def _codes_from_words(v: torch.Tensor, rnd: torch.Tensor, key: str) -> torch.Tensor:
+    """The 8-bit codes of float32 ``v`` rounded stochastically with words ``rnd`` onto a format
+    with subnormals — the Triton kernels' integer formula (``_stochastic_magnitude`` and
+    ``_round_code`` of :mod:`lowbit.kernels.rounding`): the pattern rebased so that its smallest
+    normal binade is the significand with its hidden bit, code = (x + (rnd mod 2^sh)) ≫ sh, with
+    sh the format's mantissa shift in the normal range and the subnormal grid's below it (at most
+    30 random bits); then the overflow, inf and NaN codes and the sign.  The values of
+    :func:`_round_float` on the same words, as codes, without the float rounding and conversion."""
+    k = _COMPILED_CODES[key]
+    b = v.view(torch.int32)
+    a = b & 0x7FFFFFFF
+    e = a >> 23
+    x = torch.where(e >= k["EMIN_FIELD"], a - ((k["EMIN_FIELD"] - 1) << 23), (a & 0x7FFFFF) | 0x800000)
+    sh = torch.clamp((150 + k["LOW_EXP"]) - e, min=k["S"])
+    extra = torch.clamp(sh - 30, min=0)
+    sh = torch.clamp(sh, max=30)
+    mag = ((x >> extra) + (rnd & ((1 << sh) - 1))) >> sh
+    mag = torch.where(mag > k["MAX_CODE"], k["OVER_CODE"], mag)  # also every inf or NaN input
+    if k["INF_CODE"] != k["OVER_CODE"] and k["NAN_CODE"] != k["OVER_CODE"]:
+        mag = torch.where(a >= 0x7F800000, torch.where(a == 0x7F800000, k["INF_CODE"], k["NAN_CODE"]), mag)
+    elif k["INF_CODE"] != k["OVER_CODE"]:
+        mag = torch.where(a == 0x7F800000, k["INF_CODE"], mag)
+    elif k["NAN_CODE"] != k["OVER_CODE"]:
+        mag = torch.where(a > 0x7F800000, k["NAN_CODE"], mag)
+    sign = (b >> 31) & 1
+    if k["FNUZ"]:
+        sign = torch.where(mag == 0, 0, sign)
+    return (mag | (sign << (k["EF"] + k["M"]))).to(torch.uint8)
+
+
+_COMPILED_CODES: dict = {}
+
+
+@functools.lru_cache(maxsize=None)
+def _stochastic_code(fmt: FloatFormat, saturate: bool, native: torch.dtype):
+    """:func:`_codes_from_words` for an 8-bit ``fmt`` (torch's dtype ``native``) as a loop of its own
+    (its constants read from a module global, a code object per format: see
+    :func:`_stochastic_float`), or None where the formula does not apply (no subnormals, a
+    subnormal grid 2^−96 or finer, not 8 bits) or where its codes differ from torch's conversion
+    of :func:`_round_float`'s values on a set of special inputs (checked once).  A NaN input takes
+    torch's NaN code for the format (e5m2: 0x7F with the sign, where the Triton kernels write 0x7E)."""
+    from .kernels.constants import _code_constants
+
+    k = dict(_code_constants(fmt, "stochastic", saturate))
+    if not (k["LOW"] and k["SUB"] and 120 + k["LOW_EXP"] >= 24 and 1 + k["EF"] + k["M"] == 8):
+        return None
+    nan = int(torch.tensor(float("nan")).to(native).view(torch.uint8))
+    k["NAN_CODE"] = nan if k["FNUZ"] else nan & 0x7F  # fnuz: the negative zero's code, 0x80
+    key = f"{fmt!r}/{saturate}"
+    _COMPILED_CODES[key] = k
+
+    def stochastic_code(v, rnd):
+        return _codes_from_words(v, rnd, key)
+
+    loop = types.FunctionType(stochastic_code.__code__.replace(), stochastic_code.__globals__,
+                              stochastic_code.__name__, None, stochastic_code.__closure__)
+    special = torch.tensor([0.0, -0.0, float("inf"), -float("inf"), float("nan"), -float("nan"), 1e30, -1e30, 1e-45,
+                            -3e-38, fmt.max, -fmt.max, fmt.smallest_subnormal / 3, 1.0, -1.5, 2.0**-20, 0.1]).repeat(4)
+    rnd = torch.arange(special.numel(), dtype=torch.int32) * 0x1F2E3D4 & 0x7FFFFFFF
+    want = _round_float(special, fmt, "stochastic", saturate, rnd).to(native).view(torch.uint8)
+    return loop if torch.equal(loop(special, rnd), want) else None
 
 
 _COMPILED_FORMATS: dict = {}
