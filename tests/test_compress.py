@@ -557,6 +557,34 @@ def test_compiled_mean_of_8_bit_messages_equals_decoding_and_adding(n, fmt, monk
 
 
 @needs_compiled
+@pytest.mark.parametrize("n", [2, 3])
+@pytest.mark.parametrize("finite", [True, False])
+def test_compiled_mean_of_fp4_messages_equals_decoding_and_adding(n, finite, monkeypatch):
+    """A bucket's mean of n fp4 messages on the CPU (each code's value computed from its fields, two
+    per byte, in one loop): the values of decoding each and adding them in worker order, then
+    dividing by n, bit for bit; a message whose input was not finite makes the mean NaN (the
+    decode-and-add path)."""
+    from lowbit.distributed.bucket import BucketCoder
+
+    sizes = [70_001, 3, 60_000]
+    total = sum(sizes)
+    coder = BucketCoder(get_compressor("cast", format="fp4"), sizes, "cpu")
+    g = torch.Generator().manual_seed(6)
+    grads = [torch.randn(total, generator=g) * torch.logspace(-3, 1.5, total) for _ in range(n)]
+    if not finite:
+        grads[-1][9] = float("inf")
+
+    def run():
+        payloads = [coder.encode(x)[0] for x in grads]
+        return coder.mean_decoded(payloads, torch.empty(total + 2)[:total])  # a storage of whole int64
+
+    want, got, calls = _eager_then_compiled(run, monkeypatch)
+    assert ("fp4_mean" in calls) == finite, calls
+    assert torch.equal(got.view(torch.int32), want.view(torch.int32))
+    assert torch.isnan(got).all() != finite
+
+
+@needs_compiled
 @pytest.mark.parametrize("label", ["signsgd+ef", "onebit", "qsgd", "qsgd-2bit", "terngrad", "natural"])
 def test_compiled_bucket_paths_give_the_eager_bits(label, monkeypatch):
     """Codecs of packed codes on a CPU bucket through the compiled loops — signSGD with error

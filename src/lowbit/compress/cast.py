@@ -22,7 +22,8 @@ from ..packing import decode, float_codes, int_codes, pack
 from ..quantize import quantize, scaled_values, stochastic_codes
 from ..scaling import ScaledFormat
 from ..kernels import cpu as compiled
-from .base import Compressor, all_finite, Packet, _check_tensor, into, register, scratch
+from .base import Compressor, all_finite, Packet, _check_tensor, byte_rows_mean, into, register, scratch
+from . import many
 from .many import MultiTensor
 from .. import kernels
 
@@ -33,6 +34,7 @@ _NATIVE = {name: getattr(torch, name) for name in
 
 _FUSED_ROUNDINGS = ("nearest", "stochastic")
 _ONE = torch.tensor(1.0)  # the mean of one message: table_mean's division, exact
+_TRUE = torch.ones(1, dtype=torch.bool)
 _FP4 = get_format("fp4")  # the fused kernels' roundings; "zero" runs as torch code
 
 
@@ -299,9 +301,22 @@ class Cast(MultiTensor, Compressor):
         return into(self._values(payload["codes"], n, payload.get("finite"), out=out), out)
 
     def flat_mean(self, payloads, segments, out):
-        """(1/n)·Σ_i decode(payload_i) into ``out`` in one compiled loop — CPU, 8-bit native codes
-        without finite flags (formats with NaN), n > 1 — or None (the caller decodes and adds)."""
+        """(1/n)·Σ_i decode(payload_i) into ``out`` in one compiled loop — CPU, n > 1, 8-bit native
+        codes without finite flags (formats with NaN), or unscaled 4-bit codes whose inputs were
+        all finite (their flags are on the host here) — or None (the caller decodes and adds)."""
         n = segments.total
+        if (len(payloads) > 1 and self.fmt.code_bits == 4 and self._native is None and self._scaled is None
+                and compiled.wanted(out) and out.is_contiguous() and not payloads[0]["codes"].is_cuda
+                and all(p.keys() <= {"codes", "finite"} and bool(p.get("finite", _TRUE).all()) for p in payloads)):
+            table = decode(torch.arange(256, dtype=torch.uint8), self.fmt, (512,)).reshape(1, 256, 2)
+            loop = None
+            if self.fmt == _FP4:  # the values computed, not gathered
+
+                def loop(codes, index, j, k, o):
+                    return None if (pairs := compiled.as_pairs(o)) is None else compiled.call(compiled.fp4_mean, codes, k, pairs)
+
+            # one table for every tensor: the whole buffer as one segment
+            return byte_rows_mean(payloads, "codes", lambda p: table, many.segments([n], "cpu"), out.reshape(-1), loop)
         if not (len(payloads) > 1 and self._native is not None and torch.finfo(self._native).bits == 8
                 and all(p.keys() == {"codes"} for p in payloads) and out.is_contiguous() and compiled.wanted(out)):
             return None

@@ -333,6 +333,23 @@ def nibble_levels_mean(codes: list, scales: list, index, inv_levels: torch.Tenso
     return out.copy_(float_pairs(acc[0] / n, acc[1] / n))
 
 
+def fp4_mean(codes: list, n: torch.Tensor, out: torch.Tensor) -> torch.Tensor:
+    """(1/n)·Σ_i of n messages of fp4 (e2m1) codes, two to a byte (the first in the low nibble),
+    into ``out``, the int64 pairs of the float32 values (:func:`float_pairs`), summed in list order:
+    each code's value computed from its fields — sign bit 3, exponent e (bits 1–2), mantissa m
+    (bit 0): (1 + m/2)·2^(e−1), and m/2 for e = 0 — not gathered from a table."""
+    acc = [None, None]
+    for c in codes:
+        c32 = c.to(torch.int32)
+        for h in range(2):
+            code = (c32 >> (4 * h)) & 15
+            e, m = (code >> 1) & 3, code & 1
+            bits = torch.where(e == 0, m * 0x3F000000, ((e + 126) << 23) | (m << 22)) | ((code >> 3) << 31)
+            v = bits.view(torch.float32)
+            acc[h] = v if acc[h] is None else acc[h] + v
+    return out.copy_(float_pairs(acc[0] / n, acc[1] / n))
+
+
 def signed_residual(v: torch.Tensor, s: torch.Tensor, pos: torch.Tensor) -> torch.Tensor:
     """pos ← (v ≥ 0) as 0/1 bytes and v ← v − s·sign(v) in place, sign(v) = +1 where v ≥ 0, else
     −1: a scaled sign code's bits and error feedback's residual (``s`` a 0-d float32), in one loop
