@@ -40,6 +40,7 @@ import torch
 
 from . import kernels
 from .kernels import cpu, stream
+from .kernels.constants import _code_constants
 from .formats import FloatFormat, IntFormat, get_format
 from .scaling import ScaledFormat
 from .ste import straight_through
@@ -773,8 +774,6 @@ def _stochastic_code(fmt: FloatFormat, saturate: bool, native: torch.dtype):
     subnormal grid 2^−96 or finer, not 8 bits) or where its codes differ from torch's conversion
     of :func:`_round_float`'s values on a set of special inputs (checked once).  A NaN input takes
     torch's NaN code for the format (e5m2: 0x7F with the sign, where the Triton kernels write 0x7E)."""
-    from .kernels.constants import _code_constants
-
     k = dict(_code_constants(fmt, "stochastic", saturate))
     if not (k["LOW"] and k["SUB"] and 120 + k["LOW_EXP"] >= 24 and 1 + k["EF"] + k["M"] == 8):
         return None
