@@ -744,12 +744,11 @@ def _codes_from_words(v: torch.Tensor, rnd: torch.Tensor, key: str) -> torch.Ten
     k = _COMPILED_CODES[key]
     b = v.view(torch.int32)
     a = b & 0x7FFFFFFF
-    e = a >> 23
-    x = torch.where(e >= k["EMIN_FIELD"], a - ((k["EMIN_FIELD"] - 1) << 23), (a & 0x7FFFFF) | 0x800000)
-    sh = torch.clamp((150 + k["LOW_EXP"]) - e, min=k["S"])
-    extra = torch.clamp(sh - 30, min=0)
-    sh = torch.clamp(sh, max=30)
-    mag = ((x >> extra) + (rnd & ((1 << sh) - 1))) >> sh
+    e = torch.clamp(a >> 23, max=k["EMIN_FIELD"])  # rebased pattern, or the significand below
+    x = a - ((e - 1) << 23)
+    sh = (150 + k["LOW_EXP"]) - e
+    sh30 = torch.clamp(sh, max=30)
+    mag = ((x >> (sh - sh30)) + (rnd & ((1 << sh30) - 1))) >> sh30
     mag = torch.where(mag > k["MAX_CODE"], k["OVER_CODE"], mag)  # also every inf or NaN input
     if k["INF_CODE"] != k["OVER_CODE"] and k["NAN_CODE"] != k["OVER_CODE"]:
         mag = torch.where(a >= 0x7F800000, torch.where(a == 0x7F800000, k["INF_CODE"], k["NAN_CODE"]), mag)

@@ -150,16 +150,18 @@ def _stochastic_magnitude(a, rnd, S: tl.constexpr, EMIN_FIELD: tl.constexpr, LOW
     """The magnitude code of |x| (bits ``a``) rounded stochastically onto a format with subnormals,
     ``_round_parts``' two cases in one formula: the pattern rebased so that the smallest normal
     binade has exponent field 1 equals, there, the significand with its hidden bit, which is what
-    the subnormal range shifts; so code = (x + (rnd mod 2^sh)) ≫ sh with x the rebased pattern in
-    the normal range (sh = S) and the significand below it (sh = 150 + LOW_EXP − e, at most 30
-    random bits as ``_grid_count``).  The same codes and draws as ``_round_parts``, in fewer
+    the subnormal range shifts; so with e' = min(e, EMIN_FIELD), x = a − (e' − 1)·2^23 and
+    sh = 150 + LOW_EXP − e' (= S in the normal range), code = (x + (rnd mod 2^sh)) ≫ sh, at most
+    30 random bits as ``_grid_count``.  The same codes and draws as ``_round_parts``, in fewer
     integer operations (a NaN's rebased pattern plus rnd stays below 2^31: EMIN_FIELD ≥ 2)."""
-    e = a >> 23
-    x = tl.where(e >= EMIN_FIELD, a - ((EMIN_FIELD - 1) << 23), (a & 0x7FFFFF) | 0x800000)
-    sh = tl.maximum((150 + LOW_EXP) - e, S)
-    extra = tl.maximum(sh - 30, 0)
-    sh = tl.minimum(sh, 30)
-    return ((x >> extra) + (rnd & ((1 << sh) - 1))) >> sh
+    # e' = min(e, EMIN_FIELD): a − (e' − 1)·2^23 is the rebased pattern (e ≥ EMIN_FIELD) or the
+    # significand with its hidden bit (below, float32's subnormals included: e = 0 adds 2^23),
+    # and (150 + LOW_EXP) − e' is S in the normal range
+    e = tl.minimum(a >> 23, EMIN_FIELD)
+    x = a - ((e - 1) << 23)
+    sh = (150 + LOW_EXP) - e
+    sh30 = tl.minimum(sh, 30)
+    return ((x >> (sh - sh30)) + (rnd & ((1 << sh30) - 1))) >> sh30
 
 
 @triton.jit
