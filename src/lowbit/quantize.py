@@ -31,7 +31,6 @@ from __future__ import annotations
 import contextlib
 import functools
 import threading
-import types
 from collections import OrderedDict
 from concurrent.futures import ThreadPoolExecutor
 
@@ -784,8 +783,7 @@ def _stochastic_code(fmt: FloatFormat, saturate: bool, native: torch.dtype):
     def stochastic_code(v, rnd):
         return _codes_from_words(v, rnd, key)
 
-    loop = types.FunctionType(stochastic_code.__code__.replace(), stochastic_code.__globals__,
-                              stochastic_code.__name__, None, stochastic_code.__closure__)
+    loop = cpu.own_code(stochastic_code)
     special = torch.tensor([0.0, -0.0, float("inf"), -float("inf"), float("nan"), -float("nan"), 1e30, -1e30, 1e-45,
                             -3e-38, fmt.max, -fmt.max, fmt.smallest_subnormal / 3, 1.0, -1.5, 2.0**-20, 0.1]).repeat(4)
     rnd = torch.arange(special.numel(), dtype=torch.int32) * 0x1F2E3D4 & 0x7FFFFFFF
@@ -813,7 +811,4 @@ def _stochastic_float(fmt: FloatFormat, saturate: bool, native: torch.dtype | No
         q = _round_float(v, f, "stochastic", sat, rnd, skip_empty=False, max_bits=max_bits)
         return q if to is None else q.to(to).view(torch.uint8)
 
-    # a code object of its own: torch.compile keeps its compilations per code object, at most 8
-    # (``recompile_limit``), and every format would otherwise share this function's
-    return types.FunctionType(stochastic_float.__code__.replace(), stochastic_float.__globals__,
-                              stochastic_float.__name__, None, stochastic_float.__closure__)
+    return cpu.own_code(stochastic_float)  # one compilation budget per format

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import functools
 import math
-import types
 from dataclasses import replace
 
 import torch
@@ -99,8 +98,7 @@ def _float8_loop(dtype: torch.dtype):
     def float8_mean(codes, n, out):
         return _float8_mean(codes, n, out, key)
 
-    loop = types.FunctionType(float8_mean.__code__.replace(), float8_mean.__globals__, float8_mean.__name__, None,
-                              float8_mean.__closure__)
+    loop = compiled.own_code(float8_mean)
     every = torch.arange(256, dtype=torch.uint8)
     got = loop([every], _ONE, torch.empty(256))
     return loop if torch.equal(got.view(torch.int32), (table / _ONE).view(torch.int32)) else None

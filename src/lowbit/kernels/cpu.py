@@ -14,6 +14,7 @@ import functools
 import os
 import sys
 import threading
+import types
 import warnings
 
 import torch
@@ -71,6 +72,13 @@ def call(fn, *args):
         warnings.warn(f"lowbit: torch.compile of {fn.__name__} on the CPU failed ({type(e).__name__}: {e}); "
                       "running it eagerly", RuntimeWarning, stacklevel=2)
         return None
+
+
+def own_code(fn):
+    """A copy of ``fn`` with a code object of its own: torch.compile keeps its compilations per
+    code object, at most 8 (``recompile_limit``), so a loop made once per format (its constants
+    read from a module global) needs one each, or a ninth format falls back to Python."""
+    return types.FunctionType(fn.__code__.replace(), fn.__globals__, fn.__name__, fn.__defaults__, fn.__closure__)
 
 
 EACH_MIN = 1 << 14  # below this a single torch reduction (a norm, a table gather) beats a compiled call
