@@ -504,9 +504,9 @@ def _eager_then_compiled(run, monkeypatch):
     ("cast", dict(format="fp8", rounding="stochastic", saturate=True))])
 def test_compiled_cpu_stochastic_codecs_give_the_eager_payloads(name, options, monkeypatch):
     """The stochastic codecs' CPU encodes through the compiled loops (with the same random words;
-    natural compression's fields and TernGrad's scales too) send the eager passes' payloads bit for bit — integers clamped to the
-    fixed width, a NaN and ±inf included — per tensor and through the multi-tensor path, and
-    decode (IntSGD's k/α compiled too) to the same values."""
+    natural compression's fields and TernGrad's scales too) send the eager passes' payloads bit for
+    bit — integers clamped to the fixed width, a NaN and ±inf included — per tensor and through the
+    multi-tensor path, and decode (IntSGD's k/α and NaN mark compiled too) to the same values."""
     from lowbit.compress.many import segments
 
     g = torch.Generator().manual_seed(8)
@@ -519,7 +519,8 @@ def test_compiled_cpu_stochastic_codecs_give_the_eager_payloads(name, options, m
 
     def payloads():
         codec = get_compressor(name, **options)
-        out = [codec.encode(x, generator=torch.Generator().manual_seed(1)).payload for x in (flat, nan)]
+        packets = [codec.encode(x, generator=torch.Generator().manual_seed(1)) for x in (flat, nan)]
+        out = [p.payload for p in packets] + [{"decoded": codec.decode(p)} for p in packets]
         tensors = list(torch.split(flat, sizes))
         p = codec.flat_encode(flat, tensors, seg, generator=torch.Generator().manual_seed(2))
         return out + [p, {"decoded": codec.flat_decode(p, seg, out=torch.empty_like(flat))}]

@@ -60,6 +60,13 @@ def _to_device(values: list[float], device) -> torch.Tensor:
     return t.pin_memory().to(device, non_blocking=True)
 
 
+def _divided_into(ints: torch.Tensor, alpha: float, finite: torch.Tensor, out: torch.Tensor) -> bool:
+    """out ← k/α, NaN everywhere where ``finite`` is 0, in one compiled CPU loop where the buffer
+    is large enough (False: the caller runs the eager passes)."""
+    return (not ints.is_cuda and cpu.wanted(out) and cpu.call(
+        cpu.divided_into, ints, torch.tensor(alpha, dtype=torch.float32), finite.reshape(()), out) is not None)
+
+
 def int_widths(max_abs: torch.Tensor) -> torch.Tensor:
     """Bits per coordinate of two's-complement integers of magnitude ≤ max_abs (each value of a
     tensor): 1 + ⌈log₂(max+1)⌉, and 1 for 0 — the IntSGD paper's count, in float64."""
@@ -236,9 +243,9 @@ class IntSGD(MultiTensor, Summable, WorkerAgreement, Compressor):
         alpha = float(self.alpha) if self.alpha is not None else 1.0
         ints = payload["ints"]
         if out is not None and not ints.is_cuda and out.dtype == torch.float32 and out.is_contiguous():
-            flat = out.reshape(-1)
-            if not (cpu.wanted(flat) and cpu.call(cpu.divided_into, ints.reshape(-1), torch.tensor(alpha), flat) is not None):
-                torch.div(ints.reshape(-1), alpha, out=flat)  # decode's division, straight into out
+            if _divided_into(ints.reshape(-1), alpha, payload["finite"], out.reshape(-1)):
+                return out
+            torch.div(ints.reshape(-1), alpha, out=out.reshape(-1))  # decode's division, straight into out
             if not bool((payload["finite"] != 0).all()):  # a one-byte flag, read on the host
                 out.fill_(float("nan"))
             return out
@@ -321,7 +328,11 @@ class IntSGD(MultiTensor, Summable, WorkerAgreement, Compressor):
         if k := kernels.fused_codecs(ints, when=ints.dtype == torch.int8 and isinstance(packet.meta["alpha"], float)):
             v = k.int8_decode(ints, packet.payload["finite"], packet.meta["alpha"])
             return v.reshape(packet.shape).to(packet.dtype)
-        v = torch.div(packet.payload["ints"], packet.meta["alpha"])  # float32: the int → float conversion in the pass
+        alpha = packet.meta["alpha"]
+        if isinstance(alpha, float) and _divided_into(ints.reshape(-1), alpha, packet.payload["finite"],
+                                                      v := torch.empty(ints.numel(), dtype=torch.float32, device=ints.device)):
+            return v.reshape(packet.shape).to(packet.dtype)
+        v = torch.div(ints, alpha)  # float32: the int → float conversion in the pass
         if v.dtype != torch.float32:
             v = v.to(torch.float32)
         v = v.masked_fill_(packet.payload["finite"] == 0, float("nan")) if v.numel() else v

@@ -230,10 +230,11 @@ def clamped_integers(t: torch.Tensor, alpha: torch.Tensor, rnd: torch.Tensor, li
     return torch.where(k == k, k, 0.0).to(torch.int32).to(dtype), t.abs().amax() < float("inf")
 
 
-def divided_into(ints: torch.Tensor, alpha: torch.Tensor, out: torch.Tensor) -> torch.Tensor:
-    """``torch.div(ints, α, out=out)`` for integers into float32 (α a 0-d float32): IntSGD's
-    decode k/α, the same IEEE division per value in one vectorized loop."""
-    return out.copy_(ints.to(torch.float32) / alpha)
+def divided_into(ints: torch.Tensor, alpha: torch.Tensor, finite: torch.Tensor, out: torch.Tensor) -> torch.Tensor:
+    """``out`` ← k/α for integers k (``torch.div(ints, α)``'s IEEE division per value, α a 0-d
+    float32), or NaN everywhere where the one-value flag ``finite`` is 0: IntSGD's decode, with
+    its non-finite mark, in one vectorized loop and no read of the flag on the host."""
+    return out.copy_(torch.where(finite != 0, ints.to(torch.float32) / alpha, float("nan")))
 
 
 def table_mean(table: torch.Tensor, codes: list, n: torch.Tensor, out: torch.Tensor) -> torch.Tensor:
