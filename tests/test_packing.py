@@ -89,10 +89,11 @@ def test_pack_equals_numpys_bit_order_for_every_width(w):
 @pytest.mark.parametrize("w", [2, 4, 6])
 def test_large_packs_equal_numpys_bit_order(w):
     """The CPU's word-wise packs of 2-, 4- and 6-bit codes (one compiled loop from 2^20 codes) against
-    numpy's packbits, on buffers with a partial group and on a view that starts mid-word."""
+    numpy's packbits, on buffers with a partial group (of 6-bit codes' 16 and of a word's 4) and on
+    a view that starts mid-word."""
     g = torch.Generator().manual_seed(w)
-    codes = torch.randint(0, 2**w, ((1 << 20) + 7,), generator=g).to(torch.uint8)
-    for c in (codes, codes[1:], codes[:4099]):
+    codes = torch.randint(0, 2**w, ((1 << 20) + 15,), generator=g).to(torch.uint8)
+    for c in (codes, codes[1:], codes[: (1 << 20) + 7], codes[:4099]):  # 0-3 whole words past a group of 4
         bits = ((c.numpy()[:, None].astype(np.int64) >> np.arange(w)) & 1).astype(np.uint8).reshape(-1)
         assert pack(c, w).numpy().tobytes() == np.packbits(bits, bitorder="little").tobytes(), (w, c.numel())
 

@@ -65,8 +65,15 @@ def pack(codes: torch.Tensor, w: int) -> torch.Tensor:
         words = c[:main].view(torch.int32)
         out = torch.empty(nbytes, dtype=torch.uint8)
         body = out[: main * w // 8] if w == 2 else out[: main * w // 8].view(-1, 3)  # a word's bytes per row
-        if not (cpu.wanted(c) and cpu.call(cpu.PACKED_INTO[w], words, body) is not None):  # one loop when large
-            cpu.packed_into(words, body, w)
+        done = 0  # words packed by a compiled loop
+        if cpu.wanted(c) and w == 2:
+            done = main // 4 if cpu.call(cpu.PACKED_INTO[w], words, body) is not None else 0
+        elif cpu.wanted(c):  # 6 bits: whole groups of four words as three int32 (12 bytes)
+            g = main // 16
+            groups = out[: 12 * g].view(torch.int32).view(g, 3)
+            done = 4 * g if cpu.call(cpu.six_bit_groups_into, words[: 4 * g].view(g, 4), groups) is not None else 0
+        if done < words.numel():
+            cpu.packed_into(words[done:], body[done:], w)
         if main < n:
             out[main * w // 8 :] = pack(c[main:], w)
         return out
