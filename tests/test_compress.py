@@ -510,7 +510,7 @@ def test_compiled_cpu_stochastic_codecs_give_the_eager_payloads(name, options, m
     from lowbit.compress.many import segments
 
     g = torch.Generator().manual_seed(8)
-    sizes = [3 * 2**17 + 5, 4_099, 2**16 + 3]  # a total of 3 mod 4: a 6-bit pack's last word holds 3 codes
+    sizes = [3 * 2**17 + 5, 4_099, 8, 2**16 + 3]  # 3 mod 4 in all: a 6-bit pack's last word holds 3 codes; 8: eager
     flat = torch.randn(sum(sizes), generator=g) * torch.logspace(-6, 1, sum(sizes))
     flat[[7, 11, 13]] = torch.tensor([float("inf"), -float("inf"), 1e30])
     nan = flat.clone()

@@ -257,12 +257,22 @@ def level_codes(u: torch.Tensor, safe: torch.Tensor, rnd: torch.Tensor, levels: 
     """QSGD's and TernGrad's codes (one per byte, not yet packed) of a float32 vector: level
     ξ = Int(|u|/safe · levels) by stochastic rounding with the words ``rnd`` (NaN → 0, clamped
     to [0, levels]), code = ξ + ``sign`` (2^lbits, the sign bit) where u < 0 and ξ > 0 — the
-    eager passes, in one loop; ``safe``, ``levels`` and ``sign`` 0-d float32 tensors (see
-    :func:`clamped_integers`)."""
+    eager passes' codes, in one loop of int32 arithmetic on a = |u|/safe · levels ≥ 0: with
+    e₁ = max(e, 1) for a's exponent field e, x = bits(a) − (e₁ − 1)·2^23 is its significand (the
+    hidden bit included for normal a) and sh = 150 − e₁ the shift to the unit, so
+    ξ = ((x ≫ (sh − 30)⁺) + (r mod 2^min(sh, 30))) ≫ min(sh, 30) — :func:`stochastic_integers` for
+    a ≥ 0 —, then min(ξ, levels), with levels for a ≥ 2^23 or +inf and 0 for NaN.  ``safe``,
+    ``levels`` and ``sign`` 0-d float32 tensors (see :func:`clamped_integers`); levels < 2^23."""
     a = u.abs() / safe * levels
-    k = stochastic_integers(a, rnd)  # NaN → 0 by a comparison: inductor's isnan is a scalar loop
-    lev = torch.minimum(torch.where(k == k, k, 0.0).clamp(min=0.0), levels)
-    return torch.where((u < 0) & (lev > 0), lev + sign, lev).to(torch.int32).to(torch.uint8)
+    bits = a.view(torch.int32) & 0x7FFFFFFF  # a NaN quotient may carry the sign bit
+    e1 = (bits >> 23).clamp(min=1)
+    x = bits - ((e1 - 1) << 23)
+    sh = 150 - e1
+    sh30 = sh.clamp(1, 30)  # shifts are clamped where the value is discarded (a ≥ 2^23) too
+    k = ((x >> (sh - sh30).clamp(0, 31)) + (rnd & ((1 << sh30) - 1))) >> sh30
+    top = levels.to(torch.int32)
+    lev = torch.where(bits >= 0x4B000000, torch.where(bits > 0x7F800000, 0, top), torch.minimum(k, top))
+    return torch.where((u < 0) & (lev > 0), lev + sign.to(torch.int32), lev).to(torch.uint8)
 
 
 def level_codes_into(u: torch.Tensor, safe: torch.Tensor, rnd: torch.Tensor, levels: torch.Tensor, sign: torch.Tensor,
