@@ -165,6 +165,35 @@ def random_words(n: int, generator) -> torch.Tensor:
     reused buffer: one seed drawn from ``generator``, then the stream's words for values 0 … n − 1
     (:func:`_draw_words`) — or the words :func:`draw_ahead` drew already from this generator's
     present state (then the generator is moved on exactly as the draw would have)."""
+    if (words := _words_ahead(n, generator)) is not None:
+        return words
+    return _draw_words(cpu.scratch(n, torch.int32, 5), generator)
+
+
+def random_blocks(n: int, generator) -> tuple[torch.Tensor, torch.Tensor]:
+    """The words of :func:`random_words` (the same draw) as (head, tail): the words of the whole
+    blocks of 4Q values, shaped (blocks, 4, Q), read where the Philox loop left them
+    (:func:`lowbit.kernels.stream.blocks`), and the rest; for :func:`lowbit.kernels.cpu.by_blocks`
+    (n ≥ 4Q)."""
+    m = n - n % (4 * stream.Q)
+    if (words := _words_ahead(n, generator)) is None:
+        seed = stream.draw_seed(generator)
+        if (b := stream.blocks(n, seed)) is not None:
+            return b
+        words = stream.words(cpu.scratch(n, torch.int32, 5), seed)
+    return words[:m].view(-1, 4, stream.Q), words[m:]
+
+
+def joined_words(blocks: tuple[torch.Tensor, torch.Tensor]) -> torch.Tensor:
+    """The words of :func:`random_blocks` in value order (a fresh vector)."""
+    head, tail = blocks
+    return torch.cat([head.reshape(-1), tail])
+
+
+def _words_ahead(n: int, generator) -> torch.Tensor | None:
+    """The words :func:`draw_ahead` drew for this generator's present state and n values, moving
+    the generator on as their draw did; None where there are none (and n is remembered for the
+    next :func:`draw_ahead`)."""
     ahead = _AHEAD.pop(generator, None) if generator is not None else None
     if generator is not None and generator.device.type == "cpu":
         _LAST_DRAW[generator] = n
@@ -173,7 +202,7 @@ def random_words(n: int, generator) -> torch.Tensor:
         if words.numel() == n and torch.equal(generator.get_state(), before):
             generator.set_state(after)
             return words
-    return _draw_words(cpu.scratch(n, torch.int32, 5), generator)
+    return None
 
 
 class _PerGenerator:
@@ -411,13 +440,15 @@ def clamped_stochastic_integers(x: torch.Tensor, alpha: float, lim: int, dtype: 
     where :func:`lowbit.kernels.cpu.wanted` (else None: the caller runs its own passes)."""
     if not (x.dtype == torch.float32 and x.dim() == 1 and x.is_contiguous() and cpu.wanted(x)):
         return None
-    words = random_words(x.numel(), generator)
+    blocks = random_blocks(x.numel(), generator)
     a_lim = torch.tensor([alpha, float(lim)], dtype=torch.float32)
-    r = cpu.call(cpu.clamped_integers, x, a_lim[0], words, a_lim[1], dtype)
-    if r is None:  # no compiler: the eager passes, on the words already drawn
-        k = _stochastic_integers(x * alpha, _Bits(torch.float32), None, words).clamp_(-lim, lim).to(dtype)
-        r = k, torch.isfinite(x).all()
-    return r
+    out = torch.empty(x.numel(), dtype=dtype)
+    r = cpu.by_blocks(cpu.clamped_integers_into, blocks, x.numel(), x, a_lim[0], cpu.WORDS, a_lim[1], out)
+    if r is not None:
+        return out, r[0] if r[1] is None else r[0] & r[1]
+    # no compiler: the eager passes, on the words already drawn
+    k = _stochastic_integers(x * alpha, _Bits(torch.float32), None, joined_words(blocks))
+    return out.copy_(k.clamp_(-lim, lim)), torch.isfinite(x).all()
 
 
 def _stochastic_integers(v: torch.Tensor, bits: _Bits, generator, rnd=None) -> torch.Tensor:
@@ -725,10 +756,10 @@ def stochastic_codes(x: torch.Tensor, fmt, native: torch.dtype, *, saturate: boo
     f = get_format(fmt)
     if (loop := _stochastic_code(f, saturate, native)) is not None:
         flat = x.contiguous().reshape(-1)
-        words = random_words(flat.numel(), generator)
-        if (q := cpu.call(loop, flat, words)) is not None:
+        blocks, q = random_blocks(flat.numel(), generator), torch.empty(flat.numel(), dtype=torch.uint8)
+        if cpu.by_blocks(loop, blocks, flat.numel(), flat, cpu.WORDS, q) is not None:
             return q
-        return _stochastic_loop(flat, f, saturate, None, native, words)
+        return _stochastic_loop(flat, f, saturate, None, native, joined_words(blocks))
     return _stochastic_loop(x, f, saturate, generator, native)
 
 
@@ -766,7 +797,8 @@ _COMPILED_CODES: dict = {}
 
 @functools.lru_cache(maxsize=None)
 def _stochastic_code(fmt: FloatFormat, saturate: bool, native: torch.dtype):
-    """:func:`_codes_from_words` for an 8-bit ``fmt`` (torch's dtype ``native``) as a loop of its own
+    """:func:`_codes_from_words` for an 8-bit ``fmt`` (torch's dtype ``native``) written into the
+    uint8 vector ``out`` (``loop(v, rnd, out)``), as a loop of its own
     (its constants read from a module global, a code object per format: see
     :func:`_stochastic_float`), or None where the formula does not apply (no subnormals, a
     subnormal grid 2^−96 or finer, not 8 bits) or where its codes differ from torch's conversion
@@ -780,15 +812,15 @@ def _stochastic_code(fmt: FloatFormat, saturate: bool, native: torch.dtype):
     key = f"{fmt!r}/{saturate}"
     _COMPILED_CODES[key] = k
 
-    def stochastic_code(v, rnd):
-        return _codes_from_words(v, rnd, key)
+    def stochastic_code(v, rnd, out):
+        return out.copy_(_codes_from_words(v, rnd, key))
 
     loop = cpu.own_code(stochastic_code)
     special = torch.tensor([0.0, -0.0, float("inf"), -float("inf"), float("nan"), -float("nan"), 1e30, -1e30, 1e-45,
                             -3e-38, fmt.max, -fmt.max, fmt.smallest_subnormal / 3, 1.0, -1.5, 2.0**-20, 0.1]).repeat(4)
     rnd = torch.arange(special.numel(), dtype=torch.int32) * 0x1F2E3D4 & 0x7FFFFFFF
     want = _round_float(special, fmt, "stochastic", saturate, rnd).to(native).view(torch.uint8)
-    return loop if torch.equal(loop(special, rnd), want) else None
+    return loop if torch.equal(loop(special, rnd, torch.empty_like(want)), want) else None
 
 
 _COMPILED_FORMATS: dict = {}

@@ -13,7 +13,7 @@ import torch
 
 from ..formats import FloatFormat
 from ..packing import BYTE_BITS, pack, unpack
-from ..quantize import quantize, random_words
+from ..quantize import joined_words, quantize, random_blocks
 from .base import Compressor, Packet, Traits, _check_tensor, into, register, scratch
 from .many import MultiTensor
 from .. import kernels
@@ -35,10 +35,10 @@ class Natural(MultiTensor, Compressor):
             e, s = k.natural_encode(t, generator)
             return Packet({"exponent": e, "sign": s}, tuple(tensor.shape), tensor.dtype)
         if cpu.wanted(t):  # the fields straight from the words, in one loop (the same values)
-            words = random_words(t.numel(), generator)
+            blocks, bits = random_blocks(t.numel(), generator), t.view(torch.int32)
             exponent, negative = torch.empty(t.numel(), dtype=torch.uint8), scratch(t.numel(), torch.uint8, 3)
-            if cpu.call(cpu.natural_fields, t.view(torch.int32), words, exponent, negative) is None:
-                cpu.natural_fields(t.view(torch.int32), words, exponent, negative)
+            if cpu.by_blocks(cpu.natural_fields, blocks, t.numel(), bits, cpu.WORDS, exponent, negative) is None:
+                cpu.natural_fields(bits, joined_words(blocks), exponent, negative)
         else:
             q = quantize(t, _POW2, "stochastic", generator=generator).view(torch.int32)
             exponent, negative = ((q >> 23) & 0xFF).to(torch.uint8), (q < 0).to(torch.uint8)

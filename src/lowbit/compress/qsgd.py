@@ -17,7 +17,7 @@ import torch
 
 from ..packing import pack, six_bit_words, unpack, unpack_bytes, unpack_sixes
 from ..kernels import cpu
-from ..quantize import _Bits, _stochastic_integers, random_words, round_integer
+from ..quantize import _Bits, _stochastic_integers, joined_words, random_blocks, random_words, round_integer
 from . import elias
 from .base import (Compressor, Packet, Traits, _check_tensor, byte_codes, byte_rows_mean, byte_table_decode, into,
                    register, scratch)
@@ -50,12 +50,12 @@ def fixed_codes(v: torch.Tensor, safe: torch.Tensor, levels: int, lbits: int, ge
     ξ = Int(|v|/safe · levels) by stochastic rounding; on large CPU buffers the codes come from one
     compiled loop on the random words drawn (the same codes as the passes below)."""
     if lbits < 8 and v.dtype == torch.float32 and v.dim() == 1 and cpu.wanted(v):
-        words = random_words(v.numel(), generator)
-        levels_sign = torch.tensor([float(levels), float(1 << lbits)])
-        codes = cpu.call(cpu.level_codes, v, safe.reshape(()), words, levels_sign[0], levels_sign[1])
-        if codes is not None:
+        blocks, n = random_blocks(v.numel(), generator), v.numel()
+        lv = torch.tensor([float(levels), float(1 << lbits)])
+        codes = torch.empty(n, dtype=torch.uint8)
+        if cpu.by_blocks(cpu.level_codes_into, blocks, n, v, safe.reshape(()), cpu.WORDS, lv[0], lv[1], codes) is not None:
             return pack(codes, 1 + lbits)
-        level = _stochastic_integers(v.abs() / safe * levels, _Bits(torch.float32), None, words)  # no compiler
+        level = _stochastic_integers(v.abs() / safe * levels, _Bits(torch.float32), None, joined_words(blocks))  # no compiler
     else:
         level = round_integer(v.abs() / safe * levels, "stochastic", generator=generator)
     level, sign = _signed_levels(v, level, levels, torch.uint8 if levels <= 127 else torch.int64)  # a byte: no widening

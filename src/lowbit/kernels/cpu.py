@@ -28,8 +28,8 @@ def scratch(n: int, dtype: torch.dtype, slot: int = 0) -> torch.Tensor:
     fresh large allocation costs its page faults on every call, often more than the pass that
     fills it (the contents are overwritten by the caller; one buffer per dtype, slot and thread).
     Slots: 0–1 codec decodes, 2 a multi-tensor encode's scaled values, 3 sign bits, 4 a float64 copy
-    (1-bit SGD's sums), 5 random words, 7 the bucket mean's addend, 8–11 the four words of each
-    Philox counter (:mod:`lowbit.kernels.stream`)."""
+    (1-bit SGD's sums), 5 random words, 7 the bucket mean's addend, 8 the four words of each
+    Philox counter and 9 the words past its last whole block (:func:`lowbit.kernels.stream.blocks`)."""
     key = f"{dtype}/{slot}"
     buf = getattr(_SCRATCH, key, None)
     if buf is None or buf.numel() < n:
@@ -79,6 +79,33 @@ def own_code(fn):
     code object, at most 8 (``recompile_limit``), so a loop made once per format (its constants
     read from a module global) needs one each, or a ninth format falls back to Python."""
     return types.FunctionType(fn.__code__.replace(), fn.__globals__, fn.__name__, fn.__defaults__, fn.__closure__)
+
+
+WORDS = object()  # :func:`by_blocks`: the random words' place among a loop's arguments
+
+
+def by_blocks(fn, words: tuple, n: int, *args):
+    """(fn on the whole blocks, fn on the tail) for a loop ``fn`` elementwise in its arguments of
+    n values, given the random words as ``words`` = (head, tail) of
+    :func:`lowbit.kernels.stream.blocks` and marked :data:`WORDS` among ``args``: each vector of
+    n values is passed as its head (a 3-D view shaped like the words' head, which reads them in
+    place) and then its tail; other arguments as they are.  The tail (fewer than 4096 values)
+    runs compiled from :data:`LOOP_MIN` values, else eagerly; its result is None where there is
+    none.  None where the head's loop cannot be compiled (the caller then runs its own passes)."""
+    head, tail = words
+    m = head.numel()
+
+    def part(a, first: bool):
+        if a is WORDS:
+            return head if first else tail
+        if isinstance(a, torch.Tensor) and a.dim() == 1 and a.numel() == n:
+            return a[:m].view(head.shape) if first else a[m:]
+        return a
+
+    if (r := call(fn, *(part(a, True) for a in args))) is None:
+        return None
+    t = [part(a, False) for a in args]
+    return r, (None if not tail.numel() else call(fn, *t) if tail.numel() >= LOOP_MIN else fn(*t))
 
 
 EACH_MIN = 1 << 14  # below this a single torch reduction (a norm, a table gather) beats a compiled call
@@ -224,16 +251,17 @@ def stochastic_integers(v: torch.Tensor, rnd: torch.Tensor) -> torch.Tensor:
     return torch.where(a >= (150 << 23), v, k)
 
 
-def clamped_integers(t: torch.Tensor, alpha: torch.Tensor, rnd: torch.Tensor, lim: torch.Tensor,
-                     dtype: torch.dtype) -> tuple[torch.Tensor, torch.Tensor]:
-    """IntSGD's fixed-width integers: ``round_integer(t·α, "stochastic")`` clamped to ±lim and
-    stored as ``dtype`` (NaN as 0, as torch's conversion gives), and whether every entry of t is
-    finite (a 0-d bool: max|t| < inf, False for NaN), in one loop; α and lim 0-d float32 tensors
+def clamped_integers_into(t: torch.Tensor, alpha: torch.Tensor, rnd: torch.Tensor, lim: torch.Tensor,
+                          out: torch.Tensor) -> torch.Tensor:
+    """IntSGD's fixed-width integers into ``out`` (an integer dtype): ``round_integer(t·α,
+    "stochastic")`` clamped to ±lim (NaN as 0, as torch's conversion gives), and returns whether
+    every entry of t is finite (a 0-d bool: max|t| < inf, False for NaN), in one loop: the
+    magnitude by :func:`capped_levels` (lim < 2^23), then the sign; α and lim 0-d float32 tensors
     (numbers passed as Python scalars were bound to the wrong symbols by torch 2.13's compiler)."""
-    k = stochastic_integers(t * alpha, rnd)
-    k = torch.minimum(torch.maximum(k, -lim), lim)
-    # |k| ≤ lim < 2^31: int32 holds it exactly (AVX2 has no vector float → int64 conversion)
-    return torch.where(k == k, k, 0.0).to(torch.int32).to(dtype), t.abs().amax() < float("inf")
+    bits = (t * alpha).view(torch.int32)
+    mag = capped_levels(bits & 0x7FFFFFFF, rnd, lim.to(torch.int32))
+    out.copy_(torch.where(bits < 0, -mag, mag))
+    return t.abs().amax() < float("inf")
 
 
 def divided_into(ints: torch.Tensor, alpha: torch.Tensor, finite: torch.Tensor, out: torch.Tensor) -> torch.Tensor:
@@ -253,25 +281,28 @@ def table_mean(table: torch.Tensor, codes: list, n: torch.Tensor, out: torch.Ten
     return out.copy_(acc / n)
 
 
-def level_codes(u: torch.Tensor, safe: torch.Tensor, rnd: torch.Tensor, levels: torch.Tensor, sign: torch.Tensor) -> torch.Tensor:
-    """QSGD's and TernGrad's codes (one per byte, not yet packed) of a float32 vector: level
-    ξ = Int(|u|/safe · levels) by stochastic rounding with the words ``rnd`` (NaN → 0, clamped
-    to [0, levels]), code = ξ + ``sign`` (2^lbits, the sign bit) where u < 0 and ξ > 0 — the
-    eager passes' codes, in one loop of int32 arithmetic on a = |u|/safe · levels ≥ 0: with
-    e₁ = max(e, 1) for a's exponent field e, x = bits(a) − (e₁ − 1)·2^23 is its significand (the
-    hidden bit included for normal a) and sh = 150 − e₁ the shift to the unit, so
-    ξ = ((x ≫ (sh − 30)⁺) + (r mod 2^min(sh, 30))) ≫ min(sh, 30) — :func:`stochastic_integers` for
-    a ≥ 0 —, then min(ξ, levels), with levels for a ≥ 2^23 or +inf and 0 for NaN.  ``safe``,
-    ``levels`` and ``sign`` 0-d float32 tensors (see :func:`clamped_integers`); levels < 2^23."""
-    a = u.abs() / safe * levels
-    bits = a.view(torch.int32) & 0x7FFFFFFF  # a NaN quotient may carry the sign bit
+def capped_levels(bits: torch.Tensor, rnd: torch.Tensor, top: torch.Tensor) -> torch.Tensor:
+    """min(Int(a), top) for the patterns ``bits`` (int32) of a ≥ 0, Int the stochastic rounding of
+    :func:`stochastic_integers` with the words ``rnd``, in int32 arithmetic: with e₁ = max(e, 1)
+    for a's exponent field e, x = bits − (e₁ − 1)·2^23 is a's significand (the hidden bit included
+    for normal a) and sh = 150 − e₁ the shift to the unit, so Int(a) = ((x ≫ (sh − 30)⁺) +
+    (r mod 2^min(sh, 30))) ≫ min(sh, 30); ``top`` (0 < top < 2^23) for a ≥ 2^23 and +inf, 0 for NaN."""
     e1 = (bits >> 23).clamp(min=1)
     x = bits - ((e1 - 1) << 23)
     sh = 150 - e1
     sh30 = sh.clamp(1, 30)  # shifts are clamped where the value is discarded (a ≥ 2^23) too
     k = ((x >> (sh - sh30).clamp(0, 31)) + (rnd & ((1 << sh30) - 1))) >> sh30
-    top = levels.to(torch.int32)
-    lev = torch.where(bits >= 0x4B000000, torch.where(bits > 0x7F800000, 0, top), torch.minimum(k, top))
+    return torch.where(bits >= 0x4B000000, torch.where(bits > 0x7F800000, 0, top), torch.minimum(k, top))
+
+
+def level_codes(u: torch.Tensor, safe: torch.Tensor, rnd: torch.Tensor, levels: torch.Tensor, sign: torch.Tensor) -> torch.Tensor:
+    """QSGD's and TernGrad's codes (one per byte, not yet packed) of a float32 vector: level
+    ξ = Int(|u|/safe · levels) by stochastic rounding with the words ``rnd`` (NaN → 0, clamped
+    to [0, levels]), code = ξ + ``sign`` (2^lbits, the sign bit) where u < 0 and ξ > 0 — the
+    eager passes' codes, in one loop of int32 arithmetic (:func:`capped_levels`); ``safe``,
+    ``levels`` and ``sign`` 0-d float32 tensors (see :func:`clamped_integers`)."""
+    a = u.abs() / safe * levels
+    lev = capped_levels(a.view(torch.int32) & 0x7FFFFFFF, rnd, levels.to(torch.int32))  # a NaN may carry a sign
     return torch.where((u < 0) & (lev > 0), lev + sign.to(torch.int32), lev).to(torch.uint8)
 
 

@@ -76,26 +76,40 @@ def _philox_counters(key: torch.Tensor, w0: torch.Tensor, w1: torch.Tensor, w2: 
     return w0
 
 
+def blocks(n: int, seed: int) -> tuple[torch.Tensor, torch.Tensor] | None:
+    """The stream's first n words for ``seed`` as (head, tail): ``head`` of shape (blocks, 4, Q)
+    holds the words of values 0 … 4Q·blocks − 1 in value order, as a strided view of the four
+    buffers of word j of each counter (one compiled loop computes each counter's rounds once), and
+    ``tail`` the last n mod 4Q words, from numpy.  A loop that reads ``head`` as it is (a 3-D
+    view of its values beside it) saves the copy into value order (:func:`words`).  None where
+    the compiled loops are off or n has no whole block; reused buffers (the next draw overwrites
+    them)."""
+    full = n // (4 * Q)
+    if not (full and n >= cpu.MIN_VALUES and cpu.compiling()):
+        return None
+    w = cpu.scratch(4 * full * Q, torch.int32, 8).view(4, full * Q)
+    if cpu.call(_philox_counters, torch.tensor(seed, dtype=torch.int64), *w.unbind(0)) is None:
+        return None
+    rem = n - full * 4 * Q
+    tail = cpu.scratch(rem, torch.int32, 9)
+    if rem:  # value 4Q·full + Q·j + i: word j of counter Q·full + i
+        r = np.stack(philox_numpy(np.arange(full * Q, full * Q + min(rem, Q), dtype=np.uint64), seed, ROUNDS))
+        tail.copy_(torch.from_numpy((r.reshape(-1)[:rem] & np.uint64(0x7FFFFFFF)).astype(np.int32)))
+    return w.view(4, full, Q).permute(1, 0, 2), tail
+
+
 def words(out: torch.Tensor, seed: int) -> torch.Tensor:
     """Fill the int32 CPU vector ``out`` with the low 31 bits of the stream's first n words for
     ``seed`` (0 ≤ seed < 2^31): the words a Triton kernel draws for its values 0 … n − 1, less
     their top bit (every CPU rounding uses 30 bits at most).  For the buffers the other compiled
-    passes take (:func:`lowbit.kernels.cpu.wanted`) the whole blocks come from one compiled loop
-    over their counters, laid out block by block (four copies of Q words each), and the last
-    partial block from numpy; else numpy throughout; the same words either way (tested)."""
+    passes take (:func:`lowbit.kernels.cpu.wanted`) :func:`blocks` copied into value order, else
+    numpy throughout; the same words either way (tested)."""
     n = out.numel()
-    full = n // (4 * Q)
-    if full and cpu.wanted(out):
-        ws = [cpu.scratch(full * Q, torch.int32, 8 + j) for j in range(4)]
-        if cpu.call(_philox_counters, torch.tensor(seed, dtype=torch.int64), *ws) is not None:
-            blocks = out[: full * 4 * Q].view(full, 4, Q)
-            for j, w in enumerate(ws):
-                blocks[:, j, :].copy_(w.view(full, Q))
-            rem = n - full * 4 * Q
-            if rem:  # value 4Q·full + Q·j + i: word j of counter Q·full + i
-                r = np.stack(philox_numpy(np.arange(full * Q, full * Q + min(rem, Q), dtype=np.uint64), seed, ROUNDS))
-                out[full * 4 * Q :] = torch.from_numpy((r.reshape(-1)[:rem] & np.uint64(0x7FFFFFFF)).astype(np.int32))
-            return out
+    if (b := blocks(n, seed)) is not None:
+        head, tail = b
+        out[: head.numel()].view(head.shape).copy_(head)
+        out[head.numel() :].copy_(tail)
+        return out
     w = _words_numpy(n, seed, ROUNDS) & np.uint64(0x7FFFFFFF)
     out.numpy()[:] = w.astype(np.int32)
     return out
@@ -107,4 +121,4 @@ def draw_seed(generator) -> int:
     return int(torch.randint(0, 2**31 - 1, (1,), device=dev, generator=generator, dtype=torch.int64))
 
 
-__all__ = ["Q", "ROUNDS", "draw_seed", "philox_numpy", "words"]
+__all__ = ["Q", "ROUNDS", "blocks", "draw_seed", "philox_numpy", "words"]
