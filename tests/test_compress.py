@@ -673,7 +673,7 @@ def test_compiled_two_values_per_byte_write_pairs_at_any_offset(offset, extra, m
         return bufs
 
     want, got, calls = _eager_then_compiled(run, monkeypatch)
-    assert {"rows_into", "rows_mean", "six_bit_levels"} <= set(calls), calls
+    assert {"rows_into", "rows_mean", "six_bit_pair_levels"} <= set(calls), calls
     assert ("nibble_levels_mean" in calls) == ((offset, extra) == (0, 2))  # else the 2-D loop of the tables
     for a, b in zip(got, want):
         assert torch.equal(a.view(torch.int32), b.view(torch.int32))

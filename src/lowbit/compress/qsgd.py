@@ -80,22 +80,26 @@ def flat_fixed_codes(flat: torch.Tensor, sizes, scales: torch.Tensor, levels: in
 
 
 def _six_bit_decode(codes: torch.Tensor, norm: torch.Tensor, levels: int, n: int, out=None) -> torch.Tensor | None:
-    """n 6-bit codes decoded in two compiled loops (their 24-bit words, then the values), the
-    values of the table path, into ``out`` (contiguous float32) when given; None where the
-    compiled loops are unavailable."""
-    words = six_bit_words(codes, n)
+    """n 6-bit codes decoded in two compiled loops (each word's two 12-bit halves, then the values
+    two at a time), the values of the table path, into ``out`` (contiguous float32) when given;
+    None where the compiled loops are unavailable."""
     unit = (norm.reshape(1) / levels).reshape(())  # the table's norm/s, the same float32 division
     o, m = (torch.empty(n) if out is None else out.reshape(-1)), n // 4
     if m:
+        halves = scratch(m, torch.int64)
+        if cpu.call(cpu.six_bit_halves, codes.reshape(-1)[: 3 * m], halves) is None:
+            return None
         pairs = cpu.as_pairs(o[: 4 * m])
         tmp = torch.empty(4 * m) if pairs is None else None  # an odd offset in the caller's buffer
-        if cpu.call(cpu.six_bit_levels, words[:m], unit, pairs if tmp is None else tmp.view(torch.int64)) is None:
+        if cpu.call(cpu.six_bit_pair_levels, halves.view(torch.int32), unit,
+                    pairs if tmp is None else tmp.view(torch.int64)) is None:
             return None
         if tmp is not None:
             o[: 4 * m] = tmp
     if n > 4 * m:  # the last word's first n mod 4 codes, by the same formula eagerly
-        last = cpu.six_bit_levels(words[m : m + 1], unit, torch.empty(2, dtype=torch.int64))
-        o[4 * m :] = last.view(torch.float32)[: n - 4 * m]
+        word = six_bit_words(codes.reshape(-1)[3 * m :], n - 4 * m)
+        c = (word >> torch.arange(0, 6 * (n - 4 * m), 6, dtype=torch.int32)) & 63
+        o[4 * m :] = cpu.signed_level(c, 32, unit)
     return o
 
 

@@ -217,20 +217,28 @@ def six_bit_words(b: torch.Tensor) -> torch.Tensor:
     return g[:, 0] | (g[:, 1] << 8) | (g[:, 2] << 16)
 
 
-def six_bit_levels(words: torch.Tensor, unit: torch.Tensor, out: torch.Tensor) -> torch.Tensor:
-    """QSGD's 6-bit codes decoded into ``out``, the int64 view (:func:`float_pairs`) of 4·len(words)
-    float32: code i is bits 6(i mod 4) … of word ⌊i/4⌋, its value ±level·unit (sign bit 5, level
-    bits 0–4; ``unit`` = norm/s, a 0-d float32) — the products and negation of the decode's
-    table of code values, without the table or the unpacked codes.  Pair p holds codes 2p and
-    2p + 1, bits 12(p mod 2) … of word ⌊p/2⌋ (four float columns, stacked, made inductor write
-    them through temporaries: 3.7× slower)."""
-    p = torch.arange(out.numel())
-    w = words[p >> 1] >> ((p & 1) * 12).to(torch.int32)
-    first, second = w & 63, (w >> 6) & 63
-    return out.copy_(float_pairs(*(_signed_level(c, 32, unit) for c in (first, second))))
+def six_bit_halves(b: torch.Tensor, out: torch.Tensor) -> torch.Tensor:
+    """``out`` (int64, one per 24-bit word of packed 6-bit codes, three bytes each, four codes per
+    word, the first in the low bits) ← the word's two 12-bit halves as the two int32 of the entry
+    in memory order, codes 0–1 first: viewed as int32, entry p holds codes 2p and 2p + 1, the
+    layout :func:`six_bit_pair_levels` reads without a gather."""
+    g = b.view(-1, 3).to(torch.int64)
+    w = g[:, 0] | (g[:, 1] << 8) | (g[:, 2] << 16)
+    lo, hi = (w & 0xFFF, w >> 12) if LITTLE_ENDIAN else (w >> 12, w & 0xFFF)
+    return out.copy_(lo | (hi << 32))
 
 
-def _signed_level(code: torch.Tensor, sign: int, unit: torch.Tensor) -> torch.Tensor:
+def six_bit_pair_levels(h: torch.Tensor, unit: torch.Tensor, out: torch.Tensor) -> torch.Tensor:
+    """QSGD's 6-bit codes decoded into ``out``, the int64 view (:func:`float_pairs`) of 2·len(h)
+    float32: h[p] (int32, :func:`six_bit_halves`) holds codes 2p (bits 0–5) and 2p + 1 (bits
+    6–11), each ±level·unit (sign bit 5, level bits 0–4; ``unit`` = norm/s, a 0-d float32) — the
+    products and negation of the decode's table of code values, without the table or the
+    unpacked codes."""
+    first, second = h & 63, (h >> 6) & 63
+    return out.copy_(float_pairs(*(signed_level(c, 32, unit) for c in (first, second))))
+
+
+def signed_level(code: torch.Tensor, sign: int, unit: torch.Tensor) -> torch.Tensor:
     """±(code mod sign)·unit, negative where the sign bit ``sign`` (a power of two) is set."""
     level = (code & (sign - 1)).to(torch.float32) * unit
     return torch.where(code >= sign, -level, level)
@@ -384,7 +392,7 @@ def nibble_levels_mean(codes: list, scales: list, index, inv_levels: torch.Tenso
         c32 = c.to(torch.int32)
         sb = s[0] if index is None else s[index.to(torch.int32)]
         for h in range(2):
-            v = _signed_level((c32 >> (4 * h)) & 15, 8, inv_levels) * sb
+            v = signed_level((c32 >> (4 * h)) & 15, 8, inv_levels) * sb
             acc[h] = v if acc[h] is None else acc[h] + v
     return out.copy_(float_pairs(acc[0] / n, acc[1] / n))
 
