@@ -50,11 +50,16 @@ def pack(codes: torch.Tensor, w: int) -> torch.Tensor:
         c = codes.reshape(-1).to(torch.uint8)
         if n % 2:
             c = torch.nn.functional.pad(c, (0, 1))
-        if c.storage_offset() % 2:  # a view that starts mid-pair
+        if c.storage_offset() % 8:  # a view that starts mid-word
             c = c.clone()
         pair = c.view(torch.int16)
-        packed = cpu.call(cpu.nibble_bytes, pair) if cpu.wanted(c) else None  # one loop, no temporaries
-        return packed if packed is not None else cpu.nibble_bytes(pair)
+        if cpu.wanted(c):  # whole int64 words of eight codes into int32, in one loop; the rest eagerly
+            main = c.numel() - c.numel() % 8
+            out = torch.empty(c.numel() // 2, dtype=torch.uint8)
+            if cpu.call(cpu.nibble_words_into, c[:main].view(torch.int64), out[: main // 2].view(torch.int32)) is not None:
+                out[main // 2 :] = cpu.nibble_bytes(pair[main // 2 :])
+                return out
+        return cpu.nibble_bytes(pair)
     if w in (2, 6) and codes.device.type == "cpu" and sys.byteorder == "little" and n >= 4:
         # four codes, one per byte, as one little-endian int32, packed by shifts and masks of whole
         # words into w/2 bytes; the last n mod 4 codes (whole bytes of their own) by the paths below
