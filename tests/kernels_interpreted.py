@@ -119,6 +119,37 @@ def test_int8_nearest_equals_round_integer_and_the_finite_flag_sees_every_quarte
             assert int(K.int8_encode(tb, 10.0, 20, False)[1]) == 0, (bad, at)
 
 
+@pytest.mark.parametrize("block", [0, 32])
+def test_cast_finite_flag_sees_every_quarter_and_the_last_program(block):
+    """The 4-bit cast's finite flag (one byte, set to 0 from any lane that reads a NaN or ±inf,
+    plain and MX-scaled): 1 for a finite input, 0 for one non-finite value in any quarter of a
+    program, in the next program and in the last, partial one; the codes of the finite values are
+    unchanged by it."""
+    fmt = lowbit.get_format("fp4")
+    t = torch.linspace(-3, 3, 8229)
+
+    def encode(v):
+        if block:
+            codes, _, fin = K.cast_block_encode(v, fmt, "nearest", block, "ocp")
+        else:
+            codes, fin = K.cast_encode(v, fmt, "nearest", False)
+        return codes, fin
+
+    codes, fin = encode(t)
+    assert int(fin) == 1
+    for bad in (float("nan"), float("inf"), -float("inf")):
+        for at in (5, 1029, 2100, 4000, 4097, 8228):
+            tb = t.clone()
+            tb[at] = bad
+            c, f = encode(tb)
+            assert fin.shape == f.shape == (1,) and int(f) == 0, (bad, at)
+            if not block:  # the other codes are as before
+                keep = torch.ones(t.numel(), dtype=torch.bool)
+                keep[at] = False
+                got = K.cast_decode(c, fmt, t.numel())[keep]
+                assert torch.equal(got, K.cast_decode(codes, fmt, t.numel())[keep])
+
+
 def test_int8_stochastic_is_unbiased():
     """100,000 draws of Int(0.3): only 0 and 1, mean within 5 standard errors of 0.3."""
     si, _ = K.int8_encode(torch.full((100000,), 0.3), 1.0, 100, True, torch.Generator().manual_seed(2))

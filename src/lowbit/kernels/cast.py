@@ -18,8 +18,9 @@ def _cast_encode_block(x_ptr, out_ptr, seed_ptr, pid, rem, S: tl.constexpr, EMIN
                        LOW: tl.constexpr, LOW_EXP: tl.constexpr, ADDER: tl.constexpr, SUB: tl.constexpr, MAX_CODE: tl.constexpr, MODE: tl.constexpr, FNUZ: tl.constexpr,
                        M: tl.constexpr, EF: tl.constexpr, OVER_CODE: tl.constexpr, INF_CODE: tl.constexpr,
                        NAN_CODE: tl.constexpr, WIDTH: tl.constexpr, ROUNDS: tl.constexpr, BLOCK: tl.constexpr,
-                       FULL: tl.constexpr):
-    """One program's codes; returns the largest |x| pattern (≥ 0x7F800000: a non-finite input)."""
+                       FULL: tl.constexpr, FLAG: tl.constexpr):
+    """One program's codes; returns, per offset of a quarter, the largest |x| pattern of the four
+    values there (≥ 0x7F800000: a non-finite input) when FLAG (else zeros)."""
     Q: tl.constexpr = BLOCK // 4
     offs = tl.arange(0, Q)
     x0, x1, x2, x3, r0, r1, r2, r3 = _load_block(x_ptr, seed_ptr, pid, rem, Q, FULL, MODE == 1, ROUNDS)
@@ -28,14 +29,14 @@ def _cast_encode_block(x_ptr, out_ptr, seed_ptr, pid, rem, S: tl.constexpr, EMIN
         b = _pick(j, x0, x1, x2, x3).to(tl.int32, bitcast=True)
         rnd = _pick(j, r0, r1, r2, r3) if MODE == 1 else b  # the rounding uses its low 30 bits at most
         c = _round_code(b, rnd, S, EMIN_FIELD, LOW, LOW_EXP, ADDER, SUB, MAX_CODE, MODE, FNUZ, M, EF, OVER_CODE, INF_CODE, NAN_CODE)
-        amax = tl.maximum(amax, b & 0x7FFFFFFF)
+        if FLAG:
+            amax = tl.maximum(amax, b & 0x7FFFFFFF)
         if WIDTH == 8:
             _store(out_ptr + pid * BLOCK, c.to(tl.uint8), j * Q + offs, rem, FULL)
-        else:
-            lo, hi = tl.split(tl.reshape(c, (Q // 2, 2)))
-            _store(out_ptr + pid * (BLOCK // 2), (lo | (hi << 4)).to(tl.uint8), j * (Q // 2) + tl.arange(0, Q // 2),
-                   (rem + 1) // 2, FULL)
-    return tl.max(amax, axis=0)
+        else:  # four codes to an int16 word, the first in the low nibble
+            word = tl.sum(tl.reshape(c, (Q // 4, 4)) << (tl.arange(0, 4) * 4)[None, :], axis=1)
+            _store(out_ptr + pid * (BLOCK // 4), word.to(tl.int16), j * (Q // 4) + tl.arange(0, Q // 4), (rem + 3) // 4, FULL)
+    return amax
 
 
 @triton.jit
@@ -44,19 +45,28 @@ def _cast_encode_kernel(x_ptr, out_ptr, fin_ptr, n, seed_ptr, S: tl.constexpr, E
                         M: tl.constexpr, EF: tl.constexpr, OVER_CODE: tl.constexpr, INF_CODE: tl.constexpr,
                         NAN_CODE: tl.constexpr, FLAG: tl.constexpr, WIDTH: tl.constexpr, ROUNDS: tl.constexpr,
                         BLOCK: tl.constexpr):
-    """8-bit codes one per byte; 4-bit codes two to a byte (low nibble first), neighbours packed in
+    """8-bit codes one per byte; 4-bit codes four to an int16 word (low nibble first), packed in
     registers.  The block is read as four quarters, each drawing one word of every Philox counter
-    of the program.  FLAG: a byte per program, were all inputs finite."""
+    of the program.  FLAG: the byte at ``fin_ptr`` (1 before the launch) is set to 0 where an
+    input is not finite — a store only where one is, no reduction across the program."""
     pid = tl.program_id(0).to(tl.int64)
     rem = _rem(n, pid, BLOCK)
     if rem == BLOCK:
         amax = _cast_encode_block(x_ptr, out_ptr, seed_ptr, pid, rem, S, EMIN_FIELD, LOW, LOW_EXP, ADDER, SUB, MAX_CODE, MODE, FNUZ, M, EF,
-                                  OVER_CODE, INF_CODE, NAN_CODE, WIDTH, ROUNDS, BLOCK, True)
+                                  OVER_CODE, INF_CODE, NAN_CODE, WIDTH, ROUNDS, BLOCK, True, FLAG)
     else:
         amax = _cast_encode_block(x_ptr, out_ptr, seed_ptr, pid, rem, S, EMIN_FIELD, LOW, LOW_EXP, ADDER, SUB, MAX_CODE, MODE, FNUZ, M, EF,
-                                  OVER_CODE, INF_CODE, NAN_CODE, WIDTH, ROUNDS, BLOCK, False)
+                                  OVER_CODE, INF_CODE, NAN_CODE, WIDTH, ROUNDS, BLOCK, False, FLAG)
     if FLAG:  # only formats without a NaN code send whether the input was finite
-        tl.store(fin_ptr + pid, (amax < 0x7F800000).to(tl.uint8))
+        _flag_nonfinite(fin_ptr, amax)
+
+
+@triton.jit
+def _flag_nonfinite(fin_ptr, amax):
+    """``*fin_ptr = 0`` from every lane whose |x| pattern ``amax`` is not finite's (the same byte
+    from any number of lanes: the stores agree)."""
+    zero = tl.zeros_like(amax)
+    tl.store(fin_ptr + zero, zero.to(tl.uint8), mask=amax >= 0x7F800000)
 
 
 @triton.jit
@@ -92,7 +102,8 @@ def _mx_encode_block(x_ptr, out_ptr, scale_ptr, pid, rem, nblocks, nbytes, seed_
                      EMAX: tl.constexpr, MAXV: tl.constexpr, FIT: tl.constexpr, KB: tl.constexpr, WIDTH: tl.constexpr,
                      ROUNDS: tl.constexpr, BLOCK: tl.constexpr, FULL: tl.constexpr):
     """One program's codes and scales, a quarter (RQ whole scale blocks of KB values) at a time;
-    returns the largest |x| pattern (NaN's where one is NaN: ≥ 0x7F800000 for a non-finite input)."""
+    returns each scale block's largest |x| pattern over the four quarters (NaN's where one is NaN:
+    ≥ 0x7F800000 for a non-finite input)."""
     Q: tl.constexpr = BLOCK // 4
     RQ: tl.constexpr = Q // KB
     o = tl.arange(0, RQ)[:, None] * KB + tl.arange(0, KB)[None, :]
@@ -128,7 +139,7 @@ def _mx_encode_block(x_ptr, out_ptr, scale_ptr, pid, rem, nblocks, nbytes, seed_
         _store(scale_ptr + pid * (BLOCK // KB) + j * RQ, e.to(tl.uint8), tl.arange(0, RQ),
                nblocks - pid * (BLOCK // KB) - j * RQ, FULL)
         top = tl.maximum(top, amax)
-    return tl.max(top, axis=0)
+    return top
 
 
 @triton.jit
@@ -154,7 +165,15 @@ def _mx_encode_kernel(x_ptr, out_ptr, scale_ptr, fin_ptr, n, nblocks, nbytes, se
         top = _mx_encode_block(x_ptr, out_ptr, scale_ptr, pid, rem, nblocks, nbytes, seed_ptr, S, EMIN_FIELD, LOW,
                                LOW_EXP, ADDER, SUB, MAX_CODE, MODE, FNUZ, M, EF, OVER_CODE, INF_CODE, NAN_CODE, EMAX,
                                MAXV, FIT, KB, WIDTH, ROUNDS, BLOCK, False)
-    tl.store(fin_ptr + pid, (top < 0x7F800000).to(tl.uint8))
+    _flag_nonfinite(fin_ptr, top)
+
+
+def _encode_warps(fmt: FloatFormat, rounding: str) -> int:
+    """Warps per program of the cast encode: 4 for 4-bit codes and for stochastic e5m2, else
+    WARPS — the faster on an H200 (BENCHMARKS.md: 738 against 728 Gelem/s for fp4, 668 against
+    655 for e5m2; e4m3 700 with 8 warps, 664 with 4)."""
+    e5m2 = (fmt.exp_bits, fmt.man_bits) == (5, 2)
+    return 4 if fmt.code_bits == 4 or (rounding == "stochastic" and e5m2) else WARPS
 
 
 def cast_encode(x: torch.Tensor, fmt: FloatFormat, rounding: str, saturate: bool, generator=None, *,
@@ -164,15 +183,15 @@ def cast_encode(x: torch.Tensor, fmt: FloatFormat, rounding: str, saturate: bool
     x = x.contiguous().reshape(-1)
     n, w = x.numel(), fmt.code_bits
     nbytes = (n * w + 7) // 8
-    out = torch.empty(nbytes, dtype=torch.uint8, device=x.device)
+    out = torch.empty(nbytes + (nbytes % 2 if w == 4 else 0), dtype=torch.uint8, device=x.device)
     flag = not fmt.has_nan
-    fin = torch.empty(triton.cdiv(n, BLOCK) if flag else 1, dtype=torch.uint8, device=x.device)
+    fin = torch.ones(1, dtype=torch.uint8, device=x.device)
     k = _code_constants(fmt, rounding, saturate, flagged=flag)
     seed = _seed(x, generator) if rounding == "stochastic" else x
     _cast_encode_kernel[(triton.cdiv(n, BLOCK),)](
-        x, out, fin, n, seed, **k, FLAG=flag, WIDTH=w, ROUNDS=rounds,
-        BLOCK=BLOCK, num_warps=WARPS)
-    return out, (fin.amin().reshape(1) if flag else None)
+        x, out if w == 8 else out.view(torch.int16), fin, n, seed, **k, FLAG=flag, WIDTH=w, ROUNDS=rounds,
+        BLOCK=BLOCK, num_warps=_encode_warps(fmt, rounding))
+    return out[:nbytes], (fin if flag else None)
 
 
 def block_fusable(fmt, block: int) -> bool:
@@ -196,14 +215,14 @@ def cast_block_encode(x: torch.Tensor, fmt: FloatFormat, rounding: str, block: i
     out = torch.empty(nbytes + (nbytes % 2 if w == 4 else 0), dtype=torch.uint8, device=x.device)
     scales = torch.empty(nblocks, dtype=torch.uint8, device=x.device)
     grid = max(1, triton.cdiv(nblocks * block, BLOCK))
-    fin = torch.empty(grid, dtype=torch.uint8, device=x.device)
+    fin = torch.ones(1, dtype=torch.uint8, device=x.device)
     seed = _seed(x, generator) if rounding == "stochastic" else x
     _mx_encode_kernel[(grid,)](
         x, out if w == 8 else out.view(torch.int16), scales, fin, n, nblocks, nbytes, seed,
         **_code_constants(fmt, rounding, True, flagged=True), EMAX=fmt.emax,
         MAXV=float(fmt.max), FIT=rule == "fit", KB=block, WIDTH=fmt.code_bits, ROUNDS=rounds, BLOCK=BLOCK,
         num_warps=WARPS)
-    return out[:nbytes], scales, fin.amin().reshape(1)
+    return out[:nbytes], scales, fin
 
 
 def cast_decode(codes: torch.Tensor, fmt: FloatFormat, n: int, finite=None, out=None, scales=None,
