@@ -207,18 +207,20 @@ def test_words_drawn_ahead_give_the_same_roundings_and_generator_states(monkeypa
     again), and the generator itself untouched until they are used."""
     import importlib
 
-    from lowbit.kernels import cpu
+    from lowbit.kernels import cpu, stream
     from lowbit.quantize import draw_ahead
 
     Q = importlib.import_module("lowbit.quantize")
     monkeypatch.setattr(cpu, "MIN_VALUES", 2)
     fresh = []  # draws made at the time of rounding (not ahead)
-    real = Q._draw_words
+    real = stream.draw_seed
     on_caller = threading.current_thread()
-    monkeypatch.setattr(Q, "_draw_words", lambda w, g: (threading.current_thread() is on_caller and fresh.append(g)) or real(w, g))
+    monkeypatch.setattr(stream, "draw_seed", lambda g: (threading.current_thread() is on_caller and fresh.append(g)) or real(g))
     x = torch.randn(2 * 2**17 + 3, generator=torch.Generator().manual_seed(1)) * 30
+    qsgd = lowbit.get_compressor("qsgd", levels=7)  # its codes read the words by blocks (random_blocks)
     rounders = [lambda g: lowbit.round_integer(x, generator=g),
-                lambda g: lowbit.quantize(x, "fp8", "stochastic", generator=g)]
+                lambda g: lowbit.quantize(x, "fp8", "stochastic", generator=g),
+                lambda g: qsgd.decode(qsgd.encode(x, generator=g))]
     for rnd in rounders:
         ref, ahead = torch.Generator().manual_seed(9), torch.Generator().manual_seed(9)
         draw_ahead(ahead)  # nothing drawn yet from it: nothing to draw ahead
