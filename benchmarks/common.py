@@ -1,4 +1,4 @@
-"""What every benchmark script shares: the timer, the device's name, and writing results."""
+"""What every benchmark script shares: the timer, the device's name, writing results, and the GPU rounding scripts' input."""
 
 from __future__ import annotations
 
@@ -79,3 +79,16 @@ def write_results(out: str, benchmark: str, rows: list, **meta) -> None:
     with open(out, "w") as f:
         json.dump({"meta": meta, "rows": rows}, f, indent=1)
     print(f"wrote {out}")
+
+
+def rounding_input(n: int):
+    """(x, y, run, copy_s) for the GPU rounding scripts: n standard-normal float32 on the GPU with
+    the first 4,096 scaled by 10^-3 (some values in the formats' subnormal ranges), an output
+    buffer of the same shape, a back-to-back timer (``timer("cuda", backlog=True)``) and the
+    seconds of one copy of x into y (the floor)."""
+    x = torch.randn(n, device="cuda", generator=torch.Generator(device="cuda").manual_seed(0))
+    x[:4096] *= 1e-3
+    y = torch.empty_like(x)
+    run = timer("cuda", backlog=True)
+    return x, y, run, run(lambda: y.copy_(x), 20)
+

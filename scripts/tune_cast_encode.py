@@ -19,7 +19,7 @@ import triton
 import triton.language as tl
 
 sys.path.insert(0, __file__.rsplit("/", 2)[0] + "/benchmarks")
-from common import device_name, timer, write_results  # noqa: E402
+from common import device_name, rounding_input, write_results  # noqa: E402
 
 from lowbit.formats import get_format  # noqa: E402
 from lowbit.kernels import cast as kc  # noqa: E402
@@ -92,11 +92,7 @@ def main(argv=None) -> int:
     ap.add_argument("--out", default="cast-encode.json")
     args = ap.parse_args(argv)
     n = 1 << args.log2n
-    x = torch.randn(n, device="cuda", generator=torch.Generator(device="cuda").manual_seed(0))
-    x[:4096] *= 1e-3  # some values in the formats' subnormal ranges
-    y = torch.empty_like(x)
-    run = timer("cuda", backlog=True)
-    copy_s = run(lambda: y.copy_(x), 20)
+    x, y, run, copy_s = rounding_input(n)
     rows = [{"name": "copy", "seconds": copy_s, "gelem_s": n / copy_s / 1e9, "of_floor": 1.0}]
     for name in args.formats:
         fmt = get_format(name)
