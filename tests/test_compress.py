@@ -593,7 +593,8 @@ def test_compiled_bucket_paths_give_the_eager_bits(label, monkeypatch):
     feedback (the sign bits and the residual e = v ∓ s_j in one loop per tensor), 1-bit SGD (the
     bits and their counts), and for them, QSGD and TernGrad the mean of n messages from their bytes
     by per-tensor tables, tensor by tensor, the values that share a byte with a neighbouring tensor
-    done eagerly, and natural compression's mean from its exponents and sign bits in one loop — against the eager passes: the same payloads, memory and mean, bit for bit (±0,
+    done eagerly, and natural compression's mean from its exponents and its sign bits unpacked to
+    bytes, in one loop — against the eager passes: the same payloads, memory and mean, bit for bit (±0,
     NaN and tensors whose sizes are not multiples of 8 included)."""
     from lowbit.compress import ErrorFeedback
     from lowbit.distributed.bucket import BucketCoder

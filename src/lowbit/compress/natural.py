@@ -24,6 +24,19 @@ _EXPONENT_VALUES = (torch.arange(256, dtype=torch.int32) << 23).view(torch.float
 _SIGN_FACTORS = torch.where(BYTE_BITS, -1.0, 1.0)  # a set sign bit: negative
 
 
+def _sign_bytes(packed: list, n: int) -> list | None:
+    """Each message's first n sign bits (packed, bit 0 first) as 0/1 bytes, in reused buffers
+    (scratch slot 10 + i), by one compiled loop each; None where compilation is unavailable."""
+    out = []
+    for i, p in enumerate(packed):
+        p = p.reshape(-1)[: (n + 7) // 8]
+        b = scratch(p.numel(), torch.int64, 10 + i)
+        if cpu.call(cpu.bit_bytes_into, p, cpu.BIT_SPREAD, b) is None:
+            return None
+        out.append(b.view(torch.uint8)[:n])
+    return out
+
+
 @register("natural")
 class Natural(MultiTensor, Compressor):
     traits = Traits(unbiased=True, elementwise=True, omega=1 / 8, bits=9)
@@ -70,7 +83,8 @@ class Natural(MultiTensor, Compressor):
             return None
         m = segments.total
         exponents = [p["exponent"].reshape(-1)[:m] for p in payloads]
-        signs = [p["sign"].reshape(-1) for p in payloads]
+        if (signs := _sign_bytes([p["sign"] for p in payloads], m)) is None:
+            return None
         return cpu.call(cpu.natural_mean, exponents, signs, torch.tensor(float(len(payloads))), out.reshape(-1))
 
     def graph_safe(self, flat, states=None) -> bool:
@@ -93,8 +107,8 @@ class Natural(MultiTensor, Compressor):
         if cpu.wanted(packet.payload["exponent"]) and packet.payload["exponent"].numel() == n:
             # the mean of one message: the same patterns (s ≪ 31) | (e ≪ 23), divided by 1, in one loop
             out = torch.empty(n)
-            if cpu.call(cpu.natural_mean, [packet.payload["exponent"].reshape(-1)], [packet.payload["sign"].reshape(-1)],
-                        torch.tensor(1.0), out) is not None:
+            if (signs := _sign_bytes([packet.payload["sign"]], n)) is not None and cpu.call(
+                    cpu.natural_mean, [packet.payload["exponent"].reshape(-1)], signs, torch.tensor(1.0), out) is not None:
                 return out.reshape(packet.shape).to(packet.dtype)
         e = packet.payload["exponent"].to(torch.int32)
         s = unpack(packet.payload["sign"], 1, n).to(torch.int32)
