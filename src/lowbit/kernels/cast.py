@@ -185,7 +185,7 @@ def cast_encode(x: torch.Tensor, fmt: FloatFormat, rounding: str, saturate: bool
     nbytes = (n * w + 7) // 8
     out = torch.empty(nbytes + (nbytes % 2 if w == 4 else 0), dtype=torch.uint8, device=x.device)
     flag = not fmt.has_nan
-    fin = torch.ones(1, dtype=torch.uint8, device=x.device)
+    fin = torch.ones(1, dtype=torch.uint8, device=x.device) if flag else out  # no flag: a pointer never written
     k = _code_constants(fmt, rounding, saturate, flagged=flag)
     seed = _seed(x, generator) if rounding == "stochastic" else x
     _cast_encode_kernel[(triton.cdiv(n, BLOCK),)](
