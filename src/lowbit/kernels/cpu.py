@@ -320,7 +320,7 @@ def level_codes(u: torch.Tensor, safe: torch.Tensor, rnd: torch.Tensor, levels: 
     ξ = Int(|u|/safe · levels) by stochastic rounding with the words ``rnd`` (NaN → 0, clamped
     to [0, levels]), code = ξ + ``sign`` (2^lbits, the sign bit) where u < 0 and ξ > 0 — the
     eager passes' codes, in one loop of int32 arithmetic (:func:`capped_levels`); ``safe``,
-    ``levels`` and ``sign`` 0-d float32 tensors (see :func:`clamped_integers`)."""
+    ``levels`` and ``sign`` 0-d float32 tensors (see :func:`clamped_integers_into`)."""
     a = u.abs() / safe * levels
     lev = capped_levels(a.view(torch.int32) & 0x7FFFFFFF, rnd, levels.to(torch.int32))  # a NaN may carry a sign
     return torch.where((u < 0) & (lev > 0), lev + sign.to(torch.int32), lev).to(torch.uint8)
