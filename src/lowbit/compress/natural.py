@@ -31,7 +31,7 @@ def _sign_bytes(packed: list, n: int) -> list | None:
     for i, p in enumerate(packed):
         p = p.reshape(-1)[: (n + 7) // 8]
         b = scratch(p.numel(), torch.int64, 10 + i)
-        if cpu.call(cpu.bit_bytes_into, p, cpu.BIT_SPREAD, b) is None:
+        if cpu.call(cpu.rows_into, cpu.BIT_SPREAD, p, b) is None:
             return None
         out.append(b.view(torch.uint8)[:n])
     return out

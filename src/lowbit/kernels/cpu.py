@@ -348,7 +348,7 @@ def natural_fields(bits: torch.Tensor, rnd: torch.Tensor, exponent: torch.Tensor
 def natural_mean(exponents: list, signs: list, n: torch.Tensor, out: torch.Tensor) -> torch.Tensor:
     """(Σ_i decode_i) / n into ``out``, summed in list order: the mean of n natural-compression
     messages, each value ±2^(e − 127) (field e; 0 → 0, 255 → inf) with its sign from the 0/1
-    bytes ``signs[i]`` (:func:`bit_bytes_into`) — the float32 pattern (s ≪ 31) | (e ≪ 23), the
+    bytes ``signs[i]`` (:data:`BIT_SPREAD`) — the float32 pattern (s ≪ 31) | (e ≪ 23), the
     values of the eager decode's table and ±1 product, in one loop (``n`` a 0-d float32)."""
     acc = None
     for e, s in zip(exponents, signs):
@@ -358,21 +358,15 @@ def natural_mean(exponents: list, signs: list, n: torch.Tensor, out: torch.Tenso
 
 
 def _bit_spread() -> torch.Tensor:
-    """256 int64: byte b's bits, bit i as the 0/1 byte i of the int64 in memory order."""
+    """256 int64: byte b's bits, bit i as the 0/1 byte i of the int64 in memory order — the table
+    by which :func:`rows_into` unpacks packed bits to 0/1 bytes, one 8-byte gather per packed byte
+    (a loop that reads a value's bit as ``packed[k ≫ 3]`` gathers once per value: 2× slower)."""
     b = torch.arange(256, dtype=torch.int64)
     places = range(8) if LITTLE_ENDIAN else range(7, -1, -1)
     return sum(((b >> i) & 1) << (8 * p) for i, p in zip(range(8), places))
 
 
 BIT_SPREAD = _bit_spread()
-
-
-def bit_bytes_into(packed: torch.Tensor, table: torch.Tensor, out: torch.Tensor) -> torch.Tensor:
-    """``out`` (int64, one per byte of ``packed``) ← the byte's eight bits as eight 0/1 bytes, bit 0
-    first (``table`` = :data:`BIT_SPREAD`): packed bits unpacked by one 8-byte gather per byte, so
-    that a loop reads a value's bit where the value is (a bit read as ``packed[k ≫ 3]`` is a
-    gather per value: 2× slower)."""
-    return out.copy_(table[packed.to(torch.int32)])
 
 
 def rows_into(table: torch.Tensor, codes: torch.Tensor, out: torch.Tensor) -> torch.Tensor:
