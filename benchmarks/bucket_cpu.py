@@ -50,7 +50,7 @@ def best(fn, reps: int) -> float:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--reps", type=int, default=5)
-    ap.add_argument("--out", default="bench-bucket-cpu.json")
+    ap.add_argument("--out", default="benchmarks/results/bucket-cpu.json")
     args = ap.parse_args()
     torch.set_num_threads(1)
     try:
