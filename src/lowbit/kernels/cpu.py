@@ -146,7 +146,7 @@ def signs_and_sums(v: torch.Tensor, pos: torch.Tensor) -> torch.Tensor:
     loop: 1-bit SGD's sign bits and the sums of its two means, with the float64 rounding claim
     of :func:`sum_squares` (the float32 means agree with the eager sums' except within a few
     float64 ulps of a float32 rounding boundary)."""
-    pos.copy_(torch.where(v >= 0, 1, 0).to(torch.uint8))
+    pos.copy_((v >= 0).to(torch.int32).to(torch.uint8))
     d = v.to(torch.float64)
     return torch.stack([d.sum(), d.abs().sum(), torch.where(v >= 0, 1.0, 0.0).to(torch.float64).sum()])
 
@@ -341,7 +341,7 @@ def natural_fields(bits: torch.Tensor, rnd: torch.Tensor, exponent: torch.Tensor
     ``quantize(x, pow2, "stochastic")``'s fields for the same words (tested), in one loop."""
     a = bits & 0x7FFFFFFF
     exponent.copy_(torch.where(a >= 0x7F800000, 0xFF, (a + (rnd & 0x7FFFFF)) >> 23).to(torch.uint8))
-    negative.copy_(torch.where(bits < 0, 1, 0).to(torch.uint8))
+    negative.copy_((bits < 0).to(torch.int32).to(torch.uint8))
     return exponent
 
 
@@ -439,8 +439,10 @@ def fp4_mean(codes: list, n: torch.Tensor, out: torch.Tensor) -> torch.Tensor:
 def signed_residual(v: torch.Tensor, s: torch.Tensor, pos: torch.Tensor) -> torch.Tensor:
     """pos ← (v ≥ 0) as 0/1 bytes and v ← v − s·sign(v) in place, sign(v) = +1 where v ≥ 0, else
     −1: a scaled sign code's bits and error feedback's residual (``s`` a 0-d float32), in one loop
-    (a bool output, or a cast of the comparison, keeps inductor from vectorizing it: 20-60× slower)."""
-    pos.copy_(torch.where(v >= 0, 1, 0).to(torch.uint8))
+    (the comparison cast to int32, then to bytes: a bool output, or a bool→uint8 cast, keeps
+    inductor from vectorizing it, 15× slower; ``where(v ≥ 0, 1, 0)`` blends int64 lanes: the loop
+    takes 3.4 ms on 11.2 M values against 2.6, and 2.5 without the bits)."""
+    pos.copy_((v >= 0).to(torch.int32).to(torch.uint8))
     return v.copy_(torch.where(v >= 0, v - s, v + s))
 
 
