@@ -29,6 +29,7 @@ CODECS = {
     "cast fp4": lambda: get_compressor("cast", format="fp4"),
     "intsgd int8": lambda: get_compressor("intsgd", alpha=64.0, bits=8, n_workers=2),
     "natural": lambda: get_compressor("natural"),
+    "qsgd s=16": lambda: get_compressor("qsgd", levels=16),
     "qsgd 4-bit (s=7)": lambda: get_compressor("qsgd", levels=7),
     "terngrad": lambda: get_compressor("terngrad"),
     "signsgd + EF": lambda: ErrorFeedback(get_compressor("signsgd")),

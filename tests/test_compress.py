@@ -587,15 +587,17 @@ def test_compiled_mean_of_fp4_messages_equals_decoding_and_adding(n, finite, mon
 
 
 @needs_compiled
-@pytest.mark.parametrize("label", ["signsgd+ef", "onebit", "qsgd", "qsgd-2bit", "terngrad", "natural"])
+@pytest.mark.parametrize("label", ["signsgd+ef", "onebit", "qsgd", "qsgd-2bit", "qsgd-6bit", "terngrad", "natural"])
 def test_compiled_bucket_paths_give_the_eager_bits(label, monkeypatch):
     """Codecs of packed codes on a CPU bucket through the compiled loops — signSGD with error
     feedback (the sign bits and the residual e = v ∓ s_j in one loop per tensor), 1-bit SGD (the
     bits and their counts), and for them, QSGD and TernGrad the mean of n messages from their bytes
     by per-tensor tables, tensor by tensor, the values that share a byte with a neighbouring tensor
     done eagerly, and natural compression's mean from its exponents and its sign bits unpacked to
-    bytes, in one loop — against the eager passes: the same payloads, memory and mean, bit for bit (±0,
-    NaN and tensors whose sizes are not multiples of 8 included)."""
+    bytes, in one loop, and QSGD's 6-bit mean from the halves of its 24-bit words (values in a half
+    that the tensor before starts, and those of the last word, eagerly) — against the eager
+    passes: the same payloads, memory and mean, bit for bit (±0, NaN and tensors whose sizes are
+    not multiples of 8 included)."""
     from lowbit.compress import ErrorFeedback
     from lowbit.distributed.bucket import BucketCoder
 
@@ -610,7 +612,7 @@ def test_compiled_bucket_paths_give_the_eager_bits(label, monkeypatch):
     def run():
         codec = {"signsgd+ef": lambda: ErrorFeedback(get_compressor("signsgd")), "onebit": lambda: get_compressor("onebit"),
                  "qsgd": lambda: get_compressor("qsgd", levels=7), "qsgd-2bit": lambda: get_compressor("qsgd", levels=1),
-                 "terngrad": lambda: get_compressor("terngrad"), "natural": lambda: get_compressor("natural")}[label]()
+                 "qsgd-6bit": lambda: get_compressor("qsgd", levels=16), "terngrad": lambda: get_compressor("terngrad"), "natural": lambda: get_compressor("natural")}[label]()
         coder = BucketCoder(codec, sizes, "cpu")
         memory = torch.zeros(sum(sizes)) if coder.feedback else None
         payloads, memories = [], []
@@ -622,8 +624,8 @@ def test_compiled_bucket_paths_give_the_eager_bits(label, monkeypatch):
         return payloads, memories, coder.mean_decoded(payloads, out)
 
     want, got, calls = _eager_then_compiled(run, monkeypatch)
-    mean = {"natural": "natural_mean", "qsgd": "nibble_levels_mean"}.get(label, "rows_mean")
-    assert mean in calls and (label != "qsgd" or "rows_mean" not in calls), calls
+    mean = {"natural": "natural_mean", "qsgd": "nibble_levels_mean", "qsgd-6bit": "six_bit_levels_mean"}.get(label, "rows_mean")
+    assert mean in calls and (not label.startswith("qsgd") or label == "qsgd-2bit" or "rows_mean" not in calls), calls
     assert label not in ("onebit", "signsgd+ef") or ("signs_and_sums" if label == "onebit" else "signed_residual") in calls
     def same(a, b):  # bit for bit, except that a NaN's sign may differ
         if not a.is_floating_point():

@@ -103,6 +103,59 @@ def _six_bit_decode(codes: torch.Tensor, norm: torch.Tensor, levels: int, n: int
     return o
 
 
+def _six_bit_codes_at(codes: torch.Tensor, q: torch.Tensor) -> torch.Tensor:
+    """The 6-bit codes of values ``q`` (int64 positions) of packed codes (four to each
+    little-endian 24-bit word, the first in the low bits; the last word may be cut short)."""
+    at = 3 * (q // 4)[:, None] + torch.arange(3)
+    g = torch.where(at < codes.numel(), codes[at.clamp(max=codes.numel() - 1)], 0).to(torch.int32)
+    return ((g[:, 0] | (g[:, 1] << 8) | (g[:, 2] << 16)) >> (6 * (q % 4)).to(torch.int32)) & 63
+
+
+def _six_bit_mean(payloads: list, segments, levels: int, out: torch.Tensor) -> torch.Tensor | None:
+    """(1/n)·Σ_i of n messages of 6-bit codes with per-tensor norms, summed in list order, into
+    ``out``: the values of decoding each (±(level·(1/s))·‖g_j‖) and adding, without the decoded
+    messages.  Each message's words are split into their 12-bit halves (two codes each), then one
+    loop per run of :meth:`~lowbit.compress.many.Segments.byte_runs` (2 values per half) writes the
+    mean; values in a half that the tensor before starts, and those of the last word, by the same
+    formula eagerly.  None where the compiled loops are unavailable."""
+    total = segments.total
+    m = total // 4  # whole 24-bit words
+    pairs = cpu.as_pairs(out[: 4 * m]) if 4 * m >= cpu.LOOP_MIN else None
+    if pairs is None:
+        return None
+    inv = (torch.ones(1) / levels).reshape(())  # the decode's unit with norm 1, then × ‖g_j‖
+    n = torch.tensor(float(len(payloads)))
+    halves = []
+    for i, p in enumerate(payloads):
+        h = scratch(m, torch.int64, 10 + i)
+        if cpu.call(cpu.six_bit_halves, p["codes"][: 3 * m], h) is None:
+            return None
+        halves.append(h.view(torch.int32))
+    for b0, b1, j, index in segments.byte_runs(2):
+        b1 = min(b1, 2 * m)
+        if b1 <= b0:
+            continue
+        scales = [p["scales"] if index is not None else p["scales"][j : j + 1] for p in payloads]
+        if cpu.call(cpu.six_bit_levels_mean, [h[b0:b1] for h in halves], scales,
+                    None if index is None else index[: b1 - b0], inv, n, pairs[b0:b1]) is None:
+            return None
+    pos = 0
+    for j, size in enumerate(segments.sizes):
+        end = pos + size
+        fix = [(pos, min(end, pos + 1))] if pos % 2 and pos < 4 * m else []  # in a half of the tensor before
+        if end > 4 * m:
+            fix.append((max(pos, 4 * m), end))
+        for lo, hi in fix:
+            q = torch.arange(lo, hi)
+            acc = None
+            for p in payloads:
+                v = cpu.signed_level(_six_bit_codes_at(p["codes"], q), 32, inv) * p["scales"][j]
+                acc = v if acc is None else acc + v
+            out[lo:hi] = acc / n
+        pos = end
+    return out
+
+
 @register("qsgd")
 class QSGD(MultiTensor, Compressor):
     traits = Traits(unbiased=True, sent_meta=("nbits",))  # Elias coding: the exact bit count travels
@@ -180,7 +233,11 @@ class QSGD(MultiTensor, Compressor):
         return {"scales": norms, "codes": k.levels_encode(flat, norms, self.levels, self._lbits, generator, seg=segments.index)}
 
     def flat_mean(self, payloads, segments, out):
-        if payloads[0]["codes"].is_cuda or not cpu.wanted(out) or 1 + self._lbits not in (2, 4, 8):
+        if payloads[0]["codes"].is_cuda or not cpu.wanted(out) or self.coding != "fixed":
+            return None
+        if self._lbits == 5:
+            return _six_bit_mean(payloads, segments, self.levels, out)
+        if 1 + self._lbits not in (2, 4, 8):
             return None
         unit = self._byte_table(torch.ones(1))  # tensor j of message i: unit · s_ij, the decode's products
         loop = None

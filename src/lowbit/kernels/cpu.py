@@ -30,7 +30,8 @@ def scratch(n: int, dtype: torch.dtype, slot: int = 0) -> torch.Tensor:
     Slots: 0–1 codec decodes, 2 a multi-tensor encode's scaled values, 3 sign bits, 4 a float64 copy
     (1-bit SGD's sums), 5 random words, 7 the bucket mean's addend, 8 the four words of each
     Philox counter and 9 the words past its last whole block (:func:`lowbit.kernels.stream.blocks`),
-    10 + i message i's sign bits as bytes (natural compression's mean)."""
+    10 + i message i's sign bits as bytes (natural compression's mean) or its 6-bit codes' halves
+    (QSGD's mean)."""
     key = f"{dtype}/{slot}"
     buf = getattr(_SCRATCH, key, None)
     if buf is None or buf.numel() < n:
@@ -401,22 +402,34 @@ def as_pairs(t: torch.Tensor) -> torch.Tensor | None:
     return t.view(torch.int64)
 
 
-def nibble_levels_mean(codes: list, scales: list, index, inv_levels: torch.Tensor, n: torch.Tensor,
-                       out: torch.Tensor) -> torch.Tensor:
-    """(1/n)·Σ_i of n messages of QSGD's 4-bit codes (two to a byte, the first in the low nibble;
-    sign bit 3, level bits 0–2) into ``out``, the int64 pairs of the float32 values
-    (:func:`float_pairs`), summed in list order: code c of byte b of message i is
-    ±(level·inv_levels)·s_i[index[b]] — the products of the decode's table, computed, not
-    gathered; ``scales`` the messages' float32 per-tensor s_i, ``index`` each byte's tensor (None:
-    one tensor), ``inv_levels`` the table's 1/s (0-d float32)."""
+def _levels_mean(codes: list, scales: list, index, inv_levels: torch.Tensor, n: torch.Tensor, out: torch.Tensor,
+                 width: int) -> torch.Tensor:
+    """(1/n)·Σ_i of n messages of QSGD's codes of ``width`` bits (sign bit width − 1, level bits
+    below), two to an element of ``codes[i]`` (the first in the low bits), into ``out``, the int64
+    pairs of the float32 values (:func:`float_pairs`), summed in list order: code c of element b
+    of message i is ±(level·inv_levels)·s_i[index[b]] — the products of the decode, computed, not
+    gathered; ``scales`` the messages' float32 per-tensor s_i, ``index`` each element's tensor
+    (None: one tensor), ``inv_levels`` the decode's 1/s (0-d float32)."""
     acc = [None, None]
     for c, s in zip(codes, scales):
         c32 = c.to(torch.int32)
         sb = s[0] if index is None else s[index.to(torch.int32)]
         for h in range(2):
-            v = signed_level((c32 >> (4 * h)) & 15, 8, inv_levels) * sb
+            v = signed_level((c32 >> (width * h)) & ((1 << width) - 1), 1 << (width - 1), inv_levels) * sb
             acc[h] = v if acc[h] is None else acc[h] + v
     return out.copy_(float_pairs(acc[0] / n, acc[1] / n))
+
+
+def nibble_levels_mean(codes: list, scales: list, index, inv_levels: torch.Tensor, n: torch.Tensor,
+                       out: torch.Tensor) -> torch.Tensor:
+    """:func:`_levels_mean` of 4-bit codes, two to a byte."""
+    return _levels_mean(codes, scales, index, inv_levels, n, out, 4)
+
+
+def six_bit_levels_mean(halves: list, scales: list, index, inv_levels: torch.Tensor, n: torch.Tensor,
+                        out: torch.Tensor) -> torch.Tensor:
+    """:func:`_levels_mean` of 6-bit codes, two to an int32 (the halves of :func:`six_bit_halves`)."""
+    return _levels_mean(halves, scales, index, inv_levels, n, out, 6)
 
 
 def fp4_mean(codes: list, n: torch.Tensor, out: torch.Tensor) -> torch.Tensor:
