@@ -2,7 +2,8 @@
 how a 4-bit code is stored (two to a byte, or four to an int16 word), warps per program (4 or 8),
 and how the finite flag of a format without NaN is made (none; a byte per program reduced across
 the program, then the minimum over the programs by a second kernel; or one byte set to 0 by a
-store from every lane that reads a non-finite value).  Beside them: ``cast_encode`` as it ships,
+store from every lane that reads a non-finite value, known from the max of the |x| patterns or
+from Σ 0·x, NaN exactly where an x is not finite).  Beside them: ``cast_encode`` as it ships,
 and the decode.  Every variant's codes are checked against ``cast_encode``'s before timing.
 Prints a table, writes JSON.
 
@@ -28,7 +29,7 @@ from lowbit.kernels.common import BLOCK, _seed  # noqa: E402
 from lowbit.kernels.constants import _code_constants  # noqa: E402
 from lowbit.kernels.rounding import _round_code  # noqa: E402
 
-FLAGS = {0: "none", 1: "per program + amin", 2: "store from the lanes"}
+FLAGS = {0: "none", 1: "per program + amin", 2: "store from the lanes", 3: "store from the lanes, Σ0·x"}
 
 
 @triton.jit
@@ -37,18 +38,21 @@ def _variant_block(x_ptr, out_ptr, seed_ptr, pid, rem, S: tl.constexpr, EMIN_FIE
                    MAX_CODE: tl.constexpr, MODE: tl.constexpr, FNUZ: tl.constexpr, M: tl.constexpr,
                    EF: tl.constexpr, OVER_CODE: tl.constexpr, INF_CODE: tl.constexpr, NAN_CODE: tl.constexpr,
                    WIDTH: tl.constexpr, ROUNDS: tl.constexpr, BLOCK: tl.constexpr, FULL: tl.constexpr,
-                   WORD: tl.constexpr, AMAX: tl.constexpr):
+                   WORD: tl.constexpr, AMAX: tl.constexpr):  # AMAX: 0 none, 1 max of the |x| patterns, 2 Σ 0·x
     Q: tl.constexpr = BLOCK // 4
     offs = tl.arange(0, Q)
     x0, x1, x2, x3, r0, r1, r2, r3 = _load_block(x_ptr, seed_ptr, pid, rem, Q, FULL, MODE == 1, ROUNDS)
     amax = tl.zeros((Q,), tl.int32)
+    bad = tl.zeros((Q,), tl.float32)
     for j in tl.static_range(4):
         b = _pick(j, x0, x1, x2, x3).to(tl.int32, bitcast=True)
         rnd = _pick(j, r0, r1, r2, r3)
         c = _round_code(b, rnd, S, EMIN_FIELD, LOW, LOW_EXP, ADDER, SUB, MAX_CODE, MODE, FNUZ, M, EF, OVER_CODE,
                         INF_CODE, NAN_CODE)
-        if AMAX:
+        if AMAX == 1:
             amax = tl.maximum(amax, b & 0x7FFFFFFF)
+        elif AMAX == 2:
+            bad = _pick(j, x0, x1, x2, x3) * 0.0 + bad
         if WIDTH == 8:
             _store(out_ptr + pid * BLOCK, c.to(tl.uint8), j * Q + offs, rem, FULL)
         elif WORD:
@@ -59,6 +63,8 @@ def _variant_block(x_ptr, out_ptr, seed_ptr, pid, rem, S: tl.constexpr, EMIN_FIE
             lo, hi = tl.split(tl.reshape(c, (Q // 2, 2)))
             _store(out_ptr + pid * (BLOCK // 2), (lo | (hi << 4)).to(tl.uint8), j * (Q // 2) + tl.arange(0, Q // 2),
                    (rem + 1) // 2, FULL)
+    if AMAX == 2:  # NaN → a pattern above inf's, 0 → 0
+        amax = tl.where(bad != bad, 0x7FC00000, 0)
     return amax
 
 
@@ -73,14 +79,14 @@ def _variant_kernel(x_ptr, out_ptr, fin_ptr, n, seed_ptr, S: tl.constexpr, EMIN_
     if rem == BLOCK:
         amax = _variant_block(x_ptr, out_ptr, seed_ptr, pid, rem, S, EMIN_FIELD, LOW, LOW_EXP, ADDER, SUB, MAX_CODE,
                               MODE, FNUZ, M, EF, OVER_CODE, INF_CODE, NAN_CODE, WIDTH, ROUNDS, BLOCK, True, WORD,
-                              FLAG > 0)
+                              2 if FLAG == 3 else int(FLAG > 0))
     else:
         amax = _variant_block(x_ptr, out_ptr, seed_ptr, pid, rem, S, EMIN_FIELD, LOW, LOW_EXP, ADDER, SUB, MAX_CODE,
                               MODE, FNUZ, M, EF, OVER_CODE, INF_CODE, NAN_CODE, WIDTH, ROUNDS, BLOCK, False, WORD,
-                              FLAG > 0)
+                              2 if FLAG == 3 else int(FLAG > 0))
     if FLAG == 1:
         tl.store(fin_ptr + pid, (tl.max(amax, axis=0) < 0x7F800000).to(tl.uint8))
-    elif FLAG == 2:
+    elif FLAG >= 2:
         zero = tl.zeros_like(amax)
         tl.store(fin_ptr + zero, zero.to(tl.uint8), mask=amax >= 0x7F800000)
 
@@ -116,9 +122,9 @@ def main(argv=None) -> int:
         fins = torch.empty(triton.cdiv(n, BLOCK), dtype=torch.uint8, device="cuda")
         for word in ((False, True) if w == 4 else (False,)):
             for warps in (4, 8):
-                for fl in ((0, 1, 2) if flag else (0,)):
+                for fl in ((0, 1, 2, 3) if flag else (0,)):
                     def call():
-                        f = torch.ones(1, dtype=torch.uint8, device="cuda") if fl == 2 else fins
+                        f = torch.ones(1, dtype=torch.uint8, device="cuda") if fl >= 2 else fins
                         _variant_kernel[(triton.cdiv(n, BLOCK),)](x, out, f, n, seed, **k, FLAG=fl, WIDTH=w, ROUNDS=7,
                                                                  BLOCK=BLOCK, WORD=word, num_warps=warps)
                         return f.amin() if fl == 1 else f

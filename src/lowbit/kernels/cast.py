@@ -19,24 +19,26 @@ def _cast_encode_block(x_ptr, out_ptr, seed_ptr, pid, rem, S: tl.constexpr, EMIN
                        M: tl.constexpr, EF: tl.constexpr, OVER_CODE: tl.constexpr, INF_CODE: tl.constexpr,
                        NAN_CODE: tl.constexpr, WIDTH: tl.constexpr, ROUNDS: tl.constexpr, BLOCK: tl.constexpr,
                        FULL: tl.constexpr, FLAG: tl.constexpr):
-    """One program's codes; returns, per offset of a quarter, the largest |x| pattern of the four
-    values there (≥ 0x7F800000: a non-finite input) when FLAG (else zeros)."""
+    """One program's codes; returns, per offset of a quarter, Σ 0·x over the four values there when
+    FLAG (else zeros): NaN where one is not finite (0·±inf and 0·NaN are NaN), 0 elsewhere — one
+    float multiply-add per value, on the float pipe of a kernel bound by its integer work."""
     Q: tl.constexpr = BLOCK // 4
     offs = tl.arange(0, Q)
     x0, x1, x2, x3, r0, r1, r2, r3 = _load_block(x_ptr, seed_ptr, pid, rem, Q, FULL, MODE == 1, ROUNDS)
-    amax = tl.zeros((Q,), tl.int32)
+    bad = tl.zeros((Q,), tl.float32)
     for j in tl.static_range(4):
-        b = _pick(j, x0, x1, x2, x3).to(tl.int32, bitcast=True)
+        x = _pick(j, x0, x1, x2, x3)
+        b = x.to(tl.int32, bitcast=True)
         rnd = _pick(j, r0, r1, r2, r3) if MODE == 1 else b  # the rounding uses its low 30 bits at most
         c = _round_code(b, rnd, S, EMIN_FIELD, LOW, LOW_EXP, ADDER, SUB, MAX_CODE, MODE, FNUZ, M, EF, OVER_CODE, INF_CODE, NAN_CODE)
         if FLAG:
-            amax = tl.maximum(amax, b & 0x7FFFFFFF)
+            bad = x * 0.0 + bad
         if WIDTH == 8:
             _store(out_ptr + pid * BLOCK, c.to(tl.uint8), j * Q + offs, rem, FULL)
         else:  # four codes to an int16 word, the first in the low nibble
             word = tl.sum(tl.reshape(c, (Q // 4, 4)) << (tl.arange(0, 4) * 4)[None, :], axis=1)
             _store(out_ptr + pid * (BLOCK // 4), word.to(tl.int16), j * (Q // 4) + tl.arange(0, Q // 4), (rem + 3) // 4, FULL)
-    return amax
+    return bad
 
 
 @triton.jit
@@ -52,13 +54,14 @@ def _cast_encode_kernel(x_ptr, out_ptr, fin_ptr, n, seed_ptr, S: tl.constexpr, E
     pid = tl.program_id(0).to(tl.int64)
     rem = _rem(n, pid, BLOCK)
     if rem == BLOCK:
-        amax = _cast_encode_block(x_ptr, out_ptr, seed_ptr, pid, rem, S, EMIN_FIELD, LOW, LOW_EXP, ADDER, SUB, MAX_CODE, MODE, FNUZ, M, EF,
-                                  OVER_CODE, INF_CODE, NAN_CODE, WIDTH, ROUNDS, BLOCK, True, FLAG)
+        bad = _cast_encode_block(x_ptr, out_ptr, seed_ptr, pid, rem, S, EMIN_FIELD, LOW, LOW_EXP, ADDER, SUB, MAX_CODE, MODE, FNUZ, M, EF,
+                                 OVER_CODE, INF_CODE, NAN_CODE, WIDTH, ROUNDS, BLOCK, True, FLAG)
     else:
-        amax = _cast_encode_block(x_ptr, out_ptr, seed_ptr, pid, rem, S, EMIN_FIELD, LOW, LOW_EXP, ADDER, SUB, MAX_CODE, MODE, FNUZ, M, EF,
-                                  OVER_CODE, INF_CODE, NAN_CODE, WIDTH, ROUNDS, BLOCK, False, FLAG)
+        bad = _cast_encode_block(x_ptr, out_ptr, seed_ptr, pid, rem, S, EMIN_FIELD, LOW, LOW_EXP, ADDER, SUB, MAX_CODE, MODE, FNUZ, M, EF,
+                                 OVER_CODE, INF_CODE, NAN_CODE, WIDTH, ROUNDS, BLOCK, False, FLAG)
     if FLAG:  # only formats without a NaN code send whether the input was finite
-        _flag_nonfinite(fin_ptr, amax)
+        zero = tl.zeros_like(bad).to(tl.int32)
+        tl.store(fin_ptr + zero, zero.to(tl.uint8), mask=bad != bad)
 
 
 @triton.jit
