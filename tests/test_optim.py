@@ -260,6 +260,45 @@ def test_shrinkage_statistics_match_independent_values():
     assert float(st["flushed"]) == pytest.approx(np.mean(Gt[G != 0] == 0), rel=1e-12)
 
 
+def test_stats_log_derives_its_rows_together_as_one_by_one():
+    """StatsLog derives the statistics of all the rows read at once (rows of one shape stacked):
+    the same floats as from_sums row by row, in the place of the sums, with the per-tensor q
+    unless a row asks for none; rows of other shapes and rows without sums pass as they are,
+    and rows read earlier stay as they were."""
+    from lowbit.optim.stats import SUM_KEYS, StatsLog, from_sums, pair_sums, stack_sums
+
+    g = torch.Generator().manual_seed(2)
+
+    def sums(k):  # the sums of k pairs (g, g̃) with zeros and flushed entries
+        pairs = []
+        for _ in range(k):
+            a = torch.randn(50, generator=g, dtype=torch.float64) * torch.rand(1, generator=g, dtype=torch.float64)
+            a[:5] = 0
+            pairs.append((a, torch.where(a.abs() < 0.2, 0.0, torch.round(a * 8) / 8)))
+        return stack_sums(pair_sums(pairs))
+
+    rows = [{"step": 0, "_sums": sums(3), "bits": 7}, {"step": 1, "note": "plain"},
+            {"step": 2, "_sums": sums(1), "_layers": False, "bits": 8}, {"step": 3, "_sums": sums(3), "bits": 9},
+            {"step": 4, "_sums": sums(1), "bits": 10}]
+    log = StatsLog()
+    log.append(rows[0])
+    first = [dict(r) for r in log.rows()]
+    for r in rows[1:]:
+        log.append(r)
+    got = log.rows()
+    assert got[0] == first[0]
+    for r, row in zip(rows, got):
+        if "_sums" not in r:
+            assert row == r
+            continue
+        d = dict(zip(SUM_KEYS, r["_sums"]))
+        want = {k: float(v) for k, v in from_sums(d).items()}
+        assert list(row) == ["step", *want, *(["q_layers"] if r.get("_layers", True) else []), "bits"]
+        assert {k: row[k] for k in want} == want  # bit for bit
+        if r.get("_layers", True):
+            assert row["q_layers"] == [float(x) for x in from_sums(d, per_tensor=True)["q"]]
+
+
 def test_per_tensor_statistics_of_a_flat_buffer_match_independent_values():
     """tensor_sums/from_sums (the multi-tensor path's statistics: a few passes, no host sync)
     against numpy in float64, per tensor and for the whole group; and QuantizedGradients records

@@ -21,7 +21,7 @@ import torch
 
 from ..compress import resolve_codec
 from .sampling import Sampler
-from .stats import StatsLog, shrinkage
+from .stats import StatsLog, pair_sums, stack_sums
 
 
 class FiniteSumOptimizer(torch.optim.Optimizer):
@@ -78,7 +78,9 @@ class FiniteSumOptimizer(torch.optim.Optimizer):
             bits += 8 * nbytes
             out.append(dec.to(v.dtype))
         if self.record:
-            self.log.append({"step": self.steps, **shrinkage(list(zip(vectors, out))), "bits": bits})
+            # the sums now, the statistics when the log is read (all its new rows at once)
+            self.log.append({"step": self.steps, "_sums": stack_sums(pair_sums(list(zip(vectors, out)))),
+                             "_layers": False, "bits": bits})
         return out
 
     # -- state ------------------------------------------------------------------------------

@@ -262,10 +262,10 @@ class QuantizedGradients(OptimizerWrapper):
                 factor = 1.0 / max(qh, 1e-12)
             factors.append(factor)
             if self.record:
-                row = {"step": self.steps, "group": gi}
+                row = {"step": self.steps, "group": gi, "bits": bits, "lr": group["lr"] * factor}
                 if sums is not None:
                     row["_sums"] = sums
-                rows.append({**row, "bits": bits, "lr": group["lr"] * factor})
+                rows.append(row)
         saved = [g["lr"] for g in self.param_groups]
         for g, f in zip(self.param_groups, factors):
             g["lr"] = g["lr"] * f

@@ -97,21 +97,39 @@ def stack_sums(sums: dict[str, torch.Tensor]) -> torch.Tensor:
     return torch.stack([sums[k].to(torch.float64) for k in SUM_KEYS])
 
 
-def _expand(row: dict) -> dict:
-    """A row with ``_sums`` (:func:`stack_sums`) replaced by the statistics of the group and its
-    per-tensor q (``q_layers``)."""
-    if "_sums" not in row:
-        return row
-    row = dict(row)
-    sums = dict(zip(SUM_KEYS, row.pop("_sums")))
-    return {**row, **from_sums(sums), "q_layers": from_sums(sums, per_tensor=True)["q"]}
+def _expand(rows: list[dict]) -> list[dict]:
+    """The rows with ``_sums`` (:func:`stack_sums`) replaced, in its place, by the statistics of the
+    group and, unless the row says ``_layers: False``, its per-tensor q (``q_layers``), as floats.  Rows whose
+    sums have one shape are derived together: one :func:`_derive` for all of them (the same
+    elementwise operations), not a dozen small tensor operations per row."""
+    out = list(rows)
+    batches: dict = {}
+    for i, row in enumerate(rows):
+        if "_sums" in row:
+            batches.setdefault((tuple(row["_sums"].shape), row["_sums"].device), []).append(i)
+    for ids in batches.values():
+        sums = torch.stack([rows[i]["_sums"] for i in ids])  # (rows, 5, tensors)
+        group = {k: v.tolist() for k, v in _derive(*sums.sum(2).unbind(1)).items()}
+        layers = _derive(*sums.unbind(1))["q"].tolist()
+        for j, i in enumerate(ids):
+            row = {}
+            for k, v in rows[i].items():  # the statistics where the sums were
+                if k == "_sums":
+                    row.update({s: vals[j] for s, vals in group.items()})
+                    if rows[i].get("_layers", True):
+                        row["q_layers"] = layers[j]
+                elif k != "_layers":
+                    row[k] = v
+            out[i] = row
+    return out
 
 
 class StatsLog:
     """Rows of statistics, one per (step, group); floats on demand, a pandas DataFrame if asked.
 
     A row may hold the raw per-tensor sums (``_sums``) instead of the statistics: they are derived
-    when the rows are read, so a step queues one small copy and nothing else.  ``check``: called
+    when the rows are read, all rows at once, so a step queues one small copy and nothing else
+    (``_layers: False``: without the per-tensor q).  ``check``: called
     before every read (QuantizedGradients raises there for a step it skipped on the device)."""
 
     def __init__(self, check=None):
@@ -128,8 +146,7 @@ class StatsLog:
     def rows(self) -> list[dict]:
         if self._check is not None:
             self._check()
-        for i in range(self._done, len(self._rows)):
-            row = _expand(self._rows[i])
+        for i, row in enumerate(_expand(self._rows[self._done:]), self._done):
             self._rows[i] = {k: (_plain(v) if isinstance(v, torch.Tensor) else v) for k, v in row.items()}
         self._done = len(self._rows)
         return self._rows
