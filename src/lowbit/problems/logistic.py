@@ -54,31 +54,41 @@ class LogisticRegression:
         return self.A.shape[1]
 
     # -- values -------------------------------------------------------------------------------
-    def margins(self, w: torch.Tensor, idx=None) -> torch.Tensor:
-        """y_i·a_iᵀw for the selected samples; for R points w (R × d), an R × N table."""
-        A, y = (self.A, self.y) if idx is None else (self.A[idx], self.y[idx])
+    def _rows(self, idx) -> tuple[torch.Tensor, torch.Tensor]:
+        """(A, y) of the selected samples (all: idx None)."""
+        return (self.A, self.y) if idx is None else (self.A[idx], self.y[idx])
+
+    @staticmethod
+    def _margins(A: torch.Tensor, y: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
         if w.dim() == 2:
             return y * (w.to(A.dtype) @ A.T)
         return y * (A @ w.to(A.dtype))
+
+    def margins(self, w: torch.Tensor, idx=None) -> torch.Tensor:
+        """y_i·a_iᵀw for the selected samples; for R points w (R × d), an R × N table."""
+        return self._margins(*self._rows(idx), w)
 
     def loss(self, w: torch.Tensor, idx=None) -> torch.Tensor:
         """F(w); for R points w (R × d), the R values."""
         m = self.margins(w, idx)
         return torch.nn.functional.softplus(-m).mean(-1) + 0.5 * self.lam * (w.to(torch.float64) ** 2).sum(-1)
 
+    @classmethod
+    def _derivative(cls, A: torch.Tensor, y: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
+        return -y * torch.sigmoid(-cls._margins(A, y, w))
+
     def derivative(self, w: torch.Tensor, idx=None) -> torch.Tensor:
         """φ_i'(a_iᵀw) = −y_i·σ(−y_i·a_iᵀw) for the selected samples."""
-        y = self.y if idx is None else self.y[idx]
-        return -y * torch.sigmoid(-self.margins(w, idx))
+        return self._derivative(*self._rows(idx), w)
 
     def grad(self, w: torch.Tensor, idx=None) -> torch.Tensor:
-        A = self.A if idx is None else self.A[idx]
-        s = self.derivative(w, idx)
+        A, y = self._rows(idx)  # the samples' rows gathered once (a step at batch size 1 is mostly such calls)
+        s = self._derivative(A, y, w)
         return A.T @ s / s.numel() + self.lam * w.to(torch.float64)
 
     def per_sample_grads(self, w: torch.Tensor, idx=None) -> torch.Tensor:
-        A = self.A if idx is None else self.A[idx]
-        return self.derivative(w, idx)[:, None] * A + self.lam * w.to(torch.float64)
+        A, y = self._rows(idx)
+        return self._derivative(A, y, w)[:, None] * A + self.lam * w.to(torch.float64)
 
     def hessian(self, w: torch.Tensor) -> torch.Tensor:
         s = torch.sigmoid(self.margins(w))
