@@ -279,7 +279,8 @@ def test_stats_log_derives_its_rows_together_as_one_by_one():
 
     rows = [{"step": 0, "_sums": sums(3), "bits": 7}, {"step": 1, "note": "plain"},
             {"step": 2, "_sums": sums(1), "_layers": False, "bits": 8}, {"step": 3, "_sums": sums(3), "bits": 9},
-            {"step": 4, "_sums": sums(1), "bits": 10}]
+            {"step": 4, "_sums": sums(1), "bits": 10}, {"step": 5, "_sums": sums(62), "bits": 11},
+            {"step": 6, "_sums": sums(62), "bits": 12}]
     log = StatsLog()
     log.append(rows[0])
     first = [dict(r) for r in log.rows()]
