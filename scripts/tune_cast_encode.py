@@ -3,7 +3,8 @@ how a 4-bit code is stored (two to a byte, or four to an int16 word), warps per 
 and how the finite flag of a format without NaN is made (none; a byte per program reduced across
 the program, then the minimum over the programs by a second kernel; or one byte set to 0 by a
 store from every lane that reads a non-finite value, known from the max of the |x| patterns or
-from Σ 0·x, NaN exactly where an x is not finite).  Beside them: ``cast_encode`` as it ships,
+from Σ 0·x, NaN exactly where an x is not finite); and 2 or 4 blocks per program, one after the
+other, against one.  Beside them: ``cast_encode`` as it ships,
 and the decode.  Every variant's codes are checked against ``cast_encode``'s before timing.
 Prints a table, writes JSON.
 
@@ -91,6 +92,32 @@ def _variant_kernel(x_ptr, out_ptr, fin_ptr, n, seed_ptr, S: tl.constexpr, EMIN_
         tl.store(fin_ptr + zero, zero.to(tl.uint8), mask=amax >= 0x7F800000)
 
 
+@triton.jit
+def _blocks_kernel(x_ptr, out_ptr, fin_ptr, n, seed_ptr, S: tl.constexpr, EMIN_FIELD: tl.constexpr,
+                   LOW: tl.constexpr, LOW_EXP: tl.constexpr, ADDER: tl.constexpr, SUB: tl.constexpr,
+                   MAX_CODE: tl.constexpr, MODE: tl.constexpr, FNUZ: tl.constexpr, M: tl.constexpr, EF: tl.constexpr,
+                   OVER_CODE: tl.constexpr, INF_CODE: tl.constexpr, NAN_CODE: tl.constexpr, FLAG: tl.constexpr,
+                   WIDTH: tl.constexpr, ROUNDS: tl.constexpr, BLOCK: tl.constexpr, WORD: tl.constexpr,
+                   BLOCKS: tl.constexpr):
+    """The variant kernel with BLOCKS blocks per program (the same stream: block k keeps counter
+    k·Q + i), one after the other; FLAG 0 (none) or 3 (Σ 0·x, stored from the lanes)."""
+    for k in tl.static_range(BLOCKS):
+        pid = tl.program_id(0).to(tl.int64) * BLOCKS + k
+        rem = _rem(n, pid, BLOCK)
+        if rem > 0:
+            if rem == BLOCK:
+                amax = _variant_block(x_ptr, out_ptr, seed_ptr, pid, rem, S, EMIN_FIELD, LOW, LOW_EXP, ADDER, SUB,
+                                      MAX_CODE, MODE, FNUZ, M, EF, OVER_CODE, INF_CODE, NAN_CODE, WIDTH, ROUNDS, BLOCK,
+                                      True, WORD, 2 if FLAG == 3 else 0)
+            else:
+                amax = _variant_block(x_ptr, out_ptr, seed_ptr, pid, rem, S, EMIN_FIELD, LOW, LOW_EXP, ADDER, SUB,
+                                      MAX_CODE, MODE, FNUZ, M, EF, OVER_CODE, INF_CODE, NAN_CODE, WIDTH, ROUNDS, BLOCK,
+                                      False, WORD, 2 if FLAG == 3 else 0)
+            if FLAG == 3:
+                zero = tl.zeros_like(amax)
+                tl.store(fin_ptr + zero, zero.to(tl.uint8), mask=amax >= 0x7F800000)
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser()
     ap.add_argument("--log2n", type=int, default=26)
@@ -134,6 +161,21 @@ def main(argv=None) -> int:
                     label = (f"{'int16 words' if word else 'bytes'}, {warps} warps, flag: {FLAGS[fl]}" if w == 4
                              else f"{warps} warps, flag: {FLAGS[fl]}")
                     row(label, run(call, 20), ok)
+        for blocks in (2, 4):  # several blocks per program, the shipped layout otherwise
+            fl = 3 if flag else 0
+            warps = 4
+
+            def multi():
+                f = torch.ones(1, dtype=torch.uint8, device="cuda")
+                _blocks_kernel[(triton.cdiv(n, BLOCK * blocks),)](x, out, f, n, seed, **k, FLAG=fl, WIDTH=w, ROUNDS=7,
+                                                                  BLOCK=BLOCK, WORD=w == 4, BLOCKS=blocks,
+                                                                  num_warps=warps)
+                return f
+
+            multi()
+            ok = bool(torch.equal(out[: ref.numel()], ref))
+            row(f"{'int16 words, ' if w == 4 else ''}{warps} warps, flag: {FLAGS[fl]}, {blocks} blocks a program",
+                run(multi, 20), ok)
     print(f"{n:,} float32 on {device_name('cuda')}; copy {n / copy_s / 1e9:.0f} Gelem/s")
     print(f"{'stochastic encode':58} {'Gelem/s':>8} {'% floor':>8} {'+decode':>8} same")
     for r in rows[1:]:
