@@ -107,8 +107,8 @@ def _six_bit_codes_at(codes: torch.Tensor, q: torch.Tensor) -> torch.Tensor:
     """The 6-bit codes of values ``q`` (int64 positions) of packed codes (four to each
     little-endian 24-bit word, the first in the low bits; the last word may be cut short)."""
     at = 3 * (q // 4)[:, None] + torch.arange(3)
-    g = torch.where(at < codes.numel(), codes[at.clamp(max=codes.numel() - 1)], 0).to(torch.int32)
-    return ((g[:, 0] | (g[:, 1] << 8) | (g[:, 2] << 16)) >> (6 * (q % 4)).to(torch.int32)) & 63
+    b = torch.where(at < codes.numel(), codes[at.clamp(max=codes.numel() - 1)], 0).to(torch.uint8)
+    return (cpu.six_bit_words(b.reshape(-1)) >> (6 * (q % 4)).to(torch.int32)) & 63
 
 
 def _six_bit_mean(payloads: list, segments, levels: int, out: torch.Tensor) -> torch.Tensor | None:
