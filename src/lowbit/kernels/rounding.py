@@ -7,10 +7,31 @@ code (``_round_code``), and codes back to values (``_value_bits``)."""
 
 from __future__ import annotations
 
+import os
+
+import torch
 import triton
 import triton.language as tl
 
 from .constants import _NEAREST, _STOCHASTIC, _ZERO, _code_constants, _constants  # noqa: F401
+
+# Triton's interpreter (and a GPU without PTX) runs no inline PTX: there ``_twice`` is a plain shift.
+_PTX = os.environ.get("TRITON_INTERPRET", "0") != "1" and torch.version.hip is None
+
+if _PTX:
+    @triton.jit
+    def _twice(b):
+        """2·b mod 2^32 as uint32 (x's bits b: twice |x|'s pattern, the sign dropped without a
+        mask), by a multiply the compiler does not see through.  Written as ``b << 1``, LLVM
+        rewrites ``(b << 1) >> 24`` as ``(b >> 23) & 255``: two integer-pipe instructions
+        instead of one, in kernels bound by that pipe."""
+        return tl.inline_asm_elementwise("mul.lo.u32 $0, $1, 2;", "=r,r", [b.to(tl.uint32, bitcast=True)],
+                                         dtype=tl.uint32, is_pure=True, pack=1)
+else:
+    @triton.jit
+    def _twice(b):
+        """2·b mod 2^32 as uint32."""
+        return (b << 1).to(tl.uint32, bitcast=True)
 
 
 @triton.jit
@@ -120,25 +141,30 @@ def _round_code(b, rnd, S: tl.constexpr, EMIN_FIELD: tl.constexpr, LOW: tl.const
     exponent and mantissa, rebased to the format's smallest normal binade, (pattern >> S) −
     ((EMIN_FIELD − 1) << M); below it k, which is the subnormal code itself (k << M without
     subnormals).  Past the largest value, and for every non-finite input, OVER_CODE; then the
-    codes of ±inf and NaN where they differ, and the sign bit."""
-    a = b & 0x7FFFFFFF
-    if ADDER:
-        mag = _magnitude_code(_nearest_magnitude(b, S, EMIN_FIELD, BOUNDED), S, EMIN_FIELD)
-    elif UNIFIED and MODE == 1 and LOW and SUB and 120 + LOW_EXP >= 24:
+    codes of ±inf and NaN where they differ, and the sign bit.  The special inputs are found on
+    |x|'s pattern, or on twice it (``_twice``, unsigned) where the stochastic formula has that."""
+    if UNIFIED and MODE == 1 and LOW and SUB and 120 + LOW_EXP >= 24 and not ADDER:
+        a = _twice(b)  # 2·|x|'s pattern: inf's is 0xFF000000
         mag = _stochastic_magnitude(a, rnd, S, EMIN_FIELD, LOW_EXP)
+        inf = tl.full([], 0xFF000000, tl.uint32)
     else:
-        res, k = _round_parts(a, rnd, S, LOW, LOW_EXP, MODE)
-        # unsigned: a carry past bit 31 (a NaN's payload) stays a code above the largest
-        mag = (res.to(tl.uint32, bitcast=True) >> S).to(tl.int32, bitcast=True) - ((EMIN_FIELD - 1) << M)
-        if LOW:
-            mag = tl.where((a >> 23) < EMIN_FIELD, k if SUB else k << M, mag)
+        a = b & 0x7FFFFFFF
+        inf = tl.full([], 0x7F800000, tl.int32)
+        if ADDER:
+            mag = _magnitude_code(_nearest_magnitude(b, S, EMIN_FIELD, BOUNDED), S, EMIN_FIELD)
+        else:
+            res, k = _round_parts(a, rnd, S, LOW, LOW_EXP, MODE)
+            # unsigned: a carry past bit 31 (a NaN's payload) stays a code above the largest
+            mag = (res.to(tl.uint32, bitcast=True) >> S).to(tl.int32, bitcast=True) - ((EMIN_FIELD - 1) << M)
+            if LOW:
+                mag = tl.where((a >> 23) < EMIN_FIELD, k if SUB else k << M, mag)
     mag = tl.where(mag > MAX_CODE, OVER_CODE, mag)  # also every inf or NaN input
     if (INF_CODE != OVER_CODE) and (NAN_CODE != OVER_CODE):
-        mag = tl.where(a >= 0x7F800000, tl.where(a == 0x7F800000, INF_CODE, NAN_CODE), mag)
+        mag = tl.where(a >= inf, tl.where(a == inf, INF_CODE, NAN_CODE), mag)
     elif INF_CODE != OVER_CODE:
-        mag = tl.where(a == 0x7F800000, INF_CODE, mag)
+        mag = tl.where(a == inf, INF_CODE, mag)
     elif NAN_CODE != OVER_CODE:
-        mag = tl.where(a > 0x7F800000, NAN_CODE, mag)
+        mag = tl.where(a > inf, NAN_CODE, mag)
     sign = (b >> 31) & 1
     if FNUZ:
         sign = tl.where(mag == 0, 0, sign)
@@ -146,22 +172,25 @@ def _round_code(b, rnd, S: tl.constexpr, EMIN_FIELD: tl.constexpr, LOW: tl.const
 
 
 @triton.jit
-def _stochastic_magnitude(a, rnd, S: tl.constexpr, EMIN_FIELD: tl.constexpr, LOW_EXP: tl.constexpr):
-    """The magnitude code of |x| (bits ``a``) rounded stochastically onto a format with subnormals,
-    ``_round_parts``' two cases in one formula: the pattern rebased so that the smallest normal
-    binade has exponent field 1 equals, there, the significand with its hidden bit, which is what
-    the subnormal range shifts; so with e' = min(e, EMIN_FIELD), x = a − (e' − 1)·2^23 and
-    sh = 150 + LOW_EXP − e' (= S in the normal range), code = (x + (rnd mod 2^sh)) ≫ sh, at most
-    30 random bits as ``_grid_count``.  The same codes and draws as ``_round_parts``, in fewer
-    integer operations (a NaN's rebased pattern plus rnd stays below 2^31: EMIN_FIELD ≥ 2)."""
-    # e' = min(e, EMIN_FIELD): a − (e' − 1)·2^23 is the rebased pattern (e ≥ EMIN_FIELD) or the
-    # significand with its hidden bit (below, float32's subnormals included: e = 0 adds 2^23),
-    # and (150 + LOW_EXP) − e' is S in the normal range
-    e = tl.minimum(a >> 23, EMIN_FIELD)
-    x = a - ((e - 1) << 23)
+def _stochastic_magnitude(b2, rnd, S: tl.constexpr, EMIN_FIELD: tl.constexpr, LOW_EXP: tl.constexpr):
+    """The magnitude code of |x| rounded stochastically onto a format with subnormals, from
+    b2 = 2·|x|'s pattern (uint32, ``_twice``), ``_round_parts``' two cases in one formula: the
+    pattern rebased so that the smallest normal binade has exponent field 1 equals, there, the
+    significand with its hidden bit, which is what the subnormal range shifts; so with
+    e' = min(e, EMIN_FIELD), x = |x|'s pattern − (e' − 1)·2^23 and sh = 150 + LOW_EXP − e'
+    (= S in the normal range), code = (x + (rnd mod 2^sh)) ≫ sh, at most 30 random bits as
+    ``_grid_count``.  The same codes and draws as ``_round_parts``, in fewer integer operations
+    (a NaN's rebased pattern plus rnd stays below 2^31: EMIN_FIELD ≥ 2).  On twice the pattern, e
+    is the top byte (one shift), 2x = b2 − (e' − 1)·2^24 < 2^32 unsigned, and x ≫ d = 2x ≫ (d + 1)."""
+    # e' = min(e, EMIN_FIELD): x is the rebased pattern (e ≥ EMIN_FIELD) or the significand with
+    # its hidden bit (below, float32's subnormals included: e = 0 adds 2^23), and
+    # (150 + LOW_EXP) − e' is S in the normal range
+    e = tl.minimum((b2 >> 24).to(tl.int32, bitcast=True), EMIN_FIELD)
+    x2 = b2 - ((e - 1) << 24).to(tl.uint32, bitcast=True)
     sh = (150 + LOW_EXP) - e
     sh30 = tl.minimum(sh, 30)
-    return ((x >> (sh - sh30)) + (rnd & ((1 << sh30) - 1))) >> sh30
+    x = (x2 >> (sh - sh30 + 1)).to(tl.int32, bitcast=True)
+    return (x + (rnd & ((1 << sh30) - 1))) >> sh30
 
 
 @triton.jit
