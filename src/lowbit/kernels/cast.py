@@ -10,7 +10,20 @@ from ..formats import FloatFormat
 from .blocks import _load4, _load_block, _pick, _rem, _store
 from .common import BLOCK, WARPS, _output, _seed
 from .philox import PHILOX_ROUNDS, block_words
-from .rounding import _code_constants, _max_nan, _pow2, _round_code, _value_bits
+from .rounding import _code_constants, _max_nan, _pow2, _round_code, _sign_pair, _value_bits
+
+
+@triton.jit
+def _nibble_words(mag, b, Q: tl.constexpr):
+    """Q 4-bit codes as Q/4 int16 words, the first in the low nibble: the magnitude codes ``mag``
+    (3 bits each) shifted into place and the signs of the patterns ``b`` at bits 3, 7, 11 and 15,
+    two values at a time (``_sign_pair`` of values 4w, 4w + 2 and of 4w + 1, 4w + 3).  No 4-bit
+    format is fnuz (whose zero drops its sign)."""
+    word = tl.sum(tl.reshape(mag, (Q // 4, 4)) << (tl.arange(0, 4) * 4)[None, :], axis=1)
+    lo, hi = tl.split(tl.reshape(b, (Q // 4, 2, 2)))  # values 4w + 2i and 4w + 2i + 1
+    b0, b2 = tl.split(lo)
+    b1, b3 = tl.split(hi)
+    return (word | _sign_pair(b0, b2) | (_sign_pair(b1, b3) << 4)).to(tl.int16)
 
 
 @triton.jit
@@ -30,14 +43,15 @@ def _cast_encode_block(x_ptr, out_ptr, seed_ptr, pid, rem, S: tl.constexpr, EMIN
         x = _pick(j, x0, x1, x2, x3)
         b = x.to(tl.int32, bitcast=True)
         rnd = _pick(j, r0, r1, r2, r3) if MODE == 1 else b  # the rounding uses its low 30 bits at most
-        c = _round_code(b, rnd, S, EMIN_FIELD, LOW, LOW_EXP, ADDER, SUB, MAX_CODE, MODE, FNUZ, M, EF, OVER_CODE, INF_CODE, NAN_CODE)
+        c = _round_code(b, rnd, S, EMIN_FIELD, LOW, LOW_EXP, ADDER, SUB, MAX_CODE, MODE, FNUZ, M, EF, OVER_CODE, INF_CODE,
+                        NAN_CODE, SIGN=WIDTH == 8)
         if FLAG:
             bad = x * 0.0 + bad
         if WIDTH == 8:
             _store(out_ptr + pid * BLOCK, c.to(tl.uint8), j * Q + offs, rem, FULL)
         else:  # four codes to an int16 word, the first in the low nibble
-            word = tl.sum(tl.reshape(c, (Q // 4, 4)) << (tl.arange(0, 4) * 4)[None, :], axis=1)
-            _store(out_ptr + pid * (BLOCK // 4), word.to(tl.int16), j * (Q // 4) + tl.arange(0, Q // 4), (rem + 3) // 4, FULL)
+            _store(out_ptr + pid * (BLOCK // 4), _nibble_words(c, b, Q), j * (Q // 4) + tl.arange(0, Q // 4),
+                   (rem + 3) // 4, FULL)
     return bad
 
 
@@ -132,13 +146,12 @@ def _mx_encode_block(x_ptr, out_ptr, scale_ptr, pid, rem, nblocks, nbytes, seed_
         rnd = tl.reshape(_pick(j, r0, r1, r2, r3), (RQ, KB)) if MODE == 1 else v
         # |v| < 2^(EMAX + 2) for finite inputs (the codes of non-finite ones are never read: the flag)
         c = _round_code(v, rnd, S, EMIN_FIELD, LOW, LOW_EXP, ADDER, SUB, MAX_CODE, MODE, FNUZ, M, EF, OVER_CODE,
-                        INF_CODE, NAN_CODE, BOUNDED=True)
+                        INF_CODE, NAN_CODE, BOUNDED=True, SIGN=WIDTH == 8)
         if WIDTH == 8:
             _store(out_ptr + pid * BLOCK + j * Q, c.to(tl.uint8), o, nbytes - pid * BLOCK - j * Q, FULL)
         else:  # four codes to an int16 word
-            word = tl.sum(tl.reshape(c, (Q // 4, 4)) << (tl.arange(0, 4) * 4)[None, :], axis=1)
             base = pid * (BLOCK // 4) + j * (Q // 4)
-            _store(out_ptr + base, word.to(tl.int16), tl.arange(0, Q // 4), (nbytes + 1) // 2 - base, FULL)
+            _store(out_ptr + base, _nibble_words(c, v, Q), tl.arange(0, Q // 4), (nbytes + 1) // 2 - base, FULL)
         _store(scale_ptr + pid * (BLOCK // KB) + j * RQ, e.to(tl.uint8), tl.arange(0, RQ),
                nblocks - pid * (BLOCK // KB) - j * RQ, FULL)
         top = tl.maximum(top, amax)
@@ -172,11 +185,10 @@ def _mx_encode_kernel(x_ptr, out_ptr, scale_ptr, fin_ptr, n, nblocks, nbytes, se
 
 
 def _encode_warps(fmt: FloatFormat, rounding: str) -> int:
-    """Warps per program of the cast encode: 4 for 4-bit codes and for stochastic e5m2, else
-    WARPS — the faster on an H200 (BENCHMARKS.md: 738 against 728 Gelem/s for fp4, 668 against
-    655 for e5m2; e4m3 700 with 8 warps, 664 with 4)."""
-    e5m2 = (fmt.exp_bits, fmt.man_bits) == (5, 2)
-    return 4 if fmt.code_bits == 4 or (rounding == "stochastic" and e5m2) else WARPS
+    """Warps per program of the cast encode: 4 for 4-bit codes and for stochastic rounding, else
+    WARPS — the faster on an H200 (BENCHMARKS.md: stochastic e4m3 779 against 770 Gelem/s, e5m2
+    747 against 731, fp4 751 against 697 with its finite flag)."""
+    return 4 if fmt.code_bits == 4 or rounding == "stochastic" else WARPS
 
 
 def cast_encode(x: torch.Tensor, fmt: FloatFormat, rounding: str, saturate: bool, generator=None, *,

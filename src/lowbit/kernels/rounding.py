@@ -33,6 +33,34 @@ else:
         """2·b mod 2^32 as uint32."""
         return (b << 1).to(tl.uint32, bitcast=True)
 
+if _PTX:
+    @triton.jit
+    def _low_bits(r, k):
+        """r mod 2^k (0 ≤ k ≤ 32) in one instruction (``szext``: zero-extend from bit k)."""
+        return tl.inline_asm_elementwise("szext.clamp.u32 $0, $1, $2;", "=r,r,r", [r, k], dtype=tl.int32,
+                                         is_pure=True, pack=1)
+else:
+    @triton.jit
+    def _low_bits(r, k):
+        """r mod 2^k (0 ≤ k < 32)."""
+        return r & ((1 << k) - 1)
+
+if _PTX:
+    @triton.jit
+    def _sign_pair(u, v):
+        """The sign bits of the int32 patterns u and v at bits 3 and 11: one byte permute whose
+        bytes 0 and 1 repeat the top bits of u and v (``prmt`` with sign replication), then a mask
+        — for four 4-bit codes to a word, two integer-pipe instructions per two values where a
+        shift and a merge per value took four."""
+        p = tl.inline_asm_elementwise("prmt.b32 $0, $1, $2, 0xFB;", "=r,r,r", [u, v], dtype=tl.int32,
+                                      is_pure=True, pack=1)
+        return p & 0x0808
+else:
+    @triton.jit
+    def _sign_pair(u, v):
+        """The sign bits of the int32 patterns u and v at bits 3 and 11."""
+        return ((u >> 28) & 8) | ((v >> 20) & 0x800)
+
 
 @triton.jit
 def _grid_count(a, e, rnd, LOW_EXP: tl.constexpr, MODE: tl.constexpr):
@@ -134,14 +162,15 @@ def _round_code(b, rnd, S: tl.constexpr, EMIN_FIELD: tl.constexpr, LOW: tl.const
                 ADDER: tl.constexpr, SUB: tl.constexpr, MAX_CODE: tl.constexpr, MODE: tl.constexpr,
                 FNUZ: tl.constexpr, M: tl.constexpr, EF: tl.constexpr, OVER_CODE: tl.constexpr,
                 INF_CODE: tl.constexpr, NAN_CODE: tl.constexpr, BOUNDED: tl.constexpr = False,
-                UNIFIED: tl.constexpr = True):
+                UNIFIED: tl.constexpr = True, SIGN: tl.constexpr = True):
     """The format's code of x (float32 bits ``b``) rounded as ``_round_bits`` rounds it.  ADDER:
     the float adder's magnitude, scaled so that the pattern's top bits are the code
     (``_magnitude_code``).  Else ``_round_parts``: in the normal range the rounded pattern's
     exponent and mantissa, rebased to the format's smallest normal binade, (pattern >> S) −
     ((EMIN_FIELD − 1) << M); below it k, which is the subnormal code itself (k << M without
     subnormals).  Past the largest value, and for every non-finite input, OVER_CODE; then the
-    codes of ±inf and NaN where they differ, and the sign bit.  The special inputs are found on
+    codes of ±inf and NaN where they differ, and the sign bit (not SIGN: the magnitude code alone,
+    for a caller that places the signs itself; not for fnuz formats).  The special inputs are found on
     |x|'s pattern, or on twice it (``_twice``, unsigned) where the stochastic formula has that."""
     if UNIFIED and MODE == 1 and LOW and SUB and 120 + LOW_EXP >= 24 and not ADDER:
         a = _twice(b)  # 2·|x|'s pattern: inf's is 0xFF000000
@@ -165,6 +194,8 @@ def _round_code(b, rnd, S: tl.constexpr, EMIN_FIELD: tl.constexpr, LOW: tl.const
         mag = tl.where(a == inf, INF_CODE, mag)
     elif NAN_CODE != OVER_CODE:
         mag = tl.where(a > inf, NAN_CODE, mag)
+    if not SIGN:
+        return mag
     sign = (b >> 31) & 1
     if FNUZ:
         sign = tl.where(mag == 0, 0, sign)
@@ -190,7 +221,7 @@ def _stochastic_magnitude(b2, rnd, S: tl.constexpr, EMIN_FIELD: tl.constexpr, LO
     sh = (150 + LOW_EXP) - e
     sh30 = tl.minimum(sh, 30)
     x = (x2 >> (sh - sh30 + 1)).to(tl.int32, bitcast=True)
-    return (x + (rnd & ((1 << sh30) - 1))) >> sh30
+    return (x + _low_bits(rnd, sh30)) >> sh30
 
 
 @triton.jit
