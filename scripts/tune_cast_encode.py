@@ -1,5 +1,6 @@
 """The cast codec's stochastic encode on a GPU, three choices at a time, against the copy floor:
-how a 4-bit code is stored (two to a byte, or four to an int16 word), warps per program (4 or 8),
+how a 4-bit code is stored (two to a byte, or four to an int16 word with the signs placed two
+values at a time, as shipped), warps per program (4 or 8),
 and how the finite flag of a format without NaN is made (none; a byte per program reduced across
 the program, then the minimum over the programs by a second kernel; or one byte set to 0 by a
 store from every lane that reads a non-finite value, known from the max of the |x| patterns or
@@ -25,6 +26,7 @@ from common import device_name, rounding_input, write_results  # noqa: E402
 
 from lowbit.formats import get_format  # noqa: E402
 from lowbit.kernels import cast as kc  # noqa: E402
+from lowbit.kernels.cast import _nibble_words  # noqa: E402
 from lowbit.kernels.blocks import _load_block, _pick, _rem, _store  # noqa: E402
 from lowbit.kernels.common import BLOCK, _seed  # noqa: E402
 from lowbit.kernels.constants import _code_constants  # noqa: E402
@@ -49,7 +51,7 @@ def _variant_block(x_ptr, out_ptr, seed_ptr, pid, rem, S: tl.constexpr, EMIN_FIE
         b = _pick(j, x0, x1, x2, x3).to(tl.int32, bitcast=True)
         rnd = _pick(j, r0, r1, r2, r3)
         c = _round_code(b, rnd, S, EMIN_FIELD, LOW, LOW_EXP, ADDER, SUB, MAX_CODE, MODE, FNUZ, M, EF, OVER_CODE,
-                        INF_CODE, NAN_CODE)
+                        INF_CODE, NAN_CODE, SIGN=not (WIDTH == 4 and WORD))
         if AMAX == 1:
             amax = tl.maximum(amax, b & 0x7FFFFFFF)
         elif AMAX == 2:
@@ -57,8 +59,7 @@ def _variant_block(x_ptr, out_ptr, seed_ptr, pid, rem, S: tl.constexpr, EMIN_FIE
         if WIDTH == 8:
             _store(out_ptr + pid * BLOCK, c.to(tl.uint8), j * Q + offs, rem, FULL)
         elif WORD:
-            word = tl.sum(tl.reshape(c, (Q // 4, 4)) << (tl.arange(0, 4) * 4)[None, :], axis=1)
-            _store(out_ptr.to(tl.pointer_type(tl.int16)) + pid * (BLOCK // 4), word.to(tl.int16),
+            _store(out_ptr.to(tl.pointer_type(tl.int16)) + pid * (BLOCK // 4), _nibble_words(c, b, Q),
                    j * (Q // 4) + tl.arange(0, Q // 4), (rem + 3) // 4, FULL)
         else:
             lo, hi = tl.split(tl.reshape(c, (Q // 2, 2)))
