@@ -15,7 +15,8 @@ import triton.language as tl
 
 from .constants import _NEAREST, _STOCHASTIC, _ZERO, _code_constants, _constants  # noqa: F401
 
-# Triton's interpreter (and a GPU without PTX) runs no inline PTX: there ``_twice`` is a plain shift.
+# Triton's interpreter (and a GPU without PTX) runs no inline PTX: there the three helpers below are
+# plain integer expressions with the same values (the interpreter tests compare them with the CPU).
 _PTX = os.environ.get("TRITON_INTERPRET", "0") != "1" and torch.version.hip is None
 
 if _PTX:
