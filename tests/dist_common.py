@@ -51,6 +51,7 @@ SCATTER = {  # the compressed reduce-scatter mode: the mean is coded twice
 
 
 PER_PARAMETER = ("qsgd", "intsgd-int8", "hintsgd-int8", "ef-signsgd")  # these also run with per_parameter=True
+AHEAD = ("qsgd", "natural", "intsgd-int8")  # these also run with draw_ahead=True: the same parameters
 
 
 RESUMED = {  # deterministic codecs: a restarted DDP lays its buckets out afresh, so a restart

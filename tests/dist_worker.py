@@ -38,6 +38,10 @@ def equiv(out):
         model, state = _train(C.CODECS[label](world), rank, dev, per_parameter=True)
         res["per-parameter " + label] = {"params": [p.detach().cpu() for p in model.parameters()],
                                          "bytes": state.bytes_sent}
+    for label in C.AHEAD:  # the next step's words drawn on a background thread
+        model, _ = _train(C.CODECS[label](world), rank, dev, exact_below=C.EXACT.get(label, 0), gather_chunk=512,
+                          draw_ahead=True)
+        res["ahead " + label] = [p.detach().cpu() for p in model.parameters()]
     split = C.diana_problem(world)
     split = type(split)(split.A.to(dev), split.y.to(dev), split.lam)
     mine = split.workers(slice(rank, rank + 1))

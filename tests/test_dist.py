@@ -115,6 +115,10 @@ def test_ddp_hooks_and_diana_match_the_simulation(world, tmp_path):
                 for a, b in zip(got["params"], params):
                     assert torch.allclose(a, b, rtol=1e-5, atol=1e-6), (label, r, (a - b).abs().max())
                 assert 8 * got["bytes"] == bits[r], (label, r, got["bytes"], bits[r] / 8)
+        for label in C.AHEAD:  # words drawn ahead are the words drawn when needed
+            for r in range(world):
+                for a, b in zip(res[r]["ahead " + label], res[r][label]["params"]):
+                    assert torch.equal(a, b), (label, r, (a - b).abs().max())
         diana = {label: _simulate_diana(world, label) for label in C.DIANA_CODECS}
     finally:
         torch.set_num_threads(threads)

@@ -14,8 +14,9 @@ decode, as torch's ``powerSGD_hook`` does, so communication overlaps the rest of
 Summable codecs are summed in flight in their integer or float type by one all-reduce (HintSGD's
 scales first agreed by a small all-reduce of every tensor's ‖g‖∞, which the hook waits for); the
 others are all-gathered as bytes (on gloo in chunks of ``gather_chunk`` bytes, all in flight) and
-every rank decodes and averages the n messages.  On the CPU a stochastic codec's next random
-words are drawn while the bucket is on the wire (:func:`lowbit.quantize.draw_ahead`: the same words).
+every rank decodes and averages the n messages.  With ``draw_ahead``, on the CPU a stochastic
+codec's next random words are drawn on a background thread while the bucket is on the wire
+(:func:`lowbit.quantize.draw_ahead`: the same words).
 
 Randomness and state are per bucket: the bucket laying out parameters J (positions in
 ``model.parameters()``, in DDP's order) draws on rank r from
@@ -86,11 +87,15 @@ class HookState:
     at once (0: one), see :func:`_all_gather_chunks`.  ``per_parameter``: every codec goes parameter
     by parameter (the numbers of ``SimulatedDataParallel`` without buckets), synchronously.
     ``cuda_graph``: on CUDA, a bucket's whole exchange is captured once and replayed
-    (:func:`_replayed`): the same numbers, a fraction of the host's work per bucket."""
+    (:func:`_replayed`): the same numbers, a fraction of the host's work per bucket.
+    ``draw_ahead``: on the CPU, draw each bucket's next random words on a background thread while
+    the bucket is on the wire — the same numbers, in less time only where a core is free for that
+    thread.  The encodes compute their words in their own loop for less work than a separate draw,
+    so with one core per rank it is off (BENCHMARKS.md: slower at 10 Gbit/s, no faster at 1)."""
 
     def __init__(self, codec, *, model: "torch.nn.Module | None" = None, seed: int = 0, group=None,
                  exact_below: int = 0, mode: str = "gather", gather_chunk: int = 1 << 20,
-                 per_parameter: bool = False, cuda_graph: bool = False):
+                 per_parameter: bool = False, cuda_graph: bool = False, draw_ahead: bool = False):
         if mode not in ("gather", "scatter"):
             raise ValueError(f"mode is 'gather' (all-gather of every message) or 'scatter' (compressed "
                              f"reduce-scatter + all-gather), got {mode!r}")
@@ -118,6 +123,7 @@ class HookState:
         self.bucketed = bucketable(codec) and not per_parameter
         self._bytes_base = 0  # bytes sent before a restart (load_state_dict), by buckets not seen since
         self.cuda_graph = cuda_graph
+        self.draw_ahead = bool(draw_ahead)
         self.stream = None  # cuda_graph: the side stream the replays run on
 
     def _key(self, p) -> int:
@@ -356,9 +362,8 @@ def _exchange(state: HookState, key: tuple, b: _Bucket, buf: torch.Tensor, param
     states = coder.agree(flat, group) if coder.agreed else state.states(key, params)
     payload, b.memory, own = coder.encode_decoded(flat, generator=b.generator, memory=b.memory, states=states)
     b.bytes_sent += coder.nbytes(payload)
-    # CPU stochastic codecs: next step's random words are drawn while this bucket is on the
-    # wire (the same words, drawn earlier; see lowbit.quantize.draw_ahead)
-    draw_ahead(b.generator)
+    if state.draw_ahead:  # CPU stochastic codecs: next step's words while this bucket is on the wire
+        draw_ahead(b.generator)
     side = []  # the exact values' all-reduce
 
     def exact_sum(async_op: bool) -> None:
@@ -468,7 +473,7 @@ def _all_gather_chunks(got: torch.Tensor, mine: torch.Tensor, n: int, chunk: int
 
 def hook_for(compressor, *, model: "torch.nn.Module | None" = None, seed: int = 0, group=None, exact_below: int = 0,
              mode: str = "gather", gather_chunk: int = 1 << 20, per_parameter: bool = False, cuda_graph: bool = False,
-             **options):
+             draw_ahead: bool = False, **options):
     """(state, hook) for ``DistributedDataParallel.register_comm_hook`` with a compressor (a name
     with ``options``, or a Compressor).  Pass the unwrapped ``model`` so that parameters are
     numbered as in the simulation."""
@@ -479,7 +484,8 @@ def hook_for(compressor, *, model: "torch.nn.Module | None" = None, seed: int = 
     if not dist.is_initialized():
         raise RuntimeError("hook_for needs torch.distributed initialized (lowbit.distributed.init() under torchrun)")
     state = HookState(codec, model=model, seed=seed, group=group, exact_below=exact_below, mode=mode,
-                      gather_chunk=gather_chunk, per_parameter=per_parameter, cuda_graph=cuda_graph)
+                      gather_chunk=gather_chunk, per_parameter=per_parameter, cuda_graph=cuda_graph,
+                      draw_ahead=draw_ahead)
     return state, compressed_hook
 
 
