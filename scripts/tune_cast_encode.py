@@ -5,8 +5,9 @@ and how the finite flag of a format without NaN is made (none; a byte per progra
 the program, then the minimum over the programs by a second kernel; or one byte set to 0 by a
 store from every lane that reads a non-finite value, known from the max of the |x| patterns or
 from Σ 0·x, NaN exactly where an x is not finite); and 2 or 4 blocks per program, one after the
-other, against one.  Beside them: ``cast_encode`` as it ships,
-and the decode.  Every variant's codes are checked against ``cast_encode``'s before timing.
+other, against one.  Beside them: ``cast_encode`` as it ships, and the decode (for 4-bit
+codes also a variant that reads rows of two bytes, checked bit for bit against it; its
++decode column pairs it with the shipped encode).  Every variant's codes are checked against ``cast_encode``'s before timing.
 Prints a table, writes JSON.
 
     python scripts/tune_cast_encode.py --out cast-encode.json
@@ -30,7 +31,7 @@ from lowbit.kernels.cast import _nibble_words  # noqa: E402
 from lowbit.kernels.blocks import _load_block, _pick, _rem, _store  # noqa: E402
 from lowbit.kernels.common import BLOCK, _seed  # noqa: E402
 from lowbit.kernels.constants import _code_constants  # noqa: E402
-from lowbit.kernels.rounding import _round_code  # noqa: E402
+from lowbit.kernels.rounding import _round_code, _value_bits  # noqa: E402
 
 FLAGS = {0: "none", 1: "per program + amin", 2: "store from the lanes", 3: "store from the lanes, Σ0·x"}
 
@@ -119,6 +120,23 @@ def _blocks_kernel(x_ptr, out_ptr, fin_ptr, n, seed_ptr, S: tl.constexpr, EMIN_F
                 tl.store(fin_ptr + zero, zero.to(tl.uint8), mask=amax >= 0x7F800000)
 
 
+@triton.jit
+def _decode4_rows_kernel(c_ptr, fin_ptr, out_ptr, M: tl.constexpr, EF: tl.constexpr, BIAS: tl.constexpr,
+                         LOW_EXP: tl.constexpr, SPECIAL: tl.constexpr, TOP: tl.constexpr, BLOCK: tl.constexpr):
+    """The 4-bit decode read as rows of two bytes (four values, one 16-byte store), whole blocks
+    only: the load's layout is the store's, so no exchange through shared memory (the shipped
+    decode joins the two nibbles of a 1-D block, which Triton lays out through it)."""
+    pid = tl.program_id(0).to(tl.int64)
+    rows: tl.constexpr = BLOCK // 4
+    ob = pid * (BLOCK // 2) + tl.arange(0, rows)[:, None] * 2 + tl.arange(0, 2)[None, :]
+    byte = tl.load(c_ptr + ob).to(tl.int32)
+    lo = _value_bits(byte & 15, M, EF, BIAS, LOW_EXP, SPECIAL, TOP)
+    hi = _value_bits(byte >> 4, M, EF, BIAS, LOW_EXP, SPECIAL, TOP)
+    v = tl.where(tl.load(fin_ptr) == 0, 0x7FC00000, tl.reshape(tl.join(lo, hi), (rows, 4)))
+    o = pid * BLOCK + tl.arange(0, rows)[:, None] * 4 + tl.arange(0, 4)[None, :]
+    tl.store(out_ptr + o, v.to(tl.float32, bitcast=True))
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser()
     ap.add_argument("--log2n", type=int, default=26)
@@ -146,6 +164,22 @@ def main(argv=None) -> int:
         row("cast_encode as shipped", shipped)
         rows.append({"name": f"{name} decode", "seconds": dec_s, "gelem_s": n / dec_s / 1e9,
                      "of_floor": copy_s * (4 + w / 8) / 8 / dec_s})
+        if w == 4 and n % BLOCK == 0:  # the decode's variant: rows of two bytes
+            special = {"ieee": 1, "fn": 2, "fnuz": 3, "none": 0}[fmt.nan_style]
+            z = torch.empty_like(y)
+
+            def rows_decode():
+                _decode4_rows_kernel[(n // BLOCK,)](ref, fin, z, M=fmt.man_bits, EF=fmt.exp_field_bits, BIAS=fmt.bias,
+                                                    LOW_EXP=fmt.emin - fmt.man_bits, SPECIAL=special,
+                                                    TOP=(1 << fmt.exp_bits) - 1, BLOCK=BLOCK, num_warps=8)
+
+            rows_decode()
+            kc.cast_decode(ref, fmt, n, fin, out=y)
+            same = bool(torch.equal(z.view(torch.int32), y.view(torch.int32)))
+            rd = run(rows_decode, 20)
+            rows.append({"name": f"{name} decode, rows of two bytes", "seconds": rd, "gelem_s": n / rd / 1e9,
+                         "of_floor": copy_s * (4 + w / 8) / 8 / rd, "pair_of_floor": pair_floor / (shipped + rd),
+                         "same_codes": same})
         out = torch.empty(ref.numel() + ref.numel() % 2, dtype=torch.uint8, device="cuda")
         fins = torch.empty(triton.cdiv(n, BLOCK), dtype=torch.uint8, device="cuda")
         for word in ((False, True) if w == 4 else (False,)):
