@@ -4,8 +4,8 @@ seeds — every float format with 8- or 4-bit codes, saturating and not, and the
 (blocks of 32, finite patterns) for fp4 and e4m3.  Counts differing codes, flags and scales
 (goal: 0), prints a table and writes JSON.
 
-    git archive HEAD~1 src/lowbit | tar -x -C /tmp/prev
-    python scripts/same_codes.py --against /tmp/prev/src/lowbit
+    mkdir prev && git archive HEAD~1 src/lowbit | tar -x -C prev
+    python scripts/same_codes.py --against prev/src/lowbit
 """
 
 from __future__ import annotations
