@@ -28,25 +28,13 @@ if _PTX:
         instead of one, in kernels bound by that pipe."""
         return tl.inline_asm_elementwise("mul.lo.u32 $0, $1, 2;", "=r,r", [b.to(tl.uint32, bitcast=True)],
                                          dtype=tl.uint32, is_pure=True, pack=1)
-else:
-    @triton.jit
-    def _twice(b):
-        """2·b mod 2^32 as uint32."""
-        return (b << 1).to(tl.uint32, bitcast=True)
 
-if _PTX:
     @triton.jit
     def _low_bits(r, k):
         """r mod 2^k (0 ≤ k ≤ 32) in one instruction (``szext``: zero-extend from bit k)."""
         return tl.inline_asm_elementwise("szext.clamp.u32 $0, $1, $2;", "=r,r,r", [r, k], dtype=tl.int32,
                                          is_pure=True, pack=1)
-else:
-    @triton.jit
-    def _low_bits(r, k):
-        """r mod 2^k (0 ≤ k < 32)."""
-        return r & ((1 << k) - 1)
 
-if _PTX:
     @triton.jit
     def _sign_pair(u, v):
         """The sign bits of the int32 patterns u and v at bits 3 and 11: one byte permute whose
@@ -57,6 +45,16 @@ if _PTX:
                                       is_pure=True, pack=1)
         return p & 0x0808
 else:
+    @triton.jit
+    def _twice(b):
+        """2·b mod 2^32 as uint32."""
+        return (b << 1).to(tl.uint32, bitcast=True)
+
+    @triton.jit
+    def _low_bits(r, k):
+        """r mod 2^k (0 ≤ k < 32)."""
+        return r & ((1 << k) - 1)
+
     @triton.jit
     def _sign_pair(u, v):
         """The sign bits of the int32 patterns u and v at bits 3 and 11."""
@@ -173,6 +171,7 @@ def _round_code(b, rnd, S: tl.constexpr, EMIN_FIELD: tl.constexpr, LOW: tl.const
     codes of ±inf and NaN where they differ, and the sign bit (not SIGN: the magnitude code alone,
     for a caller that places the signs itself; not for fnuz formats).  The special inputs are found on
     |x|'s pattern, or on twice it (``_twice``, unsigned) where the stochastic formula has that."""
+    tl.static_assert(SIGN or not FNUZ, "an fnuz format's zero drops its sign: _round_code places it")
     if UNIFIED and MODE == 1 and LOW and SUB and 120 + LOW_EXP >= 24 and not ADDER:
         a = _twice(b)  # 2·|x|'s pattern: inf's is 0xFF000000
         mag = _stochastic_magnitude(a, rnd, S, EMIN_FIELD, LOW_EXP)
