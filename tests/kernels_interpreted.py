@@ -213,6 +213,31 @@ def test_signs_and_int8_of_many_tensors_equal_each_tensor_alone(segmented):
     assert torch.equal(dec, torch.cat([K.int8_decode(r[0], r[1], alphas[j]) for j, r in enumerate(ref)]))
 
 
+def test_sums_by_sign_against_float64_and_the_two_valued_decode(segmented):
+    """1-bit SGD's statistics per tensor (count of x ≥ 0, the sums of each sign) against float64,
+    a NaN and an inf seen in their tensor's sums only; the decode picks a_j or b_j by the bit."""
+    from lowbit.compress.many import Segments
+
+    parts, flat, seg = segmented
+    sizes = [q.numel() for q in parts]
+    start = [sum(sizes[:j]) for j in range(len(sizes))]
+    flat = flat.clone()
+    flat[start[3] + 10] = float("nan")
+    flat[start[4] + 2] = float("inf")
+    flat[start[5] + 7] = -0.0  # counted with the non-negative entries
+    got = K.sign_sums(flat, Segments(sizes, "cpu").block_plan(K.BLOCK))
+    for j, q in enumerate(flat.split(sizes)):
+        d = q.double()
+        ref = torch.stack([(q >= 0).sum().double(), d[q >= 0].sum(), d[~(q >= 0)].sum()])
+        assert _same(got[j], ref).all() or torch.allclose(got[j], ref, rtol=1e-12, atol=0), (j, got[j], ref)
+    assert torch.isnan(got[3, 2]) and torch.isinf(got[4, 1]) and torch.isfinite(got[[0, 1, 2, 5]]).all()
+    a, b = got[:, 1] / got[:, 0].clamp(min=1), got[:, 2]
+    s, _ = K.sign_encode(flat)
+    dec = K.sign_decode(s, a.float(), flat.numel(), seg=seg, low=b.float())
+    li = seg.long()
+    assert _same(dec, torch.where(flat >= 0, a.float()[li], b.float()[li])).all()
+
+
 @pytest.mark.parametrize("start,n", [(0, 8229), (1, 8228), (2, 7)])
 def test_decode_into_a_given_buffer_and_an_unaligned_input(start, n, x):
     fmt = lowbit.get_format("fp4")

@@ -11,10 +11,11 @@ from __future__ import annotations
 
 import torch
 
+from .. import kernels
 from ..kernels import cpu
 from ..packing import BYTE_BITS, pack, unpack, unpack_bytes
 from .base import Compressor, Packet, Traits, _check_tensor, byte_rows_mean, each_tensor, register, scratch
-from .many import MultiTensor, per_segment_where, segment_sums
+from .many import MultiTensor, per_segment_where, segment_sums, segments as row_segments
 
 
 def float64_sums(tensors) -> tuple[torch.Tensor, torch.Tensor]:
@@ -46,6 +47,9 @@ class OneBit(MultiTensor, Compressor):
     def encode(self, tensor, *, state=None, generator=None) -> Packet:
         _check_tensor(tensor)
         x = self._rows(tensor.detach().to(torch.float32))
+        if x.numel() and kernels.fused_codecs(x):  # each row a segment of the flat path
+            p = self.flat_encode(x.reshape(-1), None, row_segments([x.shape[1]] * x.shape[0], x.device))
+            return Packet(p, tuple(tensor.shape), tensor.dtype, {"rows": x.shape[0]})
         pos = x >= 0
         npos = pos.sum(1)
         nneg = x.shape[1] - npos
@@ -69,7 +73,12 @@ class OneBit(MultiTensor, Compressor):
 
     def flat_encode(self, flat, tensors, segments, *, states=None, generator=None):
         """Sign bits of the whole buffer and, per tensor j, a_j = mean{x ≥ 0}, b_j = mean{x < 0}
-        from segment sums (NaN for a tensor whose sums are not finite, as a non-finite input)."""
+        from its sums by sign (NaN for a tensor whose sums are not finite, as a non-finite input;
+        on CUDA two reads of the buffer: the bits, then the sums in float64 block by block)."""
+        if k := kernels.fused_codecs(flat):  # the bits in one read, the sums by sign in another (float64)
+            signs, _ = k.sign_encode(flat)
+            npos, spos, sneg = k.sign_sums(flat, segments.block_plan(k.BLOCK)).unbind(1)
+            return {"means": self._means(npos, spos, sneg, segments), "signs": signs}
         pos = flat >= 0 if flat.device.type != "cpu" or not cpu.wanted(flat) else None
         if flat.is_cuda:
             npos = segment_sums(pos.to(flat.dtype), segments)
@@ -85,11 +94,17 @@ class OneBit(MultiTensor, Compressor):
                 tot, mag = float64_sums(flat.split(segments.sizes))
                 npos = torch.stack([p.sum() for p in pos.split(segments.sizes)]).to(torch.float64)
             spos, sneg = (tot + mag) / 2, (tot - mag) / 2
+        return {"means": self._means(npos, spos, sneg, segments), "signs": pack(pos, 1)}
+
+    @staticmethod
+    def _means(npos, spos, sneg, segments) -> torch.Tensor:
+        """(a_j, b_j) interleaved, float32, from each tensor's count of x ≥ 0 and sums by sign (NaN
+        for a tensor whose sums are not finite)."""
         a = spos / npos.clamp(min=1)
         b = sneg / (segments.lengths.to(npos.dtype) - npos).clamp(min=1)
         bad = ~torch.isfinite(spos + sneg)
         a, b = torch.where(bad, float("nan"), a), torch.where(bad, float("nan"), b)
-        return {"means": torch.stack([a, b], 1).reshape(-1).to(torch.float32), "signs": pack(pos, 1)}
+        return torch.stack([a, b], 1).reshape(-1).to(torch.float32)
 
     def flat_mean(self, payloads, segments, out):
         if payloads[0]["signs"].is_cuda or not cpu.wanted(out):
@@ -102,6 +117,10 @@ class OneBit(MultiTensor, Compressor):
 
     def flat_decode(self, payload, segments, *, out=None):
         ab = payload["means"].reshape(-1, 2)
+        if k := kernels.fused_codecs(payload["signs"], ab):  # one pass: a_j where the bit is set, else b_j
+            seg = segments.index if len(segments.sizes) > 1 else None  # one tensor: its two means by pointer
+            return k.sign_decode(payload["signs"], ab[:, 0].contiguous(), segments.total, seg=seg, out=out,
+                                 low=ab[:, 1].contiguous())
         bits = unpack_bytes(payload["signs"], 1, segments.total).view(torch.bool)
         return per_segment_where(bits, ab[:, 0].contiguous(), ab[:, 1].contiguous(), segments, out)
 
@@ -111,5 +130,8 @@ class OneBit(MultiTensor, Compressor):
     def decode(self, packet: Packet) -> torch.Tensor:
         rows = packet.meta["rows"]
         ab = packet.payload["means"].reshape(rows, 2)
+        if packet.numel and kernels.fused_codecs(packet.payload["signs"], ab):
+            seg = row_segments([packet.numel // rows] * rows, ab.device)
+            return self.flat_decode(packet.payload, seg).reshape(packet.shape).to(packet.dtype)
         bits = unpack(packet.payload["signs"], 1, packet.numel).reshape(rows, -1).bool()
         return torch.where(bits, ab[:, :1], ab[:, 1:]).reshape(packet.shape).to(packet.dtype)

@@ -10,7 +10,8 @@ Each kernel reads its input once and writes its output once:
 * ``natural_encode`` / ``natural_decode``: stochastic rounding to a power of two, the exponent byte
   and the sign bit packed eight to a byte.
 * ``sign_encode`` / ``sign_decode``: sign bits packed eight to a byte with per-block partial sums of
-  |g| (summed in a fixed order: deterministic), and the scaled decode.
+  |g| (summed in a fixed order: deterministic), and the scaled (or two-valued) decode;
+  ``sign_sums``: per tensor of a flat buffer, the count and the sums of its entries by sign.
 * ``int8_encode`` / ``int8_decode``: IntSGD's Int(α·g) into int8, saturating at ±lim.
 
 Stochastic rounding draws from Philox-4x32 (:mod:`.philox`, ``PHILOX_ROUNDS`` rounds — a constant;
@@ -30,8 +31,8 @@ from .intsgd import int8_decode, int8_encode, round_stochastic
 from .levels import levels_decode, levels_encode
 from .natural import natural_decode, natural_encode
 from .philox import PHILOX_ROUNDS
-from .reductions import l2norm, tensor_sums
+from .reductions import l2norm, sign_sums, tensor_sums
 from .rounding import _code_constants, _round_code  # noqa: F401  (the tuning script and the tests read them)
 from .sign import sign_decode, sign_encode
 
-__all__ = ["BLOCK", "PHILOX_ROUNDS", "WARPS", "block_fusable", "cast_block_encode", "cast_decode", "cast_encode", "int8_decode", "int8_encode", "l2norm", "levels_decode", "levels_encode", "natural_decode", "natural_encode", "round_stochastic", "sign_decode", "sign_encode", "tensor_sums"]
+__all__ = ["BLOCK", "PHILOX_ROUNDS", "WARPS", "block_fusable", "cast_block_encode", "cast_decode", "cast_encode", "int8_decode", "int8_encode", "l2norm", "levels_decode", "levels_encode", "natural_decode", "natural_encode", "round_stochastic", "sign_decode", "sign_encode", "sign_sums", "tensor_sums"]

@@ -1,4 +1,5 @@
-"""Reductions over a flat buffer: ‖x‖₂ in one read, and per-tensor statistics of g and g̃."""
+"""Reductions over a flat buffer: ‖x‖₂ in one read, per-tensor statistics of g and g̃, and per-tensor
+sums by sign (1-bit SGD's two means)."""
 
 from __future__ import annotations
 
@@ -47,7 +48,8 @@ def _stats_kernel(g_ptr, q_ptr, start_ptr, len_ptr, part_ptr, BLOCK: tl.constexp
 
 
 @triton.jit
-def _rows_sum_kernel(part_ptr, first_ptr, count_ptr, out_ptr, MOST: tl.constexpr, R: tl.constexpr):
+def _rows_sum_kernel(part_ptr, first_ptr, count_ptr, out_ptr, MOST: tl.constexpr, R: tl.constexpr, K: tl.constexpr):
+    """Row j of ``out``: the sum of the ``count[j]`` rows of K partial sums from row ``first[j]``."""
     j = tl.program_id(0)
     first = tl.load(first_ptr + j)
     end = first + tl.load(count_ptr + j)
@@ -55,9 +57,18 @@ def _rows_sum_kernel(part_ptr, first_ptr, count_ptr, out_ptr, MOST: tl.constexpr
     acc = tl.zeros((8,), dtype=tl.float64)
     for i in range(0, MOST, R):  # R of the tensor's blocks at a time, in order: a fixed summation order
         rows = first + i + tl.arange(0, R)[:, None]
-        acc += tl.sum(tl.load(part_ptr + rows * 5 + k, mask=(rows < end) & (k < 5), other=0.0), axis=0)
+        acc += tl.sum(tl.load(part_ptr + rows * K + k, mask=(rows < end) & (k < K), other=0.0), axis=0)
     k1 = tl.arange(0, 8)
-    tl.store(out_ptr + j * 5 + k1, acc, mask=k1 < 5)
+    tl.store(out_ptr + j * K + k1, acc, mask=k1 < K)
+
+
+def _per_tensor(part: torch.Tensor, plan) -> torch.Tensor:
+    """The blocks' partial sums (one row of K per block) added per tensor in a fixed order."""
+    _, _, per, first, most = plan
+    out = torch.empty(per.numel(), part.shape[1], dtype=torch.float64, device=part.device)
+    if per.numel():
+        _rows_sum_kernel[(per.numel(),)](part, first, per, out, MOST=most, R=64, K=part.shape[1], num_warps=2)
+    return out
 
 
 def tensor_sums(g: torch.Tensor, q: torch.Tensor, plan) -> torch.Tensor:
@@ -65,11 +76,32 @@ def tensor_sums(g: torch.Tensor, q: torch.Tensor, plan) -> torch.Tensor:
     m × 5) in one read of g and g̃.  ``plan``: (starts, lengths, blocks per tensor, first block of
     each tensor, the most blocks of one tensor) of blocks that each lie inside one tensor; the blocks' partial sums are added per
     tensor in a fixed order (deterministic)."""
-    starts, lengths, per, first, most = plan
+    starts, lengths = plan[:2]
     part = torch.empty(starts.numel(), 5, dtype=torch.float64, device=g.device)
-    out = torch.empty(per.numel(), 5, dtype=torch.float64, device=g.device)
     if starts.numel():
         _stats_kernel[(starts.numel(),)](g, q, starts, lengths, part, BLOCK=BLOCK, num_warps=WARPS)
-    if per.numel():
-        _rows_sum_kernel[(per.numel(),)](part, first, per, out, MOST=most, R=64, num_warps=2)
-    return out
+    return _per_tensor(part, plan)
+
+
+@triton.jit
+def _sign_sums_kernel(x_ptr, start_ptr, len_ptr, part_ptr, BLOCK: tl.constexpr):
+    p = tl.program_id(0)
+    start = tl.load(start_ptr + p)
+    o = tl.arange(0, BLOCK)
+    m = o < tl.load(len_ptr + p)
+    x = tl.load(x_ptr + start + o, mask=m, other=0.0)
+    pos = (x >= 0) & m
+    tl.store(part_ptr + p * 3 + 0, tl.sum(pos.to(tl.float64), axis=0))
+    tl.store(part_ptr + p * 3 + 1, tl.sum(tl.where(pos, x, 0.0).to(tl.float64), axis=0))
+    tl.store(part_ptr + p * 3 + 2, tl.sum(tl.where(pos, 0.0, x).to(tl.float64), axis=0))
+
+
+def sign_sums(x: torch.Tensor, plan) -> torch.Tensor:
+    """Per tensor of a flat buffer: #{x ≥ 0}, Σ_{x ≥ 0} x and Σ_{x < 0} x (float64, m × 3; NaN counts
+    as negative, so a NaN input makes the last sum NaN) in one read of x; ``plan`` as in
+    :func:`tensor_sums` (deterministic)."""
+    starts, lengths = plan[:2]
+    part = torch.empty(starts.numel(), 3, dtype=torch.float64, device=x.device)
+    if starts.numel():
+        _sign_sums_kernel[(starts.numel(),)](x, starts, lengths, part, BLOCK=BLOCK, num_warps=WARPS)
+    return _per_tensor(part, plan)

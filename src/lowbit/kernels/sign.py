@@ -1,4 +1,5 @@
-"""signSGD's kernels: sign bits packed eight to a byte with per-block partial sums of |g| (summed in a fixed order: deterministic), and the scaled decode."""
+"""Sign-bit kernels (signSGD, 1-bit SGD): sign bits packed eight to a byte with per-block partial sums
+of |g| (summed in a fixed order: deterministic), and the two-valued decode."""
 
 from __future__ import annotations
 
@@ -22,14 +23,19 @@ def _sign_encode_kernel(x_ptr, sign_ptr, part_ptr, n, BLOCK: tl.constexpr):
 
 
 @triton.jit
-def _sign_decode_kernel(sign_ptr, scale_ptr, seg_ptr, out_ptr, n, SEG: tl.constexpr, BLOCK: tl.constexpr):
+def _sign_decode_kernel(sign_ptr, scale_ptr, low_ptr, seg_ptr, out_ptr, n, SEG: tl.constexpr, TWO: tl.constexpr,
+                        BLOCK: tl.constexpr):
     pid = tl.program_id(0).to(tl.int64)
     ob = pid * (BLOCK // 8) + tl.arange(0, BLOCK // 8)
     byte = tl.load(sign_ptr + ob, mask=ob < (n + 7) // 8, other=0).to(tl.int32)
     s = tl.reshape((byte[:, None] >> tl.arange(0, 8)[None, :]) & 1, (BLOCK,))
     o = pid * BLOCK + tl.arange(0, BLOCK)
     scale = _segment_value(scale_ptr, seg_ptr, o, n, SEG)
-    tl.store(out_ptr + o, (s.to(tl.float32) * 2 - 1) * scale, mask=o < n)
+    if TWO:  # the set bits decode to scale, the others to low
+        v = tl.where(s != 0, scale, _segment_value(low_ptr, seg_ptr, o, n, SEG))
+    else:
+        v = (s.to(tl.float32) * 2 - 1) * scale
+    tl.store(out_ptr + o, v, mask=o < n)
 
 
 def sign_encode(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -42,10 +48,12 @@ def sign_encode(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     return s, (part.sum() / max(1, n)).reshape(1)
 
 
-def sign_decode(s: torch.Tensor, scale: torch.Tensor, n: int, seg=None, out=None) -> torch.Tensor:
-    """±scale; ``scale``: one value, or one per segment with ``seg``."""
+def sign_decode(s: torch.Tensor, scale: torch.Tensor, n: int, seg=None, out=None, low=None) -> torch.Tensor:
+    """±scale, or with ``low``: scale where the bit is set and low elsewhere (1-bit SGD's two
+    means); ``scale`` and ``low``: one value, or one per segment with ``seg``."""
     out = _output(n, s.device, out)
     sc, segp, mode = _table(scale, seg, s.device)
-    _sign_decode_kernel[(triton.cdiv(n, BLOCK),)](s, sc, segp if segp is not None else sc, out, n, SEG=mode,
-                                                  BLOCK=BLOCK, num_warps=WARPS)
+    lo = _table(low, seg, s.device)[0] if low is not None else sc
+    _sign_decode_kernel[(triton.cdiv(n, BLOCK),)](s, sc, lo, segp if segp is not None else sc, out, n, SEG=mode,
+                                                  TWO=low is not None, BLOCK=BLOCK, num_warps=WARPS)
     return out
