@@ -3,9 +3,11 @@ bf16 autocast, SGD with momentum) under ``DistributedDataParallel`` with DDP's d
 with torch's Python hooks (the peers: what any Python hook costs) and with each lowbit codec's
 hook, one process (NCCL, world size 1: the exchange is the codec's work
 alone), eagerly and with each bucket's exchange replayed from a CUDA graph (``cuda_graph=True``).
-Median ms per step over the timed steps of all rounds (CUDA events; the hooks interleaved round
-by round), and the best round's median, × the default hook; and whether a step synchronizes with
-the host (``torch.cuda.set_sync_debug_mode("error")`` on one step).
+Median ms per step over the timed steps of all rounds (CUDA events; the hooks interleaved step by
+step, or round by round), and the best round's median, × the default hook; stepwise, also the
+median over steps of each step's time over the default hook's step in the same turn (a drift of
+the machine touches both); and whether a step synchronizes with the host
+(``torch.cuda.set_sync_debug_mode("error")`` on one step).
 
     python benchmarks/ddp_step.py --out bench-ddp-step.json      (a CUDA device)
 """
@@ -121,6 +123,10 @@ def main(argv=None) -> int:
     ap.add_argument("--warmup", type=int, default=10)
     ap.add_argument("--rounds", type=int, default=3, help="interleaved rounds over all hooks")
     ap.add_argument("--only", nargs="*", default=None, help="lowbit codecs to run (labels without 'lowbit ')")
+    ap.add_argument("--interleave", choices=["round", "step"], default="step",
+                    help="step: one step of every hook in turn (and each step's ratio to the default's step of "
+                         "the same turn, the median of those: 'paired'); round: each hook's steps of a round "
+                         "back to back")
     args = ap.parse_args(argv)
     os.environ.setdefault("MASTER_ADDR", "127.0.0.1")
     os.environ.setdefault("MASTER_PORT", "29677")
@@ -139,23 +145,36 @@ def main(argv=None) -> int:
             print(f"{label}, CUDA graph: failed: {str(e)[:200]}")
     times = {label: [] for label, _, _ in runs}
     for _ in range(args.rounds):  # interleaved: a drift of the machine's speed touches every row alike
-        for label, step, _ in runs:
-            times[label].append(timed_steps(step, args.steps))
+        if args.interleave == "step":  # one step of every hook in turn, ``steps`` times
+            cycles = [[timed_steps(step, 1)[0] for _, step, _ in runs] for _ in range(args.steps)]
+            for i, (label, _, _) in enumerate(runs):
+                times[label].append([c[i] for c in cycles])
+        else:
+            for label, step, _ in runs:
+                times[label].append(timed_steps(step, args.steps))
     rows = []
+    base_steps = [t for r in times[runs[0][0]] for t in r]
     for label, _, syncs in runs:
         rounds = times[label]
-        rows.append({"hook": label, "ms_per_step": statistics.median([t for r in rounds for t in r]),
-                     "best_round_ms": min(statistics.median(r) for r in rounds), "best_ms": min(min(r) for r in rounds),
-                     "host_syncs": syncs})
+        flat = [t for r in rounds for t in r]
+        row = {"hook": label, "ms_per_step": statistics.median(flat),
+               "best_round_ms": min(statistics.median(r) for r in rounds), "best_ms": min(min(r) for r in rounds),
+               "host_syncs": syncs}
+        if args.interleave == "step":  # each step against the default's step of the same cycle
+            row["x_default_paired"] = statistics.median(t / b for t, b in zip(flat, base_steps))
+        rows.append(row)
     base, best = rows[0]["ms_per_step"], rows[0]["best_round_ms"]
-    print("| hook | ms/step | × default | best round ms | × default | host syncs in a step |\n|---|---:|---:|---:|---:|---|")
+    paired = args.interleave == "step"
+    print("| hook | ms/step | × default | best round ms | × default |" + (" × default, paired |" if paired else "")
+          + " host syncs in a step |\n|---|---:|---:|---:|---:|" + ("---:|" if paired else "") + "---|")
     for r in rows:
         r["x_default"] = r["ms_per_step"] / base
         r["x_default_best_round"] = r["best_round_ms"] / best
         print(f"| {r['hook']} | {r['ms_per_step']:.2f} | {r['x_default']:.3f} | {r['best_round_ms']:.2f} | "
-              f"{r['x_default_best_round']:.3f} | {r['host_syncs']} |")
+              f"{r['x_default_best_round']:.3f} |" + (f" {r['x_default_paired']:.3f} |" if paired else "")
+              + f" {r['host_syncs']} |")
     write_results(args.out, "ddp_step", rows, device=device_name("cuda"), batch=args.batch, steps=args.steps,
-                  rounds=args.rounds)
+                  rounds=args.rounds, interleave=args.interleave)
     dist.destroy_process_group()
     return 0
 
