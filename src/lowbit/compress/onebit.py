@@ -76,7 +76,7 @@ class OneBit(MultiTensor, Compressor):
         from its sums by sign (NaN for a tensor whose sums are not finite, as a non-finite input;
         on CUDA two reads of the buffer: the bits, then the sums in float64 block by block)."""
         if k := kernels.fused_codecs(flat):  # the bits in one read, the sums by sign in another (float64)
-            signs, _ = k.sign_encode(flat)
+            signs = k.sign_encode(flat, scale=False)
             npos, spos, sneg = k.sign_sums(flat, segments.block_plan(k.BLOCK)).unbind(1)
             return {"means": self._means(npos, spos, sneg, segments), "signs": signs}
         pos = flat >= 0 if flat.device.type != "cpu" or not cpu.wanted(flat) else None

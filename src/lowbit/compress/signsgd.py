@@ -46,7 +46,7 @@ class SignSGD(MultiTensor, Compressor):
 
     def unit_encode(self, u, generator=None):
         if k := kernels.fused_codecs(u):
-            return {"signs": k.sign_encode(u)[0]}
+            return {"signs": k.sign_encode(u, scale=False)}
         return {"signs": pack(u >= 0, 1)}
 
     def unit_decode(self, payload, n, out=None):
@@ -86,7 +86,7 @@ class SignSGD(MultiTensor, Compressor):
     def flat_roundtrip(self, flat, tensors, segments, *, states=None, generator=None, out=None):
         if not (k := kernels.fused_codecs(flat)):
             return super().flat_roundtrip(flat, tensors, segments, states=states, generator=generator, out=out)
-        signs, _ = k.sign_encode(flat)
+        signs = k.sign_encode(flat, scale=False)
         return k.sign_decode(signs, self.tensor_scales(tensors, states), flat.numel(), seg=segments.index, out=out)
 
     def wire_bytes(self, numel: int) -> int:

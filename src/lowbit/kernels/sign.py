@@ -38,14 +38,16 @@ def _sign_decode_kernel(sign_ptr, scale_ptr, low_ptr, seg_ptr, out_ptr, n, SEG: 
     tl.store(out_ptr + o, v, mask=o < n)
 
 
-def sign_encode(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+def sign_encode(x: torch.Tensor, scale: bool = True):
+    """(bits x ≥ 0 packed eight to a byte, the scale ‖x‖₁/n as a one-element tensor); only the bits
+    without ``scale`` (the partial sums are not added up: two launches fewer)."""
     x = x.contiguous().reshape(-1)
     n = x.numel()
     grid = triton.cdiv(n, BLOCK)
     s = torch.empty((n + 7) // 8, dtype=torch.uint8, device=x.device)
     part = torch.empty(grid, dtype=torch.float32, device=x.device)
     _sign_encode_kernel[(grid,)](x, s, part, n, BLOCK=BLOCK, num_warps=WARPS)
-    return s, (part.sum() / max(1, n)).reshape(1)
+    return (s, (part.sum() / max(1, n)).reshape(1)) if scale else s
 
 
 def sign_decode(s: torch.Tensor, scale: torch.Tensor, n: int, seg=None, out=None, low=None) -> torch.Tensor:
