@@ -285,7 +285,8 @@ def run_rate(rate: str, args, e2e: bool = False) -> list:
     for r in range(2):
         env = dict(os.environ, RANK=str(r), WORLD_SIZE="2", MASTER_ADDR=ADDR[0], MASTER_PORT="29611",
                    GLOO_SOCKET_IFNAME=DEV[r], OMP_NUM_THREADS=str(args.threads))
-        cmd = ["ip", "netns", "exec", NS[r], sys.executable, os.path.abspath(__file__), "--worker", "--out", out,
+        pin = ["taskset", "-c", str(r % os.cpu_count())] if args.pin else []  # rank r on core r
+        cmd = ["ip", "netns", "exec", NS[r], *pin, sys.executable, os.path.abspath(__file__), "--worker", "--out", out,
                "--steps", str(args.steps), "--warmup", str(args.warmup), "--threads", str(args.threads),
                "--target", str(args.target), "--epochs", str(args.epochs), "--batch", str(args.batch),
                "--lr", str(args.lr)] + (["--e2e"] if e2e else []) + (["--collectives"] if args.collectives else [])
@@ -325,6 +326,7 @@ def main() -> None:
     ap.add_argument("--lr", type=float, default=0.02, help="end-to-end: SGD stepsize (momentum 0.9)")
     ap.add_argument("--no-table", action="store_true", help="skip the fixed-gradient table")
     ap.add_argument("--collectives", action="store_true", help="also time the bare collectives on one 8-bit message")
+    ap.add_argument("--pin", action="store_true", help="each rank on its own core (taskset); no faster here")
     ap.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.worker:
