@@ -74,34 +74,37 @@ def _cast_encode_kernel(x_ptr, out_ptr, fin_ptr, n, seed_ptr, S: tl.constexpr, E
         bad = _cast_encode_block(x_ptr, out_ptr, seed_ptr, pid, rem, S, EMIN_FIELD, LOW, LOW_EXP, ADDER, SUB, MAX_CODE, MODE, FNUZ, M, EF,
                                  OVER_CODE, INF_CODE, NAN_CODE, WIDTH, ROUNDS, BLOCK, False, FLAG)
     if FLAG:  # only formats without a NaN code send whether the input was finite
-        _clear_where(fin_ptr, (bad != bad).to(tl.int32))
+        _clear_where(fin_ptr, bad != bad)
+
+
+@triton.jit
+def _zero_where(fin_ptr, hit):
+    """``*fin_ptr = 0`` from every lane where the mask ``hit`` is set, by ``tl.store`` (the same
+    byte from any number of lanes: the stores agree)."""
+    zero = tl.zeros_like(hit).to(tl.int32)
+    tl.store(fin_ptr + zero, zero.to(tl.uint8), mask=hit)
 
 
 if _PTX:
     @triton.jit
     def _clear_where(fin_ptr, hit):
-        """``*fin_ptr = 0`` from every lane where ``hit`` (int32) is not 0: a predicated byte store
-        in inline PTX, in the layout ``hit`` already has.  (``tl.store`` through a pointer that is
-        the same for every lane gives the store one value per lane, and moves the mask there
-        through shared memory.)  The stochastic fp4 encode: 764 against 751 Gelem/s on an H200."""
+        """``_zero_where`` as a predicated byte store in inline PTX, in the layout ``hit`` already
+        has.  (``tl.store`` through a pointer that is the same for every lane gives the store one
+        value per lane, and moves the mask there through shared memory.)  The stochastic fp4
+        encode: 764 against 751 Gelem/s on an H200."""
         ptr = tl.zeros_like(hit).to(tl.int64) + fin_ptr.to(tl.int64)
         tl.inline_asm_elementwise("{ .reg .pred p; setp.ne.s32 p, $1, 0; @p st.global.u8 [$2], 0; mov.u32 $0, 0; }",
-                                  "=r,r,l", [hit, ptr], dtype=tl.int32, is_pure=False, pack=1)
+                                  "=r,r,l", [hit.to(tl.int32), ptr], dtype=tl.int32, is_pure=False, pack=1)
 else:
-    @triton.jit
-    def _clear_where(fin_ptr, hit):
-        """``*fin_ptr = 0`` from every lane where ``hit`` is not 0 (the stores agree)."""
-        zero = tl.zeros_like(hit)
-        tl.store(fin_ptr + zero, zero.to(tl.uint8), mask=hit != 0)
+    _clear_where = _zero_where
 
 
 @triton.jit
 def _flag_nonfinite(fin_ptr, amax):
-    """``*fin_ptr = 0`` from every lane whose |x| pattern ``amax`` is not finite's, by ``tl.store``
-    (the same byte from any number of lanes: the stores agree).  Through ``_clear_where`` the
-    stochastic MX encode ran 7% slower on an H200 (559 against 604 Gelem/s)."""
-    zero = tl.zeros_like(amax)
-    tl.store(fin_ptr + zero, zero.to(tl.uint8), mask=amax >= 0x7F800000)
+    """``*fin_ptr = 0`` from every lane whose |x| pattern ``amax`` is not finite's, by ``tl.store``:
+    through ``_clear_where`` the stochastic MX encode ran 7% slower on an H200 (559 against 604
+    Gelem/s)."""
+    _zero_where(fin_ptr, amax >= 0x7F800000)
 
 
 @triton.jit

@@ -55,7 +55,11 @@ def sign_decode(s: torch.Tensor, scale: torch.Tensor, n: int, seg=None, out=None
     means); ``scale`` and ``low``: one value, or one per segment with ``seg``."""
     out = _output(n, s.device, out)
     sc, segp, mode = _table(scale, seg, s.device)
-    lo = _table(low, seg, s.device)[0] if low is not None else sc
+    lo = sc
+    if low is not None:
+        lo, _, low_mode = _table(low, seg, s.device)
+        if low_mode != mode:
+            raise ValueError("scale and low must be given alike: both numbers, or both tensors")
     _sign_decode_kernel[(triton.cdiv(n, BLOCK),)](s, sc, lo, segp if segp is not None else sc, out, n, SEG=mode,
                                                   TWO=low is not None, BLOCK=BLOCK, num_warps=WARPS)
     return out
