@@ -6,7 +6,9 @@ alone), eagerly and with each bucket's exchange replayed from a CUDA graph (``cu
 Median ms per step over the timed steps of all rounds (CUDA events; the hooks interleaved step by
 step, or round by round), and the best round's median, × the default hook; stepwise, also the
 median over steps of each step's time over the default hook's step in the same turn (a drift of
-the machine touches both); and whether a step synchronizes with the host
+the machine touches both) with its quartiles; for the CUDA-graph rows, the device time of the
+step's captured exchanges replayed alone, back to back (the hook's own GPU work, as % of the
+default step); and whether a step synchronizes with the host
 (``torch.cuda.set_sync_debug_mode("error")`` on one step).
 
     python benchmarks/ddp_step.py --out bench-ddp-step.json      (a CUDA device)
@@ -61,6 +63,7 @@ def make_step(codec, x, y, cuda_graph: bool = False):
     torch.manual_seed(0)
     model = get_model("resnet18").cuda().to(memory_format=torch.channels_last)
     ddp = nn.parallel.DistributedDataParallel(model)
+    state = None
     if isinstance(codec, tuple):
         ddp.register_comm_hook(*codec)
     elif codec is not None:
@@ -75,6 +78,7 @@ def make_step(codec, x, y, cuda_graph: bool = False):
         loss.backward()
         opt.step()
 
+    step.hook_state = state  # lowbit's hook state, or None
     return step
 
 
@@ -100,6 +104,26 @@ def prepare(label, make, x, y, warmup, cuda_graph=False):
             step()
     torch.cuda.synchronize()
     return label, step, syncs
+
+
+def replay_us(state) -> list:
+    """[(values, µs)] of each bucket whose exchange the hook replays from a CUDA graph: the graph
+    replayed alone, back to back (median of 5 runs of 20 replays; µs None: the bucket runs eagerly,
+    or its layout was seen only in DDP's first step).  The replays draw from the codec's generator."""
+    out = []
+    for b in state.bucket_states.values():
+        runs = []
+        for graph, _ in b.graphs.values():
+            for _ in range(5):
+                e0, e1 = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+                e0.record()
+                for _ in range(20):
+                    graph.replay()
+                e1.record()
+                e1.synchronize()
+                runs.append(1e3 * e0.elapsed_time(e1) / 20)
+        out.append((sum(b.coder.sizes), statistics.median(runs) if runs else None))
+    return out
 
 
 def timed_steps(step, steps):
@@ -154,25 +178,35 @@ def main(argv=None) -> int:
                 times[label].append(timed_steps(step, args.steps))
     rows = []
     base_steps = [t for r in times[runs[0][0]] for t in r]
-    for label, _, syncs in runs:
+    for label, step, syncs in runs:
         rounds = times[label]
         flat = [t for r in rounds for t in r]
         row = {"hook": label, "ms_per_step": statistics.median(flat),
                "best_round_ms": min(statistics.median(r) for r in rounds), "best_ms": min(min(r) for r in rounds),
                "host_syncs": syncs}
         if args.interleave == "step":  # each step against the default's step of the same cycle
-            row["x_default_paired"] = statistics.median(t / b for t, b in zip(flat, base_steps))
+            ratios = [t / b for t, b in zip(flat, base_steps)]
+            q = statistics.quantiles(ratios, n=4)
+            row.update(x_default_paired=statistics.median(ratios), x_default_paired_q25=q[0], x_default_paired_q75=q[2])
+        if getattr(step, "hook_state", None) is not None and step.hook_state.cuda_graph:
+            replays = [us for _, us in replay_us(step.hook_state) if us is not None]
+            row["graph_replay_us"] = sum(replays) if replays else None
         rows.append(row)
     base, best = rows[0]["ms_per_step"], rows[0]["best_round_ms"]
     paired = args.interleave == "step"
-    print("| hook | ms/step | × default | best round ms | × default |" + (" × default, paired |" if paired else "")
-          + " host syncs in a step |\n|---|---:|---:|---:|---:|" + ("---:|" if paired else "") + "---|")
+    print("| hook | ms/step | × default | best round ms | × default |"
+          + (" × default, paired (quartiles) |" if paired else "")
+          + " graphs replayed alone, % of default step | host syncs in a step |\n|---|---:|---:|---:|---:|"
+          + ("---:|" if paired else "") + "---:|---|")
     for r in rows:
         r["x_default"] = r["ms_per_step"] / base
         r["x_default_best_round"] = r["best_round_ms"] / best
+        us = r.get("graph_replay_us")
         print(f"| {r['hook']} | {r['ms_per_step']:.2f} | {r['x_default']:.3f} | {r['best_round_ms']:.2f} | "
-              f"{r['x_default_best_round']:.3f} |" + (f" {r['x_default_paired']:.3f} |" if paired else "")
-              + f" {r['host_syncs']} |")
+              f"{r['x_default_best_round']:.3f} |"
+              + (f" {r['x_default_paired']:.3f} ({r['x_default_paired_q25']:.3f}–{r['x_default_paired_q75']:.3f}) |"
+                 if paired else "")
+              + (f" {us:.0f} µs, {us / 10 / base:.2f}% |" if us else " |") + f" {r['host_syncs']} |")
     write_results(args.out, "ddp_step", rows, device=device_name("cuda"), batch=args.batch, steps=args.steps,
                   rounds=args.rounds, interleave=args.interleave)
     dist.destroy_process_group()
