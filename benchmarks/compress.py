@@ -85,6 +85,7 @@ def main(argv=None) -> int:
     ap.add_argument("--rounds", type=int, default=None, help="interleaved rounds, best kept (default 3 on GPU, 1 on CPU)")
     ap.add_argument("--philox-rounds", type=int, default=0,
                     help="also time the stochastic kernels with this many Philox rounds (default: the kernels' own only)")
+    ap.add_argument("--only", nargs="*", default=None, help="codec rows to time (labels as printed)")
     args = ap.parse_args(argv)
     dev = args.device
     n = 1 << (args.log2n or (26 if dev == "cuda" else 22))
@@ -95,7 +96,8 @@ def main(argv=None) -> int:
     g = torch.Generator(device=dev).manual_seed(0)
     x = torch.randn(n, device=dev, generator=g)
     y = torch.empty_like(x)
-    cases = [(label, _codec_calls(label.split()[0], opts, x, g)) for label, opts in CODECS.items()]
+    cases = [(label, _codec_calls(label.split()[0], opts, x, g)) for label, opts in CODECS.items()
+             if args.only is None or label in args.only]
     if dev == "cuda" and args.philox_rounds:  # ablation: the stochastic kernels with another Philox round count
         cases += _ablation(x, g, args.philox_rounds)
     best: dict = {}

@@ -238,6 +238,21 @@ def test_sums_by_sign_against_float64_and_the_two_valued_decode(segmented):
     assert _same(dec, torch.where(flat >= 0, a.float()[li], b.float()[li])).all()
 
 
+@pytest.mark.parametrize("blocks", [[3, 0, 64, 40], [1300, 7, 65, 0, 512, 513]])
+def test_row_sums_per_tensor_against_float64(blocks):
+    """The per-tensor sum of the blocks' partial sums (64 rows a step, or 512 where a tensor has
+    more than 64 blocks: several steps, a partial last one, an empty tensor) against float64."""
+    from lowbit.kernels.reductions import _per_tensor
+
+    g = torch.Generator().manual_seed(1)
+    part = torch.randn(sum(blocks), 3, generator=g, dtype=torch.float64) * 1e3
+    per = torch.tensor(blocks, dtype=torch.int64)  # as Segments.block_plan makes them
+    first = torch.tensor([sum(blocks[:j]) for j in range(len(blocks))], dtype=torch.int64)
+    got = _per_tensor(part, (None, None, per, first, max(blocks)))
+    want = torch.stack([q.sum(0) for q in part.split(blocks)])
+    assert torch.allclose(got, want, rtol=1e-12, atol=1e-9), (got - want).abs().max()
+
+
 @pytest.mark.parametrize("start,n", [(0, 8229), (1, 8228), (2, 7)])
 def test_decode_into_a_given_buffer_and_an_unaligned_input(start, n, x):
     fmt = lowbit.get_format("fp4")

@@ -63,11 +63,14 @@ def _rows_sum_kernel(part_ptr, first_ptr, count_ptr, out_ptr, MOST: tl.constexpr
 
 
 def _per_tensor(part: torch.Tensor, plan) -> torch.Tensor:
-    """The blocks' partial sums (one row of K per block) added per tensor in a fixed order."""
+    """The blocks' partial sums (one row of K per block) added per tensor in a fixed order: 64
+    rows at a time, or 512 (eight warps) where a tensor has more than 64 blocks, so that a tensor of
+    2^26 values takes 32 steps, not 256."""
     _, _, per, first, most = plan
     out = torch.empty(per.numel(), part.shape[1], dtype=torch.float64, device=part.device)
     if per.numel():
-        _rows_sum_kernel[(per.numel(),)](part, first, per, out, MOST=most, R=64, K=part.shape[1], num_warps=2)
+        r, warps = (64, 2) if most <= 64 else (512, 8)
+        _rows_sum_kernel[(per.numel(),)](part, first, per, out, MOST=most, R=r, K=part.shape[1], num_warps=warps)
     return out
 
 
