@@ -12,6 +12,7 @@ rank sent per step (torch hooks: computed from the sizes).
     sudo python benchmarks/link.py                 # builds the namespaces, runs, removes them
     sudo python benchmarks/link.py --rates 1gbit   # one rate
     sudo python benchmarks/link.py --rates unshaped  # no tc: what the CPUs alone allow
+    sudo python benchmarks/link.py --rates 10gbit --only "intsgd int8" --timeline  # where a step goes
 
 Needs root (``ip netns``, ``tc``).  The addresses (10.231.0.1–2) exist only inside the two
 namespaces this script creates; they are deleted on exit, also after an error or Ctrl-C.
@@ -110,6 +111,55 @@ def hooks(world: int):
     }
 
 
+def install_timeline() -> tuple[list, list]:
+    """Wrap the hook and the bucket coder's calls so that each appends (name, start, end, thread) in
+    seconds after the step's start to the returned list; the second list holds the step's start."""
+    import functools
+    import threading
+
+    import lowbit.distributed.hooks as H
+    from lowbit.distributed.bucket import BucketCoder
+
+    events, t0 = [], [0.0]
+
+    def note(name, start):
+        events.append((name, start - t0[0], time.perf_counter() - t0[0], threading.get_ident() % 997))
+
+    def wrap(owner, name):
+        fn = getattr(owner, name)
+
+        @functools.wraps(fn)
+        def timed(*a, **k):
+            start = time.perf_counter()
+            try:
+                return fn(*a, **k)
+            finally:
+                note(name, start)
+
+        setattr(owner, name, timed)
+
+    for name in ("encode_decoded", "to_sum_buffer", "decode_sum", "to_bytes", "mean_decoded", "join"):
+        wrap(BucketCoder, name)
+    wrap(H.dist, "all_reduce")
+    wrap(H, "_all_gather_into")
+    hook = H.compressed_hook
+
+    @functools.wraps(hook)  # DDP reads the hook's signature
+    def timed_hook(state, bucket):
+        start = time.perf_counter()
+        fut = hook(state, bucket)
+        note("hook", start)
+
+        def done(f):
+            note("future done", time.perf_counter())
+            return f.value()
+
+        return fut.then(done)
+
+    H.compressed_hook = timed_hook
+    return events, t0
+
+
 def worker(args) -> None:
     import torch
     import torch.distributed as dist
@@ -133,6 +183,7 @@ def worker(args) -> None:
         def forward(self):
             return sum((p * r).sum() for p, r in zip(self.ps, self.r))
 
+    events, step_start = install_timeline() if args.timeline and rank == 0 else ([], [0.0])
     rows = collectives(args, rank) if args.collectives else []
     wanted = [k for k in hooks(2) if not args.only or any(o in k for o in args.only)]
     for label in wanted:
@@ -150,9 +201,16 @@ def worker(args) -> None:
             if k == args.warmup and fixed_bytes is None and hasattr(state, "bytes_sent"):
                 before = state.bytes_sent
             dist.barrier()
-            t0 = time.perf_counter()
-            ddp().backward()
+            t0 = step_start[0] = time.perf_counter()
+            events.clear()
+            loss = ddp()
+            events.append(("forward", 0.0, time.perf_counter() - t0, 0))
+            loss.backward()
             times.append(time.perf_counter() - t0)
+            if args.timeline and rank == 0 and args.warmup <= k < args.warmup + 3:
+                print(f"  {label}, step {k}, ms after its start [thread]: " + " ".join(
+                    f"{n} {1e3 * a:.1f}–{1e3 * b:.1f} [{th}]" for n, a, b, th in events)
+                    + f" · end {1e3 * times[-1]:.1f}", flush=True)
             model.zero_grad(set_to_none=False)
         t = torch.tensor(times[args.warmup:], dtype=torch.float64)
         dist.all_reduce(t, dist.ReduceOp.MAX)  # a step ends when both ranks have the mean
@@ -289,7 +347,8 @@ def run_rate(rate: str, args, e2e: bool = False) -> list:
         cmd = ["ip", "netns", "exec", NS[r], *pin, sys.executable, os.path.abspath(__file__), "--worker", "--out", out,
                "--steps", str(args.steps), "--warmup", str(args.warmup), "--threads", str(args.threads),
                "--target", str(args.target), "--epochs", str(args.epochs), "--batch", str(args.batch),
-               "--lr", str(args.lr)] + (["--e2e"] if e2e else []) + (["--collectives"] if args.collectives else [])
+               "--lr", str(args.lr)] + (["--e2e"] if e2e else []) + (["--collectives"] if args.collectives else []) \
+            + (["--timeline"] if args.timeline else [])
         if args.only:
             cmd += ["--only", *args.only]
         procs.append(subprocess.Popen(cmd, env=env))
@@ -327,6 +386,9 @@ def main() -> None:
     ap.add_argument("--no-table", action="store_true", help="skip the fixed-gradient table")
     ap.add_argument("--collectives", action="store_true", help="also time the bare collectives on one 8-bit message")
     ap.add_argument("--pin", action="store_true", help="each rank on its own core (taskset); no faster here")
+    ap.add_argument("--timeline", action="store_true",
+                    help="rank 0 prints when the forward, each lowbit hook call, its encode, collective and decode "
+                         "ran in three timed steps")
     ap.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.worker:
