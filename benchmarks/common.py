@@ -1,7 +1,10 @@
-"""What every benchmark script shares: the timer, the device's name, writing results, and the GPU rounding scripts' input."""
+"""What every benchmark script shares: the timer, the device's name, writing results, the GPU rounding scripts'
+input, and timers wrapped around a library's calls."""
 
 from __future__ import annotations
 
+import functools
+import inspect
 import json
 import platform
 import statistics
@@ -92,3 +95,21 @@ def rounding_input(n: int):
     run = timer("cuda", backlog=True)
     return x, y, run, run(lambda: y.copy_(x), 20)
 
+
+def time_calls(owner, name: str, label: str, note) -> None:
+    """Replace ``owner.name`` (a function of a module or class, a static method kept static) by one
+    that calls ``note(label, start)`` with its start (``time.perf_counter()``) after every call:
+    where a library spends its time across threads, which cProfile would not follow (DDP's hook
+    and its callbacks run on other threads).  The wrapper keeps the signature (DDP reads a hook's)."""
+    fn = getattr(owner, name)
+    static = isinstance(owner, type) and isinstance(inspect.getattr_static(owner, name), staticmethod)
+
+    @functools.wraps(fn)
+    def timed(*args, **kw):
+        start = time.perf_counter()
+        try:
+            return fn(*args, **kw)
+        finally:
+            note(label, start)
+
+    setattr(owner, name, staticmethod(timed) if static else timed)

@@ -114,10 +114,10 @@ def hooks(world: int):
 def install_timeline() -> tuple[list, list]:
     """Wrap the hook and the bucket coder's calls so that each appends (name, start, end, thread) in
     seconds after the step's start to the returned list; the second list holds the step's start."""
-    import functools
     import threading
 
     import lowbit.distributed.hooks as H
+    from common import time_calls
     from lowbit.distributed.bucket import BucketCoder
 
     events, t0 = [], [0.0]
@@ -125,38 +125,21 @@ def install_timeline() -> tuple[list, list]:
     def note(name, start):
         events.append((name, start - t0[0], time.perf_counter() - t0[0], threading.get_ident() % 997))
 
-    def wrap(owner, name):
-        fn = getattr(owner, name)
-
-        @functools.wraps(fn)
-        def timed(*a, **k):
-            start = time.perf_counter()
-            try:
-                return fn(*a, **k)
-            finally:
-                note(name, start)
-
-        setattr(owner, name, timed)
-
     for name in ("encode_decoded", "to_sum_buffer", "decode_sum", "to_bytes", "mean_decoded", "join"):
-        wrap(BucketCoder, name)
-    wrap(H.dist, "all_reduce")
-    wrap(H, "_all_gather_into")
+        time_calls(BucketCoder, name, name, note)
+    time_calls(H.dist, "all_reduce", "all_reduce", note)
+    time_calls(H, "_all_gather_into", "_all_gather_into", note)
     hook = H.compressed_hook
 
-    @functools.wraps(hook)  # DDP reads the hook's signature
-    def timed_hook(state, bucket):
-        start = time.perf_counter()
-        fut = hook(state, bucket)
-        note("hook", start)
-
+    def with_completion(state, bucket):  # the hook's call is timed below; this adds when its future completes
         def done(f):
             note("future done", time.perf_counter())
             return f.value()
 
-        return fut.then(done)
+        return hook(state, bucket).then(done)
 
-    H.compressed_hook = timed_hook
+    H.compressed_hook = with_completion
+    time_calls(H, "compressed_hook", "hook", note)
     return events, t0
 
 

@@ -16,6 +16,7 @@ import torch
 import torch.distributed as dist
 
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "benchmarks"))
+from common import time_calls  # noqa: E402
 from ddp_step import make_step, replay_us  # noqa: E402
 from lowbit import get_compressor  # noqa: E402
 
@@ -23,8 +24,6 @@ from lowbit import get_compressor  # noqa: E402
 def _install_timers():
     """Timers around the hook and the pieces it calls (the hook and its callbacks run on other
     threads than this one, which cProfile would not see): {label: seconds}."""
-    import functools
-    import inspect
     import time
     from collections import defaultdict
 
@@ -33,35 +32,24 @@ def _install_timers():
 
     spent = defaultdict(float)
 
-    def timed(owner, name, label):
-        fn = getattr(owner, name)
-        static = isinstance(inspect.getattr_static(owner, name), staticmethod)
-
-        @functools.wraps(fn)  # DDP reads the hook's signature
-        def wrapper(*args, **kw):
-            t = time.perf_counter()
-            try:
-                return fn(*args, **kw)
-            finally:
-                spent[label] += time.perf_counter() - t
-
-        setattr(owner, name, staticmethod(wrapper) if static else wrapper)
+    def note(label, start):
+        spent[label] += time.perf_counter() - start
 
     for name in ("encode_decoded", "nbytes", "to_sum_buffer", "from_sum_buffer", "decode_sum", "mean_decoded",
                  "to_bytes", "from_bytes", "exact_part", "join"):
-        timed(BucketCoder, name, f"BucketCoder.{name}")
+        time_calls(BucketCoder, name, f"BucketCoder.{name}", note)
     from lowbit.compress.cast import Cast
     from lowbit.compress.intsgd import IntSGD
 
     for cls in (Cast, IntSGD):
         for name in ("flat_encode", "flat_decode"):
-            timed(cls, name, f"{cls.__name__}.{name}")
+            time_calls(cls, name, f"{cls.__name__}.{name}", note)
     for name in ("bucket", "states", "_end_step"):
-        timed(H.HookState, name, f"HookState.{name}")
-    timed(H, "draw_ahead", "draw_ahead")
-    timed(H.dist, "all_reduce", "dist.all_reduce")
-    timed(H, "_all_gather_into", "all-gather")
-    timed(H, "compressed_hook", "compressed_hook (all of it, before the callback)")
+        time_calls(H.HookState, name, f"HookState.{name}", note)
+    time_calls(H, "draw_ahead", "draw_ahead", note)
+    time_calls(H.dist, "all_reduce", "dist.all_reduce", note)
+    time_calls(H, "_all_gather_into", "all-gather", note)
+    time_calls(H, "compressed_hook", "compressed_hook (all of it, before the callback)", note)
     return spent
 
 
